@@ -1,0 +1,207 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+
+/// The result type of every fallible ndshm call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, as a value to match on.
+///
+/// The list grows as ndshm grows, so it is `#[non_exhaustive]`: match the kinds you act on
+/// and keep a `_` arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A segment name breaks one of the naming rules (empty, too long, holds `/` or NUL,
+    /// `.`/`..`, or a reserved prefix). The message says which rule.
+    InvalidName,
+    /// Creating a segment whose name is already taken.
+    AlreadyExists,
+    /// Opening a segment that does not exist.
+    NotFound,
+    /// The operating system refused access (file mode or ownership).
+    PermissionDenied,
+    /// The segment holds another element type than the one asked for.
+    TypeMismatch,
+    /// The segment holds an array of another dimensionality than the one asked for.
+    DimensionMismatch,
+    /// The segment is an ndshm segment of another kind (a queue opened as an array…).
+    KindMismatch,
+    /// The segment's header or trailer is truncated, corrupted, or not ndshm/npy at all.
+    InvalidHeader,
+    /// The segment is shorter than its header says (including a zero-length segment).
+    Truncated,
+    /// A valid `.npy` header that ndshm does not support (big-endian or structured dtype,
+    /// unknown version).
+    Unsupported,
+    /// A shape whose element count or byte size overflows `usize`/`isize`.
+    SizeOverflow,
+    /// A shape that does not fit the data (wrong length, wrong dimensionality…).
+    ShapeMismatch,
+    /// `/dev/shm` has no room for the segment.
+    NoSpace,
+    /// This process already holds a handle to the segment; share that handle instead.
+    AlreadyOpen,
+    /// A worker process failed (panicked, returned an error, or died of a signal).
+    WorkerFailed,
+    /// A blocking call ran out of time.
+    Timeout,
+    /// The peer or the structure was closed.
+    Closed,
+    /// A bounded structure is full.
+    Full,
+    /// An argument is out of range (zero workers, a message larger than the slot…).
+    InvalidArgument,
+    /// Any other operating-system error; see [`Error::source`](std::error::Error::source).
+    Io,
+}
+
+impl ErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidName => "invalid segment name",
+            ErrorKind::AlreadyExists => "segment already exists",
+            ErrorKind::NotFound => "segment not found",
+            ErrorKind::PermissionDenied => "permission denied",
+            ErrorKind::TypeMismatch => "element type mismatch",
+            ErrorKind::DimensionMismatch => "dimensionality mismatch",
+            ErrorKind::KindMismatch => "segment kind mismatch",
+            ErrorKind::InvalidHeader => "invalid header",
+            ErrorKind::Truncated => "segment truncated",
+            ErrorKind::Unsupported => "unsupported format",
+            ErrorKind::SizeOverflow => "size overflow",
+            ErrorKind::ShapeMismatch => "shape mismatch",
+            ErrorKind::NoSpace => "no space in shared memory",
+            ErrorKind::AlreadyOpen => "segment already open in this process",
+            ErrorKind::WorkerFailed => "worker failed",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Full => "full",
+            ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::Io => "I/O error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An ndshm error: a [`ErrorKind`], a message that says what was wrong and how to fix it,
+/// and the operating-system error behind it, if any, as its [`source`](std::error::Error::source).
+///
+/// # Examples
+/// ```
+/// use ndshm::{ErrorKind, SharedNdArray};
+/// use ndarray::Ix1;
+/// let err = SharedNdArray::<f64, Ix1>::zeros("a/b", 3).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidName);
+/// assert!(err.to_string().contains("'/'"));
+/// ```
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<io::Error>,
+}
+
+impl Error {
+    /// An error of `kind` with a message.
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error from an OS call, classified by its errno; `context` says what was being done.
+    pub(crate) fn os(context: impl Into<String>, err: io::Error) -> Error {
+        let kind = match err.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+            io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            _ => match err.raw_os_error() {
+                Some(libc::ENOSPC) => ErrorKind::NoSpace,
+                Some(libc::ENAMETOOLONG) => ErrorKind::InvalidName,
+                _ => ErrorKind::Io,
+            },
+        };
+        Error {
+            kind,
+            message: context.into(),
+            source: Some(err),
+        }
+    }
+
+    /// An error from a `nix` call.
+    pub(crate) fn errno(context: impl Into<String>, errno: nix::errno::Errno) -> Error {
+        Error::os(context, io::Error::from_raw_os_error(errno as i32))
+    }
+
+    /// The same error with another kind (the message and source are kept).
+    pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Error {
+        self.kind = kind;
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message without the kind or the OS error.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The errno behind this error, if an OS call failed.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.source.as_ref().and_then(io::Error::raw_os_error)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, " ({source})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> io::Error {
+        let kind = match err.kind {
+            ErrorKind::NotFound => io::ErrorKind::NotFound,
+            ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+            ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::InvalidName | ErrorKind::InvalidArgument => io::ErrorKind::InvalidInput,
+            ErrorKind::InvalidHeader | ErrorKind::Truncated => io::ErrorKind::InvalidData,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}

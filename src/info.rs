@@ -1,0 +1,178 @@
+//! Inspecting segments without attaching: `info`, `list` (what `ndshm info`/`ls` print).
+//!
+//! These read the segment file with `pread` and never map it, so a truncated or hostile
+//! segment cannot fault the caller, and no process-wide handle is taken.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+
+use crate::dtype::DType;
+use crate::error::{Error, ErrorKind, Result};
+use crate::npy::NpyHeader;
+use crate::segment::{validate_name, TEMP_PREFIX};
+use crate::sys::{proc, shm};
+use crate::trailer::{SegmentKind, Trailer, TRAILER_LEN};
+
+/// What a segment is, read from its trailer and (for arrays) its `.npy` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The segment's name.
+    pub name: String,
+    /// Its kind; `None` for a plain `.npy` file without an ndshm trailer.
+    pub kind: Option<SegmentKind>,
+    /// Element type, for arrays.
+    pub dtype: Option<DType>,
+    /// Shape, for arrays.
+    pub shape: Option<Vec<usize>>,
+    /// Fortran order, for arrays.
+    pub fortran_order: bool,
+    /// Size of the segment file in bytes.
+    pub bytes: u64,
+    /// The owner's pid (0 when unknown).
+    pub owner_pid: i32,
+    /// Whether the owner (pid and start time) is still running.
+    pub owner_alive: bool,
+    /// Whether the segment outlives its owner.
+    pub persistent: bool,
+    /// The unique id of the segment's creation (0 when unknown).
+    pub segment_id: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owning user id.
+    pub uid: u32,
+}
+
+impl SegmentInfo {
+    /// Whether `gc` would remove it: an ndshm segment, not persistent, whose owner is dead.
+    pub fn is_stale(&self) -> bool {
+        self.kind.is_some() && !self.persistent && !self.owner_alive
+    }
+
+    /// `C` or `F` for arrays, `-` otherwise.
+    pub fn layout(&self) -> &'static str {
+        match (self.dtype, self.fortran_order) {
+            (None, _) => "-",
+            (Some(_), false) => "C",
+            (Some(_), true) => "F",
+        }
+    }
+}
+
+/// Describes segment `name` without attaching to it.
+///
+/// # Errors
+/// [`ErrorKind::NotFound`], [`ErrorKind::PermissionDenied`], and
+/// [`ErrorKind::InvalidHeader`]/[`ErrorKind::Truncated`] when it is neither an ndshm segment
+/// nor a `.npy` file.
+///
+/// # Examples
+/// ```
+/// # let name = format!("doc-info-{}", std::process::id());
+/// let a = ndshm::SharedNdArray::<f64, ndarray::Ix2>::zeros(&name, (1000, 3))?;
+/// let info = ndshm::info(&name)?;
+/// assert_eq!(info.shape.as_deref(), Some(&[1000, 3][..]));
+/// assert_eq!(info.owner_pid, std::process::id() as i32);
+/// assert!(info.owner_alive);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub fn info(name: &str) -> Result<SegmentInfo> {
+    let name = validate_name(name)?;
+    let path = shm::path(name);
+    let file = File::open(&path).map_err(|e| {
+        let msg = match e.kind() {
+            std::io::ErrorKind::NotFound => format!("no segment named '{name}' in /dev/shm"),
+            _ => format!("cannot read segment '{name}'"),
+        };
+        Error::os(msg, e)
+    })?;
+    describe(name, &file)
+}
+
+pub(crate) fn describe(name: &str, file: &File) -> Result<SegmentInfo> {
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::os(format!("cannot stat segment '{name}'"), e))?;
+    let len = meta.len();
+    if len == 0 {
+        return Err(Error::new(
+            ErrorKind::Truncated,
+            format!("segment '{name}' is empty (zero bytes)"),
+        ));
+    }
+    let mut out = SegmentInfo {
+        name: name.to_string(),
+        kind: None,
+        dtype: None,
+        shape: None,
+        fortran_order: false,
+        bytes: len,
+        owner_pid: 0,
+        owner_alive: false,
+        persistent: false,
+        segment_id: 0,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+    };
+    let read_err = |e| Error::os(format!("cannot read segment '{name}'"), e);
+    if len >= TRAILER_LEN as u64 {
+        let mut tail = [0u8; TRAILER_LEN];
+        let got = shm::read_at(file, &mut tail, len - TRAILER_LEN as u64).map_err(read_err)?;
+        if got == TRAILER_LEN {
+            if let Some(t) = Trailer::parse(&tail, len as usize)? {
+                out.kind = Some(t.kind);
+                out.owner_pid = t.owner_pid;
+                out.owner_alive = proc::is_alive(t.owner_pid, t.owner_start);
+                out.persistent = t.persistent;
+                out.segment_id = t.segment_id;
+            }
+        }
+    }
+    if matches!(out.kind, None | Some(SegmentKind::Array)) {
+        let mut head = vec![0u8; len.min(1 << 16) as usize];
+        let got = shm::read_at(file, &mut head, 0).map_err(read_err)?;
+        head.truncate(got);
+        match NpyHeader::parse(&head) {
+            Ok((h, _)) => {
+                out.dtype = Some(h.dtype);
+                out.shape = Some(h.shape);
+                out.fortran_order = h.fortran_order;
+            }
+            Err(e) if out.kind.is_some() => return Err(e),
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidHeader,
+                    format!("'{name}' in /dev/shm is neither an ndshm segment nor a .npy file"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Lists the ndshm segments in `/dev/shm` (those with an ndshm trailer), sorted by name.
+/// Segments this process may not read, and files that are not ndshm segments, are skipped.
+///
+/// # Errors
+/// An OS error reading `/dev/shm`.
+pub fn list() -> Result<Vec<SegmentInfo>> {
+    let dir = std::fs::read_dir(shm::SHM_DIR).map_err(|e| Error::os("cannot read /dev/shm", e))?;
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Ok(file) = File::open(entry.path()) else {
+            continue;
+        };
+        if let Ok(info) = describe(&name, &file) {
+            if info.kind.is_some() {
+                out.push(info);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
