@@ -64,6 +64,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod array;
+mod cleanup;
 mod dtype;
 mod error;
 mod info;
@@ -79,7 +80,7 @@ pub use array::{
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
 pub use info::{info, list, SegmentInfo};
-pub use process::{write_stdout, ChildResult, Process};
+pub use process::{scope, write_stdout, ChildResult, Process, Scope};
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};
 pub use trailer::SegmentKind;
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::cleanup;
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment;
 use crate::sys::fork::{self, AnonShared, Exit, Forked};
@@ -134,6 +135,7 @@ pub(crate) fn fork_with(child: impl FnOnce()) -> Result<i32> {
     match forked {
         Ok(Forked::Parent(pid)) => Ok(pid),
         Ok(Forked::Child) => {
+            segment::reset_registry_in_child();
             child();
             // `child` ends the process; should it ever return, leave without unwinding.
             fork::exit_now(70)
@@ -195,15 +197,28 @@ pub struct Process {
 impl Process {
     /// Forks a child that runs `f`.
     ///
+    /// `f` owns what it captures (`'static`): the child works on its copy, and the parent
+    /// drops its own copy right after the fork. To let children borrow the parent's
+    /// shared values and arrays, use [`scope`].
+    ///
     /// # Errors
     /// An OS error when `fork` or the report page fails.
     pub fn spawn<F, R>(f: F) -> Result<Process>
+    where
+        F: FnOnce() -> R + 'static,
+        R: ChildResult,
+    {
+        Self::spawn_unchecked(f)
+    }
+
+    fn spawn_unchecked<F, R>(f: F) -> Result<Process>
     where
         F: FnOnce() -> R,
         R: ChildResult,
     {
         let report = Report::new()?;
         let pid = fork_with(|| run_child(&report, f))?;
+        cleanup::track_child(pid);
         Ok(Process {
             pid,
             report,
@@ -232,6 +247,7 @@ impl Process {
                 let exit = fork::wait_child(self.pid, false)
                     .map_err(|e| Error::os(format!("waitpid({})", self.pid), e))?
                     .unwrap_or(Exit::Code(0));
+                cleanup::untrack_child(self.pid);
                 self.exit = Some(exit);
                 exit
             }
@@ -253,6 +269,9 @@ impl Process {
         if self.exit.is_none() {
             self.exit = fork::wait_child(self.pid, true)
                 .map_err(|e| Error::os(format!("waitpid({})", self.pid), e))?;
+            if self.exit.is_some() {
+                cleanup::untrack_child(self.pid);
+            }
         }
         Ok(self.exit.is_some())
     }
@@ -282,6 +301,7 @@ impl Drop for Process {
         if self.exit.is_none() {
             let _ = fork::send_signal(self.pid, libc::SIGKILL);
             let _ = fork::wait_child(self.pid, false);
+            cleanup::untrack_child(self.pid);
         }
     }
 }
@@ -291,6 +311,90 @@ impl fmt::Debug for Process {
         f.debug_struct("Process")
             .field("pid", &self.pid)
             .field("exit", &self.exit)
+            .finish()
+    }
+}
+
+/// Forks processes that may borrow from the caller's stack, like `std::thread::scope`:
+/// every child spawned on the [`Scope`] is joined before `scope` returns, so a child may
+/// capture `&SharedValue` or `&mut SharedNdArray` and the borrow checker keeps the parent
+/// off them until then.
+///
+/// A child works on a copy of the parent's address space: writes through references to
+/// shared memory (ndshm segments) are seen by everyone; writes to ordinary memory stay in
+/// the child.
+///
+/// # Errors
+/// The first failure among the children ([`ErrorKind::WorkerFailed`], naming the pid and
+/// cause), or of `fork`; every child is reaped in any case.
+///
+/// # Examples
+/// ```
+/// use ndshm::SharedNdArray;
+/// # let name = format!("doc-scope-{}", std::process::id());
+/// let mut a = SharedNdArray::<i64, ndarray::Ix1>::zeros(&name, 4)?;
+/// ndshm::scope(|s| s.spawn(|| a.view_mut().fill(7)).map(drop))?;
+/// assert_eq!(a.view().sum(), 28);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub fn scope<'env, T>(f: impl FnOnce(&Scope<'env>) -> Result<T>) -> Result<T> {
+    let scope = Scope {
+        children: std::cell::RefCell::new(Vec::new()),
+        _env: std::marker::PhantomData,
+    };
+    let out = f(&scope);
+    let joined = scope.join_all();
+    let value = out?;
+    joined.map(|()| value)
+}
+
+/// Spawns borrowing children; see [`scope`].
+pub struct Scope<'env> {
+    children: std::cell::RefCell<Vec<Process>>,
+    _env: std::marker::PhantomData<&'env mut &'env ()>,
+}
+
+impl<'env> Scope<'env> {
+    /// Forks a child that runs `f`, which may borrow anything that outlives the scope.
+    /// Returns the child's pid.
+    ///
+    /// # Errors
+    /// An OS error when `fork` fails.
+    pub fn spawn<F, R>(&self, f: F) -> Result<i32>
+    where
+        F: FnOnce() -> R + 'env,
+        R: ChildResult,
+    {
+        let child = Process::spawn_unchecked(f)?;
+        let pid = child.pid();
+        self.children.borrow_mut().push(child);
+        Ok(pid)
+    }
+
+    fn join_all(&self) -> Result<()> {
+        let mut first = Ok(());
+        for child in self.children.borrow_mut().drain(..) {
+            let r = child.join();
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+impl Drop for Scope<'_> {
+    fn drop(&mut self) {
+        // Reached with children only when the scope's closure panicked: reap them all
+        // before the borrows they hold end.
+        let _ = self.join_all();
+    }
+}
+
+impl fmt::Debug for Scope<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("children", &self.children.borrow().len())
             .finish()
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Mutex, OnceLock};
 
 use memmap2::MmapRaw;
 
+use crate::cleanup;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::{proc, shm};
 use crate::trailer::{self, SegmentKind, Trailer, TrailerInfo, TRAILER_LEN};
@@ -174,6 +175,13 @@ fn register(id: FileId, name: &str) -> Result<()> {
 pub(crate) fn while_registry_locked<R>(f: impl FnOnce() -> R) -> R {
     let _guard = registry().lock().unwrap_or_else(|p| p.into_inner());
     f()
+}
+
+/// Empties the registry: a forked child is a new process whose handles are the ones it
+/// opens itself (see the `# Safety` of `SharedNdArray::open` for handles inherited through
+/// `fork`).
+pub(crate) fn reset_registry_in_child() {
+    registry().lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
 fn deregister(id: FileId) {
@@ -346,6 +354,9 @@ impl Segment {
         let mut tmp = tmp;
         tmp.armed = false;
         let info = Trailer::parse(&trailer_bytes, total)?;
+        if !opts.persistent {
+            cleanup::track_segment(name);
+        }
         Ok(Segment {
             name: name.to_string(),
             map,
@@ -500,6 +511,9 @@ impl Segment {
     /// Makes this handle the owner (it will unlink on drop) and records this process as
     /// the owner in the trailer.
     pub(crate) fn take_ownership(&mut self) {
+        if !self.owner {
+            cleanup::track_segment(&self.name);
+        }
         self.owner = true;
         if self.writable {
             if let Some(t) = self.trailer() {
@@ -511,7 +525,7 @@ impl Segment {
 
     /// Hands the name over: the segment outlives this handle, and `gc` leaves it.
     pub(crate) fn persist(&mut self) {
-        self.owner = false;
+        self.disown();
         if self.writable {
             if let Some(t) = self.trailer() {
                 t.set_persistent(true);
@@ -521,7 +535,7 @@ impl Segment {
 
     /// Removes the name now, if it still names this segment; the mapping stays usable.
     pub(crate) fn unlink(&mut self) -> Result<()> {
-        self.owner = false;
+        self.disown();
         if shm::file_id_of_name(&self.name) != Some(self.file_id) {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -534,6 +548,14 @@ impl Segment {
         }
         shm::unlink(&self.name)
             .map_err(|e| Error::os(format!("cannot unlink segment '{}'", self.name), e))
+    }
+
+    /// Stops owning the name (it will not be unlinked by this handle).
+    fn disown(&mut self) {
+        if self.owner {
+            cleanup::untrack_segment(&self.name);
+        }
+        self.owner = false;
     }
 
     /// Faults in every page of the mapping now.
@@ -560,8 +582,11 @@ fn exists(name: &str) -> Error {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.owner && shm::file_id_of_name(&self.name) == Some(self.file_id) {
-            let _ = shm::unlink(&self.name);
+        if self.owner {
+            cleanup::untrack_segment(&self.name);
+            if shm::file_id_of_name(&self.name) == Some(self.file_id) {
+                let _ = shm::unlink(&self.name);
+            }
         }
         if self.registered {
             deregister(self.file_id);
