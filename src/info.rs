@@ -77,8 +77,10 @@ impl SegmentInfo {
 /// ```
 pub fn info(name: &str) -> Result<SegmentInfo> {
     let name = validate_name(name)?;
-    let path = shm::path(name);
-    let file = File::open(&path).map_err(|e| {
+    let file = shm::open_for_inspection(name).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return not_regular(name);
+        }
         let msg = match e.kind() {
             std::io::ErrorKind::NotFound => format!("no segment named '{name}' in /dev/shm"),
             _ => format!("cannot read segment '{name}'"),
@@ -88,10 +90,23 @@ pub fn info(name: &str) -> Result<SegmentInfo> {
     describe(name, &file)
 }
 
+fn not_regular(name: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidHeader,
+        format!(
+            "'{name}' in /dev/shm is not a regular file (a link, FIFO or directory), so not a \
+             segment: ndshm never follows links there"
+        ),
+    )
+}
+
 pub(crate) fn describe(name: &str, file: &File) -> Result<SegmentInfo> {
     let meta = file
         .metadata()
         .map_err(|e| Error::os(format!("cannot stat segment '{name}'"), e))?;
+    if !meta.is_file() {
+        return Err(not_regular(name));
+    }
     let len = meta.len();
     if len == 0 {
         return Err(Error::new(
@@ -164,7 +179,7 @@ pub fn list() -> Result<Vec<SegmentInfo>> {
         if name.starts_with(TEMP_PREFIX) {
             continue;
         }
-        let Ok(file) = File::open(entry.path()) else {
+        let Ok(file) = shm::open_for_inspection(&name) else {
             continue;
         };
         if let Ok(info) = describe(&name, &file) {

@@ -67,10 +67,12 @@ mod array;
 mod cleanup;
 mod dtype;
 mod error;
+mod gc;
 mod info;
 mod npy;
 mod process;
 mod segment;
+mod signals;
 mod sys;
 mod trailer;
 
@@ -79,9 +81,11 @@ pub use array::{
 };
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
+pub use gc::{gc, gc_matching, stale};
 pub use info::{info, list, SegmentInfo};
 pub use process::{scope, write_stdout, ChildResult, Process, Scope};
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};
+pub use signals::{die_with_parent, SignalCleanup};
 pub use trailer::SegmentKind;
 
 /// Re-export of the `ndarray` version ndshm's views come from.

@@ -248,6 +248,13 @@ impl Trailer {
         }))
     }
 
+    /// The owner fields (pid, start time) of raw trailer bytes, if they carry the ndshm
+    /// magic. Checks nothing else and allocates nothing: usable in a signal handler, where
+    /// it only decides whether the segment under a name is still the one this process owns.
+    pub(crate) fn owner_fields(b: &[u8; TRAILER_LEN]) -> Option<(i32, u64)> {
+        (b[0..8] == MAGIC).then(|| (u32_at(b, 48) as i32, u64_at(b, 56)))
+    }
+
     /// Records the calling process as the owner.
     pub(crate) fn claim_ownership(&self) {
         self.owner_start

@@ -12,3 +12,4 @@ pub(crate) mod fork;
 pub(crate) mod futex;
 pub(crate) mod proc;
 pub(crate) mod shm;
+pub(crate) mod signal;

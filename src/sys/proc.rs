@@ -28,20 +28,90 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
 
 /// The calling process's own start time (cached: it never changes).
 pub(crate) fn self_start_time() -> u64 {
-    static CACHE: AtomicU64 = AtomicU64::new(u64::MAX);
-    static PID: AtomicU64 = AtomicU64::new(0);
     let me = pid() as u64;
     // A forked child inherits the cache: key it by pid.
-    if PID.load(Ordering::Relaxed) == me {
-        let cached = CACHE.load(Ordering::Relaxed);
+    if SELF_START.pid.load(Ordering::Acquire) == me {
+        let cached = SELF_START.start.load(Ordering::Relaxed);
         if cached != u64::MAX {
             return cached;
         }
     }
     let start = start_time(pid()).unwrap_or(0);
-    CACHE.store(start, Ordering::Relaxed);
-    PID.store(me, Ordering::Relaxed);
+    SELF_START.start.store(start, Ordering::Relaxed);
+    SELF_START.pid.store(me, Ordering::Release);
     start
+}
+
+/// Cache of this process's start time, keyed by the pid it was computed for.
+struct StartCache {
+    pid: AtomicU64,
+    start: AtomicU64,
+}
+
+static SELF_START: StartCache = StartCache {
+    pid: AtomicU64::new(0),
+    start: AtomicU64::new(u64::MAX),
+};
+
+/// Wall-clock time (seconds since the epoch) at which process `pid` started, or `None` when
+/// it does not exist. Accurate to about a second (boot time has one-second resolution).
+pub(crate) fn start_unix_secs(pid: i32) -> Option<u64> {
+    let ticks = start_time(pid)?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&hz| hz > 0)? as u64;
+    Some(boot_time_secs()? + ticks / hz)
+}
+
+/// System boot time, seconds since the epoch (`btime` in `/proc/stat`).
+fn boot_time_secs() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Asks the kernel to send `SIGKILL` to the calling process when its parent dies
+/// (`PR_SET_PDEATHSIG`), then checks that the parent is still `parent`: if it already died
+/// (the child was re-parented before the call), the calling process exits at once.
+///
+/// The kernel fires the signal when the *thread* that forked the caller exits, not only
+/// when the whole parent process does: call it only in children forked by a thread that
+/// outlives them (the main thread, a pool's owner).
+pub(crate) fn die_with_parent(parent: i32) -> std::io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and ignores the other arguments.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if nix::unistd::getppid().as_raw() != parent {
+        // The parent is gone already: die as the death signal would have made us.
+        let _ = crate::sys::fork::send_signal(pid(), libc::SIGKILL);
+        crate::sys::fork::exit_now(128 + libc::SIGKILL);
+    }
+    Ok(())
+}
+
+/// The calling process's start time if [`self_start_time`] has already computed it in this
+/// process; never reads `/proc` or allocates (usable in a signal handler).
+pub(crate) fn self_start_time_cached() -> Option<u64> {
+    // SAFETY: getpid is async-signal-safe and has no preconditions.
+    let me = unsafe { libc::getpid() } as u64;
+    if SELF_START.pid.load(Ordering::Acquire) == me {
+        let cached = SELF_START.start.load(Ordering::Relaxed);
+        (cached != u64::MAX && cached != 0).then_some(cached)
+    } else {
+        None
+    }
 }
 
 /// Whether the process `pid` that started at `start` is still running.

@@ -37,14 +37,28 @@ pub(crate) fn create_excl(name: &str, mode: u32) -> io::Result<File> {
 
 /// Opens existing segment `name`, read-write or read-only.
 pub(crate) fn open_existing(name: &str, writable: bool) -> io::Result<File> {
+    // O_NONBLOCK: a FIFO planted under the name must not block the opener (it is then
+    // rejected as not a regular file); it changes nothing for a regular file. shm_open adds
+    // O_NOFOLLOW itself.
     let flags = if writable {
         OFlag::O_RDWR
     } else {
         OFlag::O_RDONLY
-    } | OFlag::O_CLOEXEC;
+    } | OFlag::O_CLOEXEC
+        | OFlag::O_NONBLOCK;
     let fd = nix::sys::mman::shm_open(format!("/{name}").as_str(), flags, Mode::empty())
         .map_err(nix_err)?;
     Ok(File::from(fd))
+}
+
+/// Opens `/dev/shm/<name>` read-only to inspect it (`info`, `ls`, `gc`): never follows a
+/// symbolic link and never blocks on a FIFO. The caller checks that it is a regular file.
+pub(crate) fn open_for_inspection(name: &str) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path(name))
 }
 
 /// Bytes available to an unprivileged writer in `/dev/shm`.

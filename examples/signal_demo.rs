@@ -1,0 +1,63 @@
+//! A forked job that runs until it is interrupted: shows (and lets the tests check) what
+//! `SignalCleanup` does on Ctrl-C.
+//!
+//! ```text
+//! cargo run --example signal_demo -- [--workers N] [--len N] [--no-cleanup] [--die-with-parent]
+//! ```
+//! It creates an owned array `ndshm-signal-demo-<pid>`, forks N workers that each keep
+//! incrementing their own chunk forever, prints `ready <segment> <worker pids…>` and
+//! waits. Press Ctrl-C (or `kill -TERM <pid>`): the workers are stopped and reaped, the
+//! segment is removed, and the process dies of the signal. With `--no-cleanup` nothing is
+//! installed: the segment stays behind after a signal (`ndshm gc` removes it) and the
+//! workers of a `SIGKILL`ed parent keep running unless `--die-with-parent` is given.
+
+use ndarray::{Axis, Ix1};
+use ndshm::{SharedNdArray, SignalCleanup};
+
+fn main() -> ndshm::Result<()> {
+    let mut workers = 3usize;
+    let mut len = 1usize << 20;
+    let mut cleanup = true;
+    let mut die_with_parent = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut num = |what: &str| -> usize {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{what} needs a number"))
+        };
+        match arg.as_str() {
+            "--workers" => workers = num("--workers").max(1),
+            "--len" => len = num("--len").max(workers),
+            "--no-cleanup" => cleanup = false,
+            "--die-with-parent" => die_with_parent = true,
+            other => panic!("unknown argument {other:?}"),
+        }
+    }
+    let _guard = if cleanup {
+        Some(SignalCleanup::install()?)
+    } else {
+        None
+    };
+    let parent = std::process::id() as i32;
+    let name = format!("ndshm-signal-demo-{parent}");
+    let mut array = SharedNdArray::<f64, Ix1>::zeros(&name, len)?;
+    let chunk = len.div_ceil(workers);
+    let mut view = array.view_mut();
+    ndshm::scope(|s| {
+        let mut pids = Vec::new();
+        for mut part in view.axis_chunks_iter_mut(Axis(0), chunk) {
+            pids.push(s.spawn(move || -> ndshm::Result<()> {
+                if die_with_parent {
+                    ndshm::die_with_parent(parent)?;
+                }
+                loop {
+                    part.mapv_inplace(|x| x + 1.0);
+                }
+            })?);
+        }
+        let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+        ndshm::write_stdout(&format!("ready {name} {}\n", pids.join(" ")))?;
+        Ok(())
+    })
+}
