@@ -246,6 +246,77 @@ impl Candidate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::{CreateOptions, Segment};
+    use crate::trailer::SegmentKind;
+    use std::os::unix::fs::FileExt;
+
+    /// A persistent segment whose trailer names `owner` (pid, start) and is not persistent.
+    fn segment_owned_by(name: &str, owner: (i32, u64)) -> Segment {
+        let opts = CreateOptions::new().persistent(true);
+        let seg = Segment::create(name, SegmentKind::Value, 8, &opts, |_| Ok(())).unwrap();
+        set_owner(name, owner);
+        seg
+    }
+
+    fn set_owner(name: &str, (pid, start): (i32, u64)) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(shm::path(name))
+            .unwrap();
+        let end = f.metadata().unwrap().len() - TRAILER_LEN as u64;
+        f.write_all_at(&pid.to_le_bytes(), end + 48).unwrap();
+        f.write_all_at(&0u32.to_le_bytes(), end + 52).unwrap();
+        f.write_all_at(&start.to_le_bytes(), end + 56).unwrap();
+    }
+
+    const DEAD: (i32, u64) = (i32::MAX - 7, 12345);
+
+    #[test]
+    fn a_name_recreated_after_the_check_is_left_alone() {
+        let name = format!("gc-unit-{}-recreated", proc::pid());
+        let old = segment_owned_by(&name, DEAD);
+        let c = inspect(&name).expect("stale");
+        drop(old);
+        shm::unlink(&name).unwrap();
+        // A live process re-creates the name between gc's check and its removal.
+        let fresh = Segment::create(&name, SegmentKind::Value, 8, &CreateOptions::new(), |_| {
+            Ok(())
+        })
+        .unwrap();
+        assert!(!c.remove());
+        assert!(
+            shm::file_id_of_name(&name).is_some(),
+            "the new segment survives"
+        );
+        drop(fresh);
+        assert!(shm::file_id_of_name(&name).is_none());
+    }
+
+    #[test]
+    fn a_segment_claimed_after_the_check_is_put_back() {
+        let name = format!("gc-unit-{}-claimed", proc::pid());
+        let seg = segment_owned_by(&name, DEAD);
+        let c = inspect(&name).expect("stale");
+        // A live process takes ownership between gc's check and its removal.
+        set_owner(&name, (proc::pid(), proc::self_start_time()));
+        assert!(!c.remove());
+        assert!(shm::file_id_of_name(&name).is_some(), "renamed back");
+        assert!(inspect(&name).is_none());
+        drop(seg);
+        shm::unlink(&name).unwrap();
+    }
+
+    #[test]
+    fn a_stale_segment_is_removed() {
+        let name = format!("gc-unit-{}-stale", proc::pid());
+        let seg = segment_owned_by(&name, DEAD);
+        let c = inspect(&name).expect("stale");
+        assert!(c.remove());
+        assert!(shm::file_id_of_name(&name).is_none());
+        // Two gcs racing: the loser finds nothing to remove.
+        assert!(!c.remove());
+        drop(seg);
+    }
 
     #[test]
     fn temp_creator_rules() {
