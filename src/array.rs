@@ -108,6 +108,19 @@ fn read_header(seg: &Segment) -> Result<(NpyHeader, usize)> {
             ),
         ));
     }
+    if seg.info().is_none() && have > need {
+        // A numpy-written file ends with its data; extra bytes without a trailer are what is
+        // left of an ndshm segment whose end (and trailer) was cut off.
+        return Err(Error::new(
+            ErrorKind::Truncated,
+            format!(
+                "segment '{}' has {} bytes after its data but no ndshm trailer: it is a \
+                 truncated or corrupted ndshm segment",
+                seg.name(),
+                have - need
+            ),
+        ));
+    }
     if (seg.as_ptr() as usize + offset) % header.dtype.align() != 0 {
         return Err(Error::new(
             ErrorKind::Unsupported,
