@@ -43,6 +43,14 @@ impl AccessMode for ReadOnly {
 }
 
 /// A read-only handle, from [`SharedNdArray::open_read_only`].
+///
+/// It has no mutable views: this does not compile.
+/// ```compile_fail
+/// # fn f(name: &str) -> ndshm::Result<()> {
+/// let mut r = unsafe { ndshm::SharedNdArray::<f64, ndarray::Ix1>::open_read_only(name)? };
+/// r.view_mut()[0] = 1.0;
+/// # Ok(()) }
+/// ```
 pub type ReadOnlyNdArray<T, D> = SharedNdArray<T, D, ReadOnly>;
 
 /// An n-dimensional array of `T` in a named POSIX shared-memory segment.
