@@ -362,7 +362,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// a.persist();
     /// drop(a); // the segment stays: it was persisted
     /// // SAFETY: no other process writes this segment in this example.
-    /// let b = unsafe { SharedNdArray::<f64, Ix2>::open(&name)? };
+    /// let mut b = unsafe { SharedNdArray::<f64, Ix2>::open(&name)? };
     /// assert_eq!(b.view()[[1, 2]], 5.0);
     /// b.unlink()?;
     /// # Ok::<(), ndshm::Error>(())
@@ -692,7 +692,7 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] when the name is already gone or names another segment now.
-    pub fn unlink(mut self) -> Result<()> {
+    pub fn unlink(&mut self) -> Result<()> {
         self.seg.unlink()
     }
 
@@ -764,7 +764,7 @@ impl<T: Element, D: Dimension, A: AccessMode> fmt::Display for SharedNdArray<T, 
 /// // SAFETY: no other process writes this segment in this example.
 /// let d = unsafe { ndshm::open_dyn(&name)? };
 /// assert_eq!((d.dtype(), d.shape()), (DType::U8, &[2, 5][..]));
-/// let typed = d.into_typed::<u8, ndarray::IxDyn>()?;
+/// let mut typed = d.into_typed::<u8, ndarray::IxDyn>()?;
 /// typed.unlink()?;
 /// # Ok::<(), ndshm::Error>(())
 /// ```

@@ -91,7 +91,7 @@ fn fortran_order_round_trip() {
     a.persist();
     drop(a);
     // SAFETY: private test segment.
-    let b = unsafe { SharedNdArray::<u16, Ix2>::open(&n1) }.unwrap();
+    let mut b = unsafe { SharedNdArray::<u16, Ix2>::open(&n1) }.unwrap();
     assert_eq!(b.view()[[2, 3]], 99);
     assert_eq!(b.view()[[1, 2]], 12);
     let z = SharedNdArray::<u8, Ix2>::zeros_with(&n2, (2, 3), &opts).unwrap();
@@ -131,7 +131,7 @@ fn persist_unlink_and_ownership() {
     let info = ndshm::info(&name).unwrap();
     assert!(info.persistent);
     // SAFETY: private test segment.
-    let b = unsafe { SharedNdArray::<u8, Ix1>::open(&name) }.unwrap();
+    let mut b = unsafe { SharedNdArray::<u8, Ix1>::open(&name) }.unwrap();
     b.unlink().unwrap();
     assert!(!name.path().exists());
     assert_eq!(
