@@ -43,6 +43,14 @@ impl AccessMode for ReadOnly {
 }
 
 /// A read-only handle, from [`SharedNdArray::open_read_only`].
+///
+/// It has no mutable views: this does not compile.
+/// ```compile_fail
+/// # fn f(name: &str) -> ndshm::Result<()> {
+/// let mut r = unsafe { ndshm::SharedNdArray::<f64, ndarray::Ix1>::open_read_only(name)? };
+/// r.view_mut()[0] = 1.0;
+/// # Ok(()) }
+/// ```
 pub type ReadOnlyNdArray<T, D> = SharedNdArray<T, D, ReadOnly>;
 
 /// An n-dimensional array of `T` in a named POSIX shared-memory segment.
@@ -105,6 +113,19 @@ fn read_header(seg: &Segment) -> Result<(NpyHeader, usize)> {
                 seg.name(),
                 header.shape,
                 header.dtype
+            ),
+        ));
+    }
+    if seg.info().is_none() && have > need {
+        // A numpy-written file ends with its data; extra bytes without a trailer are what is
+        // left of an ndshm segment whose end (and trailer) was cut off.
+        return Err(Error::new(
+            ErrorKind::Truncated,
+            format!(
+                "segment '{}' has {} bytes after its data but no ndshm trailer: it is a \
+                 truncated or corrupted ndshm segment",
+                seg.name(),
+                have - need
             ),
         ));
     }
@@ -341,7 +362,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// a.persist();
     /// drop(a); // the segment stays: it was persisted
     /// // SAFETY: no other process writes this segment in this example.
-    /// let b = unsafe { SharedNdArray::<f64, Ix2>::open(&name)? };
+    /// let mut b = unsafe { SharedNdArray::<f64, Ix2>::open(&name)? };
     /// assert_eq!(b.view()[[1, 2]], 5.0);
     /// b.unlink()?;
     /// # Ok::<(), ndshm::Error>(())
@@ -671,7 +692,7 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] when the name is already gone or names another segment now.
-    pub fn unlink(mut self) -> Result<()> {
+    pub fn unlink(&mut self) -> Result<()> {
         self.seg.unlink()
     }
 
@@ -743,7 +764,7 @@ impl<T: Element, D: Dimension, A: AccessMode> fmt::Display for SharedNdArray<T, 
 /// // SAFETY: no other process writes this segment in this example.
 /// let d = unsafe { ndshm::open_dyn(&name)? };
 /// assert_eq!((d.dtype(), d.shape()), (DType::U8, &[2, 5][..]));
-/// let typed = d.into_typed::<u8, ndarray::IxDyn>()?;
+/// let mut typed = d.into_typed::<u8, ndarray::IxDyn>()?;
 /// typed.unlink()?;
 /// # Ok::<(), ndshm::Error>(())
 /// ```

@@ -267,6 +267,16 @@ pub trait Element:
 {
     /// The element type as a value.
     const DTYPE: DType;
+
+    /// Converts an `f64` the way `as` does (saturating for integers; a complex number gets
+    /// it as its real part): for fills such as `arange`.
+    ///
+    /// ```
+    /// use ndshm::Element;
+    /// assert_eq!(<u8 as Element>::from_f64(300.0), 255);
+    /// assert_eq!(<f32 as Element>::from_f64(1.5), 1.5);
+    /// ```
+    fn from_f64(x: f64) -> Self;
 }
 
 macro_rules! element {
@@ -274,13 +284,32 @@ macro_rules! element {
         impl private::Sealed for $t {}
         impl Element for $t {
             const DTYPE: DType = DType::$d;
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
         }
     )*};
 }
 
 element! {
     i8 => I8, u8 => U8, i16 => I16, u16 => U16, i32 => I32, u32 => U32,
-    i64 => I64, u64 => U64, f32 => F32, f64 => F64, Complex32 => C64, Complex64 => C128,
+    i64 => I64, u64 => U64, f32 => F32, f64 => F64,
+}
+
+impl private::Sealed for Complex32 {}
+impl Element for Complex32 {
+    const DTYPE: DType = DType::C64;
+    fn from_f64(x: f64) -> Self {
+        Complex32::new(x as f32, 0.0)
+    }
+}
+
+impl private::Sealed for Complex64 {}
+impl Element for Complex64 {
+    const DTYPE: DType = DType::C128;
+    fn from_f64(x: f64) -> Self {
+        Complex64::new(x, 0.0)
+    }
 }
 
 #[cfg(test)]

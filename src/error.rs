@@ -141,12 +141,6 @@ impl Error {
         Error::os(context, io::Error::from_raw_os_error(errno as i32))
     }
 
-    /// The same error with another kind (the message and source are kept).
-    pub(crate) fn with_kind(mut self, kind: ErrorKind) -> Error {
-        self.kind = kind;
-        self
-    }
-
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -129,11 +129,13 @@ pub(crate) fn describe(name: &str, file: &File) -> Result<SegmentInfo> {
         uid: meta.uid(),
     };
     let read_err = |e| Error::os(format!("cannot read segment '{name}'"), e);
+    let mut payload = None;
     if len >= TRAILER_LEN as u64 {
         let mut tail = [0u8; TRAILER_LEN];
         let got = shm::read_at(file, &mut tail, len - TRAILER_LEN as u64).map_err(read_err)?;
         if got == TRAILER_LEN {
             if let Some(t) = Trailer::parse(&tail, len as usize)? {
+                payload = Some(t.payload_len as u64);
                 out.kind = Some(t.kind);
                 out.owner_pid = t.owner_pid;
                 out.owner_alive = proc::is_alive(t.owner_pid, t.owner_start);
@@ -147,7 +149,18 @@ pub(crate) fn describe(name: &str, file: &File) -> Result<SegmentInfo> {
         let got = shm::read_at(file, &mut head, 0).map_err(read_err)?;
         head.truncate(got);
         match NpyHeader::parse(&head) {
-            Ok((h, _)) => {
+            Ok((h, offset)) => {
+                let have = payload.unwrap_or(len) as u128;
+                let need = offset as u128 + h.data_bytes()? as u128;
+                if need > have || (payload.is_none() && need < have) {
+                    return Err(Error::new(
+                        ErrorKind::Truncated,
+                        format!(
+                            "segment '{name}' holds {have} bytes; its header and data need {need} \
+                             (a truncated or corrupted segment)"
+                        ),
+                    ));
+                }
                 out.dtype = Some(h.dtype);
                 out.shape = Some(h.shape);
                 out.fortran_order = h.fortran_order;

@@ -24,11 +24,6 @@ pub(crate) struct NpyHeader {
 }
 
 impl NpyHeader {
-    /// Number of elements, checked.
-    pub(crate) fn len(&self) -> Result<usize> {
-        element_count(&self.shape)
-    }
-
     /// Bytes of data the shape needs, checked against `isize::MAX`.
     pub(crate) fn data_bytes(&self) -> Result<usize> {
         data_bytes(&self.shape, self.dtype)

@@ -1,1 +1,259 @@
-fn main() {}
+//! `ndshm`: create, inspect, dump, load, save and remove shared-memory arrays.
+//!
+//! A thin layer over the library: every command calls the public API, errors go to stderr
+//! with a non-zero exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ndarray::IxDyn;
+use ndshm::{CreateOptions, DType, DynSharedArray, Element, SegmentInfo, SharedNdArray};
+
+/// Named shared-memory n-d arrays (numpy-compatible segments in /dev/shm).
+#[derive(Debug, Parser)]
+#[command(name = "ndshm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a persistent array segment and print its name.
+    Create {
+        /// Segment name (a leading '/' is ignored).
+        name: String,
+        /// Element type: f8, f4, i8, i4, i2, i1, u8, u4, u2, u1, c8, c16 (or <f8, float64, 'd'…).
+        #[arg(long, default_value = "f8")]
+        dtype: String,
+        /// Shape, comma-separated (e.g. 1000,3); an empty string makes a 0-d array.
+        #[arg(long)]
+        shape: String,
+        /// Initial contents.
+        #[arg(long, value_enum, default_value_t = Fill::Zeros)]
+        fill: Fill,
+        /// Permission bits, in octal.
+        #[arg(long, default_value = "600")]
+        mode: String,
+        /// Lay the array out in Fortran (column-major) order.
+        #[arg(long)]
+        fortran: bool,
+    },
+    /// Print dtype, shape, bytes, layout, owner pid and whether the owner is alive.
+    Info {
+        /// Segment name.
+        name: String,
+    },
+    /// List ndshm segments.
+    Ls,
+    /// Print the array (abbreviated for big arrays).
+    Dump {
+        /// Segment name.
+        name: String,
+    },
+    /// Remove a segment.
+    Rm {
+        /// Segment names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Copy a .npy file into a new persistent segment.
+    Load {
+        /// Segment name.
+        name: String,
+        /// The .npy file.
+        file: PathBuf,
+    },
+    /// Write a segment out as a .npy file.
+    Save {
+        /// Segment name.
+        name: String,
+        /// The .npy file to write.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Fill {
+    /// All zeros.
+    Zeros,
+    /// 0, 1, 2, … in C order (like np.arange(n).reshape(shape)).
+    Arange,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ndshm: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn run(command: Command) -> CliResult {
+    match command {
+        Command::Create {
+            name,
+            dtype,
+            shape,
+            fill,
+            mode,
+            fortran,
+        } => {
+            let dtype = DType::from_descr(&dtype)?;
+            let shape = parse_shape(&shape)?;
+            let mode = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+                .map_err(|_| format!("--mode {mode:?} is not an octal number such as 600"))?;
+            let opts = CreateOptions::new()
+                .persistent(true)
+                .mode(mode)
+                .fortran_order(fortran);
+            create(&name, dtype, &shape, fill, &opts)?;
+            println!("{}", ndshm::validate_name(&name)?);
+        }
+        Command::Info { name } => {
+            let info = ndshm::info(&name)?;
+            print_info(&info);
+        }
+        Command::Ls => {
+            let all = ndshm::list()?;
+            println!(
+                "{:<32} {:<6} {:<5} {:<16} {:>12} {:<6} {:>8} {:<5} {:<10}",
+                "NAME", "KIND", "DTYPE", "SHAPE", "BYTES", "LAYOUT", "OWNER", "ALIVE", "PERSISTENT"
+            );
+            for i in &all {
+                println!(
+                    "{:<32} {:<6} {:<5} {:<16} {:>12} {:<6} {:>8} {:<5} {:<10}",
+                    i.name,
+                    i.kind.map_or("npy", |k| k.as_str()),
+                    i.dtype.map_or("-".to_string(), |d| d.to_string()),
+                    shape_text(i),
+                    i.bytes,
+                    i.layout(),
+                    i.owner_pid,
+                    yes_no(i.owner_alive),
+                    yes_no(i.persistent)
+                );
+            }
+        }
+        Command::Dump { name } => {
+            // SAFETY: the CLI only reads, through a copy it prints at once; a concurrent
+            // writer can at worst make the printed snapshot inconsistent, which the user
+            // who runs `dump` on a segment being written accepts.
+            let array = unsafe { ndshm::open_dyn(&name)? };
+            println!("{array}");
+        }
+        Command::Rm { names } => {
+            for name in names {
+                ndshm::unlink(&name)?;
+            }
+        }
+        Command::Load { name, file } => {
+            let array = DynSharedArray::load(&name, &file, &CreateOptions::new().persistent(true))?;
+            println!("{}", array.name());
+        }
+        Command::Save { name, file } => {
+            // SAFETY: as for `dump`: read-only snapshot.
+            let array = unsafe { ndshm::open_dyn(&name)? };
+            array.save(&file)?;
+        }
+    }
+    Ok(())
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn shape_text(info: &SegmentInfo) -> String {
+    info.shape.as_ref().map_or("-".to_string(), |s| {
+        let parts: Vec<String> = s.iter().map(usize::to_string).collect();
+        format!("({})", parts.join(","))
+    })
+}
+
+fn print_info(i: &SegmentInfo) {
+    println!("name:       {}", i.name);
+    println!(
+        "kind:       {}",
+        i.kind.map_or("npy (no ndshm trailer)", |k| k.as_str())
+    );
+    if let Some(d) = i.dtype {
+        println!(
+            "dtype:      {} ({}, numpy {}{})",
+            d,
+            d.rust_name(),
+            d.descr(),
+            d.typecode()
+                .map_or(String::new(), |c| format!(", python '{c}'"))
+        );
+    }
+    println!("shape:      {}", shape_text(i));
+    println!("bytes:      {}", i.bytes);
+    println!("layout:     {}", i.layout());
+    println!("owner pid:  {}", i.owner_pid);
+    println!("alive:      {}", yes_no(i.owner_alive));
+    println!("persistent: {}", yes_no(i.persistent));
+    println!("mode:       {:o} (uid {})", i.mode, i.uid);
+    println!("id:         {:016x}", i.segment_id);
+}
+
+fn parse_shape(text: &str) -> Result<Vec<usize>, String> {
+    let text = text.trim().trim_start_matches('(').trim_end_matches(')');
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>().map_err(|_| {
+                format!("--shape entry {s:?} is not a non-negative integer (use e.g. 1000,3)")
+            })
+        })
+        .collect()
+}
+
+fn create(
+    name: &str,
+    dtype: DType,
+    shape: &[usize],
+    fill: Fill,
+    opts: &CreateOptions,
+) -> CliResult {
+    fn typed<T: Element>(
+        name: &str,
+        shape: &[usize],
+        fill: Fill,
+        opts: &CreateOptions,
+    ) -> ndshm::Result<()> {
+        let mut a = SharedNdArray::<T, IxDyn>::zeros_with(name, IxDyn(shape), opts)?;
+        if let Fill::Arange = fill {
+            for (i, x) in a.view_mut().iter_mut().enumerate() {
+                *x = T::from_f64(i as f64);
+            }
+        }
+        Ok(())
+    }
+    Ok(match dtype {
+        DType::I8 => typed::<i8>(name, shape, fill, opts),
+        DType::U8 => typed::<u8>(name, shape, fill, opts),
+        DType::I16 => typed::<i16>(name, shape, fill, opts),
+        DType::U16 => typed::<u16>(name, shape, fill, opts),
+        DType::I32 => typed::<i32>(name, shape, fill, opts),
+        DType::U32 => typed::<u32>(name, shape, fill, opts),
+        DType::I64 => typed::<i64>(name, shape, fill, opts),
+        DType::U64 => typed::<u64>(name, shape, fill, opts),
+        DType::F32 => typed::<f32>(name, shape, fill, opts),
+        DType::F64 => typed::<f64>(name, shape, fill, opts),
+        DType::C64 => typed::<num_complex::Complex32>(name, shape, fill, opts),
+        DType::C128 => typed::<num_complex::Complex64>(name, shape, fill, opts),
+        other => return Err(format!("dtype {other} is not supported by create").into()),
+    }?)
+}

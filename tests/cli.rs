@@ -1,0 +1,201 @@
+//! The `ndshm` binary and the `attach` example, run as separate processes.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::{Name, TempDir};
+use ndarray::Ix2;
+use ndshm::SharedNdArray;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ndshm");
+
+fn ndshm(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run ndshm")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = ndshm(args);
+    assert!(
+        out.status.success(),
+        "ndshm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = ndshm(args);
+    assert!(!out.status.success(), "ndshm {args:?} should fail");
+    assert!(out.stdout.is_empty());
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// `cargo test` builds the examples next to the binaries' directory.
+fn example(name: &str) -> PathBuf {
+    let bin = PathBuf::from(BIN);
+    let path = bin.parent().unwrap().join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not built (run `cargo test`)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn create_info_ls_dump_rm() {
+    let name = Name::new("cli");
+    assert_eq!(
+        ok(&["create", &name, "--dtype", "f8", "--shape", "4,3", "--fill", "arange"]).trim(),
+        name.as_str()
+    );
+    let info = ok(&["info", &name]);
+    for needle in [
+        "kind:       array",
+        "dtype:      f8 (f64, numpy <f8, python 'd')",
+        "shape:      (4,3)",
+        "layout:     C",
+        "alive:      no",
+        "persistent: yes",
+        "mode:       600",
+    ] {
+        assert!(info.contains(needle), "{needle:?} not in\n{info}");
+    }
+    let ls = ok(&["ls"]);
+    let line = ls
+        .lines()
+        .find(|l| l.starts_with(name.as_str()))
+        .unwrap_or_else(|| panic!("{} not in\n{ls}", name.as_str()));
+    assert!(line.contains("array") && line.contains("(4,3)"), "{line}");
+    assert_eq!(
+        ok(&["dump", &name]).trim(),
+        "[[0, 1, 2],\n [3, 4, 5],\n [6, 7, 8],\n [9, 10, 11]]"
+    );
+    // The library attaches to what the CLI made (a separate process).
+    // SAFETY: nothing else writes this test's segment.
+    let a = unsafe { SharedNdArray::<f64, Ix2>::open(&name) }.unwrap();
+    assert_eq!(a.view().sum(), 66.0);
+    drop(a);
+    ok(&["rm", &name]);
+    assert!(!name.path().exists());
+    let err = fails(&["rm", &name]);
+    assert!(err.starts_with("ndshm: error: segment not found"), "{err}");
+}
+
+#[test]
+fn big_arrays_dump_abbreviated() {
+    let name = Name::new("cli-big");
+    ok(&[
+        "create", &name, "--dtype", "i4", "--shape", "100000", "--fill", "arange",
+    ]);
+    let dump = ok(&["dump", &name]);
+    assert!(dump.contains("..."), "{dump}");
+    assert!(
+        dump.len() < 2000,
+        "dump of 1e5 elements is {} bytes",
+        dump.len()
+    );
+    assert!(dump.contains("99999"));
+}
+
+#[test]
+fn save_and_load_through_files() {
+    let dir = TempDir::new("cli-npy");
+    let (a, b) = (Name::new("cli-save"), Name::new("cli-load"));
+    ok(&[
+        "create",
+        &a,
+        "--dtype",
+        "u2",
+        "--shape",
+        "2,3",
+        "--fill",
+        "arange",
+        "--fortran",
+    ]);
+    let file = dir.join("a.npy");
+    ok(&["save", &a, file.to_str().unwrap()]);
+    assert_eq!(ok(&["load", &b, file.to_str().unwrap()]).trim(), b.as_str());
+    let info = ok(&["info", &b]);
+    assert!(
+        info.contains("layout:     F") && info.contains("persistent: yes"),
+        "{info}"
+    );
+    assert_eq!(ok(&["dump", &b]), ok(&["dump", &a]));
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_non_zero_exit() {
+    let name = Name::new("cli-bad");
+    let err = fails(&["create", "a/b", "--shape", "3"]);
+    assert!(
+        err.contains("invalid segment name") && err.contains("'/'"),
+        "{err}"
+    );
+    let err = fails(&["create", &name, "--dtype", "q9", "--shape", "3"]);
+    assert!(err.contains("unsupported") && err.contains("f8"), "{err}");
+    let err = fails(&["create", &name, "--shape", "3,x"]);
+    assert!(err.contains("\"x\""), "{err}");
+    let err = fails(&["create", &name, "--shape", "1000000000000,1000000000000"]);
+    assert!(
+        err.contains("no space") || err.contains("overflow"),
+        "{err}"
+    );
+    let err = fails(&["info", &name]);
+    assert!(err.contains("not found"), "{err}");
+    let err = fails(&["load", &name, "/nonexistent/file.npy"]);
+    assert!(err.contains("/nonexistent/file.npy"), "{err}");
+    ok(&["create", &name, "--shape", "3"]);
+    let err = fails(&["create", &name, "--shape", "3"]);
+    assert!(err.contains("already exists"), "{err}");
+    // Usage errors come from the argument parser, also non-zero.
+    assert!(!ndshm(&["create"]).status.success());
+    assert!(!ndshm(&["frobnicate"]).status.success());
+}
+
+#[test]
+fn permission_denied_for_another_user() {
+    let name = Name::new("cli-perm");
+    ok(&["create", &name, "--shape", "3"]);
+    let out = Command::new(BIN)
+        .args(["dump", &name])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("permission denied") && err.contains("mode 600"),
+        "{err}"
+    );
+}
+
+#[test]
+fn attach_example_in_two_processes() {
+    let name = Name::new("attach-ex");
+    let bin = example("attach");
+    let run = |flag: &str| {
+        let out = Command::new(&bin).args([flag, &name]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "attach {flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(run("--create").contains("created"));
+    let out = run("--open");
+    assert!(
+        out.contains("temperature 19.50, humidity 49.50, pressure 1024.50"),
+        "{out}"
+    );
+    run("--rm");
+    assert!(!name.path().exists());
+    let out = Command::new(&bin).args(["--open", &name]).output().unwrap();
+    assert!(!out.status.success());
+}
