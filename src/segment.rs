@@ -227,14 +227,13 @@ fn no_space(name: &str, need: u64, free: u64) -> Error {
 
 fn open_error(name: &str, err: io::Error) -> Error {
     if err.raw_os_error() == Some(libc::ELOOP) {
-        return Error::os(
+        return Error::new(
+            ErrorKind::InvalidHeader,
             format!(
                 "'{name}' in /dev/shm is a symbolic link, not a segment: ndshm never follows \
                  links there"
             ),
-            err,
-        )
-        .with_kind(ErrorKind::InvalidHeader);
+        );
     }
     match err.kind() {
         io::ErrorKind::NotFound => Error::os(
