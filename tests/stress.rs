@@ -76,8 +76,8 @@ fn worker(
                 let child = Process::spawn(move || {
                     let s = SharedNdArray::<u8, Ix1>::zeros(&o2, 4096).unwrap();
                     std::mem::forget(s);
-                    while hang {
-                        std::thread::sleep(Duration::from_secs(1));
+                    if hang {
+                        std::thread::sleep(Duration::from_secs(600)); // until killed
                     }
                 })
                 .map_err(|e| e.to_string())?;
