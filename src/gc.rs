@@ -59,8 +59,18 @@ pub fn stale() -> Result<Vec<SegmentInfo>> {
 ///
 /// Stale: an ndshm segment (valid trailer) that is not persistent and whose owner (pid and
 /// start time) is no longer running, or a temporary segment whose creator is gone. A live
-/// owner's segment, a persistent one, and any file that is not an ndshm segment are never
-/// touched; see the [module docs](self) for how races with owners are ruled out.
+/// owner's segment, a persistent one, and any file that is not an ndshm segment (a `.npy`
+/// without trailer, a foreign file, a link, a FIFO, a directory) are never touched.
+///
+/// # Races
+/// A candidate is first renamed to a private temporary name (`RENAME_NOREPLACE`), checked
+/// again there (same inode as judged, trailer still stale), and only then unlinked; one
+/// that was re-created or re-claimed by a live process in the meantime is renamed back.
+/// While it is under the private name, opening it fails with "not found".
+///
+/// # Limits
+/// Owners are pids of gc's own pid namespace: run gc where the segments' creators run
+/// (a `/dev/shm` shared across containers makes other containers' segments look stale).
 ///
 /// # Errors
 /// An OS error reading `/dev/shm`. Segments gc may not remove (another user's) are skipped.

@@ -57,6 +57,15 @@
 //! See [`DType`]: `i8 u8 i16 u16 i32 u32 i64 u64 f32 f64` and complex, each with its NumPy
 //! type string and Python type code.
 //!
+//! ## Crashes and signals
+//! A segment whose owner died without unlinking it (`SIGKILL`, abort, `_exit`) is *stale*:
+//! [`gc`] removes the stale segments (owner identified by pid **and** start time, so a
+//! reused pid is not the owner), [`stale`] lists them, and neither ever touches a live
+//! owner's segment, a persistent one, or a file that is not an ndshm segment. Signal
+//! handling is opt-in: with a [`SignalCleanup`] guard alive, Ctrl-C, `SIGTERM` or `SIGHUP`
+//! stops and reaps the workers, unlinks the process's own segments and re-raises the
+//! signal. [`die_with_parent`] makes a worker die with its parent.
+//!
 //! ## Errors
 //! One error type, [`Error`], with a [`#[non_exhaustive]`](ErrorKind) kind, a message that
 //! says what was wrong and how to fix it, and the OS error as its source.
