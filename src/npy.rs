@@ -147,7 +147,17 @@ impl NpyHeader {
 }
 
 /// Number of elements of `shape`, checked.
+///
+/// Also checks ndarray's rule for views: the product of the *non-zero* axis lengths must
+/// fit in `isize`, even when another axis is 0 and the array is empty (a shape such as
+/// `(2**63 + 1, 0)` would otherwise pass as "0 bytes" and make ndarray panic later).
 pub(crate) fn element_count(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .filter(|&&n| n != 0)
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .filter(|&p| p <= isize::MAX as usize)
+        .ok_or_else(|| overflow(shape, None))?;
     shape.iter().try_fold(1usize, |acc, &n| {
         acc.checked_mul(n).ok_or_else(|| overflow(shape, None))
     })
@@ -365,6 +375,18 @@ mod tests {
             fortran_order: f,
             shape: shape.to_vec(),
         }
+    }
+
+    #[test]
+    fn empty_shapes_with_huge_axes_overflow() {
+        // Zero elements, but ndarray cannot describe the view: a typed error, not a panic.
+        let huge = isize::MAX as usize + 1;
+        for shape in [vec![huge, 0], vec![0, huge, 1], vec![huge / 2, 3, 0]] {
+            let err = data_bytes(&shape, DType::F64).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::SizeOverflow, "{shape:?}");
+        }
+        assert_eq!(data_bytes(&[isize::MAX as usize, 0], DType::U8).unwrap(), 0);
+        assert_eq!(data_bytes(&[0, 0], DType::F64).unwrap(), 0);
     }
 
     #[test]

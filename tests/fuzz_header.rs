@@ -371,6 +371,52 @@ fn valid_npy_files_always_open() {
 }
 
 #[test]
+fn extreme_shapes_are_typed_errors_or_exact() {
+    // Axis lengths at the limits, with and without a zero axis: (2**63, 0) has no element
+    // but no ndarray view either (found by the libFuzzer target; now SizeOverflow).
+    let n = name("extreme");
+    let _c = Cleanup(n.clone());
+    let dim = prop_oneof![
+        0usize..4,
+        Just(0usize),
+        Just(isize::MAX as usize),
+        Just(isize::MAX as usize + 1),
+        Just(usize::MAX),
+        (0u32..64).prop_map(|b| 1usize << b),
+        any::<usize>(),
+    ];
+    let strategy = (
+        dtype_strategy(),
+        prop::collection::vec(dim, 0..5),
+        any::<bool>(),
+    );
+    proptest!(cases(2000), |((dtype, shape, fortran) in strategy)| {
+        let need = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|c| c.checked_mul(dtype.size()));
+        let data = vec![0u8; need.unwrap_or(0).min(4096)];
+        let bytes = npy_file(dtype.descr(), fortran, &shape, &[0, 1, 2], 1, &data);
+        match probe(&n, &bytes) {
+            Ok((d, s, f)) => {
+                prop_assert_eq!((d, &s, f), (dtype, &shape, fortran));
+                prop_assert_eq!(need, Some(data.len()));
+            }
+            Err(kind) => prop_assert!(
+                matches!(kind, ErrorKind::SizeOverflow | ErrorKind::Truncated),
+                "{:?}",
+                kind
+            ),
+        }
+    });
+    report("extreme shapes");
+    // The creating side refuses the same shapes.
+    let huge = isize::MAX as usize + 1;
+    let err = SharedNdArray::<f64, IxDyn>::zeros(&n, IxDyn(&[huge, 0])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SizeOverflow);
+}
+
+#[test]
 fn valid_ndshm_segments_open_and_their_mutations_are_typed_errors() {
     let (src, n) = (name("src"), name("mutated"));
     let _c = (Cleanup(src.clone()), Cleanup(n.clone()));
