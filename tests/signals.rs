@@ -11,25 +11,26 @@ use std::time::{Duration, Instant};
 
 use ndshm::SignalCleanup;
 
-/// Builds (a no-op when `cargo test` already did) and locates the example binary.
+/// Builds (a no-op when `cargo test` already did) and locates the example binary, in the
+/// profile this test was built with (`target/debug` for `cargo test`, `target/release` for
+/// `cargo test --release`).
 fn demo_binary() -> PathBuf {
+    // target/<profile dir>/deps/signals-<hash> -> target/<profile dir>/examples/signal_demo
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let profile: &[&str] = if dir.file_name().is_some_and(|d| d == "release") {
+        &["--release"]
+    } else {
+        &["--profile", "test"]
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            "test",
-            "--example",
-            "signal_demo",
-        ])
+        .args(["build", "--quiet", "--example", "signal_demo"])
+        .args(profile)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("run cargo build --example signal_demo");
     assert!(status.success(), "building examples/signal_demo failed");
-    // target/debug/deps/signals-<hash> -> target/debug/examples/signal_demo
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("examples").join("signal_demo");
     assert!(bin.exists(), "{} not found", bin.display());
     bin
