@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --example signal_demo -- [--workers N] [--len N] [--no-cleanup] [--die-with-parent]
+//!                                     [--stubborn]
 //! ```
 //! It creates an owned array `ndshm-signal-demo-<pid>`, forks N workers that each keep
 //! incrementing their own chunk forever, prints `ready <segment> <worker pids…>` and
@@ -10,6 +11,8 @@
 //! segment is removed, and the process dies of the signal. With `--no-cleanup` nothing is
 //! installed: the segment stays behind after a signal (`ndshm gc` removes it) and the
 //! workers of a `SIGKILL`ed parent keep running unless `--die-with-parent` is given.
+//! `--stubborn` workers ignore `SIGTERM`: the cleanup then kills them with `SIGKILL` after
+//! its grace period.
 
 use ndarray::{Axis, Ix1};
 use ndshm::{SharedNdArray, SignalCleanup};
@@ -19,6 +22,7 @@ fn main() -> ndshm::Result<()> {
     let mut len = 1usize << 20;
     let mut cleanup = true;
     let mut die_with_parent = false;
+    let mut stubborn = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut num = |what: &str| -> usize {
@@ -31,6 +35,7 @@ fn main() -> ndshm::Result<()> {
             "--len" => len = num("--len").max(workers),
             "--no-cleanup" => cleanup = false,
             "--die-with-parent" => die_with_parent = true,
+            "--stubborn" => stubborn = true,
             other => panic!("unknown argument {other:?}"),
         }
     }
@@ -50,6 +55,11 @@ fn main() -> ndshm::Result<()> {
             pids.push(s.spawn(move || -> ndshm::Result<()> {
                 if die_with_parent {
                     ndshm::die_with_parent(parent)?;
+                }
+                if stubborn {
+                    use nix::sys::signal::{signal, SigHandler, Signal};
+                    // SAFETY: SIG_IGN runs no code.
+                    unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }.expect("ignore SIGTERM");
                 }
                 loop {
                     part.mapv_inplace(|x| x + 1.0);

@@ -110,7 +110,11 @@ fn segment_exists(name: &str) -> bool {
 }
 
 fn signal_cleans_up(sig: i32) {
-    let mut demo = start(&[]);
+    signal_cleans_up_with(sig, &[]);
+}
+
+fn signal_cleans_up_with(sig: i32, args: &[&str]) {
+    let mut demo = start(args);
     assert!(segment_exists(&demo.segment));
     for &w in &demo.workers {
         assert!(proc_state(w).is_some(), "worker {w} is not running");
@@ -143,6 +147,11 @@ fn sigterm_stops_workers_unlinks_and_reraises() {
 #[test]
 fn sighup_stops_workers_unlinks_and_reraises() {
     signal_cleans_up(libc::SIGHUP);
+}
+
+#[test]
+fn workers_that_ignore_sigterm_are_killed_after_the_grace_period() {
+    signal_cleans_up_with(libc::SIGTERM, &["--stubborn"]);
 }
 
 #[test]
