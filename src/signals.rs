@@ -16,6 +16,25 @@ use crate::trailer::{Trailer, TRAILER_LEN};
 /// The signals [`SignalCleanup::install`] handles.
 const DEFAULT_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
+/// Signals the handler may be installed for: their default action ends the process (so
+/// re-raising after the cleanup ends it), and they report no fault (after a SIGSEGV the
+/// process state cannot be trusted enough to walk tables).
+const CATCHABLE: [i32; 13] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGPWR,
+];
+
 /// How long the handler gives the children to end on `SIGTERM` (and clean up after
 /// themselves) before it kills the rest with `SIGKILL`.
 const GRACE_MS: u64 = 200;
@@ -156,27 +175,22 @@ impl SignalCleanup {
     /// Installs the cleanup handler for the given signals (for example adding `SIGQUIT`).
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`] for a signal that cannot be caught or that reports a
-    /// fault (`SIGKILL`, `SIGSTOP`, `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGABRT`),
-    /// `SIGCHLD`, or an unknown number; an OS error from `sigaction`.
+    /// [`ErrorKind::InvalidArgument`] for a signal whose default action does not end the
+    /// process (`SIGCHLD`, `SIGWINCH`, `SIGCONT`, `SIGTSTP`…: re-raising it after the
+    /// cleanup would leave the process running without its segments), one that cannot be
+    /// caught or reports a fault (`SIGKILL`, `SIGSTOP`, `SIGSEGV`, `SIGBUS`, `SIGILL`,
+    /// `SIGFPE`, `SIGABRT`), a real-time signal or an unknown number; an OS error from
+    /// `sigaction` (then no disposition was changed).
     pub fn install_for(signals: &[i32]) -> Result<SignalCleanup> {
         for &sig in signals {
-            let refused = [
-                libc::SIGKILL,
-                libc::SIGSTOP,
-                libc::SIGSEGV,
-                libc::SIGBUS,
-                libc::SIGILL,
-                libc::SIGFPE,
-                libc::SIGABRT,
-                libc::SIGCHLD,
-            ];
-            if refused.contains(&sig) || !(1..=64).contains(&sig) {
+            if !CATCHABLE.contains(&sig) {
                 return Err(Error::new(
                     ErrorKind::InvalidArgument,
                     format!(
                         "cannot install the cleanup handler for signal {sig}: it must be a \
-                         catchable termination signal such as SIGINT, SIGTERM, SIGHUP or SIGQUIT"
+                         signal whose default action ends the process and that reports no \
+                         fault: SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGPIPE, \
+                         SIGALRM, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF or SIGPWR"
                     ),
                 ));
             }
@@ -186,21 +200,35 @@ impl SignalCleanup {
         let mut inst = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
         let mut block = DEFAULT_SIGNALS.to_vec();
         block.extend_from_slice(signals);
-        for &sig in signals {
-            if inst.saved.iter().any(|(s, _)| *s == sig) {
-                continue;
+        let mut fresh = Vec::new();
+        let result = (|| {
+            for &sig in signals {
+                if inst.saved.iter().chain(&fresh).any(|(s, _)| *s == sig) {
+                    continue;
+                }
+                let ignored = signal::is_ignored(sig).map_err(|e| {
+                    Error::os(format!("cannot read the disposition of signal {sig}"), e)
+                })?;
+                if ignored {
+                    continue;
+                }
+                // SAFETY: `on_fatal_signal` is async-signal-safe (see its doc).
+                let old =
+                    unsafe { signal::install(sig, on_fatal_signal, &block) }.map_err(|e| {
+                        Error::os(format!("cannot install a handler for signal {sig}"), e)
+                    })?;
+                fresh.push((sig, old));
             }
-            let (_, ignored) = signal::current(sig).map_err(|e| {
-                Error::os(format!("cannot read the disposition of signal {sig}"), e)
-            })?;
-            if ignored {
-                continue;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // Leave the dispositions as they were before this call.
+            for (sig, old) in fresh.drain(..).rev() {
+                let _ = signal::restore(sig, &old);
             }
-            // SAFETY: `on_fatal_signal` is async-signal-safe (see its doc).
-            let old = unsafe { signal::install(sig, on_fatal_signal, &block) }
-                .map_err(|e| Error::os(format!("cannot install a handler for signal {sig}"), e))?;
-            inst.saved.push((sig, old));
+            return Err(e);
         }
+        inst.saved.append(&mut fresh);
         inst.guards += 1;
         Ok(SignalCleanup { _private: () })
     }

@@ -237,7 +237,26 @@ fn guards_install_nest_restore_and_respect_ignored_signals() {
     // SAFETY: as above.
     unsafe { libc::signal(libc::SIGHUP, libc::SIG_DFL) };
 
-    for bad in [libc::SIGKILL, libc::SIGSEGV, libc::SIGCHLD, 0, 99] {
+    let before_quit = handler_of(libc::SIGQUIT);
+    let q = SignalCleanup::install_for(&[libc::SIGQUIT]).unwrap();
+    assert_eq!(handler_of(libc::SIGQUIT), ours);
+    drop(q);
+    assert_eq!(handler_of(libc::SIGQUIT), before_quit);
+
+    let bad_signals = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGSEGV,
+        libc::SIGABRT,
+        libc::SIGCHLD,
+        libc::SIGWINCH,
+        libc::SIGCONT,
+        libc::SIGTSTP,
+        libc::SIGRTMIN(),
+        0,
+        99,
+    ];
+    for bad in bad_signals {
         let err = SignalCleanup::install_for(&[bad]).unwrap_err();
         assert_eq!(err.kind(), ndshm::ErrorKind::InvalidArgument);
     }

@@ -19,19 +19,18 @@ fn signal(sig: i32) -> io::Result<Signal> {
     Signal::try_from(sig).map_err(|e| io::Error::from_raw_os_error(e as i32))
 }
 
-/// The current disposition of `sig`, and whether it is "ignore" (`SIG_IGN`).
-pub(crate) fn current(sig: i32) -> io::Result<(SavedAction, bool)> {
-    let sig = signal(sig)?;
-    let probe = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: installing SIG_DFL runs no code; the previous action is put back at once
-    // (the only way POSIX offers to read a disposition through nix).
-    let old = unsafe { nix::sys::signal::sigaction(sig, &probe) }
-        .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
-    // SAFETY: `old` is the disposition that was installed a moment ago.
-    unsafe { nix::sys::signal::sigaction(sig, &old) }
-        .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
-    let ignored = matches!(old.handler(), SigHandler::SigIgn);
-    Ok((SavedAction(old), ignored))
+/// Whether the current disposition of `sig` is "ignore" (`SIG_IGN`); reads it without
+/// changing it.
+pub(crate) fn is_ignored(sig: i32) -> io::Result<bool> {
+    signal(sig)?;
+    // SAFETY: an all-zero sigaction is a valid out-value; with a null new action,
+    // sigaction only reads the current disposition into `old`.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `old` is a valid, writable sigaction.
+    if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(old.sa_sigaction == libc::SIG_IGN)
 }
 
 /// Installs `handler` for `sig`, with every signal of `block` blocked while it runs;
