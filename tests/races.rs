@@ -253,3 +253,81 @@ fn unlink_while_attached_keeps_mappings_and_fails_new_opens() {
     assert!(std::fs::metadata(format!("/dev/shm/{name}")).is_err());
     drop(a); // the owner's drop finds the name gone and leaves it
 }
+
+#[test]
+fn gc_racing_live_owners_never_removes_their_segments() {
+    const CREATORS: usize = 4;
+    const CYCLES: u32 = 300;
+    let prefix = format!("races-{}-gcrace", std::process::id());
+    // Some real garbage for gc to find meanwhile: segments of owners that died.
+    let dead: Vec<String> = (0..8).map(|i| format!("{prefix}-dead-{i}")).collect();
+    let _u: Vec<Unlink> = dead.iter().map(|n| Unlink(n.clone())).collect();
+    for n in &dead {
+        let n2 = n.clone();
+        Process::spawn(move || std::mem::forget(SharedNdArray::<u8, Ix1>::zeros(&n2, 64).unwrap()))
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+    let flags = Flags::new("gcrace", 1 + CREATORS);
+    let mut creators = Vec::new();
+    for i in 0..CREATORS {
+        let name = format!("{prefix}-live-{i}");
+        let ptr = flags.ptr as usize;
+        creators.push(
+            Process::spawn(move || -> Result<(), String> {
+                // SAFETY: the flags mapping is inherited and outlives this child; access is
+                // atomic (see `Flags::at`).
+                let done = unsafe { AtomicU32::from_ptr((ptr as *mut u32).add(1 + i)) };
+                for c in 0..CYCLES {
+                    let a = SharedNdArray::<u64, Ix1>::from_elem(&name, 1024, c as u64)
+                        .map_err(|e| format!("cycle {c}: create: {e}"))?;
+                    // Our own segment must still be there, under its name, until we drop it.
+                    let info =
+                        ndshm::info(&name).map_err(|e| format!("cycle {c}: gc took it: {e}"))?;
+                    if info.segment_id != a.segment_id() {
+                        return Err(format!("cycle {c}: another segment under our name"));
+                    }
+                    drop(a);
+                }
+                done.store(1, Ordering::Release);
+                Ok(())
+            })
+            .unwrap(),
+        );
+    }
+    let pids: Vec<i32> = creators.iter().map(Process::pid).collect();
+    let mut removed = Vec::new();
+    let mut passes = 0;
+    while (0..CREATORS).any(|i| flags.at(1 + i).load(Ordering::Acquire) == 0)
+        && creators.iter_mut().all(|c| !c.is_finished().unwrap())
+    {
+        // Everything of this test, and the temporary segments of our creators.
+        let got =
+            ndshm::gc_matching(|s| s.name.starts_with(&prefix) || pids.contains(&s.owner_pid))
+                .unwrap();
+        removed.extend(got.into_iter().map(|s| s.name));
+        passes += 1;
+    }
+    for c in creators {
+        c.join().unwrap();
+    }
+    removed.extend(
+        ndshm::gc_matching(|s| s.name.starts_with(&prefix))
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name),
+    );
+    removed.sort();
+    let mut want = dead.clone();
+    want.sort();
+    assert_eq!(
+        removed, want,
+        "gc removed exactly the dead owners' segments"
+    );
+    eprintln!(
+        "{passes} gc passes raced {} live create/drop cycles: only the {} dead owners' segments removed",
+        CREATORS as u32 * CYCLES,
+        dead.len()
+    );
+}
