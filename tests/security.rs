@@ -191,10 +191,12 @@ fn another_users_segment_is_permission_denied() {
     let a = SharedNdArray::<f64, Ix1>::from_elem(&private, 16, 2.5).unwrap();
     let opts = CreateOptions::new().mode(0o644);
     let b = SharedNdArray::<f64, Ix1>::from_elem_with(&shared, 16, 2.5, &opts).unwrap();
-    // A stale root segment (its owner died) that nobody may not remove.
+    // A stale root segment (its owner died) that nobody can read, and so judge stale, but
+    // may not remove (/dev/shm is sticky).
     let s2 = stale.clone();
     Process::spawn(move || {
-        std::mem::forget(SharedNdArray::<u8, Ix1>::zeros(&s2, 8).unwrap());
+        let opts = CreateOptions::new().mode(0o644);
+        std::mem::forget(SharedNdArray::<u8, Ix1>::zeros_with(&s2, 8, &opts).unwrap());
     })
     .unwrap()
     .join()
@@ -240,7 +242,15 @@ fn another_users_segment_is_permission_denied() {
         if r.view().sum() != 40.0 {
             return Err("wrong data through the read-only mapping".into());
         }
-        // gc as nobody: the stale root segment is not nobody's to remove; no error either.
+        // gc as nobody: it sees root's stale segment, but it is not nobody's to remove;
+        // no error either.
+        if !ndshm::stale()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(|x| x.name == st)
+        {
+            return Err("nobody does not see root's readable stale segment".into());
+        }
         let removed = ndshm::gc_matching(|x| x.name == st).map_err(|e| e.to_string())?;
         if !removed.is_empty() {
             return Err(format!("nobody removed root's segment: {removed:?}"));
