@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --example signal_demo -- [--workers N] [--len N] [--no-cleanup] [--die-with-parent]
-//!                                     [--stubborn]
+//!                                     [--stubborn] [--watchdog]
 //! ```
 //! It creates an owned array `ndshm-signal-demo-<pid>`, forks N workers that each keep
 //! incrementing their own chunk forever, prints `ready <segment> <worker pids…>` and
@@ -12,10 +12,11 @@
 //! installed: the segment stays behind after a signal (`ndshm gc` removes it) and the
 //! workers of a `SIGKILL`ed parent keep running unless `--die-with-parent` is given.
 //! `--stubborn` workers ignore `SIGTERM`: the cleanup then kills them with `SIGKILL` after
-//! its grace period.
+//! its grace period. `--watchdog` starts a `CrashCleanup` watchdog: even `kill -9` of the
+//! demo then leaves no segment behind (with `--die-with-parent`, no worker either).
 
 use ndarray::{Axis, Ix1};
-use ndshm::{SharedNdArray, SignalCleanup};
+use ndshm::{CrashCleanup, SharedNdArray, SignalCleanup};
 
 fn main() -> ndshm::Result<()> {
     let mut workers = 3usize;
@@ -23,6 +24,7 @@ fn main() -> ndshm::Result<()> {
     let mut cleanup = true;
     let mut die_with_parent = false;
     let mut stubborn = false;
+    let mut watchdog = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut num = |what: &str| -> usize {
@@ -36,11 +38,17 @@ fn main() -> ndshm::Result<()> {
             "--no-cleanup" => cleanup = false,
             "--die-with-parent" => die_with_parent = true,
             "--stubborn" => stubborn = true,
+            "--watchdog" => watchdog = true,
             other => panic!("unknown argument {other:?}"),
         }
     }
     let _guard = if cleanup {
         Some(SignalCleanup::install()?)
+    } else {
+        None
+    };
+    let _watchdog = if watchdog {
+        Some(CrashCleanup::spawn()?)
     } else {
         None
     };

@@ -64,7 +64,8 @@
 //! owner's segment, a persistent one, or a file that is not an ndshm segment. Signal
 //! handling is opt-in: with a [`SignalCleanup`] guard alive, Ctrl-C, `SIGTERM` or `SIGHUP`
 //! stops and reaps the workers, unlinks the process's own segments and re-raises the
-//! signal. [`die_with_parent`] makes a worker die with its parent.
+//! signal. [`die_with_parent`] makes a worker die with its parent, and a [`CrashCleanup`]
+//! watchdog removes a process's segments even when it is killed with `SIGKILL`.
 //!
 //! ## Errors
 //! One error type, [`Error`], with a [`#[non_exhaustive]`](ErrorKind) kind, a message that
@@ -86,6 +87,7 @@ mod segment;
 mod signals;
 mod sys;
 mod trailer;
+mod watchdog;
 
 pub use array::{
     open_dyn, AccessMode, DynSharedArray, ReadOnly, ReadOnlyNdArray, ReadWrite, SharedNdArray,
@@ -98,6 +100,7 @@ pub use process::{scope, write_stdout, ChildResult, Process, Scope};
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};
 pub use signals::{die_with_parent, SignalCleanup};
 pub use trailer::SegmentKind;
+pub use watchdog::CrashCleanup;
 
 /// Re-export of the `ndarray` version ndshm's views come from.
 pub use ndarray;

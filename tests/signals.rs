@@ -199,6 +199,27 @@ fn sigkill_with_die_with_parent_takes_the_workers_down() {
     assert!(!segment_exists(&demo.segment));
 }
 
+#[test]
+fn sigkill_with_watchdog_and_die_with_parent_leaves_nothing_without_gc() {
+    let mut demo = start(&["--no-cleanup", "--die-with-parent", "--watchdog"]);
+    demo.child.kill().unwrap();
+    let status = demo.child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while segment_exists(&demo.segment)
+        || demo
+            .workers
+            .iter()
+            .any(|&w| !matches!(proc_state(w), None | Some('Z')))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "segment or workers outlived a SIGKILLed parent with a watchdog"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Reads the current handler of `sig` without changing it.
 fn handler_of(sig: i32) -> libc::sighandler_t {
     // SAFETY: a null new action only reads the disposition into `old`.

@@ -72,6 +72,68 @@ fn boot_time_secs() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Blocks until process `pid` (started at `start`) has ended: waits on a pidfd
+/// (`pidfd_open`, Linux 5.3+), or polls `/proc` every 200 ms where pidfds are unavailable.
+pub(crate) fn wait_for_exit(pid: i32, start: u64) {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    // Checked after opening: the pidfd then refers to the process we mean, or it is gone.
+    if fd >= 0 && is_alive(pid, start) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: `pfd` is one valid pollfd; -1 waits without a timeout.
+            let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+            if r > 0
+                || (r < 0
+                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
+            {
+                break;
+            }
+        }
+    } else {
+        while is_alive(pid, start) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    if fd >= 0 {
+        // SAFETY: `fd` was opened above and is closed once.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Unmaps every mapping of a `/dev/shm` file in the calling process (as listed in
+/// `/proc/self/maps`), so that a long-lived forked helper does not keep the memory of
+/// segments that its parent removes.
+///
+/// # Safety
+/// Nothing in the calling process may use those mappings afterwards (a forked helper that
+/// never touches the handles it inherited).
+pub(crate) unsafe fn unmap_shm_mappings() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let range = fields.next().unwrap_or("");
+        let path = fields.nth(4).unwrap_or("");
+        if !path.starts_with("/dev/shm/") {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+            // SAFETY: [a, b) is a mapping of this process (from /proc/self/maps) that the
+            // caller promises nothing uses any more.
+            unsafe { libc::munmap(a as *mut libc::c_void, b - a) };
+        }
+    }
+}
+
 /// Asks the kernel to send `SIGKILL` to the calling process when its parent dies
 /// (`PR_SET_PDEATHSIG`), then checks that the parent is still `parent`: if it already died
 /// (the child was re-parented before the call), the calling process exits at once.
