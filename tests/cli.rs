@@ -199,3 +199,45 @@ fn attach_example_in_two_processes() {
     let out = Command::new(&bin).args(["--open", &name]).output().unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn ls_marks_stale_segments_and_gc_removes_them() {
+    let (stale, live) = (Name::new("cli-gc-stale"), Name::new("cli-gc-live"));
+    let _live = SharedNdArray::<u8, ndarray::Ix1>::zeros(&live, 4).unwrap();
+    let child_name = stale.to_string();
+    // The child creates an owned segment and exits without running its destructors: the
+    // segment's owner is dead, as after a SIGKILL.
+    ndshm::Process::spawn(move || -> ndshm::Result<()> {
+        let a = SharedNdArray::<f32, ndarray::Ix1>::zeros(&child_name, 16)?;
+        std::mem::forget(a);
+        Ok(())
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    assert!(stale.path().exists());
+    let ls = ok(&["ls"]);
+    let line = ls.lines().find(|l| l.starts_with(stale.as_str())).unwrap();
+    assert!(line.trim_end().ends_with("yes"), "STALE column: {line}");
+    let line = ls.lines().find(|l| l.starts_with(live.as_str())).unwrap();
+    assert!(line.trim_end().ends_with("no"), "STALE column: {line}");
+
+    let prefix = format!("ndshm-test-{}-", std::process::id());
+    let dry = ok(&["gc", "--dry-run", "--prefix", &prefix]);
+    assert!(
+        dry.contains(&format!("would remove {}", stale.as_str())),
+        "{dry}"
+    );
+    assert!(!dry.contains(live.as_str()), "{dry}");
+    assert!(stale.path().exists(), "a dry run removes nothing");
+    let out = ok(&["gc", "--prefix", &prefix]);
+    assert!(
+        out.contains(&format!("removed {}", stale.as_str())),
+        "{out}"
+    );
+    assert!(!stale.path().exists());
+    assert!(
+        live.path().exists(),
+        "gc never touches a live owner's segment"
+    );
+}

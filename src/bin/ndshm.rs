@@ -45,8 +45,18 @@ enum Command {
         /// Segment name.
         name: String,
     },
-    /// List ndshm segments.
+    /// List ndshm segments (stale ones, whose owner died, are marked in the STALE column).
     Ls,
+    /// Remove stale segments: ndshm segments whose owner died and that are not persistent.
+    /// Never touches a live owner's segment or a file that is not an ndshm segment.
+    Gc {
+        /// Only print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only segments whose name starts with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
     /// Print the array (abbreviated for big arrays).
     Dump {
         /// Segment name.
@@ -123,12 +133,21 @@ fn run(command: Command) -> CliResult {
         Command::Ls => {
             let all = ndshm::list()?;
             println!(
-                "{:<32} {:<6} {:<5} {:<16} {:>12} {:<6} {:>8} {:<5} {:<10}",
-                "NAME", "KIND", "DTYPE", "SHAPE", "BYTES", "LAYOUT", "OWNER", "ALIVE", "PERSISTENT"
+                "{:<32} {:<6} {:<5} {:<16} {:>12} {:<6} {:>8} {:<5} {:<10} {:<5}",
+                "NAME",
+                "KIND",
+                "DTYPE",
+                "SHAPE",
+                "BYTES",
+                "LAYOUT",
+                "OWNER",
+                "ALIVE",
+                "PERSISTENT",
+                "STALE"
             );
             for i in &all {
                 println!(
-                    "{:<32} {:<6} {:<5} {:<16} {:>12} {:<6} {:>8} {:<5} {:<10}",
+                    "{:<32} {:<6} {:<5} {:<16} {:>12} {:<6} {:>8} {:<5} {:<10} {:<5}",
                     i.name,
                     i.kind.map_or("npy", |k| k.as_str()),
                     i.dtype.map_or("-".to_string(), |d| d.to_string()),
@@ -137,9 +156,33 @@ fn run(command: Command) -> CliResult {
                     i.layout(),
                     i.owner_pid,
                     yes_no(i.owner_alive),
-                    yes_no(i.persistent)
+                    yes_no(i.persistent),
+                    yes_no(i.is_stale())
                 );
             }
+        }
+        Command::Gc { dry_run, prefix } => {
+            let wanted = |i: &SegmentInfo| prefix.as_ref().is_none_or(|p| i.name.starts_with(p));
+            let (verb, list) = if dry_run {
+                let stale = ndshm::stale()?;
+                (
+                    "would remove",
+                    stale.into_iter().filter(|i| wanted(i)).collect(),
+                )
+            } else {
+                ("removed", ndshm::gc_matching(wanted)?)
+            };
+            for i in &list {
+                println!(
+                    "{verb} {} ({} {}, {} bytes, owner pid {} is gone)",
+                    i.name,
+                    i.kind.map_or("npy", |k| k.as_str()),
+                    shape_text(i),
+                    i.bytes,
+                    i.owner_pid
+                );
+            }
+            println!("{verb} {} stale segment(s)", list.len());
         }
         Command::Dump { name } => {
             // SAFETY: the CLI only reads, through a copy it prints at once; a concurrent
