@@ -64,11 +64,14 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod array;
+mod chunk;
 mod cleanup;
 mod dtype;
 mod error;
+mod fork;
 mod info;
 mod npy;
+mod pool;
 mod process;
 mod segment;
 mod sys;
@@ -77,9 +80,12 @@ mod trailer;
 pub use array::{
     open_dyn, AccessMode, DynSharedArray, ReadOnly, ReadOnlyNdArray, ReadWrite, SharedNdArray,
 };
+pub use chunk::{Chunk, ChunkPlan, CACHE_LINE, MAX_CHUNKS};
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
+pub use fork::{fork_chunks, fork_chunks_into, fork_chunks_with};
 pub use info::{info, list, SegmentInfo};
+pub use pool::{WorkerPool, CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS};
 pub use process::{scope, write_stdout, ChildResult, Process, Scope};
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};
 pub use trailer::SegmentKind;

@@ -434,6 +434,11 @@ impl Segment {
         })
     }
 
+    /// Device and inode of the segment's file (to tell whether its name still names it).
+    pub(crate) fn file_id(&self) -> (u64, u64) {
+        self.file_id
+    }
+
     /// The segment's name, without a leading `/`.
     pub(crate) fn name(&self) -> &str {
         &self.name
