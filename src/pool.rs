@@ -1267,3 +1267,50 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_word_packs_and_claims_in_order() {
+        let w = pack(5, 3, 9);
+        assert_eq!(unpack(w), (5, 3, 9));
+        assert_eq!(
+            unpack(pack(u32::MAX, 0, COUNT_MASK)),
+            (SEQ_MASK, 0, COUNT_MASK)
+        );
+        assert!(MAX_CHUNKS as u64 <= COUNT_MASK);
+
+        let block = Block {
+            mem: AnonShared::new(MAP_LEN).unwrap(),
+        };
+        block.ctl().claim.0.store(pack(7, 0, 3), Ordering::Release);
+        // Another job's number never claims.
+        assert_eq!(block.claim(8), None);
+        assert_eq!(block.claim(7), Some(0));
+        assert_eq!(block.claim(7), Some(1));
+        assert_eq!(block.claim(7), Some(2));
+        assert_eq!(block.claim(7), None);
+        assert_eq!(
+            unpack(block.ctl().claim.0.load(Ordering::Relaxed)),
+            (7, 3, 3)
+        );
+    }
+
+    #[test]
+    fn first_failure_wins() {
+        let block = Block {
+            mem: AnonShared::new(MAP_LEN).unwrap(),
+        };
+        let ctl = block.ctl();
+        ctl.failed_chunk.store(NO_FAILURE, Ordering::Relaxed);
+        block.fail(4, "panicked: first");
+        block.fail(2, "panicked: second");
+        assert_eq!(ctl.failed_chunk.load(Ordering::Relaxed), 4);
+        let len = ctl.failed_len.load(Ordering::Relaxed) as usize;
+        // SAFETY: single-threaded test; the message was written above.
+        let msg = unsafe { &(&*ctl.failed_msg.get())[..len] };
+        assert_eq!(msg, b"panicked: first");
+    }
+}
