@@ -147,86 +147,68 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ("x*x", square, |x| x * x),
         ("sin.exp.sqrt", heavy, |x| x.sin().exp().sqrt()),
     ];
+    // Variants interleave within each repetition, so that all four see the same machine
+    // load (other processes on a shared machine shift the figures less this way).
+    let variants = [
+        "serial".to_string(),
+        format!("rayon ({workers} threads)"),
+        format!("fork per call ({workers} children)"),
+        format!("pool ({} workers + caller)", workers - 1),
+    ];
     for (kname, kernel, scalar) in kernels {
-        // Serial, on the shared array.
-        let mut times = Vec::new();
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+        // Repetition 0 warms up (and its results are checked); 1..=reps are timed.
         for rep in 0..=reps {
-            reset(&mut a);
-            let whole = Chunk {
-                index: 0,
-                axis: 0,
-                start: 0,
-                end: n,
-            };
-            let t = Instant::now();
-            kernel(whole, a.view_mut(), &());
-            if rep > 0 {
-                times.push(t.elapsed());
+            for (v, times) in times.iter_mut().enumerate() {
+                reset(&mut a);
+                let t = match v {
+                    0 => {
+                        let whole = Chunk {
+                            index: 0,
+                            axis: 0,
+                            start: 0,
+                            end: n,
+                        };
+                        let t = Instant::now();
+                        kernel(whole, a.view_mut(), &());
+                        t.elapsed()
+                    }
+                    1 => {
+                        let chunks = split(a.as_slice_mut().expect("contiguous"), &plan);
+                        let t = Instant::now();
+                        tp.install(|| {
+                            chunks
+                                .into_par_iter()
+                                .zip(plan.iter().collect::<Vec<_>>())
+                                .for_each(|(data, c)| kernel(c, ArrayViewMut1::from(data), &()))
+                        });
+                        t.elapsed()
+                    }
+                    2 => {
+                        let t = Instant::now();
+                        fork_chunks_with(&mut a, &plan, |c, v| kernel(c, v, &()))?;
+                        t.elapsed()
+                    }
+                    _ => {
+                        let t = Instant::now();
+                        pool.map(&mut a, &plan, (), kernel)?;
+                        t.elapsed()
+                    }
+                };
+                if rep == 0 {
+                    check(&a, scalar, &variants[v]);
+                } else {
+                    times.push(t);
+                }
             }
         }
-        check(&a, scalar, "serial");
-        rows.push(Row {
-            kernel: kname,
-            variant: "serial".into(),
-            time: median(times),
-        });
-
-        // Rayon: same chunks, called from inside its pool.
-        let mut times = Vec::new();
-        for rep in 0..=reps {
-            reset(&mut a);
-            let chunks = split(a.as_slice_mut().expect("contiguous"), &plan);
-            let t = Instant::now();
-            tp.install(|| {
-                chunks
-                    .into_par_iter()
-                    .zip(plan.iter().collect::<Vec<_>>())
-                    .for_each(|(data, c)| kernel(c, ArrayViewMut1::from(data), &()))
+        for (v, t) in times.into_iter().enumerate() {
+            rows.push(Row {
+                kernel: kname,
+                variant: variants[v].clone(),
+                time: median(t),
             });
-            if rep > 0 {
-                times.push(t.elapsed());
-            }
         }
-        check(&a, scalar, "rayon");
-        rows.push(Row {
-            kernel: kname,
-            variant: format!("rayon ({workers} threads)"),
-            time: median(times),
-        });
-
-        // Fork per call: one child per chunk, forked at each call.
-        let mut times = Vec::new();
-        for rep in 0..=reps {
-            reset(&mut a);
-            let t = Instant::now();
-            fork_chunks_with(&mut a, &plan, |c, v| kernel(c, v, &()))?;
-            if rep > 0 {
-                times.push(t.elapsed());
-            }
-        }
-        check(&a, scalar, "fork");
-        rows.push(Row {
-            kernel: kname,
-            variant: format!("fork per call ({workers} children)"),
-            time: median(times),
-        });
-
-        // The warm pool.
-        let mut times = Vec::new();
-        for rep in 0..=reps {
-            reset(&mut a);
-            let t = Instant::now();
-            pool.map(&mut a, &plan, (), kernel)?;
-            if rep > 0 {
-                times.push(t.elapsed());
-            }
-        }
-        check(&a, scalar, "pool");
-        rows.push(Row {
-            kernel: kname,
-            variant: format!("pool ({} workers + caller)", workers - 1),
-            time: median(times),
-        });
     }
 
     println!();
