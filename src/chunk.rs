@@ -330,12 +330,12 @@ impl ChunkPlan {
     }
 
     /// Checks that the plan fits an array of `shape` (its axis exists and has the plan's
-    /// length); `what` names the array in the error.
-    pub(crate) fn check_shape(&self, shape: &[usize], what: &str) -> Result<()> {
+    /// length); `role` ("input") and `name` name the array in the error.
+    pub(crate) fn check_shape(&self, shape: &[usize], role: &str, name: &str) -> Result<()> {
         let len = axis_len(shape, self.axis)?;
         if len != self.len {
             return Err(invalid(format!(
-                "the chunk plan splits {} indices along axis {}, but {what} has {len} there \
+                "the chunk plan splits {} indices along axis {}, but {role} '{name}' has {len} there \
                  (shape {shape:?}): build the plan from this array's shape",
                 self.len, self.axis
             )));
@@ -416,9 +416,9 @@ mod tests {
         let e = ChunkPlan::balanced_along(&[3, 4], 2, 2).unwrap_err();
         assert!(e.to_string().contains("axis 2"), "{e}");
         let plan = ChunkPlan::balanced(4, 2).unwrap().along(1);
-        assert!(plan.check_shape(&[4, 4], "a").is_ok());
-        assert!(plan.check_shape(&[4, 5], "a").is_err());
-        assert!(plan.check_shape(&[4], "a").is_err());
+        assert!(plan.check_shape(&[4, 4], "array", "a").is_ok());
+        assert!(plan.check_shape(&[4, 5], "array", "a").is_err());
+        assert!(plan.check_shape(&[4], "array", "a").is_err());
         assert!(ChunkPlan::balanced(8, 2)
             .unwrap()
             .align_to_cache_lines(0, 0)

@@ -88,7 +88,7 @@ where
     F: Fn(Chunk, ArrayViewMut<'_, T, D>) -> R,
     R: ChildResult,
 {
-    plan.check_shape(array.shape(), &format!("array '{}'", array.name()))?;
+    plan.check_shape(array.shape(), "array", array.name())?;
     run_forked(plan, |chunk| f(chunk, chunk.of_mut(array.view_mut())))
 }
 
@@ -136,8 +136,8 @@ where
     F: Fn(Chunk, ArrayView<'_, T, D>, ArrayViewMut<'_, U, E>) -> R,
     R: ChildResult,
 {
-    plan.check_shape(input.shape(), &format!("input '{}'", input.name()))?;
-    plan.check_shape(output.shape(), &format!("output '{}'", output.name()))?;
+    plan.check_shape(input.shape(), "input", input.name())?;
+    plan.check_shape(output.shape(), "output", output.name())?;
     if input.segment_id() != 0 && input.segment_id() == output.segment_id() {
         return Err(Error::new(
             ErrorKind::InvalidArgument,

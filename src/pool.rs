@@ -120,7 +120,7 @@ struct Slot {
 
 /// Where an array of a job lives, as the parent describes it to the workers.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct ArrayDesc {
     segment_id: u64,
     /// Byte offset of the first element in the segment.
@@ -191,15 +191,15 @@ const MAP_LEN: usize = CONTROL_LEN.next_multiple_of(4096) + MAX_RESULTS;
 
 /// A resolved array of a job: where its data is in the executing process.
 #[derive(Clone, Copy)]
-struct ArrayRef {
+struct ArrayRef<'a> {
     ptr: *mut u8,
-    desc: ArrayDesc,
+    desc: &'a ArrayDesc,
 }
 
 /// What a trampoline gets to run one chunk.
 struct ChunkArgs<'a> {
     chunk: Chunk,
-    arrays: [ArrayRef; MAX_ARRAYS],
+    arrays: [ArrayRef<'a>; MAX_ARRAYS],
     params: &'a [u8],
     user_fn: usize,
     result: *mut u8,
@@ -479,7 +479,7 @@ impl Block {
         let outcome = (|| {
             let mut arrays = [ArrayRef {
                 ptr: std::ptr::null_mut(),
-                desc: EMPTY_ARRAY,
+                desc: &EMPTY_ARRAY,
             }; MAX_ARRAYS];
             for (i, (r, d)) in arrays
                 .iter_mut()
@@ -488,7 +488,7 @@ impl Block {
             {
                 *r = ArrayRef {
                     ptr: resolve(i, d)?,
-                    desc: *d,
+                    desc: d,
                 };
             }
             let params = bytemuck::cast_slice::<u64, u8>(&desc.params);
@@ -804,7 +804,7 @@ impl WorkerPool {
         P: Pod,
         R: ChildResult,
     {
-        plan.check_shape(array.shape(), &format!("array '{}'", array.name()))?;
+        plan.check_shape(array.shape(), "array", array.name())?;
         let out = describe(array, true)?;
         let ptr = array.data_ptr().cast::<u8>();
         self.run(
@@ -858,8 +858,8 @@ impl WorkerPool {
         P: Pod,
         R: ChildResult,
     {
-        plan.check_shape(input.shape(), &format!("input '{}'", input.name()))?;
-        plan.check_shape(output.shape(), &format!("output '{}'", output.name()))?;
+        plan.check_shape(input.shape(), "input", input.name())?;
+        plan.check_shape(output.shape(), "output", output.name())?;
         if input.segment_id() == output.segment_id() {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
@@ -906,7 +906,7 @@ impl WorkerPool {
         P: Pod,
         R: Pod,
     {
-        plan.check_shape(array.shape(), &format!("array '{}'", array.name()))?;
+        plan.check_shape(array.shape(), "array", array.name())?;
         let n = plan.num_chunks();
         if n.saturating_mul(size_of::<R>()) > MAX_RESULTS {
             return Err(Error::new(
@@ -971,24 +971,30 @@ impl WorkerPool {
             // SAFETY: no chunk is claimable or running (the previous job was joined), so no
             // executor reads the descriptor while we write it.
             let desc = unsafe { &mut *block.desc() };
-            desc.trampoline = trampoline as usize;
-            desc.user_fn = user_fn;
-            desc.axis = plan.axis() as u64;
-            desc.n_chunks = n as u64;
-            desc.n_arrays = arrays.len() as u64;
-            desc.result_size = result_size as u64;
-            desc.params_len = params.len() as u64;
-            bytemuck::cast_slice_mut::<u64, u8>(&mut desc.params)[..params.len()]
-                .copy_from_slice(params);
+            // Only what changed is written: a job like the previous one then leaves the
+            // descriptor's cache lines shared in the workers' caches (cheaper dispatch).
+            set(&mut desc.trampoline, trampoline as usize);
+            set(&mut desc.user_fn, user_fn);
+            set(&mut desc.axis, plan.axis() as u64);
+            set(&mut desc.n_chunks, n as u64);
+            set(&mut desc.n_arrays, arrays.len() as u64);
+            set(&mut desc.result_size, result_size as u64);
+            set(&mut desc.params_len, params.len() as u64);
+            let stored = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut desc.params)[..params.len()];
+            if stored != params {
+                stored.copy_from_slice(params);
+            }
             for (slot, (d, _)) in desc.arrays.iter_mut().zip(arrays) {
-                *slot = *d;
+                set(slot, *d);
             }
             for (b, &v) in desc.bounds.iter_mut().zip(plan.bounds()) {
-                *b = v as u64;
+                set(b, v as u64);
             }
         }
         ctl.done.0.store(0, Ordering::Relaxed);
-        ctl.failed_chunk.store(NO_FAILURE, Ordering::Relaxed);
+        if ctl.failed_chunk.load(Ordering::Relaxed) != NO_FAILURE {
+            ctl.failed_chunk.store(NO_FAILURE, Ordering::Relaxed);
+        }
         self.seq = self.seq.wrapping_add(1).max(1);
         let seq = self.seq;
         ctl.claim.0.store(pack(seq, 0, n as u64), Ordering::Release);
@@ -1000,7 +1006,10 @@ impl WorkerPool {
                 futex::wake(&ctl.seq.0, (n - 1).min(self.workers.len()) as i32);
             }
         }
-        let local: Vec<*mut u8> = arrays.iter().map(|(_, p)| *p).collect();
+        let mut local = [std::ptr::null_mut::<u8>(); MAX_ARRAYS];
+        for (l, (_, p)) in local.iter_mut().zip(arrays) {
+            *l = *p;
+        }
         let progress = Progress::new(self.progress, n);
         while let Some(k) = block.claim(seq) {
             block.run_chunk(k, &mut |i, _| Ok(local[i]));
@@ -1132,6 +1141,13 @@ impl Block {
             ctl.failed_len.store(n as u32, Ordering::Relaxed);
             ctl.failed_pid.store(pid, Ordering::Relaxed);
         }
+    }
+}
+
+/// Writes `v` into `slot` unless it already holds it.
+fn set<T: PartialEq>(slot: &mut T, v: T) {
+    if *slot != v {
+        *slot = v;
     }
 }
 
