@@ -227,7 +227,7 @@ unsafe fn chunk_view_mut<'a, T, D: Dimension>(
     r: &ArrayRef,
     chunk: &Chunk,
 ) -> ArrayViewMut<'a, T, D> {
-    let dim: D = dim_of(&r.desc);
+    let dim: D = dim_of(r.desc);
     let shape = if r.desc.fortran != 0 {
         dim.f()
     } else {
@@ -241,7 +241,7 @@ unsafe fn chunk_view_mut<'a, T, D: Dimension>(
 /// # Safety
 /// As [`chunk_view_mut`], except that others may read the array too (no one writes it).
 unsafe fn whole_view<'a, T, D: Dimension>(r: &ArrayRef) -> ArrayView<'a, T, D> {
-    let dim: D = dim_of(&r.desc);
+    let dim: D = dim_of(r.desc);
     let shape = if r.desc.fortran != 0 {
         dim.f()
     } else {
