@@ -189,12 +189,21 @@ fn inline_shortcut_gives_the_same_result() {
     assert_eq!(a.as_slice().unwrap()[999], 999.0 * 999.0);
 }
 
-/// Runs in the caller: sleeps so that workers take some chunks. Runs in a worker: does
-/// what `how` says.
-fn misbehave(c: Chunk, _x: ndarray::ArrayViewMut1<'_, f64>, p: &[i32; 2]) -> Result<(), String> {
-    let [parent, how] = *p;
+/// A fresh token per job, so that the caller sleeps on its first chunk of each job.
+fn token() -> i32 {
+    static T: AtomicU32 = AtomicU32::new(1);
+    T.fetch_add(1, Ordering::Relaxed) as i32
+}
+
+/// Runs in the caller: its first chunk of a job sleeps 400 ms, so that the worker surely
+/// takes chunks even on a loaded machine. Runs in a worker: does what `how` says.
+fn misbehave(c: Chunk, _x: ndarray::ArrayViewMut1<'_, f64>, p: &[i32; 3]) -> Result<(), String> {
+    static LAST: AtomicU32 = AtomicU32::new(0);
+    let [parent, how, token] = *p;
     if std::process::id() as i32 == parent {
-        std::thread::sleep(Duration::from_millis(60));
+        if LAST.swap(token as u32, Ordering::Relaxed) != token as u32 {
+            std::thread::sleep(Duration::from_millis(400));
+        }
         return Ok(());
     }
     match how {
@@ -233,7 +242,7 @@ fn failures_name_chunk_and_cause_and_the_pool_recovers() {
     for (how, want) in cases {
         let before = pool.worker_pids();
         let err = pool
-            .map(&mut a, &plan, [me, how], misbehave)
+            .map(&mut a, &plan, [me, how, token()], misbehave)
             .expect_err(&format!("case {how}"));
         assert_eq!(err.kind(), ErrorKind::WorkerFailed, "{err}");
         let msg = err.to_string();
@@ -262,7 +271,17 @@ fn sigkill_mid_job_is_reported_without_hang_zombie_or_leak() {
     let mut a = range(&nm, 800);
     let victim = pool.worker_pids()[0];
     let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(150));
+        // Kill the worker once it is inside a chunk (blocked in clock_nanosleep, which
+        // glibc's nanosleep uses), not while it is idle on its futex.
+        let in_sleep = format!("{} ", libc::SYS_clock_nanosleep);
+        let asleep_in_chunk = || {
+            std::fs::read_to_string(format!("/proc/{victim}/syscall"))
+                .is_ok_and(|s| s.starts_with(&in_sleep))
+        };
+        let t = std::time::Instant::now();
+        while !asleep_in_chunk() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // SAFETY: sends SIGKILL to our own worker process.
         unsafe { libc::kill(victim, libc::SIGKILL) };
     });
@@ -272,7 +291,7 @@ fn sigkill_mid_job_is_reported_without_hang_zombie_or_leak() {
         .map(
             &mut a,
             &ChunkPlan::balanced(800, 8).unwrap(),
-            [me, 9],
+            [me, 9, token()],
             misbehave,
         )
         .unwrap_err();
