@@ -638,7 +638,8 @@ fn describe_exit(exit: Exit) -> String {
 ///
 /// Limits: a job's function must be part of the program when the pool forked (not from a
 /// library loaded later with `dlopen`); a worker stuck in an endless loop blocks the job,
-/// as a stuck thread blocks rayon.
+/// as a stuck thread blocks rayon; a pool serves the process that created it (a forked
+/// child that inherits a copy must not use it).
 ///
 /// # Examples
 /// ```
@@ -964,6 +965,12 @@ impl WorkerPool {
         let n = plan.num_chunks();
         if n == 0 {
             return Ok(());
+        }
+        // A worker killed between jobs is noticed by a job that has to wait for it; reap
+        // and replace such workers every 256 jobs too (a few µs per 256 jobs), so that
+        // none stays a zombie for long in a stream of quick jobs.
+        if self.seq % 256 == 255 {
+            self.check_workers()?;
         }
         let block: &Block = &self.block;
         let ctl = block.ctl();

@@ -357,3 +357,27 @@ fn idle_workers_sleep() {
         assert!(a - b < 20, "an idle worker used {} ticks in 1 s", a - b);
     }
 }
+
+#[test]
+fn a_worker_killed_between_jobs_is_reaped_and_replaced() {
+    let mut pool = WorkerPool::new(3).unwrap();
+    let victim = pool.worker_pids()[1];
+    // SAFETY: sends SIGKILL to our own (idle) worker process.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(50));
+    let mut a = range(&name("idle-kill"), 1000);
+    let plan = ChunkPlan::balanced(1000, 4).unwrap();
+    // Quick jobs still succeed (the others run the dead worker's share), and within 256
+    // jobs the pool reaps and replaces it.
+    for _ in 0..256 {
+        pool.map(&mut a, &plan, (), |_, mut x, _: &()| x += 1.0)
+            .unwrap();
+    }
+    assert_eq!(a.as_slice().unwrap()[999], 999.0 + 256.0);
+    assert!(is_gone(victim));
+    let pids = pool.worker_pids();
+    assert_eq!(pids.len(), 2);
+    assert!(!pids.contains(&victim));
+    // An explicit check finds nothing more to do.
+    assert_eq!(pool.check_workers().unwrap(), 0);
+}
