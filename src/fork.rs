@@ -188,7 +188,9 @@ fn run_forked<R: ChildResult>(plan: &ChunkPlan, mut job: impl FnMut(Chunk) -> R)
                 cleanup::untrack_child(c.pid);
                 let exit = exit.unwrap_or(sys_fork::Exit::Code(0));
                 if let Some(why) = describe_failure(&c.report, exit) {
-                    first.get_or_insert_with(|| worker_failed(&c.chunk, c.pid, &why));
+                    first.get_or_insert_with(|| {
+                        worker_failed(&c.chunk, &format!("worker process {}", c.pid), &why)
+                    });
                 }
             }
             Err(e) => {
@@ -202,13 +204,13 @@ fn run_forked<R: ChildResult>(plan: &ChunkPlan, mut job: impl FnMut(Chunk) -> R)
     }
 }
 
-/// The error of a failed chunk: "chunk 3 (indices 300..400 of axis 0) in process 1234
-/// panicked: ...".
-pub(crate) fn worker_failed(chunk: &Chunk, pid: i32, why: &str) -> Error {
+/// The error of a failed chunk: "chunk 3 (indices 300..400 of axis 0) in worker process
+/// 1234 panicked: ..."; `who` names the executor.
+pub(crate) fn worker_failed(chunk: &Chunk, who: &str, why: &str) -> Error {
     Error::new(
         ErrorKind::WorkerFailed,
         format!(
-            "chunk {} (indices {}..{} of axis {}) in worker process {pid} {why}",
+            "chunk {} (indices {}..{} of axis {}) in {who} {why}",
             chunk.index, chunk.start, chunk.end, chunk.axis
         ),
     )

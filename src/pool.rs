@@ -1110,7 +1110,12 @@ impl WorkerPool {
                 end: desc.bounds[k as usize + 1] as usize,
             };
             let pid = ctl.failed_pid.load(Ordering::Relaxed);
-            return Err(worker_failed(&chunk, pid, &msg));
+            let who = if pid == proc::pid() {
+                "the calling process".to_string()
+            } else {
+                format!("worker process {pid}")
+            };
+            return Err(worker_failed(&chunk, &who, &msg));
         }
         let done = ctl.done.0.load(Ordering::Acquire) as u64;
         if done < desc.n_chunks {

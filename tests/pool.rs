@@ -381,3 +381,31 @@ fn a_worker_killed_between_jobs_is_reaped_and_replaced() {
     // An explicit check finds nothing more to do.
     assert_eq!(pool.check_workers().unwrap(), 0);
 }
+
+#[test]
+fn a_failure_in_the_callers_chunk_names_the_caller() {
+    let mut pool = WorkerPool::new(1).unwrap();
+    let mut a = range(&name("caller-fail"), 10);
+    let err = pool
+        .map(
+            &mut a,
+            &ChunkPlan::balanced(10, 2).unwrap(),
+            (),
+            |c, _, _: &()| {
+                if c.index == 1 {
+                    Err("odd chunk")
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WorkerFailed);
+    let msg = err.to_string();
+    assert!(
+        msg.contains(
+            "chunk 1 (indices 5..10 of axis 0) in the calling process returned an error: odd chunk"
+        ),
+        "{msg}"
+    );
+}
