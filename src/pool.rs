@@ -452,7 +452,8 @@ impl Block {
                 n -= 1;
             }
             // SAFETY: only the winner of the CAS above writes the message; the caller reads
-            // it after the job's done counter (Release below / in `finish`) says so.
+            // it after the join, which synchronises with the `done` RMW that follows this
+            // write in `run_chunk`.
             unsafe {
                 (&mut *ctl.failed_msg.get())[..n].copy_from_slice(&msg.as_bytes()[..n]);
             }
