@@ -617,9 +617,24 @@ fn describe_exit(exit: Exit) -> String {
 ///   them in chunk order.
 ///
 /// Chunks are claimed dynamically, so plans with more chunks than executors balance an
-/// uneven workload. Arrays may be created after the pool: workers attach them by name.
-/// See the [module docs](self) for the dispatch protocol and the memory-ordering guarantees
-/// (dispatch and join are happens-before edges).
+/// uneven workload. Arrays may be created after the pool: workers attach them by name and
+/// cache the mapping by the segment's unique id (a reused name never hits a stale
+/// mapping; a worker going to sleep drops the mappings of arrays that were dropped).
+///
+/// # Dispatch
+/// The job (function address, parameters, arrays, chunk bounds) is written into a control
+/// block of shared anonymous memory that the workers inherited; no pipe, no serialisation.
+/// Executors claim chunks with a CAS on one word that packs the job number, the next chunk
+/// and the chunk count, so a late worker never takes a chunk of the next job. Idle workers
+/// spin for 20 µs, then sleep on a futex; the caller wakes them only when a sleeper
+/// counter says someone sleeps. An idle pool uses no CPU after the spin window (workers
+/// wake twice a second to check that their parent lives).
+///
+/// # Memory ordering
+/// Dispatch and join are happens-before edges: everything the caller wrote before a job
+/// method (into the arrays or elsewhere in shared memory) is visible to every executor
+/// running a chunk of that job, and everything an executor wrote while running a chunk is
+/// visible to the caller when the method returns, as with `std::thread::scope`.
 ///
 /// A job is a function, not a closure with captures: the workers were forked before the
 /// job existed and cannot see the caller's heap. Pass data through the `Pod` parameters or
