@@ -409,3 +409,49 @@ fn a_failure_in_the_callers_chunk_names_the_caller() {
         "{msg}"
     );
 }
+
+#[test]
+fn limits_are_typed_errors_and_progress_is_harmless() {
+    let mut pool = WorkerPool::new(2).unwrap();
+    // Results area: 2^20 chunks of 8 bytes do not fit in 4 MiB.
+    let a = SharedNdArray::<u8, Ix1>::zeros(&name("many"), 1 << 20).unwrap();
+    let plan = ChunkPlan::fixed(1 << 20, 1).unwrap();
+    let err = pool
+        .map_reduce(&a, &plan, (), |_, x, _: &()| x.len() as u64)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    // Parameters over 1 KiB.
+    let mut b = range(&name("params"), 10);
+    let err = pool
+        .map(
+            &mut b,
+            &ChunkPlan::balanced(10, 2).unwrap(),
+            [0u8; 2048],
+            |_, _, _| {},
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    // A progress bar (drawn only on a terminal) does not change the job.
+    pool.set_progress(true);
+    pool.map(&mut b, &ChunkPlan::balanced(10, 5).unwrap(), (), square)
+        .unwrap();
+    assert_eq!(b.as_slice().unwrap()[3], 9.0);
+}
+
+#[test]
+fn fortran_order_arrays() {
+    let mut pool = WorkerPool::new(2).unwrap();
+    let opts = ndshm::CreateOptions::new().fortran_order(true);
+    let mut a = SharedNdArray::<f32, Ix2>::zeros_with(&name("fortran"), (5, 6), &opts).unwrap();
+    assert!(a.is_fortran_order());
+    let plan = ChunkPlan::balanced_along(a.shape(), 1, 3).unwrap();
+    pool.map(&mut a, &plan, (), |c, mut v, _: &()| {
+        for ((i, j), x) in v.indexed_iter_mut() {
+            *x = (i * 100 + c.start + j) as f32;
+        }
+    })
+    .unwrap();
+    for ((i, j), &x) in a.view().indexed_iter() {
+        assert_eq!(x, (i * 100 + j) as f32);
+    }
+}
