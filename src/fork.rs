@@ -60,11 +60,11 @@ where
 }
 
 /// As [`fork_chunks`], with an explicit [`ChunkPlan`] (any axis, fixed or aligned chunks):
-/// one child per chunk of `plan`.
+/// one child per chunk of `plan`, all running at once.
 ///
 /// # Errors
 /// As [`fork_chunks`], plus [`ErrorKind::InvalidArgument`] when `plan` does not fit the
-/// array's shape.
+/// array's shape or has more than [`MAX_FORKED_CHUNKS`] chunks.
 ///
 /// # Examples
 /// ```
@@ -172,7 +172,21 @@ impl Drop for Children {
     }
 }
 
+/// Most chunks (so most children) one fork-per-call job may have.
+pub const MAX_FORKED_CHUNKS: usize = 1024;
+
 fn run_forked<R: ChildResult>(plan: &ChunkPlan, mut job: impl FnMut(Chunk) -> R) -> Result<()> {
+    if plan.num_chunks() > MAX_FORKED_CHUNKS {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "fork per call forks one process per chunk, and this plan has {} chunks (at \
+                 most {MAX_FORKED_CHUNKS}): use fewer, larger chunks, or a WorkerPool, whose \
+                 workers claim any number of chunks",
+                plan.num_chunks()
+            ),
+        ));
+    }
     let mut children = Children(Vec::with_capacity(plan.num_chunks()));
     for chunk in plan.iter() {
         let report = Report::new()?;

@@ -103,7 +103,7 @@ pub use array::{
 pub use chunk::{Chunk, ChunkPlan, CACHE_LINE, MAX_CHUNKS};
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
-pub use fork::{fork_chunks, fork_chunks_into, fork_chunks_with};
+pub use fork::{fork_chunks, fork_chunks_into, fork_chunks_with, MAX_FORKED_CHUNKS};
 pub use info::{info, list, SegmentInfo};
 pub use pool::{WorkerPool, CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS};
 pub use process::{scope, write_stdout, ChildResult, Process, Scope};

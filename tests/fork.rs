@@ -33,6 +33,12 @@ fn squares_in_place() {
     let mut a = range(&name("zero"), 4);
     let err = fork_chunks(&mut a, 0, |_, _| {}).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    // One process per chunk: a plan of thousands of chunks is refused, not a fork bomb.
+    let mut b = range(&name("many"), 5000);
+    let plan = ChunkPlan::fixed(5000, 1).unwrap();
+    let err = fork_chunks_with(&mut b, &plan, |_, _| {}).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("WorkerPool"), "{err}");
 }
 
 #[test]
