@@ -9,6 +9,8 @@ use std::ops::Range;
 
 use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, Slice};
 
+use crate::array::{AccessMode, SharedNdArray};
+use crate::dtype::Element;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The size of a cache line on the machines ndshm targets (x86-64, aarch64), in bytes.
@@ -87,8 +89,8 @@ impl Chunk {
 ///   `len % n` get one more index);
 /// - [`fixed`](Self::fixed): chunks of `chunk_len` indices, the last one shorter;
 /// - [`along`](Self::along) picks the axis (default 0);
-/// - [`align_to_cache_lines`](Self::align_to_cache_lines) (off by default) moves the
-///   boundaries so that each starts on a 64-byte cache line of the array's memory, so that
+/// - [`align_to_cache_lines`](Self::align_to_cache_lines) (or
+///   [`aligned_for`](Self::aligned_for) an array; off by default) moves the boundaries so that each starts on a 64-byte cache line of the array's memory, so that
 ///   no two workers write to one cache line (no false sharing at chunk edges).
 ///
 /// A plan never holds an empty chunk: a plan for `len == 0` has no chunks, and `balanced`
@@ -240,6 +242,54 @@ impl ChunkPlan {
     /// ```
     pub fn align_to_cache_lines(self, base: usize, bytes_per_index: usize) -> Result<ChunkPlan> {
         self.align_to(base, bytes_per_index, CACHE_LINE)
+    }
+
+    /// [`align_to_cache_lines`](Self::align_to_cache_lines) for `array`: reads the
+    /// address of its data and the bytes between consecutive indices of the plan's axis.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] when the plan does not fit the array, or when its axis
+    /// is not the outermost in memory (axis 0 of a C-order array, the last axis of a
+    /// Fortran-order one): chunks along another axis interleave in memory, so aligning
+    /// their boundaries cannot keep them off each other's cache lines.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ChunkPlan, SharedNdArray};
+    /// # let name = format!("doc-align-{}", std::process::id());
+    /// let a = SharedNdArray::<f32, ndarray::Ix2>::zeros(&name, (100, 3))?;
+    /// // Rows of 12 bytes: boundaries move to rows that start a 64-byte line (every 16th).
+    /// let plan = ChunkPlan::balanced(100, 3)?.aligned_for(&a)?;
+    /// assert_eq!(plan.bounds(), &[0, 32, 64, 100]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn aligned_for<T: Element, D: Dimension, A: AccessMode>(
+        self,
+        array: &SharedNdArray<T, D, A>,
+    ) -> Result<ChunkPlan> {
+        let shape = array.shape();
+        self.check_shape(shape, "array", array.name())?;
+        let outer = if array.is_fortran_order() && shape.len() > 1 {
+            shape.len() - 1
+        } else {
+            0
+        };
+        if self.axis != outer {
+            return Err(invalid(format!(
+                "chunks along axis {} of array '{}' interleave in memory; only chunks along \
+                 axis {outer} (the outermost in memory) can be aligned to cache lines",
+                self.axis,
+                array.name()
+            )));
+        }
+        let inner: usize = shape
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != outer)
+            .map(|(_, &n)| n)
+            .product();
+        let stride = inner.saturating_mul(std::mem::size_of::<T>()).max(1);
+        self.align_to_cache_lines(array.data_ptr() as usize, stride)
     }
 
     fn align_to(mut self, base: usize, stride: usize, line: usize) -> Result<ChunkPlan> {

@@ -165,3 +165,21 @@ fn aligned_plans_keep_results() {
     fork_chunks_with(&mut a, &plan, |_, mut v| v.mapv_inplace(|x| -x)).unwrap();
     assert_eq!(a.as_slice().unwrap()[1002], -1002.0);
 }
+
+#[test]
+fn aligned_for_arrays_checks_the_axis() {
+    let mut a = SharedNdArray::<f64, Ix2>::zeros(&name("align2"), (64, 3)).unwrap();
+    let plan = ChunkPlan::balanced(64, 3).unwrap().aligned_for(&a).unwrap();
+    let base = a.as_slice().unwrap().as_ptr() as usize;
+    for &b in &plan.bounds()[1..plan.bounds().len() - 1] {
+        assert_eq!((base + b * 3 * 8) % 64, 0, "{:?}", plan.bounds());
+    }
+    fork_chunks_with(&mut a, &plan, |c, mut v| v.fill(c.index as f64 + 1.0)).unwrap();
+    assert!(a.as_slice().unwrap().iter().all(|&v| v >= 1.0));
+    let err = ChunkPlan::balanced_along(a.shape(), 1, 2)
+        .unwrap()
+        .aligned_for(&a)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("interleave"), "{err}");
+}
