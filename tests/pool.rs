@@ -455,3 +455,37 @@ fn fortran_order_arrays() {
         assert_eq!(x, (i * 100 + j) as f32);
     }
 }
+
+mod random_plans {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn add_index(c: Chunk, mut x: ndarray::ArrayViewMut1<'_, i64>, k: &i64) {
+        for (j, v) in x.iter_mut().enumerate() {
+            *v += (c.start + j) as i64 * *k;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Any plan over any length gives every element exactly one visit, and the
+        /// map-reduce parts sum to the whole.
+        #[test]
+        fn every_element_once(len in 0usize..3000, n in 1usize..40, fixed in any::<bool>(), k in 1i64..5) {
+            let mut pool = WorkerPool::new(3).unwrap();
+            let mut a = SharedNdArray::<i64, Ix1>::zeros(&name("prop"), len).unwrap();
+            let plan = if fixed {
+                ChunkPlan::fixed(len, n).unwrap()
+            } else {
+                ChunkPlan::balanced(len, n).unwrap()
+            };
+            pool.map(&mut a, &plan, k, add_index).unwrap();
+            for (i, &v) in a.as_slice().unwrap().iter().enumerate() {
+                prop_assert_eq!(v, i as i64 * k);
+            }
+            let parts = pool.map_reduce(&a, &plan, (), |_, x, _: &()| x.sum()).unwrap();
+            prop_assert_eq!(parts.len(), plan.num_chunks());
+            prop_assert_eq!(parts.iter().sum::<i64>(), a.view().sum());
+        }
+    }
+}
