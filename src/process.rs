@@ -84,11 +84,6 @@ impl Report {
         let bytes = unsafe { std::slice::from_raw_parts(self.mem.as_ptr().add(MSG_OFFSET), n) };
         (state, String::from_utf8_lossy(bytes).into_owned())
     }
-
-    /// Resets the page for reuse.
-    pub(crate) fn clear(&self) {
-        self.state().store(0, Ordering::Release);
-    }
 }
 
 /// Set in a forked child right after the fork: the panic hook then stays silent.
@@ -143,9 +138,22 @@ pub(crate) fn run_child<R: ChildResult>(report: &Report, f: impl FnOnce() -> R) 
 /// Forks; the child runs `child` (which must end the process), the parent gets the pid.
 ///
 /// The process-wide segment registry is locked across the fork so that the child never
-/// inherits it locked.
+/// inherits it locked. The child is not recorded for signal cleanup: see [`fork_tracked`].
 pub(crate) fn fork_with(child: impl FnOnce()) -> Result<i32> {
+    fork_impl(child, false)
+}
+
+/// [`fork_with`], and records the child in the cleanup tables (killed and reaped by
+/// `SignalCleanup` on a fatal signal). The signals `SignalCleanup` handles are blocked from
+/// just before the fork until the child is recorded, so a Ctrl-C arriving in between is
+/// delivered after the child is in the table instead of missing it.
+pub(crate) fn fork_tracked(child: impl FnOnce()) -> Result<i32> {
+    fork_impl(child, true)
+}
+
+fn fork_impl(child: impl FnOnce(), track: bool) -> Result<i32> {
     install_child_panic_hook();
+    let blocked = fork::block_termination_signals();
     let forked = segment::while_registry_locked(|| {
         // SAFETY: the child only runs `child`, which runs the job and ends with `_exit`
         // (see `run_child`); the registry lock taken around the fork is released by its
@@ -153,15 +161,25 @@ pub(crate) fn fork_with(child: impl FnOnce()) -> Result<i32> {
         unsafe { fork::fork() }
     });
     match forked {
-        Ok(Forked::Parent(pid)) => Ok(pid),
+        Ok(Forked::Parent(pid)) => {
+            if track {
+                cleanup::track_child(pid);
+            }
+            fork::restore_signal_mask(blocked);
+            Ok(pid)
+        }
         Ok(Forked::Child) => {
+            fork::restore_signal_mask(blocked);
             IN_CHILD.store(true, Ordering::Relaxed);
             segment::reset_registry_in_child();
             child();
             // `child` ends the process; should it ever return, leave without unwinding.
             fork::exit_now(70)
         }
-        Err(e) => Err(Error::os("fork failed", e)),
+        Err(e) => {
+            fork::restore_signal_mask(blocked);
+            Err(Error::os("fork failed", e))
+        }
     }
 }
 
@@ -238,8 +256,7 @@ impl Process {
         R: ChildResult,
     {
         let report = Report::new()?;
-        let pid = fork_with(|| run_child(&report, f))?;
-        cleanup::track_child(pid);
+        let pid = fork_tracked(|| run_child(&report, f))?;
         Ok(Process {
             pid,
             report,

@@ -443,6 +443,11 @@ impl Segment {
         })
     }
 
+    /// Device and inode of the segment's file (to tell whether its name still names it).
+    pub(crate) fn file_id(&self) -> (u64, u64) {
+        self.file_id
+    }
+
     /// The segment's name, without a leading `/`.
     pub(crate) fn name(&self) -> &str {
         &self.name
@@ -519,6 +524,7 @@ impl Segment {
 
     /// Makes this handle the owner (it will unlink on drop) and records this process as
     /// the owner in the trailer.
+    #[allow(dead_code)] // used by the queue of array handles (issue 5), merged next
     pub(crate) fn take_ownership(&mut self) {
         if !self.owner {
             cleanup::track_segment(&self.name);

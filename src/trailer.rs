@@ -256,6 +256,7 @@ impl Trailer {
     }
 
     /// Records the calling process as the owner.
+    #[allow(dead_code)] // used through Segment::take_ownership
     pub(crate) fn claim_ownership(&self) {
         self.owner_start
             .store(proc::self_start_time(), Ordering::Relaxed);
@@ -265,15 +266,6 @@ impl Trailer {
     /// Marks the segment persistent (or not).
     pub(crate) fn set_persistent(&self, persistent: bool) {
         self.persistent.store(persistent as u32, Ordering::Release);
-    }
-
-    /// Current (owner pid, owner start time, persistent) triple.
-    pub(crate) fn owner(&self) -> (i32, u64, bool) {
-        (
-            self.owner_pid.load(Ordering::Acquire),
-            self.owner_start.load(Ordering::Relaxed),
-            self.persistent.load(Ordering::Acquire) != 0,
-        )
     }
 }
 

@@ -36,6 +36,37 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Blocks, in the calling thread, the termination signals `SignalCleanup` may handle
+/// (SIGINT, SIGTERM, SIGHUP, SIGQUIT); returns the previous mask for
+/// [`restore_signal_mask`].
+pub(crate) fn block_termination_signals() -> Option<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut set = SigSet::empty();
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        set.add(sig);
+    }
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
+        .ok()
+        .map(|()| old)
+}
+
+/// Restores a mask saved by [`block_termination_signals`]; pending signals are delivered.
+pub(crate) fn restore_signal_mask(old: Option<nix::sys::signal::SigSet>) {
+    if let Some(old) = old {
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&old),
+            None,
+        );
+    }
+}
+
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exit {

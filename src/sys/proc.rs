@@ -7,6 +7,11 @@ pub(crate) fn pid() -> i32 {
     std::process::id() as i32
 }
 
+/// The calling process's parent pid (1 or a subreaper once the parent has died).
+pub(crate) fn parent_pid() -> i32 {
+    nix::unistd::getppid().as_raw()
+}
+
 /// Start time of process `pid` (field 22 of `/proc/<pid>/stat`, clock ticks since boot),
 /// or `None` when no such process exists or it is a zombie (it has exited).
 pub(crate) fn start_time(pid: i32) -> Option<u64> {

@@ -1,0 +1,230 @@
+//! Fork per call: run a closure on each chunk of an array in its own forked child, and wait
+//! for all of them — the seed's "squared slice" example in one call.
+//!
+//! Each call forks one child per chunk of its [`ChunkPlan`]. The children inherit the
+//! parent's mapping of the array (a `MAP_SHARED` mapping, so their writes land in the
+//! segment) and run only the closure on their own chunk: they catch panics, report through
+//! shared memory and leave with `_exit`. The call borrows the output array mutably until
+//! every child has been reaped, so the parent cannot touch it meanwhile; chunks never
+//! overlap, so no two children write the same element.
+//!
+//! Reading neighbours: a child gets a view of its own chunk only. Reading the chunks of
+//! other children in place would race with their writes, so a stencil reads a separate,
+//! read-only input array with [`fork_chunks_into`] (`out = f(in)`), whose closure gets a
+//! view of the *whole* input.
+
+use ndarray::{ArrayView, ArrayViewMut, Dimension};
+
+use crate::array::{AccessMode, SharedNdArray};
+use crate::chunk::{Chunk, ChunkPlan};
+use crate::cleanup;
+use crate::dtype::Element;
+use crate::error::{Error, ErrorKind, Result};
+use crate::process::{describe_failure, fork_tracked, run_child, ChildResult, Report};
+use crate::sys::fork as sys_fork;
+
+/// Forks `workers` children, each running `f` on one chunk of a balanced split of `array`
+/// along axis 0, and waits for all of them.
+///
+/// `f` gets the [`Chunk`] (its index and range) and a mutable view of the chunk; it returns
+/// `()` or `Result<(), E>` with a displayable `E`. Any closure works, borrowing included:
+/// the children are forked during the call and see the parent's memory as it is then.
+/// Output must go to shared memory (the array): a child's other writes stay in its copy.
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`] when `workers == 0`;
+/// - [`ErrorKind::WorkerFailed`] when a child panicked, returned an error, exited with a
+///   non-zero code or died of a signal: the message names the chunk (and its range) and the
+///   cause; with several failures, the one of the lowest chunk. All children are waited
+///   for first, so none remains (no zombie) and none still writes when the call returns;
+/// - an OS error when `fork` fails (the children already forked are killed and reaped).
+///
+/// # Examples
+/// ```
+/// use ndshm::{fork_chunks, SharedNdArray};
+/// # let name = format!("doc-fork-{}", std::process::id());
+/// let mut a = SharedNdArray::<f64, ndarray::Ix1>::from_array(&name, &ndarray::Array1::range(0.0, 10.0, 1.0))?;
+/// fork_chunks(&mut a, 2, |_chunk, mut view| view.mapv_inplace(|x| x * x))?;
+/// assert_eq!(a.as_slice().unwrap()[9], 81.0);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub fn fork_chunks<T, D, F, R>(array: &mut SharedNdArray<T, D>, workers: usize, f: F) -> Result<()>
+where
+    T: Element,
+    D: Dimension,
+    F: Fn(Chunk, ArrayViewMut<'_, T, D>) -> R,
+    R: ChildResult,
+{
+    let plan = ChunkPlan::balanced_along(array.shape(), 0, workers)?;
+    fork_chunks_with(array, &plan, f)
+}
+
+/// As [`fork_chunks`], with an explicit [`ChunkPlan`] (any axis, fixed or aligned chunks):
+/// one child per chunk of `plan`, all running at once.
+///
+/// # Errors
+/// As [`fork_chunks`], plus [`ErrorKind::InvalidArgument`] when `plan` does not fit the
+/// array's shape or has more than [`MAX_FORKED_CHUNKS`] chunks.
+///
+/// # Examples
+/// ```
+/// use ndshm::{fork_chunks_with, ChunkPlan, SharedNdArray};
+/// # let name = format!("doc-fork-with-{}", std::process::id());
+/// let mut a = SharedNdArray::<u32, ndarray::Ix2>::zeros(&name, (3, 8))?;
+/// // Split the columns in 4 chunks; each child writes its chunk index.
+/// let plan = ChunkPlan::balanced_along(a.shape(), 1, 4)?;
+/// fork_chunks_with(&mut a, &plan, |chunk, mut view| view.fill(chunk.index as u32))?;
+/// assert_eq!(a.view().row(2).to_vec(), vec![0, 0, 1, 1, 2, 2, 3, 3]);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub fn fork_chunks_with<T, D, F, R>(
+    array: &mut SharedNdArray<T, D>,
+    plan: &ChunkPlan,
+    f: F,
+) -> Result<()>
+where
+    T: Element,
+    D: Dimension,
+    F: Fn(Chunk, ArrayViewMut<'_, T, D>) -> R,
+    R: ChildResult,
+{
+    plan.check_shape(array.shape(), "array", array.name())?;
+    run_forked(plan, |chunk| f(chunk, chunk.of_mut(array.view_mut())))
+}
+
+/// `out = f(in)` with one forked child per chunk of `plan`: `f` gets the chunk, a
+/// read-only view of the *whole* input (neighbours included: the input is not written
+/// during the call) and a mutable view of its chunk of `output`. Both arrays are split
+/// alike: `plan` must fit both along its axis. Use [`Chunk::of`] for the chunk's part of
+/// the input.
+///
+/// # Errors
+/// As [`fork_chunks_with`]; [`ErrorKind::InvalidArgument`] when `plan` does not fit either
+/// array, or when `input` and `output` are the same segment.
+///
+/// # Examples
+/// ```
+/// use ndarray::s;
+/// use ndshm::{fork_chunks_into, ChunkPlan, SharedNdArray};
+/// # let (a, b) = (format!("doc-fork-in-{}", std::process::id()), format!("doc-fork-out-{}", std::process::id()));
+/// let input = SharedNdArray::<f64, ndarray::Ix1>::from_array(&a, &ndarray::Array1::range(0.0, 8.0, 1.0))?;
+/// let mut output = SharedNdArray::<f64, ndarray::Ix1>::zeros(&b, 8)?;
+/// let plan = ChunkPlan::balanced(8, 2)?;
+/// // A 3-point moving sum: reads the neighbours across the chunk boundary.
+/// fork_chunks_into(&input, &mut output, &plan, |chunk, x, mut y| {
+///     for (k, i) in chunk.range().enumerate() {
+///         let lo = i.saturating_sub(1);
+///         let hi = (i + 2).min(x.len());
+///         y[k] = x.slice(s![lo..hi]).sum();
+///     }
+/// })?;
+/// assert_eq!(output.as_slice().unwrap(), &[1.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0, 13.0]);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub fn fork_chunks_into<T, D, A, U, E, F, R>(
+    input: &SharedNdArray<T, D, A>,
+    output: &mut SharedNdArray<U, E>,
+    plan: &ChunkPlan,
+    f: F,
+) -> Result<()>
+where
+    T: Element,
+    D: Dimension,
+    A: AccessMode,
+    U: Element,
+    E: Dimension,
+    F: Fn(Chunk, ArrayView<'_, T, D>, ArrayViewMut<'_, U, E>) -> R,
+    R: ChildResult,
+{
+    plan.check_shape(input.shape(), "input", input.name())?;
+    plan.check_shape(output.shape(), "output", output.name())?;
+    if input.segment_id() != 0 && input.segment_id() == output.segment_id() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "input and output are the same segment '{}': use fork_chunks for in-place work",
+                output.name()
+            ),
+        ));
+    }
+    run_forked(plan, |chunk| {
+        f(chunk, input.view(), chunk.of_mut(output.view_mut()))
+    })
+}
+
+/// A forked child of one call, not yet reaped.
+struct Child {
+    chunk: Chunk,
+    pid: i32,
+    report: Report,
+}
+
+/// Kills and reaps children (used when forking fails part-way, or on unwinding).
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in self.0.drain(..) {
+            let _ = sys_fork::send_signal(c.pid, libc::SIGKILL);
+            let _ = sys_fork::wait_child(c.pid, false);
+            cleanup::untrack_child(c.pid);
+        }
+    }
+}
+
+/// Most chunks (so most children) one fork-per-call job may have.
+pub const MAX_FORKED_CHUNKS: usize = 1024;
+
+fn run_forked<R: ChildResult>(plan: &ChunkPlan, mut job: impl FnMut(Chunk) -> R) -> Result<()> {
+    if plan.num_chunks() > MAX_FORKED_CHUNKS {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "fork per call forks one process per chunk, and this plan has {} chunks (at \
+                 most {MAX_FORKED_CHUNKS}): use fewer, larger chunks, or a WorkerPool, whose \
+                 workers claim any number of chunks",
+                plan.num_chunks()
+            ),
+        ));
+    }
+    let mut children = Children(Vec::with_capacity(plan.num_chunks()));
+    for chunk in plan.iter() {
+        let report = Report::new()?;
+        let pid = fork_tracked(|| run_child(&report, || job(chunk)))?;
+        children.0.push(Child { chunk, pid, report });
+    }
+    let mut first: Option<Error> = None;
+    let mut wait_err: Option<Error> = None;
+    for c in std::mem::take(&mut children.0) {
+        match sys_fork::wait_child(c.pid, false) {
+            Ok(exit) => {
+                cleanup::untrack_child(c.pid);
+                let exit = exit.unwrap_or(sys_fork::Exit::Code(0));
+                if let Some(why) = describe_failure(&c.report, exit) {
+                    first.get_or_insert_with(|| {
+                        worker_failed(&c.chunk, &format!("worker process {}", c.pid), &why)
+                    });
+                }
+            }
+            Err(e) => {
+                wait_err.get_or_insert_with(|| Error::os(format!("waitpid({})", c.pid), e));
+            }
+        }
+    }
+    match (first, wait_err) {
+        (Some(e), _) | (None, Some(e)) => Err(e),
+        (None, None) => Ok(()),
+    }
+}
+
+/// The error of a failed chunk: "chunk 3 (indices 300..400 of axis 0) in worker process
+/// 1234 panicked: ..."; `who` names the executor.
+pub(crate) fn worker_failed(chunk: &Chunk, who: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::WorkerFailed,
+        format!(
+            "chunk {} (indices {}..{} of axis {}) in {who} {why}",
+            chunk.index, chunk.start, chunk.end, chunk.axis
+        ),
+    )
+}

@@ -1,0 +1,185 @@
+//! Fork-per-call chunked workers over real forked processes and real /dev/shm segments.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ndarray::{Ix1, Ix2};
+use ndshm::{fork_chunks, fork_chunks_into, fork_chunks_with, ChunkPlan, ErrorKind, SharedNdArray};
+
+fn name(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t-fork-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn range(name: &str, n: usize) -> SharedNdArray<f64, Ix1> {
+    SharedNdArray::from_array(name, &ndarray::Array1::range(0.0, n as f64, 1.0)).unwrap()
+}
+
+#[test]
+fn squares_in_place() {
+    for (n, workers) in [(10_001, 2), (7, 3), (3, 5), (0, 2)] {
+        let mut a = range(&name("sq"), n);
+        fork_chunks(&mut a, workers, |_, mut v| v.mapv_inplace(|x| x * x)).unwrap();
+        assert!(a
+            .as_slice()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| v == (i * i) as f64));
+    }
+    let mut a = range(&name("zero"), 4);
+    let err = fork_chunks(&mut a, 0, |_, _| {}).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    // One process per chunk: a plan of thousands of chunks is refused, not a fork bomb.
+    let mut b = range(&name("many"), 5000);
+    let plan = ChunkPlan::fixed(5000, 1).unwrap();
+    let err = fork_chunks_with(&mut b, &plan, |_, _| {}).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("WorkerPool"), "{err}");
+}
+
+#[test]
+fn closures_may_borrow_the_callers_data() {
+    let table: Vec<f64> = (0..10).map(|i| i as f64 * 0.5).collect();
+    let mut a = SharedNdArray::<f64, Ix2>::zeros(&name("borrow"), (10, 4)).unwrap();
+    let plan = ChunkPlan::fixed_along(a.shape(), 0, 3).unwrap();
+    fork_chunks_with(&mut a, &plan, |c, mut v| {
+        for (k, mut row) in v.rows_mut().into_iter().enumerate() {
+            row.fill(table[c.start + k]);
+        }
+    })
+    .unwrap();
+    assert_eq!(a.view()[[9, 3]], 4.5);
+    let bad = ChunkPlan::balanced(4, 2).unwrap().along(2);
+    assert_eq!(
+        fork_chunks_with(&mut a, &bad, |_, _| {})
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidArgument
+    );
+}
+
+#[test]
+fn out_of_in_reads_neighbours() {
+    let x = range(&name("in"), 1000);
+    let mut y = SharedNdArray::<f64, Ix1>::zeros(&name("out"), 1000).unwrap();
+    let plan = ChunkPlan::balanced(1000, 3).unwrap();
+    fork_chunks_into(&x, &mut y, &plan, |c, x, mut y| {
+        for (k, i) in c.range().enumerate() {
+            let left = if i > 0 { x[i - 1] } else { 0.0 };
+            let right = if i + 1 < x.len() { x[i + 1] } else { 0.0 };
+            y[k] = left + right;
+        }
+    })
+    .unwrap();
+    let y = y.as_slice().unwrap();
+    assert_eq!(y[0], 1.0);
+    assert_eq!(y[333], 332.0 + 334.0);
+    assert_eq!(y[334], 333.0 + 335.0);
+    assert_eq!(y[999], 998.0);
+}
+
+#[test]
+fn failures_name_the_chunk_and_cause() {
+    let mut a = range(&name("fail"), 100);
+    let plan = ChunkPlan::balanced(100, 4).unwrap();
+    let err = fork_chunks_with(&mut a, &plan, |c, _| {
+        if c.index == 2 {
+            panic!("bad chunk {}", c.index);
+        }
+    })
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WorkerFailed);
+    let msg = err.to_string();
+    assert!(msg.contains("chunk 2 (indices 50..75 of axis 0)"), "{msg}");
+    assert!(msg.contains("panicked: bad chunk 2"), "{msg}");
+
+    let err = fork_chunks_with(&mut a, &plan, |c, _| -> Result<(), String> {
+        if c.index == 1 {
+            Err("no good".into())
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("chunk 1 (indices 25..50"), "{err}");
+    assert!(
+        err.to_string().contains("returned an error: no good"),
+        "{err}"
+    );
+
+    let err = fork_chunks_with(&mut a, &plan, |c, _| {
+        if c.index == 3 {
+            // SAFETY: ends this child at once (the failure under test).
+            unsafe { libc::_exit(7) };
+        }
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("chunk 3"), "{err}");
+    assert!(err.to_string().contains("exited with code 7"), "{err}");
+
+    let err = fork_chunks_with(&mut a, &plan, |c, _| {
+        if c.index == 0 {
+            // std's SIGSEGV handler (stack-overflow detection) ignores a raised signal
+            // once; with the default action, SIGSEGV kills the child (the failure under
+            // test), like a real invalid access.
+            // SAFETY: resets a signal disposition and raises a signal in this child.
+            unsafe {
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                libc::raise(libc::SIGSEGV);
+            }
+        }
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("chunk 0"), "{err}");
+    assert!(err.to_string().contains("SIGSEGV"), "{err}");
+
+    let err = fork_chunks_with(&mut a, &plan, |c, _| {
+        if c.index == 1 {
+            // SAFETY: kills this child (the failure under test).
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("SIGKILL"), "{err}");
+    // Other chunks still ran.
+    let mut b = range(&name("ok"), 100);
+    fork_chunks(&mut b, 4, |_, mut v| v += 1.0).unwrap();
+    assert_eq!(b.as_slice().unwrap()[99], 100.0);
+}
+
+#[test]
+fn aligned_plans_keep_results() {
+    let mut a = range(&name("align"), 1003);
+    let base = a.as_slice().unwrap().as_ptr() as usize;
+    let plan = ChunkPlan::balanced(1003, 3)
+        .unwrap()
+        .align_to_cache_lines(base, 8)
+        .unwrap();
+    for &b in &plan.bounds()[1..plan.bounds().len() - 1] {
+        assert_eq!((base + 8 * b) % 64, 0);
+    }
+    fork_chunks_with(&mut a, &plan, |_, mut v| v.mapv_inplace(|x| -x)).unwrap();
+    assert_eq!(a.as_slice().unwrap()[1002], -1002.0);
+}
+
+#[test]
+fn aligned_for_arrays_checks_the_axis() {
+    let mut a = SharedNdArray::<f64, Ix2>::zeros(&name("align2"), (64, 3)).unwrap();
+    let plan = ChunkPlan::balanced(64, 3).unwrap().aligned_for(&a).unwrap();
+    let base = a.as_slice().unwrap().as_ptr() as usize;
+    for &b in &plan.bounds()[1..plan.bounds().len() - 1] {
+        assert_eq!((base + b * 3 * 8) % 64, 0, "{:?}", plan.bounds());
+    }
+    fork_chunks_with(&mut a, &plan, |c, mut v| v.fill(c.index as f64 + 1.0)).unwrap();
+    assert!(a.as_slice().unwrap().iter().all(|&v| v >= 1.0));
+    let err = ChunkPlan::balanced_along(a.shape(), 1, 2)
+        .unwrap()
+        .aligned_for(&a)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("interleave"), "{err}");
+}
