@@ -112,8 +112,9 @@ struct Row {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    // Hook point: opt-in signal cleanup (remove our segments and workers on SIGINT/SIGTERM)
-    // is installed here, before the first segment or worker exists.
+    // Opt-in signal cleanup, before the first segment or worker exists: Ctrl-C (or
+    // SIGTERM/SIGHUP) stops and reaps the workers, unlinks our segments, and re-raises.
+    let _cleanup = ndshm::SignalCleanup::install()?;
     run(args)
 }
 
