@@ -70,7 +70,9 @@ mod error;
 mod info;
 mod npy;
 mod process;
+mod region;
 mod segment;
+mod sync;
 mod sys;
 mod trailer;
 
@@ -82,6 +84,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use info::{info, list, SegmentInfo};
 pub use process::{scope, write_stdout, ChildResult, Process, Scope};
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};
+pub use sync::array_lock::ArrayLockGuard;
+pub use sync::lock::{Lock, LockGuard};
+pub use sync::value::{AtomicElement, SharedValue};
 pub use trailer::SegmentKind;
 
 /// Re-export of the `ndarray` version ndshm's views come from.

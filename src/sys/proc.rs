@@ -26,6 +26,45 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// The calling process's pid, cached: one relaxed load instead of a `getpid` system call.
+///
+/// The cache is reset in the child of every `fork` (a `pthread_atfork` child handler,
+/// registered on first use, runs for ndshm's forks and any other `fork(3)`).
+pub(crate) fn cached_pid() -> i32 {
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    let p = CACHED_PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    ATFORK.call_once(|| {
+        // SAFETY: `reset_cached_pid` is an `extern "C"` function that only stores to an
+        // atomic, which is async-signal-safe as a fork child handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(reset_cached_pid)) };
+    });
+    let p = pid();
+    CACHED_START.store(start_time(p).unwrap_or(0), Ordering::Relaxed);
+    CACHED_PID.store(p, Ordering::Release);
+    p
+}
+
+/// The calling process's pid and start time, both cached as in [`cached_pid`].
+pub(crate) fn cached_identity() -> (i32, u64) {
+    let p = CACHED_PID.load(Ordering::Acquire);
+    if p != 0 {
+        return (p, CACHED_START.load(Ordering::Relaxed));
+    }
+    let p = cached_pid();
+    (p, CACHED_START.load(Ordering::Relaxed))
+}
+
+static CACHED_START: AtomicU64 = AtomicU64::new(0);
+
+static CACHED_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn reset_cached_pid() {
+    CACHED_PID.store(0, Ordering::Relaxed);
+}
+
 /// The calling process's own start time (cached: it never changes).
 pub(crate) fn self_start_time() -> u64 {
     static CACHE: AtomicU64 = AtomicU64::new(u64::MAX);
