@@ -69,7 +69,9 @@ mod dtype;
 mod error;
 mod info;
 mod npy;
+mod pipe;
 mod process;
+mod queue;
 mod region;
 mod segment;
 mod sync;
@@ -82,7 +84,12 @@ pub use array::{
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
 pub use info::{info, list, SegmentInfo};
+pub use pipe::{Connection, Pipe};
 pub use process::{scope, write_stdout, ChildResult, Process, Scope};
+pub use queue::{
+    ByteQueue, GetError, GetTimeoutError, PutError, PutTimeoutError, Queue, TryGetError,
+    TryPutError,
+};
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};
 pub use sync::array_lock::ArrayLockGuard;
 pub use sync::lock::{Lock, LockGuard};

@@ -3,8 +3,6 @@
 //! by children forked after it was made) — with the same layout either way: the payload,
 //! then the 128-byte trailer whose `lock` area holds the region's robust lock.
 
-use std::sync::atomic::AtomicU64;
-
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::{CreateOptions, MapAccess, Segment};
 use crate::sync::lock::RawLock;
@@ -14,8 +12,6 @@ use crate::trailer::{self, SegmentKind, TRAILER_LEN};
 
 /// Offset of the lock area inside the trailer.
 const LOCK_OFFSET: usize = 64;
-/// Offset of the kind-specific area inside the trailer.
-const AUX_OFFSET: usize = 96;
 
 enum Backing {
     Named(Segment),
@@ -138,12 +134,6 @@ impl Region {
         unsafe { RawLock::from_ptr(self.trailer_ptr().add(LOCK_OFFSET)) }
     }
 
-    /// The trailer's four kind-specific words.
-    pub(crate) fn aux(&self) -> &[AtomicU64; 4] {
-        // SAFETY: as in `lock`: 8-byte aligned atomics inside the live mapping.
-        unsafe { &*(self.trailer_ptr().add(AUX_OFFSET) as *const [AtomicU64; 4]) }
-    }
-
     /// The segment's name, or `None` for anonymous memory.
     pub(crate) fn name(&self) -> Option<&str> {
         match self.backing.as_ref() {
@@ -152,18 +142,6 @@ impl Region {
         }
     }
 
-    /// The segment, for named regions.
-    pub(crate) fn segment_mut(&mut self) -> Option<&mut Segment> {
-        match self.backing.as_mut() {
-            Some(Backing::Named(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// Whether this handle unlinks the name when dropped.
-    pub(crate) fn is_owner(&self) -> bool {
-        matches!(self.backing.as_ref(), Some(Backing::Named(s)) if s.is_owner())
-    }
 }
 
 impl Drop for Region {
