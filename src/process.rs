@@ -3,7 +3,8 @@
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Once;
 
 use crate::cleanup;
 use crate::error::{Error, ErrorKind, Result};
@@ -90,13 +91,31 @@ impl Report {
     }
 }
 
+/// Set in a forked child right after the fork: the panic hook then stays silent.
+static IN_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Installs, once and in the parent (where taking the hook lock is safe), a panic hook that
+/// is silent in forked children and calls the previous hook everywhere else. A child must
+/// not call `set_hook` itself: another thread of the parent may have held the hook lock at
+/// the fork, and the child would wait for it forever. The default hook would also lock
+/// stderr, which another thread may have held.
+fn install_child_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_CHILD.load(Ordering::Relaxed) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f` in the calling (child) process, records its outcome in `report` and ends the
 /// process with `_exit`: it never returns, never unwinds into the parent's frames, and never
-/// runs the parent's destructors. Panics are caught; the default panic hook (which locks
-/// stderr, possibly held by another thread of the parent at the fork) is replaced by a
-/// silent one first.
+/// runs the parent's destructors. Panics are caught and reported, silently (see
+/// `install_child_panic_hook`).
 pub(crate) fn run_child<R: ChildResult>(report: &Report, f: impl FnOnce() -> R) -> ! {
-    std::panic::set_hook(Box::new(|_| {}));
     let code = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => match r.into_message() {
             Ok(()) => {
@@ -126,6 +145,7 @@ pub(crate) fn run_child<R: ChildResult>(report: &Report, f: impl FnOnce() -> R) 
 /// The process-wide segment registry is locked across the fork so that the child never
 /// inherits it locked.
 pub(crate) fn fork_with(child: impl FnOnce()) -> Result<i32> {
+    install_child_panic_hook();
     let forked = segment::while_registry_locked(|| {
         // SAFETY: the child only runs `child`, which runs the job and ends with `_exit`
         // (see `run_child`); the registry lock taken around the fork is released by its
@@ -135,6 +155,7 @@ pub(crate) fn fork_with(child: impl FnOnce()) -> Result<i32> {
     match forked {
         Ok(Forked::Parent(pid)) => Ok(pid),
         Ok(Forked::Child) => {
+            IN_CHILD.store(true, Ordering::Relaxed);
             segment::reset_registry_in_child();
             child();
             // `child` ends the process; should it ever return, leave without unwinding.

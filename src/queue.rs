@@ -266,7 +266,12 @@ impl Ring {
     }
 
     /// One attempt to put `bytes` (length already checked).
-    fn try_put_once(&self, parts: &[&[u8]]) -> std::result::Result<(), Fail> {
+    /// One attempt to put an item of `len <= slot_size` bytes, written in place by `fill`.
+    fn try_put_once(
+        &self,
+        len: usize,
+        fill: &mut Option<impl FnOnce(&mut [u8])>,
+    ) -> std::result::Result<(), Fail> {
         let me = proc::cached_pid() as u32;
         let head = self.word(H_HEAD);
         let mut tries = 0u32;
@@ -302,23 +307,18 @@ impl Ring {
                     .compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
                 {
-                    let mut at = 0;
-                    for part in parts {
-                        // SAFETY: we claimed position `pos`: no other process reads or
-                        // writes this slot's data until we publish `pos + 1`; the parts
-                        // add up to at most `slot_size` bytes (checked by `put`).
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                part.as_ptr(),
-                                self.data(pos).add(at),
-                                part.len(),
-                            )
-                        };
-                        at += part.len();
-                    }
-                    slot.len.store(at as u32, Ordering::Relaxed);
-                    slot.seq.store(pos + 1, Ordering::Release);
-                    self.notify(H_GET_WAITERS, H_PUT_EVENT);
+                    let publish = Publish {
+                        ring: self,
+                        pos,
+                        len,
+                    };
+                    // SAFETY: we claimed position `pos`: no other process reads or writes
+                    // this slot's data until we publish `pos + 1` (`publish` does, even if
+                    // `fill` panics); `len <= slot_size` (checked by `put_with`).
+                    let buf = unsafe { std::slice::from_raw_parts_mut(self.data(pos), len) };
+                    let fill = fill.take().expect("the callback is only taken once");
+                    fill(buf);
+                    drop(publish);
                     return Ok(());
                 }
                 slot.writer.store(0, Ordering::Relaxed);
@@ -455,8 +455,25 @@ impl Ring {
     /// Puts the concatenation of `parts` as one item.
     pub(crate) fn put_parts(&self, parts: &[&[u8]], wait: Wait) -> std::result::Result<(), Fail> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        assert!(total <= self.slot_size, "callers check the message size");
-        match self.try_put_once(parts) {
+        self.put_with(total, wait, |buf| {
+            let mut at = 0;
+            for part in parts {
+                buf[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+        })
+    }
+
+    /// Puts an item of `len` bytes that `fill` writes in place.
+    pub(crate) fn put_with(
+        &self,
+        len: usize,
+        wait: Wait,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> std::result::Result<(), Fail> {
+        assert!(len <= self.slot_size, "callers check the message size");
+        let mut fill = Some(fill);
+        match self.try_put_once(len, &mut fill) {
             Err(Fail::WouldBlock) => {}
             other => return other,
         }
@@ -464,7 +481,7 @@ impl Ring {
             return Err(Fail::WouldBlock);
         };
         self.block(deadline, H_PUT_WAITERS, H_GET_EVENT, || {
-            self.try_put_once(parts)
+            self.try_put_once(len, &mut fill)
         })
     }
 
@@ -536,6 +553,28 @@ impl Ring {
                 self.recover();
             }
         }
+    }
+}
+
+/// Publishes a claimed slot; if the producer's callback panicked, publishes it as lost.
+struct Publish<'a> {
+    ring: &'a Ring,
+    pos: u64,
+    len: usize,
+}
+
+impl Drop for Publish<'_> {
+    fn drop(&mut self) {
+        let slot = self.ring.slot(self.pos);
+        let len = if std::thread::panicking() {
+            self.ring.word(H_LOST).fetch_add(1, Ordering::Relaxed);
+            LOST
+        } else {
+            self.len as u32
+        };
+        slot.len.store(len, Ordering::Relaxed);
+        slot.seq.store(self.pos + 1, Ordering::Release);
+        self.ring.notify(H_GET_WAITERS, H_PUT_EVENT);
     }
 }
 
@@ -1062,13 +1101,17 @@ impl ByteQueue {
     }
 
     fn check(&self, msg: &[u8]) -> Result<()> {
-        if msg.len() > self.ring().slot_size() {
+        self.check_len(msg.len())
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.ring().slot_size() {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!(
                     "a message of {} bytes does not fit the queue's slots of {} bytes: create \
                      the queue with a larger slot size, or split the message",
-                    msg.len(),
+                    len,
                     self.ring().slot_size()
                 ),
             ));
@@ -1085,6 +1128,28 @@ impl ByteQueue {
         self.check(msg)?;
         self.ring()
             .put(msg, Wait::Until(None))
+            .map_err(|e| map_fail(e, "full"))
+    }
+
+    /// Puts a message of `len` bytes that `fill` writes in place (zero copy), waiting
+    /// while the queue is full. If `fill` panics, the slot is published as lost (consumers
+    /// skip it, [`lost`](Self::lost) counts it) and the panic goes on.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] when `len` exceeds the slot size,
+    /// [`ErrorKind::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 16)?;
+    /// q.put_with(4, |buf| buf.copy_from_slice(&7u32.to_le_bytes()))?;
+    /// assert_eq!(q.get()?, 7u32.to_le_bytes());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn put_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
+        self.check_len(len)?;
+        self.ring()
+            .put_with(len, Wait::Until(None), fill)
             .map_err(|e| map_fail(e, "full"))
     }
 

@@ -141,7 +141,6 @@ impl Region {
             _ => None,
         }
     }
-
 }
 
 impl Drop for Region {
