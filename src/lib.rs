@@ -68,6 +68,9 @@ mod cleanup;
 mod dtype;
 mod error;
 mod info;
+mod list;
+mod map;
+mod namespace;
 mod npy;
 mod pipe;
 mod process;
@@ -84,6 +87,9 @@ pub use array::{
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
 pub use info::{info, list, SegmentInfo};
+pub use list::SharedList;
+pub use map::{KeyBytes, MapKey, SharedMap, MAX_KEY_LEN};
+pub use namespace::{SharedStruct, StructGuard};
 pub use pipe::{Connection, Pipe};
 pub use process::{scope, write_stdout, ChildResult, Process, Scope};
 pub use queue::{

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::region::Region;
+use crate::region::{type_tag, Region};
 use crate::segment::CreateOptions;
 use crate::sync::lock::{LIVENESS_PERIOD, SPIN};
 use crate::sys::{futex, proc};
@@ -736,15 +736,6 @@ impl From<GetError> for Error {
     fn from(_: GetError) -> Error {
         Error::new(ErrorKind::Closed, "the queue is closed and empty")
     }
-}
-
-/// A tag that tells queues of different item types apart (type name and size).
-fn type_tag<T>() -> u64 {
-    let name = std::any::type_name::<T>();
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    });
-    h ^ (std::mem::size_of::<T>() as u64).rotate_left(48) | 1
 }
 
 /// Tag of byte queues.

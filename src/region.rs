@@ -155,3 +155,26 @@ impl Drop for Region {
         }
     }
 }
+
+/// A tag that tells segments holding different Rust types apart: a hash of the type's
+/// name and size (never 0). Stable for one build of a type; processes of one program (or
+/// programs built with the same crate versions) agree on it.
+pub(crate) fn type_tag<T>() -> u64 {
+    let name = std::any::type_name::<T>();
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    h ^ (std::mem::size_of::<T>() as u64).rotate_left(48) | 1
+}
+
+/// Reads the `u64` at byte `off` of a region's payload (header words written before the
+/// segment was published and never changed since).
+pub(crate) fn header_word(region: &Region, off: usize) -> u64 {
+    assert!(off + 8 <= region.payload_len() && off % 8 == 0);
+    // SAFETY: in bounds and 8-byte aligned (asserted; the payload is page-aligned); the
+    // word is only read atomically here and written before publication.
+    unsafe {
+        (*(region.payload().add(off) as *const std::sync::atomic::AtomicU64))
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+}
