@@ -141,7 +141,7 @@ pub struct SharedMap<K: MapKey, V: Pod> {
     cap: usize,
     slots: usize,
     stride: usize,
-    _marker: PhantomData<fn(K, V) -> (K, V)>,
+    _marker: PhantomData<fn(K) -> V>,
 }
 
 impl<K: MapKey, V: Pod> SharedMap<K, V> {
