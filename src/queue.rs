@@ -805,16 +805,16 @@ impl Shared {
 /// # Examples
 /// ```
 /// use ndshm::Queue;
-/// let q = Queue::<(u32, u64)>::new(16)?;
+/// let q = Queue::<[u64; 2]>::new(16)?;
 /// ndshm::scope(|s| {
-///     for i in 0..5u32 {
+///     for i in 0..5u64 {
 ///         let q = &q;
-///         s.spawn(move || q.put((i, (i as u64).pow(2))))?;
+///         s.spawn(move || q.put([i, i.pow(2)]))?;
 ///     }
 ///     Ok(())
 /// })?;
 /// let mut results = std::collections::BTreeMap::new();
-/// while let Ok((task, result)) = q.try_get() {
+/// while let Ok([task, result]) = q.try_get() {
 ///     results.insert(task, result);
 /// }
 /// assert_eq!(format!("{results:?}"), "{0: 0, 1: 1, 2: 4, 3: 9, 4: 16}");
