@@ -257,9 +257,12 @@ impl Ring {
         }
     }
 
+    /// Wakes a sleeper of the other side, if any. Called right after a sequence number
+    /// was published with a `SeqCst` swap: a sleeper registers (`SeqCst` increment, then a
+    /// `SeqCst` fence) before its last attempt, so either it sees the new sequence number
+    /// or this load sees it registered.
     fn notify(&self, waiters: usize, event: usize) {
-        fence(Ordering::SeqCst);
-        if self.word32(waiters).load(Ordering::Relaxed) != 0 {
+        if self.word32(waiters).load(Ordering::SeqCst) != 0 {
             self.word32(event).fetch_add(1, Ordering::SeqCst);
             futex::wake(self.word32(event), 1);
         }
@@ -417,7 +420,7 @@ impl Ring {
             {
                 slot.len.store(LOST, Ordering::Relaxed);
                 self.word(H_LOST).fetch_add(1, Ordering::Relaxed);
-                slot.seq.store(pos + 1, Ordering::Release);
+                slot.seq.swap(pos + 1, Ordering::SeqCst);
                 self.notify(H_GET_WAITERS, H_PUT_EVENT);
             }
         }
@@ -573,7 +576,7 @@ impl Drop for Publish<'_> {
             self.len as u32
         };
         slot.len.store(len, Ordering::Relaxed);
-        slot.seq.store(self.pos + 1, Ordering::Release);
+        slot.seq.swap(self.pos + 1, Ordering::SeqCst);
         self.ring.notify(H_GET_WAITERS, H_PUT_EVENT);
     }
 }
@@ -595,7 +598,7 @@ impl Drop for Release<'_> {
         let slot = self.ring.slot(self.pos);
         slot.writer.store(0, Ordering::Relaxed);
         slot.reader.store(0, Ordering::Relaxed);
-        slot.seq.store(self.pos + self.ring.cap, Ordering::Release);
+        slot.seq.swap(self.pos + self.ring.cap, Ordering::SeqCst);
         self.ring.notify(H_PUT_WAITERS, H_GET_EVENT);
     }
 }
