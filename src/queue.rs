@@ -3,7 +3,7 @@
 //! chosen at creation ([`ByteQueue`]).
 //!
 //! # Design
-//! A ring of `capacity` slots (rounded up to a power of two), each with a sequence number,
+//! A ring of `capacity` slots (rounded up to a power of two, at least 2), each with a sequence number,
 //! as in Dmitry Vyukov's bounded MPMC queue: a producer may fill the slot of position
 //! `pos` when its sequence is `pos`, and publishes it by storing `pos + 1`; a consumer may
 //! empty it when its sequence is `pos + 1` and frees it by storing `pos + capacity`. `head`
@@ -109,7 +109,12 @@ pub(crate) fn ring_layout(capacity: usize, slot_size: usize) -> Result<(u64, usi
             "a queue needs a capacity of at least 1",
         ));
     }
-    let cap = capacity.checked_next_power_of_two().ok_or_else(too_big)?;
+    // At least 2 slots: with one, "full at position p" and "empty at position p + 1" would
+    // be the same sequence number.
+    let cap = capacity
+        .max(2)
+        .checked_next_power_of_two()
+        .ok_or_else(too_big)?;
     if slot_size > u32::MAX as usize - 1 {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
@@ -829,7 +834,8 @@ pub struct Queue<T: Pod> {
 }
 
 impl<T: Pod> Queue<T> {
-    /// An anonymous queue of at least `capacity` items (rounded up to a power of two).
+    /// An anonymous queue of at least `capacity` items (rounded up to a power of two, and
+    /// to at least 2).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for a zero capacity, an OS error when mapping fails.
@@ -989,7 +995,8 @@ impl<T: Pod> Queue<T> {
         self.len() == 0
     }
 
-    /// The number of slots (the capacity asked for, rounded up to a power of two).
+    /// The number of slots (the capacity asked for, rounded up to a power of two, at
+    /// least 2).
     pub fn capacity(&self) -> usize {
         self.ring().capacity()
     }
@@ -1310,6 +1317,7 @@ mod tests {
 
     #[test]
     fn fifo_full_empty_close() {
+        assert_eq!(Queue::<u64>::new(1).unwrap().capacity(), 2);
         let q = Queue::<u64>::new(3).unwrap();
         assert_eq!(q.capacity(), 4);
         for i in 0..4 {
