@@ -53,6 +53,18 @@
 //! - **Chunked workers are safe**: the fork and pool APIs split the array into disjoint
 //!   chunks themselves and borrow it mutably for the whole job.
 //!
+//! ## Sharing state between processes
+//! The counterparts of Python's `multiprocessing` primitives, each in a named segment
+//! (attach by name from any process) or in anonymous shared memory (inherited by forked
+//! children), none needing a server process:
+//! [`SharedValue`] (`Value`, atomic, with its own lock), [`Lock`] (robust: a holder that
+//! dies is detected and the next locker told), [`SharedNdArray::lock`] (`Array` with its
+//! lock), [`Queue`] / [`ByteQueue`] (bounded MPMC, `close` instead of sentinels),
+//! [`ArrayQueue`] (pass arrays by name, ownership moves), [`Pipe`] (duplex
+//! [`Connection`]s), and the Manager's containers [`SharedList`], [`SharedMap`],
+//! [`SharedStruct`]. Opening these by name is safe: all their shared state is accessed
+//! atomically or under their lock.
+//!
 //! ## Element types
 //! See [`DType`]: `i8 u8 i16 u16 i32 u32 i64 u64 f32 f64` and complex, each with its NumPy
 //! type string and Python type code.
@@ -64,6 +76,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod array;
+mod array_queue;
 mod cleanup;
 mod dtype;
 mod error;
@@ -84,6 +97,7 @@ mod trailer;
 pub use array::{
     open_dyn, AccessMode, DynSharedArray, ReadOnly, ReadOnlyNdArray, ReadWrite, SharedNdArray,
 };
+pub use array_queue::ArrayQueue;
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
 pub use info::{info, list, SegmentInfo};

@@ -1289,6 +1289,10 @@ impl ByteQueue {
     pub fn name(&self) -> Option<&str> {
         self.shared.region.name()
     }
+
+    pub(crate) fn region_is_owner_here(&self) -> bool {
+        self.shared.region.is_owner_here()
+    }
 }
 
 impl fmt::Debug for ByteQueue {

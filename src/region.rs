@@ -134,6 +134,18 @@ impl Region {
         unsafe { RawLock::from_ptr(self.trailer_ptr().add(LOCK_OFFSET)) }
     }
 
+    /// Whether this handle is the one that decides the fate of the contents: the owner of a
+    /// named segment, or the process that made anonymous memory (not a forked copy).
+    pub(crate) fn is_owner_here(&self) -> bool {
+        if proc::pid() != self.maker {
+            return false;
+        }
+        match self.backing.as_ref() {
+            Some(Backing::Named(s)) => s.is_owner(),
+            _ => true,
+        }
+    }
+
     /// The segment's name, or `None` for anonymous memory.
     pub(crate) fn name(&self) -> Option<&str> {
         match self.backing.as_ref() {
