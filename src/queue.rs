@@ -804,8 +804,14 @@ impl Shared {
 /// forked after it was made). Blocking [`put`](Queue::put)/[`get`](Queue::get), non-blocking
 /// `try_` and timed `_timeout` variants (crossbeam-style errors that hand the item back),
 /// and [`close`](Queue::close): consumers drain what is left and then get an error, so no
-/// sentinel is needed. See the [module docs](self) for what happens when a process dies
-/// in the middle of a `put` or `get`.
+/// sentinel is needed.
+///
+/// A process that dies in the middle of a `put` (after claiming a slot, before publishing
+/// it) costs exactly that item: a consumer waiting on the slot checks the producer's pid
+/// (recorded in the slot before the claim) after 20 ms, marks the slot lost and moves on;
+/// [`lost`](Queue::lost) counts such items. A consumer that dies in the middle of a `get`
+/// loses the item it took, and producers reclaim its slot the same way. Every other item
+/// is delivered exactly once.
 ///
 /// Opening by name is safe: a slot's bytes are only touched by the one process that the
 /// sequence protocol gives it to, and everything else is atomic.
