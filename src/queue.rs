@@ -393,7 +393,8 @@ impl Ring {
                 slot.reader.store(0, Ordering::Relaxed);
             } else if seq == pos {
                 // Empty, or a producer is still writing it.
-                if self.word(H_HEAD).load(Ordering::Acquire) == pos && self.is_closed() {
+                // `closed` first: reading `head` would pull the producers' cache line.
+                if self.is_closed() && self.word(H_HEAD).load(Ordering::Acquire) == pos {
                     // Check again: a put may have landed just before close.
                     if slot.seq.load(Ordering::Acquire) == pos {
                         return Err(Fail::Closed);

@@ -304,7 +304,10 @@ fn an_idle_consumer_sleeps_instead_of_spinning() {
         q.put(1).unwrap();
         // A spinning consumer would burn ~60 ticks (at 100 Hz) here; a sleeping one
         // wakes every 20 ms for a liveness check and spins ~20 µs: well under 1 tick.
-        assert!(used <= 10, "idle consumer used {used} ticks of CPU in 600 ms");
+        assert!(
+            used <= 10,
+            "idle consumer used {used} ticks of CPU in 600 ms"
+        );
         Ok(())
     })
     .unwrap();
