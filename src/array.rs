@@ -593,6 +593,10 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
         &self.seg
     }
 
+    pub(crate) fn segment_mut(&mut self) -> &mut Segment {
+        &mut self.seg
+    }
+
     /// A read-only view of the whole array.
     pub fn view(&self) -> ArrayView<'_, T, D> {
         // SAFETY: the data range was checked to lie inside the mapping and is aligned for

@@ -72,6 +72,17 @@
 //! assert!(a.as_slice().unwrap().iter().all(|&v| v == 10.0));
 //! # Ok::<(), ndshm::Error>(())
 //! ```
+//! ## Sharing state between processes
+//! The counterparts of Python's `multiprocessing` primitives, each in a named segment
+//! (attach by name from any process) or in anonymous shared memory (inherited by forked
+//! children), none needing a server process:
+//! [`SharedValue`] (`Value`, atomic, with its own lock), [`Lock`] (robust: a holder that
+//! dies is detected and the next locker told), [`SharedNdArray::lock`] (`Array` with its
+//! lock), [`Queue`] / [`ByteQueue`] (bounded MPMC, `close` instead of sentinels),
+//! [`ArrayQueue`] (pass arrays by name, ownership moves), [`Pipe`] (duplex
+//! [`Connection`]s), and the Manager's containers [`SharedList`], [`SharedMap`],
+//! [`SharedStruct`]. Opening these by name is safe: all their shared state is accessed
+//! atomically or under their lock.
 //!
 //! ## Element types
 //! See [`DType`]: `i8 u8 i16 u16 i32 u32 i64 u64 f32 f64` and complex, each with its NumPy
@@ -94,6 +105,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod array;
+mod array_queue;
 mod chunk;
 mod cleanup;
 mod dtype;
@@ -101,11 +113,18 @@ mod error;
 mod fork;
 mod gc;
 mod info;
+mod list;
+mod map;
+mod namespace;
 mod npy;
+mod pipe;
 mod pool;
 mod process;
+mod queue;
+mod region;
 mod segment;
 mod signals;
+mod sync;
 mod sys;
 mod trailer;
 mod watchdog;
@@ -113,16 +132,28 @@ mod watchdog;
 pub use array::{
     open_dyn, AccessMode, DynSharedArray, ReadOnly, ReadOnlyNdArray, ReadWrite, SharedNdArray,
 };
+pub use array_queue::ArrayQueue;
 pub use chunk::{Chunk, ChunkPlan, CACHE_LINE, MAX_CHUNKS};
 pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
 pub use fork::{fork_chunks, fork_chunks_into, fork_chunks_with, MAX_FORKED_CHUNKS};
 pub use gc::{gc, gc_matching, stale};
 pub use info::{info, list, SegmentInfo};
+pub use list::SharedList;
+pub use map::{KeyBytes, MapKey, SharedMap, MAX_KEY_LEN};
+pub use namespace::{SharedStruct, StructGuard};
+pub use pipe::{Connection, Pipe};
 pub use pool::{WorkerPool, CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS};
 pub use process::{scope, write_stdout, ChildResult, Process, Scope};
+pub use queue::{
+    ByteQueue, GetError, GetTimeoutError, PutError, PutTimeoutError, Queue, TryGetError,
+    TryPutError,
+};
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};
 pub use signals::{die_with_parent, SignalCleanup};
+pub use sync::array_lock::ArrayLockGuard;
+pub use sync::lock::{Lock, LockGuard};
+pub use sync::value::{AtomicElement, SharedValue};
 pub use trailer::SegmentKind;
 pub use watchdog::CrashCleanup;
 

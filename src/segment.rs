@@ -524,7 +524,6 @@ impl Segment {
 
     /// Makes this handle the owner (it will unlink on drop) and records this process as
     /// the owner in the trailer.
-    #[allow(dead_code)] // used by the queue of array handles (issue 5), merged next
     pub(crate) fn take_ownership(&mut self) {
         if !self.owner {
             cleanup::track_segment(&self.name);

@@ -256,7 +256,6 @@ impl Trailer {
     }
 
     /// Records the calling process as the owner.
-    #[allow(dead_code)] // used through Segment::take_ownership
     pub(crate) fn claim_ownership(&self) {
         self.owner_start
             .store(proc::self_start_time(), Ordering::Relaxed);

@@ -31,6 +31,51 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// The calling process's pid, cached: one relaxed load instead of a `getpid` system call.
+///
+/// The cache is reset in the child of every `fork` by a `pthread_atfork` child handler,
+/// registered when the program is loaded (from `.init_array`, before `main` and before any
+/// thread exists, so no `fork` can ever catch the registration half-done).
+pub(crate) fn cached_pid() -> i32 {
+    let p = CACHED_PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    let p = pid();
+    CACHED_START.store(start_time(p).unwrap_or(0), Ordering::Relaxed);
+    CACHED_PID.store(p, Ordering::Release);
+    p
+}
+
+/// The calling process's pid and start time, both cached as in [`cached_pid`].
+pub(crate) fn cached_identity() -> (i32, u64) {
+    let p = CACHED_PID.load(Ordering::Acquire);
+    if p != 0 {
+        return (p, CACHED_START.load(Ordering::Relaxed));
+    }
+    let p = cached_pid();
+    (p, CACHED_START.load(Ordering::Relaxed))
+}
+
+extern "C" fn register_atfork() {
+    // SAFETY: `reset_cached_pid` is an `extern "C"` function that only stores to an
+    // atomic, which is async-signal-safe as a fork child handler must be.
+    unsafe { libc::pthread_atfork(None, None, Some(reset_cached_pid)) };
+}
+
+/// Runs `register_atfork` when the program (or a library loading ndshm) is loaded.
+#[used]
+#[link_section = ".init_array"]
+static REGISTER_ATFORK: extern "C" fn() = register_atfork;
+
+static CACHED_START: AtomicU64 = AtomicU64::new(0);
+
+static CACHED_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn reset_cached_pid() {
+    CACHED_PID.store(0, Ordering::Relaxed);
+}
+
 /// The calling process's own start time (cached: it never changes).
 pub(crate) fn self_start_time() -> u64 {
     let me = pid() as u64;
@@ -226,6 +271,17 @@ pub(crate) fn unix_nanos() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_pid_is_reset_in_forked_children() {
+        assert_eq!(cached_pid(), pid());
+        let child = crate::Process::spawn(|| {
+            assert_eq!(cached_pid(), pid());
+            assert_eq!(cached_identity(), (pid(), start_time(pid()).unwrap()));
+        })
+        .unwrap();
+        child.join().unwrap();
+    }
 
     #[test]
     fn self_is_alive_and_reused_pid_is_not() {

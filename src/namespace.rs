@@ -1,0 +1,223 @@
+//! `SharedStruct<T>`: any `#[repr(C)]` `Pod` struct in shared memory under its robust
+//! lock: Python's `Manager().Namespace()` without the server.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::region::{header_word, type_tag, Region};
+use crate::segment::CreateOptions;
+use crate::sync::lock::LockGuard;
+use crate::trailer::SegmentKind;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMST1");
+const HEADER: usize = 64;
+const H_SIZE: usize = 8;
+const H_TAG: usize = 16;
+
+/// A `Pod` struct in shared memory, reached only under its robust lock: namespace-like
+/// state (`ns.x += 1`) shared by processes.
+///
+/// [`lock`](SharedStruct::lock) gives a guard that dereferences to `&mut T`; the guard is
+/// the only way to the data, and the lock excludes every other process and thread, so the
+/// access is exclusive. If the previous holder died mid-update,
+/// [`StructGuard::owner_died`] says so.
+///
+/// Opening by name is safe: all access is under the lock.
+///
+/// # Examples
+/// ```
+/// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[repr(C)]
+/// struct Ns { x: i64, calls: u64 }
+/// let ns = ndshm::SharedStruct::new(Ns { x: 0, calls: 0 })?;
+/// ndshm::scope(|s| {
+///     for _ in 0..5 {
+///         s.spawn(|| { let mut g = ns.lock(); g.x += 1; g.calls += 1; })?;
+///     }
+///     Ok(())
+/// })?;
+/// assert_eq!(ns.load().x, 5);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub struct SharedStruct<T: Pod> {
+    region: Region,
+    _marker: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Pod> SharedStruct<T> {
+    fn init(value: T) -> impl FnOnce(&mut [u8]) -> Result<()> {
+        move |p: &mut [u8]| {
+            p[0..8].copy_from_slice(&MAGIC.to_le_bytes());
+            p[H_SIZE..H_SIZE + 8].copy_from_slice(&(std::mem::size_of::<T>() as u64).to_le_bytes());
+            p[H_TAG..H_TAG + 8].copy_from_slice(&type_tag::<T>().to_le_bytes());
+            p[HEADER..HEADER + std::mem::size_of::<T>()]
+                .copy_from_slice(bytemuck::bytes_of(&value));
+            Ok(())
+        }
+    }
+
+    fn len() -> usize {
+        HEADER + std::mem::size_of::<T>()
+    }
+
+    /// An anonymous struct, shared with children forked later.
+    ///
+    /// # Errors
+    /// An OS error when mapping fails.
+    pub fn new(value: T) -> Result<Self> {
+        Ok(Self::wrap(Region::anonymous(
+            Self::len(),
+            Self::init(value),
+        )?))
+    }
+
+    /// Creates struct segment `name` holding `value`.
+    ///
+    /// # Errors
+    /// The errors of segment creation.
+    pub fn create(name: &str, value: T) -> Result<Self> {
+        Self::create_with(name, value, &CreateOptions::new())
+    }
+
+    /// [`create`](Self::create) with options.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create).
+    pub fn create_with(name: &str, value: T, opts: &CreateOptions) -> Result<Self> {
+        let region = Region::create(
+            name,
+            SegmentKind::Struct,
+            Self::len(),
+            opts,
+            Self::init(value),
+        )?;
+        Ok(Self::wrap(region))
+    }
+
+    /// Attaches struct segment `name` (safe: see the type's docs).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`], [`ErrorKind::TypeMismatch`],
+    /// [`ErrorKind::AlreadyOpen`].
+    pub fn open(name: &str) -> Result<Self> {
+        let region = Region::open(name, SegmentKind::Struct, Self::len())?;
+        if header_word(&region, 0) != MAGIC
+            || header_word(&region, H_TAG) != type_tag::<T>()
+            || header_word(&region, H_SIZE) != std::mem::size_of::<T>() as u64
+        {
+            return Err(Error::new(
+                ErrorKind::TypeMismatch,
+                format!(
+                    "struct segment '{name}' does not hold a {}",
+                    std::any::type_name::<T>()
+                ),
+            ));
+        }
+        Ok(Self::wrap(region))
+    }
+
+    fn wrap(region: Region) -> Self {
+        SharedStruct {
+            region,
+            _marker: PhantomData,
+        }
+    }
+
+    fn guard<'a>(&'a self, lock: LockGuard<'a>) -> StructGuard<'a, T> {
+        // SAFETY: the payload holds HEADER + size_of::<T>() bytes (checked at open/create);
+        // the lock we hold makes this the only reference to the data in any process or
+        // thread until the guard drops; unaligned access is avoided because T is read and
+        // written through `bytemuck` on a byte slice.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.region.payload().add(HEADER),
+                std::mem::size_of::<T>(),
+            )
+        };
+        StructGuard {
+            lock,
+            bytes,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Locks and gives `&mut T` access.
+    pub fn lock(&self) -> StructGuard<'_, T> {
+        self.guard(self.region.lock().lock_guard())
+    }
+
+    /// [`lock`](Self::lock), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`].
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<StructGuard<'_, T>> {
+        let g = self
+            .region
+            .lock()
+            .lock_timeout_guard(timeout, "the struct's lock")?;
+        Ok(self.guard(g))
+    }
+
+    /// A copy of the value (under the lock).
+    pub fn load(&self) -> T {
+        *self.lock()
+    }
+
+    /// Replaces the value (under the lock).
+    pub fn store(&self, value: T) {
+        *self.lock() = value;
+    }
+
+    /// The segment name, or `None` for an anonymous struct.
+    pub fn name(&self) -> Option<&str> {
+        self.region.name()
+    }
+}
+
+/// Exclusive access to a [`SharedStruct`]'s value; dropping it unlocks.
+pub struct StructGuard<'a, T: Pod> {
+    // Declared first so that it is dropped (unlocked) after `bytes` is no longer used.
+    lock: LockGuard<'a>,
+    bytes: &'a mut [u8],
+    _marker: PhantomData<&'a mut T>,
+}
+
+impl<T: Pod> StructGuard<'_, T> {
+    /// Whether the previous holder died while holding the lock.
+    pub fn owner_died(&self) -> bool {
+        self.lock.owner_died()
+    }
+}
+
+impl<T: Pod> Deref for StructGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        bytemuck::from_bytes(self.bytes)
+    }
+}
+
+impl<T: Pod> DerefMut for StructGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        bytemuck::from_bytes_mut(self.bytes)
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for StructGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for SharedStruct<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedStruct")
+            .field("name", &self.name())
+            .field("value", &self.load())
+            .finish()
+    }
+}

@@ -1,0 +1,192 @@
+//! `Region`: the memory every synchronisation type and container lives in — a named
+//! segment (attachable by name from any process) or an anonymous shared mapping (inherited
+//! by children forked after it was made) — with the same layout either way: the payload,
+//! then the 128-byte trailer whose `lock` area holds the region's robust lock.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::segment::{CreateOptions, MapAccess, Segment};
+use crate::sync::lock::RawLock;
+use crate::sys::fork::AnonShared;
+use crate::sys::proc;
+use crate::trailer::{self, SegmentKind, TRAILER_LEN};
+
+/// Offset of the lock area inside the trailer.
+const LOCK_OFFSET: usize = 64;
+
+enum Backing {
+    Named(Segment),
+    Anon(AnonShared),
+}
+
+/// A named segment or an anonymous shared mapping: payload, then a trailer.
+pub(crate) struct Region {
+    backing: Option<Backing>,
+    payload_len: usize,
+    /// The process that made this handle; a copy inherited through `fork` is not dropped
+    /// as a handle in the child (it would unlink the parent's name).
+    maker: i32,
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("name", &self.name())
+            .field("payload_len", &self.payload_len)
+            .finish()
+    }
+}
+
+impl Region {
+    /// Creates segment `name` of `kind`; `init` fills the zeroed payload before publication.
+    pub(crate) fn create(
+        name: &str,
+        kind: SegmentKind,
+        payload_len: usize,
+        opts: &CreateOptions,
+        init: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<Region> {
+        let seg = Segment::create(name, kind, payload_len, opts, init)?;
+        Ok(Region {
+            backing: Some(Backing::Named(seg)),
+            payload_len,
+            maker: proc::pid(),
+        })
+    }
+
+    /// Attaches segment `name`, which must be of `kind`; the payload must be at least
+    /// `min_len` bytes (the caller validates the rest of its header).
+    pub(crate) fn open(name: &str, kind: SegmentKind, min_len: usize) -> Result<Region> {
+        let seg = Segment::open(name, MapAccess::READ_WRITE)?;
+        seg.expect_kind(kind)?;
+        let payload_len = seg.payload_len();
+        if payload_len < min_len {
+            return Err(Error::new(
+                ErrorKind::Truncated,
+                format!(
+                    "segment '{name}' holds {payload_len} bytes, fewer than a {kind} header \
+                     needs ({min_len}): it is corrupted"
+                ),
+            ));
+        }
+        Ok(Region {
+            backing: Some(Backing::Named(seg)),
+            payload_len,
+            maker: proc::pid(),
+        })
+    }
+
+    /// Anonymous shared memory of the same layout, inherited by children forked later.
+    pub(crate) fn anonymous(
+        payload_len: usize,
+        init: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<Region> {
+        let total = trailer::segment_len(payload_len).ok_or_else(|| {
+            Error::new(
+                ErrorKind::SizeOverflow,
+                format!("{payload_len} bytes overflow the address space"),
+            )
+        })?;
+        let mem = AnonShared::new(total)
+            .map_err(|e| Error::os(format!("cannot map {total} bytes of shared memory"), e))?;
+        {
+            // SAFETY: the mapping is `total >= payload_len` bytes, zeroed, writable, and
+            // reachable only through `mem`, which nobody else holds yet.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(mem.as_ptr(), payload_len) };
+            init(bytes)?;
+        }
+        Ok(Region {
+            backing: Some(Backing::Anon(mem)),
+            payload_len,
+            maker: proc::pid(),
+        })
+    }
+
+    fn base_and_len(&self) -> (*mut u8, usize) {
+        match self.backing.as_ref() {
+            Some(Backing::Named(s)) => (s.as_ptr(), s.len()),
+            Some(Backing::Anon(m)) => (m.as_ptr(), m.len()),
+            None => unreachable!("backing is only taken in drop"),
+        }
+    }
+
+    /// Start of the payload (page-aligned).
+    pub(crate) fn payload(&self) -> *mut u8 {
+        self.base_and_len().0
+    }
+
+    /// Payload length in bytes.
+    pub(crate) fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+
+    fn trailer_ptr(&self) -> *mut u8 {
+        let (base, len) = self.base_and_len();
+        // SAFETY: every backing is `segment_len(payload) = round_up(payload, 64) + 128`
+        // bytes long (checked at open by the trailer parser), so `len - 128` is in bounds.
+        unsafe { base.add(len - TRAILER_LEN) }
+    }
+
+    /// The region's robust lock (the trailer's lock area).
+    pub(crate) fn lock(&self) -> &RawLock {
+        // SAFETY: the trailer is 64-byte aligned and lies inside the mapping, which lives
+        // as long as `&self`; its 32-byte lock area holds only atomics, for which every bit
+        // pattern is valid, and RawLock is a #[repr(C)] struct of atomics of that size.
+        unsafe { RawLock::from_ptr(self.trailer_ptr().add(LOCK_OFFSET)) }
+    }
+
+    /// Whether this handle is the one that decides the fate of the contents: the owner of a
+    /// named segment, or the process that made anonymous memory (not a forked copy).
+    pub(crate) fn is_owner_here(&self) -> bool {
+        if proc::pid() != self.maker {
+            return false;
+        }
+        match self.backing.as_ref() {
+            Some(Backing::Named(s)) => s.is_owner(),
+            _ => true,
+        }
+    }
+
+    /// The segment's name, or `None` for anonymous memory.
+    pub(crate) fn name(&self) -> Option<&str> {
+        match self.backing.as_ref() {
+            Some(Backing::Named(s)) => Some(s.name()),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if proc::pid() != self.maker {
+            // A copy inherited through fork: the child must neither unlink the parent's
+            // name nor touch the parent's registry entry. The mapping goes when the child
+            // exits.
+            if let Some(b) = self.backing.take() {
+                std::mem::forget(b);
+            }
+        }
+    }
+}
+
+/// A tag that tells segments holding different Rust types apart: a hash of the type's
+/// name and size (never 0). Stable for one build of a type; processes of one program (or
+/// programs built with the same crate versions) agree on it.
+pub(crate) fn type_tag<T>() -> u64 {
+    let name = std::any::type_name::<T>();
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    h ^ (std::mem::size_of::<T>() as u64).rotate_left(48) | 1
+}
+
+/// Reads the `u64` at byte `off` of a region's payload (header words written before the
+/// segment was published and never changed since).
+pub(crate) fn header_word(region: &Region, off: usize) -> u64 {
+    assert!(off + 8 <= region.payload_len() && off % 8 == 0);
+    // SAFETY: in bounds and 8-byte aligned (asserted; the payload is page-aligned); the
+    // word is only read atomically here and written before publication.
+    unsafe {
+        (*(region.payload().add(off) as *const std::sync::atomic::AtomicU64))
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+}

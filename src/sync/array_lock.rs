@@ -1,0 +1,128 @@
+//! The lock every [`SharedNdArray`] carries in its segment's trailer: Python's
+//! `Array(...).get_lock()`.
+
+use std::fmt;
+use std::time::Duration;
+
+use ndarray::{ArrayView, ArrayViewMut, Dimension};
+
+use crate::array::{ReadWrite, SharedNdArray};
+use crate::dtype::Element;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sync::lock::{LockGuard, RawLock};
+
+/// Offset of the lock area in the trailer.
+const LOCK_OFFSET: usize = 64;
+
+fn raw_lock<'a, T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&'a RawLock> {
+    let seg = a.segment();
+    if seg.trailer().is_none() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "segment '{}' has no ndshm trailer (a plain .npy file or a foreign segment), so \
+                 it carries no lock; use a separate ndshm::Lock",
+                seg.name()
+            ),
+        ));
+    }
+    // SAFETY: the segment has a validated trailer: its last 128 bytes, 64-byte aligned,
+    // whose 32-byte lock area at offset 64 is only accessed atomically. The caller ties
+    // the reference to a borrow of the array, which keeps the mapping alive.
+    Ok(unsafe { RawLock::from_ptr(seg.as_ptr().add(seg.len() - 128 + LOCK_OFFSET)) })
+}
+
+impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
+    /// Takes the array's own robust lock and returns a guard with mutable access: the
+    /// counterpart of `with arr.get_lock(): ...` in Python.
+    ///
+    /// The lock lives in the segment's trailer, so every process that attached the array
+    /// shares it. It protects the data only if *every* process that writes the array while
+    /// others use it does so under this lock — the promise callers of
+    /// [`open`](SharedNdArray::open) make. Within this process the guard borrows the handle
+    /// mutably, so no unlocked view can coexist with it.
+    ///
+    /// If the previous holder died while holding it, the guard's
+    /// [`owner_died`](ArrayLockGuard::owner_died) is `true`: the data may be half-updated.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] for a segment without an ndshm trailer (a plain `.npy`
+    /// file attached with `open`).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::SharedNdArray;
+    /// # let name = format!("doc-array-lock-{}", std::process::id());
+    /// let mut a = SharedNdArray::<i32, ndarray::Ix1>::zeros(&name, 5)?;
+    /// let mut g = a.lock()?;
+    /// g.view_mut().map_inplace(|x| *x += 1);
+    /// drop(g);
+    /// assert_eq!(a.as_slice().unwrap(), &[1, 1, 1, 1, 1]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn lock(&mut self) -> Result<ArrayLockGuard<'_, T, D>> {
+        let raw = raw_lock(self)?;
+        let guard = raw.lock_guard();
+        Ok(ArrayLockGuard { guard, array: self })
+    }
+
+    /// [`lock`](Self::lock), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`], and the errors of [`lock`](Self::lock).
+    pub fn lock_timeout(&mut self, timeout: Duration) -> Result<ArrayLockGuard<'_, T, D>> {
+        let raw = raw_lock(self)?;
+        let guard = raw.lock_timeout_guard(timeout, "the array's lock")?;
+        Ok(ArrayLockGuard { guard, array: self })
+    }
+
+    /// [`lock`](Self::lock) without waiting: `Ok(None)` when another process holds it.
+    ///
+    /// # Errors
+    /// As [`lock`](Self::lock).
+    pub fn try_lock(&mut self) -> Result<Option<ArrayLockGuard<'_, T, D>>> {
+        let raw = raw_lock(self)?;
+        Ok(raw
+            .try_lock_guard()
+            .map(|guard| ArrayLockGuard { guard, array: self }))
+    }
+}
+
+/// Mutable access to a [`SharedNdArray`] while its lock is held; see
+/// [`SharedNdArray::lock`]. Dropping it unlocks.
+pub struct ArrayLockGuard<'a, T: Element, D: Dimension> {
+    // Declared first: unlocks before the borrow of the array ends.
+    guard: LockGuard<'a>,
+    array: &'a mut SharedNdArray<T, D>,
+}
+
+impl<T: Element, D: Dimension> ArrayLockGuard<'_, T, D> {
+    /// Whether the previous holder died while holding the lock.
+    pub fn owner_died(&self) -> bool {
+        self.guard.owner_died()
+    }
+
+    /// A view of the array.
+    pub fn view(&self) -> ArrayView<'_, T, D> {
+        self.array.view()
+    }
+
+    /// A mutable view of the array.
+    pub fn view_mut(&mut self) -> ArrayViewMut<'_, T, D> {
+        self.array.view_mut()
+    }
+
+    /// The elements in memory order.
+    pub fn as_slice_memory_order_mut(&mut self) -> &mut [T] {
+        self.array.as_slice_memory_order_mut()
+    }
+}
+
+impl<T: Element, D: Dimension> fmt::Debug for ArrayLockGuard<'_, T, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArrayLockGuard")
+            .field("array", &self.array.name())
+            .field("owner_died", &self.owner_died())
+            .finish()
+    }
+}
