@@ -1,27 +1,10 @@
 //! The server-less Manager counterparts: SharedList, SharedMap, SharedStruct.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
+use common::Name;
 
 use ndshm::{ErrorKind, Process, SharedList, SharedMap, SharedStruct};
-
-struct Name(String);
-
-impl Name {
-    fn new(tag: &str) -> Name {
-        static N: AtomicU64 = AtomicU64::new(0);
-        Name(format!(
-            "t-manager-{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        let _ = ndshm::unlink(&self.0);
-    }
-}
 
 #[test]
 fn list_appends_from_processes_and_refuses_past_capacity() {

@@ -1,28 +1,11 @@
 //! Process-level tests of `Pipe`: the seed's ping-pong across fork, a named pipe between
 //! two processes, large messages, close.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
+use common::Name;
 
 use ndshm::{ErrorKind, Pipe, Process};
-
-struct Name(String);
-
-impl Name {
-    fn new(tag: &str) -> Name {
-        static N: AtomicU64 = AtomicU64::new(0);
-        Name(format!(
-            "t-pipe-{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        let _ = ndshm::unlink(&self.0);
-    }
-}
 
 #[test]
 fn ping_pong_across_fork() {

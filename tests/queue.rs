@@ -1,31 +1,14 @@
 //! Process-level tests of the shared-memory queues: contention with checksums, close,
 //! capacity and size errors, and peers killed in the middle of a put or a get.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
+use common::Name;
 use std::time::Duration;
 
 use ndshm::{
     ByteQueue, ErrorKind, GetTimeoutError, Process, Queue, SharedValue, TryGetError, TryPutError,
 };
-
-struct Name(String);
-
-impl Name {
-    fn new(tag: &str) -> Name {
-        static N: AtomicU64 = AtomicU64::new(0);
-        Name(format!(
-            "t-queue-{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        let _ = ndshm::unlink(&self.0);
-    }
-}
 
 /// `producers` processes put `per` distinct items each; `consumers` processes take until
 /// the queue is closed; every item must arrive exactly once (count, sum, sum of squares).

@@ -1,31 +1,13 @@
 //! Process-level tests of the robust lock, shared values and the array lock: real fork,
 //! real /dev/shm, SIGKILL of a lock holder.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
+use common::Name;
 use std::time::Duration;
 
 use ndarray::Ix1;
 use ndshm::{ErrorKind, Lock, Process, Queue, SharedNdArray, SharedValue};
-
-/// A unique segment name; unlinked (if still there) when dropped.
-struct Name(String);
-
-impl Name {
-    fn new(tag: &str) -> Name {
-        static N: AtomicU64 = AtomicU64::new(0);
-        Name(format!(
-            "t-sync-{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        let _ = ndshm::unlink(&self.0);
-    }
-}
 
 #[test]
 fn counter_without_lock_is_exact_with_fetch_add() {
