@@ -12,24 +12,9 @@ use ndarray::{ArrayViewMut1, Ix1};
 use ndshm::{fork_chunks_with, Chunk, ChunkPlan, SharedNdArray, WorkerPool};
 use rayon::prelude::*;
 
-fn square(_: Chunk, mut x: ArrayViewMut1<'_, f64>, _: &()) {
-    x.mapv_inplace(|v| v * v);
-}
-
-fn uneven_value(i: usize, n: usize) -> f64 {
-    let rounds = 1 + 64 * i / n.max(1);
-    let mut x = i as f64;
-    for _ in 0..rounds {
-        x = (x.sin() + 1.5).sqrt();
-    }
-    x
-}
-
-fn uneven(c: Chunk, mut x: ArrayViewMut1<'_, f64>, n: &u64) {
-    for (k, v) in x.iter_mut().enumerate() {
-        *v = uneven_value(c.start + k, *n as usize);
-    }
-}
+#[path = "../examples/shared/squares_kernels.rs"]
+mod squares_kernels;
+use squares_kernels::{split, square, uneven};
 
 fn workers() -> usize {
     std::env::var("NDSHM_BENCH_WORKERS")
@@ -37,16 +22,6 @@ fn workers() -> usize {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1)
-}
-
-fn split<'a>(mut data: &'a mut [f64], plan: &ChunkPlan) -> Vec<(Chunk, &'a mut [f64])> {
-    let mut out = Vec::with_capacity(plan.num_chunks());
-    for c in plan.iter() {
-        let (head, tail) = data.split_at_mut(c.len());
-        out.push((c, head));
-        data = tail;
-    }
-    out
 }
 
 fn name(tag: &str) -> String {

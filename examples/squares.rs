@@ -17,6 +17,10 @@ use ndarray::{ArrayViewMut1, Ix1};
 use ndshm::{fork_chunks_with, Chunk, ChunkPlan, SharedNdArray, WorkerPool};
 use rayon::prelude::*;
 
+#[path = "shared/squares_kernels.rs"]
+mod squares_kernels;
+use squares_kernels::{split, square, uneven, uneven_value};
+
 #[derive(Parser, Debug)]
 #[command(about = "Square a shared-memory array: serial, rayon, fork per call, warm pool")]
 struct Args {
@@ -47,45 +51,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-/// The pool's kernels: fn items, so that the workers (forked before the job) run them.
-fn square(_: Chunk, mut x: ArrayViewMut1<'_, f64>, _: &()) {
-    x.mapv_inplace(|v| v * v);
-}
-
+/// The compute-bound kernel (the others are in `shared/squares_kernels.rs`).
 fn heavy(_: Chunk, mut x: ArrayViewMut1<'_, f64>, _: &()) {
     x.mapv_inplace(|v| v.sin().exp().sqrt());
-}
-
-/// Uneven work: element `i` of `n` costs `1 + 64 i / n` rounds.
-fn uneven_value(i: usize, n: usize) -> f64 {
-    let rounds = 1 + 64 * i / n.max(1);
-    let mut x = i as f64;
-    for _ in 0..rounds {
-        x = (x.sin() + 1.5).sqrt();
-    }
-    x
-}
-
-fn uneven(c: Chunk, mut x: ArrayViewMut1<'_, f64>, n: &u64) {
-    for (k, v) in x.iter_mut().enumerate() {
-        *v = uneven_value(c.start + k, *n as usize);
-    }
 }
 
 type Kernel = fn(Chunk, ArrayViewMut1<'_, f64>, &());
 /// A kernel's name, its pool/fork form, and its per-element form (serial and rayon).
 type NamedKernel = (&'static str, Kernel, fn(f64) -> f64);
-
-/// Splits `data` into the chunks of `plan` (what rayon gets, to chunk alike).
-fn split<'a>(mut data: &'a mut [f64], plan: &ChunkPlan) -> Vec<&'a mut [f64]> {
-    let mut out = Vec::with_capacity(plan.num_chunks());
-    for c in plan.iter() {
-        let (head, tail) = data.split_at_mut(c.len());
-        out.push(head);
-        data = tail;
-    }
-    out
-}
 
 fn reset(a: &mut SharedNdArray<f64, Ix1>) {
     a.as_slice_mut()
@@ -182,8 +155,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         tp.install(|| {
                             chunks
                                 .into_par_iter()
-                                .zip(plan.iter().collect::<Vec<_>>())
-                                .for_each(|(data, c)| kernel(c, ArrayViewMut1::from(data), &()))
+                                .for_each(|(c, data)| kernel(c, ArrayViewMut1::from(data), &()))
                         });
                         t.elapsed()
                     }
@@ -299,7 +271,7 @@ fn tiny_latency(
         tp.install(|| {
             chunks
                 .into_par_iter()
-                .for_each(|c| square(whole, ArrayViewMut1::from(c), &()))
+                .for_each(|(_, c)| square(whole, ArrayViewMut1::from(c), &()))
         });
         v.push(t.elapsed());
     }
@@ -312,7 +284,7 @@ fn tiny_latency(
             let t = Instant::now();
             chunks
                 .into_par_iter()
-                .for_each(|c| square(whole, ArrayViewMut1::from(c), &()));
+                .for_each(|(_, c)| square(whole, ArrayViewMut1::from(c), &()));
             v.push(t.elapsed());
         }
         v
@@ -366,14 +338,11 @@ fn uneven_workload(
 
         a.view_mut().fill(0.0);
         let chunks = split(a.as_slice_mut().expect("contiguous"), &plan);
-        let starts: Vec<usize> = plan.iter().map(|c| c.start).collect();
         let t = Instant::now();
         tp.install(|| {
-            chunks.into_par_iter().zip(starts).for_each(|(c, s)| {
-                for (k, v) in c.iter_mut().enumerate() {
-                    *v = uneven_value(s + k, n);
-                }
-            })
+            chunks
+                .into_par_iter()
+                .for_each(|(c, data)| uneven(c, ArrayViewMut1::from(data), &(n as u64)))
         });
         let e = t.elapsed();
         if rep > 0 {
