@@ -38,6 +38,32 @@ fn os_pipe() -> (std::fs::File, std::fs::File) {
     (std::fs::File::from(r), std::fs::File::from(w))
 }
 
+/// Median round trip of an 8-byte message over a byte stream: the parent writes to
+/// `to_child` and reads `from_child`; a forked child reads `child_in` and echoes each
+/// message to `child_out` until it reads `STOP`.
+fn stream_rtt(
+    rounds: usize,
+    mut to_child: impl Write,
+    mut from_child: impl Read,
+    mut child_in: impl Read + 'static,
+    mut child_out: impl Write + 'static,
+) -> ndshm::Result<f64> {
+    let child = Process::spawn(move || {
+        let mut buf = [0u8; 8];
+        while child_in.read_exact(&mut buf).is_ok() && u64::from_le_bytes(buf) != STOP {
+            child_out.write_all(&buf).unwrap();
+        }
+    })?;
+    let m = time_rounds(rounds, |i| {
+        to_child.write_all(&i.to_le_bytes()).unwrap();
+        let mut buf = [0u8; 8];
+        from_child.read_exact(&mut buf).unwrap();
+    });
+    to_child.write_all(&STOP.to_le_bytes()).unwrap();
+    child.join()?;
+    Ok(m)
+}
+
 struct Row {
     what: String,
     ours: String,
@@ -91,39 +117,14 @@ fn main() -> ndshm::Result<()> {
     })?;
     let anchor_rounds = 5_000 / scale;
     let unix_rtt = {
-        let (mut p, mut c) = UnixStream::pair().unwrap();
-        let child = Process::spawn(move || {
-            let mut buf = [0u8; 8];
-            while c.read_exact(&mut buf).is_ok() && u64::from_le_bytes(buf) != STOP {
-                c.write_all(&buf).unwrap();
-            }
-        })?;
-        let m = time_rounds(anchor_rounds, |i| {
-            p.write_all(&i.to_le_bytes()).unwrap();
-            let mut buf = [0u8; 8];
-            p.read_exact(&mut buf).unwrap();
-        });
-        p.write_all(&STOP.to_le_bytes()).unwrap();
-        child.join()?;
-        m
+        let (p, c) = UnixStream::pair().unwrap();
+        let (p_in, c_in) = (p.try_clone().unwrap(), c.try_clone().unwrap());
+        stream_rtt(anchor_rounds, p, p_in, c_in, c)?
     };
     let pipe_os_rtt = {
-        let (mut r1, mut w1) = os_pipe();
-        let (mut r2, mut w2) = os_pipe();
-        let child = Process::spawn(move || {
-            let mut buf = [0u8; 8];
-            while r1.read_exact(&mut buf).is_ok() && u64::from_le_bytes(buf) != STOP {
-                w2.write_all(&buf).unwrap();
-            }
-        })?;
-        let m = time_rounds(anchor_rounds, |i| {
-            w1.write_all(&i.to_le_bytes()).unwrap();
-            let mut buf = [0u8; 8];
-            r2.read_exact(&mut buf).unwrap();
-        });
-        w1.write_all(&STOP.to_le_bytes()).unwrap();
-        child.join()?;
-        m
+        let (r1, w1) = os_pipe();
+        let (r2, w2) = os_pipe();
+        stream_rtt(anchor_rounds, w1, r2, r1, w2)?
     };
     let ipc_rtt = {
         let (tx1, rx1) = ipc_channel::ipc::bytes_channel().unwrap();
