@@ -102,33 +102,7 @@ fn read_header(seg: &Segment) -> Result<(NpyHeader, usize)> {
             format!("segment '{}': {}", seg.name(), e.message()),
         )
     })?;
-    let need = header.data_bytes()?;
-    let have = avail - offset;
-    if need > have {
-        return Err(Error::new(
-            ErrorKind::Truncated,
-            format!(
-                "segment '{}' is truncated: its shape {:?} of {} needs {need} bytes of data, it \
-                 holds {have}",
-                seg.name(),
-                header.shape,
-                header.dtype
-            ),
-        ));
-    }
-    if seg.info().is_none() && have > need {
-        // A numpy-written file ends with its data; extra bytes without a trailer are what is
-        // left of an ndshm segment whose end (and trailer) was cut off.
-        return Err(Error::new(
-            ErrorKind::Truncated,
-            format!(
-                "segment '{}' has {} bytes after its data but no ndshm trailer: it is a \
-                 truncated or corrupted ndshm segment",
-                seg.name(),
-                have - need
-            ),
-        ));
-    }
+    header.check_fits(seg.name(), offset, avail, seg.info().is_some())?;
     if (seg.as_ptr() as usize + offset) % header.dtype.align() != 0 {
         return Err(Error::new(
             ErrorKind::Unsupported,

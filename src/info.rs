@@ -150,17 +150,8 @@ pub(crate) fn describe(name: &str, file: &File) -> Result<SegmentInfo> {
         head.truncate(got);
         match NpyHeader::parse(&head) {
             Ok((h, offset)) => {
-                let have = payload.unwrap_or(len) as u128;
-                let need = offset as u128 + h.data_bytes()? as u128;
-                if need > have || (payload.is_none() && need < have) {
-                    return Err(Error::new(
-                        ErrorKind::Truncated,
-                        format!(
-                            "segment '{name}' holds {have} bytes; its header and data need {need} \
-                             (a truncated or corrupted segment)"
-                        ),
-                    ));
-                }
+                let have = usize::try_from(payload.unwrap_or(len)).unwrap_or(usize::MAX);
+                h.check_fits(name, offset, have, payload.is_some())?;
                 out.dtype = Some(h.dtype);
                 out.shape = Some(h.shape);
                 out.fortran_order = h.fortran_order;

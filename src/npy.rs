@@ -29,6 +29,50 @@ impl NpyHeader {
         data_bytes(&self.shape, self.dtype)
     }
 
+    /// Checks that segment `name`, whose content is `have` bytes (the trailer's payload
+    /// length, or the whole file when it has no trailer), holds this header's data after
+    /// `offset`. Without a trailer the data must end the file exactly: numpy's files do, and
+    /// extra bytes are what is left of an ndshm segment whose end (trailer) was cut off.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Truncated`] in both cases.
+    pub(crate) fn check_fits(
+        &self,
+        name: &str,
+        offset: usize,
+        have: usize,
+        has_trailer: bool,
+    ) -> Result<()> {
+        let need = self.data_bytes()?;
+        let Some(have) = have.checked_sub(offset) else {
+            return Err(Error::new(
+                ErrorKind::Truncated,
+                format!("segment '{name}' is truncated inside its {offset}-byte npy header"),
+            ));
+        };
+        if need > have {
+            return Err(Error::new(
+                ErrorKind::Truncated,
+                format!(
+                    "segment '{name}' is truncated: its shape {:?} of {} needs {need} bytes of \
+                     data, it holds {have}",
+                    self.shape, self.dtype
+                ),
+            ));
+        }
+        if !has_trailer && have > need {
+            return Err(Error::new(
+                ErrorKind::Truncated,
+                format!(
+                    "segment '{name}' has {} bytes after its data but no ndshm trailer: it is a \
+                     truncated or corrupted ndshm segment",
+                    have - need
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The header bytes, padded so that their length is a multiple of [`ALIGN`].
     pub(crate) fn encode(&self) -> Vec<u8> {
         let shape = match self.shape.len() {
