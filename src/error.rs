@@ -53,6 +53,10 @@ pub enum ErrorKind {
     Full,
     /// An argument is out of range (zero workers, a message larger than the slot…).
     InvalidArgument,
+    /// A handle, guard or pool was used in a process other than the one that made it (a
+    /// copy inherited through `fork`): re-open the segment by name in that process, or
+    /// hand the child what it needs through the forking APIs.
+    WrongProcess,
     /// Any other operating-system error; see [`Error::source`](std::error::Error::source).
     Io,
 }
@@ -78,6 +82,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timed out",
             ErrorKind::Closed => "closed",
             ErrorKind::Full => "full",
+            ErrorKind::WrongProcess => "used in another process than its creator",
             ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::Io => "I/O error",
         }

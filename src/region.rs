@@ -1,17 +1,14 @@
 //! `Region`: the memory every synchronisation type and container lives in — a named
 //! segment (attachable by name from any process) or an anonymous shared mapping (inherited
 //! by children forked after it was made) — with the same layout either way: the payload,
-//! then the 128-byte trailer whose `lock` area holds the region's robust lock.
+//! then the trailer whose `lock` area holds the region's robust lock.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::{CreateOptions, MapAccess, Segment};
 use crate::sync::lock::RawLock;
 use crate::sys::fork::AnonShared;
 use crate::sys::proc;
-use crate::trailer::{self, SegmentKind, TRAILER_LEN};
-
-/// Offset of the lock area inside the trailer.
-const LOCK_OFFSET: usize = 64;
+use crate::trailer::{self, SegmentKind, LOCK_AREA_OFFSET, TRAILER_LEN};
 
 enum Backing {
     Named(Segment),
@@ -121,8 +118,9 @@ impl Region {
 
     fn trailer_ptr(&self) -> *mut u8 {
         let (base, len) = self.base_and_len();
-        // SAFETY: every backing is `segment_len(payload) = round_up(payload, 64) + 128`
-        // bytes long (checked at open by the trailer parser), so `len - 128` is in bounds.
+        // SAFETY: every backing is `segment_len(payload) = round_up(payload, 64) +
+        // TRAILER_LEN` bytes long (checked at open by the trailer parser), so
+        // `len - TRAILER_LEN` is in bounds.
         unsafe { base.add(len - TRAILER_LEN) }
     }
 
@@ -131,7 +129,7 @@ impl Region {
         // SAFETY: the trailer is 64-byte aligned and lies inside the mapping, which lives
         // as long as `&self`; its 32-byte lock area holds only atomics, for which every bit
         // pattern is valid, and RawLock is a #[repr(C)] struct of atomics of that size.
-        unsafe { RawLock::from_ptr(self.trailer_ptr().add(LOCK_OFFSET)) }
+        unsafe { RawLock::from_ptr(self.trailer_ptr().add(LOCK_AREA_OFFSET)) }
     }
 
     /// Whether this handle is the one that decides the fate of the contents: the owner of a

@@ -19,12 +19,14 @@ use crate::trailer::{self, SegmentKind, Trailer, TrailerInfo, TRAILER_LEN};
 pub const MAX_NAME_LEN: usize = 255;
 /// Prefix of the temporary names segments are built under before they are published.
 pub(crate) const TEMP_PREFIX: &str = ".ndshm-tmp-";
+/// Names ndshm keeps for its own files: temporary names and the lease files.
+const RESERVED_PREFIX: &str = ".ndshm-";
 
 /// Checks a segment name and returns it without its optional leading `/`.
 ///
 /// The rules: one leading `/` (as POSIX names are often written) is accepted and dropped;
 /// what remains must be 1 to [`MAX_NAME_LEN`] bytes, hold no `/` and no NUL, not be `.` or
-/// `..`, and not start with the reserved prefix `.ndshm-tmp-`.
+/// `..`, and not start with the reserved prefix `.ndshm-`.
 ///
 /// # Errors
 /// [`ErrorKind::InvalidName`], with a message naming the rule that was broken.
@@ -62,10 +64,10 @@ pub fn validate_name(name: &str) -> Result<&str> {
             "segment name {name:?} is a directory entry, not a name"
         ));
     }
-    if stripped.starts_with(TEMP_PREFIX) {
+    if stripped.starts_with(RESERVED_PREFIX) {
         return bad(format!(
-            "segment name {name:?} starts with {TEMP_PREFIX:?}, which ndshm reserves for \
-             segments being created"
+            "segment name {name:?} starts with {RESERVED_PREFIX:?}, which ndshm reserves for \
+             its own files (segments being created, process leases)"
         ));
     }
     Ok(stripped)

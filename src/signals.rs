@@ -118,7 +118,7 @@ fn unlink_owned_segments() {
             return;
         }
         match Trailer::owner_fields(&tail) {
-            Some((pid, start)) if pid == me && my_start.is_none_or(|s| s == start) => {
+            Some((pid, start, _)) if pid == me && my_start.is_none_or(|s| s == start) => {
                 signal::unlink_segment(name);
             }
             _ => {}

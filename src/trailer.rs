@@ -1,4 +1,4 @@
-//! The ndshm trailer: the fixed 128 bytes at the end of every ndshm segment.
+//! The ndshm trailer: the fixed 192 bytes at the end of every ndshm segment.
 //!
 //! Whatever a segment holds (an array's `.npy` header and data, a value, a queue…), it ends
 //! with this trailer, where numpy never looks. It carries:
@@ -6,35 +6,49 @@
 //! | offset | field | |
 //! |---|---|---|
 //! | 0 | magic `b"NDSHM\0TR"` | recognises ndshm segments |
-//! | 8 | format version (`u32`) | currently 1 |
+//! | 8 | format version (`u32`) | currently 2 |
 //! | 12 | kind (`u32`) | [`SegmentKind`] |
 //! | 16 | segment id (`u64`) | random, unique per creation: a reused name is a new id |
 //! | 24 | payload length (`u64`) | bytes before the trailer that belong to the content |
 //! | 32 | creation time (`u64`, ns since the epoch) | |
 //! | 40 | checksum (`u64`) | FNV-1a of bytes 0..40 |
-//! | 48 | owner pid (`i32`, atomic) | the process that unlinks it |
+//! | 48 | owner pid (`i32`, atomic) | the process that unlinks it (as its own namespace sees it) |
 //! | 52 | persistent flag (`u32`, atomic) | 1: outlives its owner, `gc` leaves it |
-//! | 56 | owner start time (`u64`, atomic) | clock ticks since boot: a reused pid is not the owner |
-//! | 64 | lock area (32 bytes) | the segment's own robust lock |
+//! | 56 | owner start time (`u64`, atomic) | clock ticks since boot (display only) |
+//! | 64 | owner lease (`u64`, atomic) | the owner's kernel-held lease: decides whether it lives |
+//! | 72 | owner pid namespace (`u64`, atomic) | inode of the owner's pid namespace, 0 unknown |
+//! | 80 | spare (16 bytes) | |
 //! | 96 | kind-specific area (32 bytes) | |
+//! | 128 | lock area (64 bytes) | the segment's own robust lock |
 //!
 //! All integers are little-endian (native: ndshm runs on little-endian Linux). The payload
 //! is padded with zeros to a multiple of 64 bytes, so the trailer is 64-byte aligned and the
-//! segment length is `round_up(payload, 64) + 128`.
+//! segment length is `round_up(payload, 64) + 192`.
+//!
+//! Format 1 (ndshm 0.1) had a 128-byte trailer with a 32-byte lock word set that ndshm no
+//! longer uses: its segments are refused with [`ErrorKind::Unsupported`], so an old and a new
+//! process can never both believe they hold one lock.
 
 use std::fmt;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys::proc;
+use crate::sys::{lease, proc};
 
 /// Length of the trailer in bytes.
-pub(crate) const TRAILER_LEN: usize = 128;
+pub(crate) const TRAILER_LEN: usize = 192;
 /// Payload alignment: the trailer starts at a multiple of this.
 pub(crate) const PAYLOAD_ALIGN: usize = 64;
 const MAGIC: [u8; 8] = *b"NDSHM\0TR";
 /// The trailer format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// Length of the format-1 trailer, to recognise (and refuse) segments of ndshm 0.1.
+const V1_TRAILER_LEN: usize = 128;
+/// Offset of the lock area inside the trailer, and its size.
+pub(crate) const LOCK_AREA_OFFSET: usize = 128;
+/// Size of the lock area.
+#[allow(dead_code)] // for the lock implementation's size assertion
+pub(crate) const LOCK_AREA_LEN: usize = 64;
 
 /// What an ndshm segment holds, as recorded in its trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,13 +140,18 @@ pub(crate) struct Trailer {
     pub(crate) owner_pid: AtomicI32,
     pub(crate) persistent: AtomicU32,
     pub(crate) owner_start: AtomicU64,
-    /// Room for the segment's robust lock.
-    pub(crate) lock: [AtomicU64; 4],
+    pub(crate) owner_lease: AtomicU64,
+    pub(crate) owner_pidns: AtomicU64,
+    _spare: [AtomicU64; 2],
     /// Room for kind-specific words.
     pub(crate) aux: [AtomicU64; 4],
+    /// Room for the segment's robust lock.
+    pub(crate) lock: [AtomicU64; 8],
 }
 
 const _: () = assert!(std::mem::size_of::<Trailer>() == TRAILER_LEN);
+const _: () = assert!(std::mem::offset_of!(Trailer, lock) == LOCK_AREA_OFFSET);
+const _: () = assert!(std::mem::offset_of!(Trailer, owner_lease) == 64);
 
 /// A validated copy of a trailer's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +162,8 @@ pub(crate) struct TrailerInfo {
     pub(crate) created_ns: u64,
     pub(crate) owner_pid: i32,
     pub(crate) owner_start: u64,
+    pub(crate) owner_lease: u64,
+    pub(crate) owner_pidns: u64,
     pub(crate) persistent: bool,
 }
 
@@ -174,7 +195,11 @@ pub(crate) fn segment_len(payload_len: usize) -> Option<usize> {
 
 impl Trailer {
     /// The bytes a fresh trailer is made of.
-    pub(crate) fn encode(kind: SegmentKind, payload_len: usize, persistent: bool) -> [u8; 128] {
+    pub(crate) fn encode(
+        kind: SegmentKind,
+        payload_len: usize,
+        persistent: bool,
+    ) -> [u8; TRAILER_LEN] {
         let mut b = [0u8; TRAILER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
         b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -187,6 +212,8 @@ impl Trailer {
         b[48..52].copy_from_slice(&proc::pid().to_le_bytes());
         b[52..56].copy_from_slice(&(persistent as u32).to_le_bytes());
         b[56..64].copy_from_slice(&proc::self_start_time().to_le_bytes());
+        b[64..72].copy_from_slice(&lease::mine().to_le_bytes());
+        b[72..80].copy_from_slice(&proc::pid_namespace().to_le_bytes());
         b
     }
 
@@ -201,6 +228,17 @@ impl Trailer {
     /// [`ErrorKind::Truncated`] when the segment is shorter than the trailer says.
     pub(crate) fn parse(b: &[u8; TRAILER_LEN], file_len: usize) -> Result<Option<TrailerInfo>> {
         if b[0..8] != MAGIC {
+            let old = &b[TRAILER_LEN - V1_TRAILER_LEN..];
+            if old[0..8] == MAGIC && u32_at(old, 8) == 1 {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "ndshm segment format version 1 (made by ndshm 0.1); this build reads \
+                         version {FORMAT_VERSION}: recreate the segment with this version \
+                         (its data can be saved with the old version's `ndshm save`)"
+                    ),
+                ));
+            }
             return Ok(None);
         }
         let version = u32_at(b, 8);
@@ -245,20 +283,26 @@ impl Trailer {
             owner_pid: u32_at(b, 48) as i32,
             persistent: u32_at(b, 52) != 0,
             owner_start: u64_at(b, 56),
+            owner_lease: u64_at(b, 64),
+            owner_pidns: u64_at(b, 72),
         }))
     }
 
-    /// The owner fields (pid, start time) of raw trailer bytes, if they carry the ndshm
-    /// magic. Checks nothing else and allocates nothing: usable in a signal handler, where
-    /// it only decides whether the segment under a name is still the one this process owns.
-    pub(crate) fn owner_fields(b: &[u8; TRAILER_LEN]) -> Option<(i32, u64)> {
-        (b[0..8] == MAGIC).then(|| (u32_at(b, 48) as i32, u64_at(b, 56)))
+    /// The owner fields (pid, start time, lease) of raw trailer bytes, if they carry the
+    /// ndshm magic. Checks nothing else and allocates nothing: usable in a signal handler,
+    /// where it only decides whether the segment under a name is still the one this
+    /// process owns.
+    pub(crate) fn owner_fields(b: &[u8; TRAILER_LEN]) -> Option<(i32, u64, u64)> {
+        (b[0..8] == MAGIC).then(|| (u32_at(b, 48) as i32, u64_at(b, 56), u64_at(b, 64)))
     }
 
     /// Records the calling process as the owner.
     pub(crate) fn claim_ownership(&self) {
         self.owner_start
             .store(proc::self_start_time(), Ordering::Relaxed);
+        self.owner_pidns
+            .store(proc::pid_namespace(), Ordering::Relaxed);
+        self.owner_lease.store(lease::mine(), Ordering::Relaxed);
         self.owner_pid.store(proc::pid(), Ordering::Release);
     }
 
@@ -276,12 +320,23 @@ mod tests {
     fn encode_parse_round_trip() {
         let b = Trailer::encode(SegmentKind::Queue, 100, true);
         let len = segment_len(100).unwrap();
-        assert_eq!(len, 128 + 128);
+        assert_eq!(len, 128 + TRAILER_LEN);
         let info = Trailer::parse(&b, len).unwrap().unwrap();
         assert_eq!(info.kind, SegmentKind::Queue);
         assert_eq!(info.payload_len, 100);
         assert!(info.persistent);
         assert_eq!(info.owner_pid, proc::pid());
+        assert_eq!(info.owner_lease, lease::mine());
+    }
+
+    #[test]
+    fn format_1_segments_are_refused() {
+        let mut b = [0u8; TRAILER_LEN];
+        b[64..72].copy_from_slice(&MAGIC);
+        b[72..76].copy_from_slice(&1u32.to_le_bytes());
+        let err = Trailer::parse(&b, 256 + TRAILER_LEN).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert!(err.message().contains("version 1"), "{err}");
     }
 
     #[test]
@@ -298,7 +353,7 @@ mod tests {
             Trailer::parse(&b, len + 64).unwrap_err().kind(),
             ErrorKind::Truncated
         );
-        assert!(Trailer::parse(&[0u8; 128], len).unwrap().is_none());
+        assert!(Trailer::parse(&[0u8; TRAILER_LEN], len).unwrap().is_none());
         // Owner fields are outside the checksum: they change when ownership moves.
         let mut moved = b;
         moved[48] ^= 1;

@@ -157,8 +157,8 @@ fn forge_owner(name: &str, pid: i32, start: u64) {
         .open(path(name))
         .unwrap();
     let len = f.metadata().unwrap().len();
-    f.write_all_at(&pid.to_le_bytes(), len - 128 + 48).unwrap();
-    f.write_all_at(&start.to_le_bytes(), len - 128 + 56)
+    f.write_all_at(&pid.to_le_bytes(), len - 192 + 48).unwrap();
+    f.write_all_at(&start.to_le_bytes(), len - 192 + 56)
         .unwrap();
 }
 
@@ -189,7 +189,7 @@ fn a_reused_pid_is_not_the_owner() {
             .open(path(n))
             .unwrap();
         let len = f.metadata().unwrap().len();
-        f.write_all_at(&0u32.to_le_bytes(), len - 128 + 52).unwrap();
+        f.write_all_at(&0u32.to_le_bytes(), len - 192 + 52).unwrap();
     }
     assert!(ndshm::info(&reused).unwrap().is_stale());
     assert!(!ndshm::info(&same).unwrap().is_stale());

@@ -375,7 +375,7 @@ fn corrupted_trailer_and_header_of_an_ndshm_segment() {
     let len = good.len();
     // Trailer checksum broken.
     let mut bad = good.clone();
-    bad[len - 128 + 17] ^= 0xff;
+    bad[len - 192 + 17] ^= 0xff;
     std::fs::write(name.path(), &bad).unwrap();
     assert_eq!(open_kind::<u32, Ix1>(&name), ErrorKind::InvalidHeader);
     // Segment cut short: the trailer no longer ends it; what is left is a truncated npy.

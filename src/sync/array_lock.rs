@@ -10,9 +10,7 @@ use crate::array::{ReadWrite, SharedNdArray};
 use crate::dtype::Element;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sync::lock::{LockGuard, RawLock};
-
-/// Offset of the lock area in the trailer.
-const LOCK_OFFSET: usize = 64;
+use crate::trailer::{LOCK_AREA_OFFSET, TRAILER_LEN};
 
 fn raw_lock<'a, T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&'a RawLock> {
     let seg = a.segment();
@@ -26,10 +24,10 @@ fn raw_lock<'a, T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&'a
             ),
         ));
     }
-    // SAFETY: the segment has a validated trailer: its last 128 bytes, 64-byte aligned,
-    // whose 32-byte lock area at offset 64 is only accessed atomically. The caller ties
-    // the reference to a borrow of the array, which keeps the mapping alive.
-    Ok(unsafe { RawLock::from_ptr(seg.as_ptr().add(seg.len() - 128 + LOCK_OFFSET)) })
+    // SAFETY: the segment has a validated trailer: its last TRAILER_LEN bytes, 64-byte
+    // aligned, whose lock area at LOCK_AREA_OFFSET is only accessed by the lock. The
+    // caller ties the reference to a borrow of the array, which keeps the mapping alive.
+    Ok(unsafe { RawLock::from_ptr(seg.as_ptr().add(seg.len() - TRAILER_LEN + LOCK_AREA_OFFSET)) })
 }
 
 impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {

@@ -58,8 +58,8 @@ pub(crate) fn cached_identity() -> (i32, u64) {
 }
 
 extern "C" fn register_atfork() {
-    // SAFETY: `reset_cached_pid` is an `extern "C"` function that only stores to an
-    // atomic, which is async-signal-safe as a fork child handler must be.
+    // SAFETY: `reset_cached_pid` is an `extern "C"` function that only stores to atomics and
+    // closes one fd, which is async-signal-safe as a fork child handler must be.
     unsafe { libc::pthread_atfork(None, None, Some(reset_cached_pid)) };
 }
 
@@ -74,6 +74,46 @@ static CACHED_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::
 
 extern "C" fn reset_cached_pid() {
     CACHED_PID.store(0, Ordering::Relaxed);
+    TOKEN.store(0, Ordering::Relaxed);
+    super::lease::forget_in_child();
+}
+
+/// This process's token: 0 until first asked for, then a random non-zero value; reset to 0
+/// in the child of every `fork` (by the same `pthread_atfork` child handler as the pid
+/// cache), so a child draws a new one.
+static TOKEN: AtomicU64 = AtomicU64::new(0);
+
+/// A token that names the calling process: handles record it when they are made and
+/// compare it before use, so a copy inherited through `fork` is recognised as foreign.
+///
+/// Unlike a pid, it never comes back: a token is 64 random bits drawn after each fork (a
+/// dead creator's pid can return as a grandchild's after two forks; its token cannot).
+/// One relaxed load on the fast path.
+#[inline]
+#[allow(dead_code)] // wired into handles by the process-binding commits that follow
+pub(crate) fn process_token() -> u64 {
+    let t = TOKEN.load(Ordering::Relaxed);
+    if t != 0 {
+        return t;
+    }
+    new_token()
+}
+
+#[cold]
+#[allow(dead_code)]
+fn new_token() -> u64 {
+    let fresh = random_u64() | 1;
+    match TOKEN.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => fresh,
+        Err(other) => other,
+    }
+}
+
+/// The inode of the calling process's pid namespace (`/proc/self/ns/pid`), or 0 when
+/// `/proc` is not readable. Two processes with different values see different pids.
+pub(crate) fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
 }
 
 /// The calling process's own start time (cached: it never changes).

@@ -1,0 +1,389 @@
+//! Process liveness that the kernel vouches for: a *lease* per process, held as an
+//! open-file-description lock (`F_OFD_SETLK`) on one byte of a per-user lease file in
+//! `/dev/shm`.
+//!
+//! # Why not `/proc/<pid>`
+//! "No `/proc/<pid>` visible to me" does not mean dead: processes in other pid namespaces
+//! (containers sharing `/dev/shm`), `hidepid=2`, or a missing `/proc` all hide live
+//! processes, and a pid can be reused. An OFD lock is held by an open file description,
+//! which the kernel releases when the last process holding it exits — however it ends
+//! (`SIGKILL` included) and whatever its pid namespace — and any process that can open the
+//! file can test for it with `F_OFD_GETLK`. Nothing here reads `/proc`.
+//!
+//! # The lease file
+//! `/dev/shm/.ndshm-lease-<uid>`: [`SLOTS`] little-endian `u32` generation counters, one per
+//! lease slot, owned by `<uid>` with mode `0o644` (only that user writes it; everyone may
+//! read it and test its locks). A process claims a lease by taking a write lock on byte
+//! `s` of the file (any free slot `s`) and then incrementing `gen[s]`; it holds the lock
+//! until it exits. Its lease is the word `uid << 32 | s << GEN_BITS | gen`, never 0.
+//!
+//! # Deciding
+//! For a recorded lease `(uid, s, g)`:
+//! - the recorded process is **alive** while byte `s` is locked and `gen[s] == g`;
+//! - it is **dead** when byte `s` is unlocked (the kernel dropped its lock: it exited) or
+//!   `gen[s] != g` (the slot was claimed again, which needs the lock free);
+//! - it is **unknown** when the lease file cannot be read or tested, or no lease was
+//!   recorded (0): callers then wait rather than take anything over.
+//!
+//! A new claimer that has locked slot `s` but not yet bumped `gen[s]` makes the old lease
+//! look alive for a moment: the error is always towards "alive", never towards "dead".
+//!
+//! # Forks
+//! A forked child shares its parent's open file description, and with it the lock: left
+//! open, the child's copy would keep the parent's lease alive after the parent died. The
+//! `pthread_atfork` child handler (registered in `proc`) calls [`forget_in_child`], which
+//! closes the child's copy (`close` is async-signal-safe) and resets the state, so the
+//! child claims a lease of its own when it first needs one.
+// The liveness checks are wired into the lock, queue, pool and gc by the commits that follow
+// this one.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use super::shm::SHM_DIR;
+
+/// Lease slots per user: how many processes of one user can hold a lease at once.
+pub(crate) const SLOTS: u32 = 4096;
+const SLOT_BITS: u32 = 12;
+const GEN_BITS: u32 = 20;
+const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
+const FILE_LEN: u64 = SLOTS as u64 * 4;
+/// Prefix of the lease files' names (`.ndshm-lease-<uid>`), reserved by `validate_name`.
+pub(crate) const LEASE_PREFIX: &str = ".ndshm-lease-";
+
+const _: () = assert!(1 << SLOT_BITS == SLOTS);
+
+/// What the kernel says of a recorded process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// It holds its lease: it is running (in whatever pid namespace).
+    Alive,
+    /// Its lease was released: it has exited.
+    Dead,
+    /// Cannot be decided (no lease recorded, lease file unreadable): wait, never take over.
+    Unknown,
+}
+
+/// This process's lease: 0 none yet, [`CLAIMING`] while a thread claims it, else the lease.
+static MINE: AtomicU64 = AtomicU64::new(0);
+/// The open lease file holding this process's lock, or -1.
+static FD: AtomicI32 = AtomicI32::new(-1);
+const CLAIMING: u64 = u64::MAX;
+
+/// The lease file of user `uid`.
+pub(crate) fn lease_path(uid: u32) -> std::path::PathBuf {
+    std::path::Path::new(SHM_DIR).join(format!("{LEASE_PREFIX}{uid}"))
+}
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+fn encode(uid: u32, slot: u32, gen: u32) -> u64 {
+    (uid as u64) << 32 | (slot as u64) << GEN_BITS | gen as u64
+}
+
+fn decode(lease: u64) -> (u32, u32, u32) {
+    (
+        (lease >> 32) as u32,
+        (lease as u32) >> GEN_BITS,
+        lease as u32 & GEN_MASK,
+    )
+}
+
+/// `F_OFD_*` lock request on byte `slot`.
+fn flock(kind: i32, slot: u32) -> libc::flock {
+    // SAFETY: `flock` is a plain C struct for which all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = slot as libc::off_t;
+    fl.l_len = 1;
+    fl.l_pid = 0; // required by F_OFD_* commands
+    fl
+}
+
+fn fcntl_lock(file: &File, cmd: i32, fl: &mut libc::flock) -> io::Result<()> {
+    loop {
+        // SAFETY: `fd` is open for the duration of the call and `fl` is a valid flock.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, fl as *mut libc::flock) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Opens (creating if needed) this user's lease file read-write.
+fn open_own() -> io::Result<File> {
+    let uid = euid();
+    let path = lease_path(uid);
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&path)
+    };
+    let file = match open() {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Build it under a temporary name, then publish it with link(2), which fails
+            // if another process published first: nobody sees a half-made file.
+            let tmp = std::path::Path::new(SHM_DIR).join(format!(
+                ".ndshm-tmp-lease-{}-{:x}",
+                std::process::id(),
+                super::proc::random_u64()
+            ));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)?;
+            let made = f
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .and_then(|()| super::shm::reserve(&f, FILE_LEN))
+                .and_then(|()| std::fs::hard_link(&tmp, &path));
+            let _ = std::fs::remove_file(&tmp);
+            match made {
+                Ok(()) => f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open()?,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    check_file(&file, uid)?;
+    Ok(file)
+}
+
+/// A lease file must be a regular file of `uid`, [`FILE_LEN`] bytes long: anything else
+/// (planted by another user, truncated) is not trusted.
+fn check_file(file: &File, uid: u32) -> io::Result<()> {
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.uid() != uid || meta.len() != FILE_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is not an ndshm lease file of uid {uid} ({} bytes, uid {})",
+                lease_path(uid).display(),
+                meta.len(),
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn read_gen(file: &File, slot: u32) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    file.read_exact_at(&mut b, slot as u64 * 4)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+/// Claims a lease: locks a free byte of the lease file and bumps its generation.
+fn claim() -> io::Result<(File, u64)> {
+    let file = open_own()?;
+    let start = (super::proc::random_u64() % SLOTS as u64) as u32;
+    for i in 0..SLOTS {
+        let slot = (start + i) % SLOTS;
+        let mut fl = flock(libc::F_WRLCK, slot);
+        match fcntl_lock(&file, libc::F_OFD_SETLK, &mut fl) {
+            Ok(()) => {}
+            Err(e)
+                if e.raw_os_error() == Some(libc::EAGAIN)
+                    || e.raw_os_error() == Some(libc::EACCES) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        }
+        // We hold the slot: nobody else writes its generation now.
+        let mut gen = read_gen(&file, slot)?.wrapping_add(1) & GEN_MASK;
+        if gen == 0 {
+            gen = 1;
+        }
+        file.write_all_at(&gen.to_le_bytes(), slot as u64 * 4)?;
+        return Ok((file, encode(euid(), slot, gen)));
+    }
+    Err(io::Error::other(format!(
+        "all {SLOTS} lease slots of uid {} are held by running processes",
+        euid()
+    )))
+}
+
+/// This process's lease, claimed on first use; 0 when none could be claimed (then others
+/// treat this process's records as [`Liveness::Unknown`] and wait instead of taking over).
+pub(crate) fn mine() -> u64 {
+    loop {
+        match MINE.load(Ordering::Acquire) {
+            0 => {
+                if MINE
+                    .compare_exchange(0, CLAIMING, Ordering::Acquire, Ordering::Acquire)
+                    .is_err()
+                {
+                    continue;
+                }
+                let lease = match claim() {
+                    Ok((file, lease)) => {
+                        // The lock lives as long as this fd: keep it open until exit.
+                        FD.store(std::os::fd::IntoRawFd::into_raw_fd(file), Ordering::Release);
+                        lease
+                    }
+                    Err(_) => NONE_CLAIMED,
+                };
+                MINE.store(lease, Ordering::Release);
+            }
+            CLAIMING => std::thread::yield_now(),
+            NONE_CLAIMED => return 0,
+            lease => return lease,
+        }
+    }
+}
+
+/// Marker: a claim was tried and failed (no retry storm on every call).
+const NONE_CLAIMED: u64 = u64::MAX - 1;
+
+/// What the kernel says of the process that recorded `lease`.
+pub(crate) fn check(lease: u64) -> Liveness {
+    if lease == 0 || lease == CLAIMING || lease == NONE_CLAIMED {
+        return Liveness::Unknown;
+    }
+    if lease == MINE.load(Ordering::Acquire) {
+        return Liveness::Alive;
+    }
+    let (uid, slot, gen) = decode(lease);
+    if slot >= SLOTS || gen == 0 {
+        return Liveness::Unknown;
+    }
+    let path = lease_path(uid);
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return Liveness::Unknown;
+    };
+    if check_file(&file, uid).is_err() {
+        return Liveness::Unknown;
+    }
+    let Ok(now) = read_gen(&file, slot) else {
+        return Liveness::Unknown;
+    };
+    if now != gen {
+        return Liveness::Dead;
+    }
+    let mut fl = flock(libc::F_WRLCK, slot);
+    match fcntl_lock(&file, libc::F_OFD_GETLK, &mut fl) {
+        Ok(()) if fl.l_type == libc::F_UNLCK as libc::c_short => {
+            // Unlocked now; re-read the generation: a claimer between our two reads made
+            // the old lease dead anyway, so either way the recorded process is gone.
+            Liveness::Dead
+        }
+        Ok(()) => Liveness::Alive,
+        Err(_) => Liveness::Unknown,
+    }
+}
+
+/// Child side of `fork`: drops the inherited copy of the parent's lease (closing the fd
+/// does not release the parent's lock, which lives while the parent's copy is open).
+///
+/// Async-signal-safe: atomics and `close` only.
+pub(crate) fn forget_in_child() {
+    let fd = FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: `fd` is the lease fd this process inherited; nothing else uses it (its
+        // only user is this module, which just forgot it).
+        unsafe { libc::close(fd) };
+    }
+    MINE.store(0, Ordering::Relaxed);
+}
+
+/// The open lease file, for tests that need to see the lock from another fd.
+#[cfg(test)]
+fn held_fd() -> Option<File> {
+    let fd = FD.load(Ordering::Acquire);
+    // SAFETY: dup gives a new fd for the same description, owned by the returned File.
+    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(libc::dup(fd)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_lease_is_alive_and_stable() {
+        let me = mine();
+        assert_ne!(me, 0, "a lease must be claimable in /dev/shm");
+        assert_eq!(mine(), me);
+        assert_eq!(check(me), Liveness::Alive);
+        assert!(held_fd().is_some());
+        let (uid, slot, gen) = decode(me);
+        assert_eq!(uid, euid());
+        assert!(slot < SLOTS && gen > 0);
+    }
+
+    #[test]
+    fn no_lease_is_unknown_and_a_stale_generation_is_dead() {
+        assert_eq!(check(0), Liveness::Unknown);
+        let me = mine();
+        let (uid, slot, gen) = decode(me);
+        let older = encode(uid, slot, if gen == 1 { GEN_MASK } else { gen - 1 });
+        assert_eq!(check(older), Liveness::Dead);
+        // A slot nobody holds, with its current generation: dead (unlocked).
+        let free = (slot + 1) % SLOTS;
+        let file = open_own().unwrap();
+        let mut fl = flock(libc::F_WRLCK, free);
+        fcntl_lock(&file, libc::F_OFD_GETLK, &mut fl).unwrap();
+        if fl.l_type == libc::F_UNLCK as libc::c_short {
+            let g = read_gen(&file, free).unwrap().max(1);
+            if read_gen(&file, free).unwrap() == g {
+                assert_eq!(check(encode(uid, free, g)), Liveness::Dead);
+            }
+        }
+    }
+
+    #[test]
+    fn a_child_gets_its_own_lease_and_its_death_is_seen() {
+        let parent = mine();
+        let shared = crate::sys::fork::AnonShared::new(8).unwrap();
+        // SAFETY: 8 zeroed, page-aligned bytes shared with the child, accessed atomically.
+        let word = unsafe { &*(shared.as_ptr() as *const AtomicU64) };
+        let report = crate::process::Report::new().unwrap();
+        let pid = crate::process::fork_with(|| {
+            crate::process::run_child(&report, || {
+                let child = mine();
+                assert_ne!(child, 0);
+                assert_ne!(child, parent, "a forked child must claim its own lease");
+                assert_eq!(check(parent), Liveness::Alive);
+                assert_eq!(check(child), Liveness::Alive);
+                word.store(child, Ordering::Release);
+            })
+        })
+        .unwrap();
+        let exit = crate::sys::fork::wait_child(pid, false).unwrap();
+        let (_, msg) = report.read();
+        assert_eq!(exit, Some(crate::sys::fork::Exit::Code(0)), "child: {msg}");
+        let child = word.load(Ordering::Acquire);
+        assert_ne!(child, 0);
+        assert_eq!(
+            check(child),
+            Liveness::Dead,
+            "the kernel dropped the child's lock"
+        );
+        assert_eq!(
+            check(parent),
+            Liveness::Alive,
+            "the parent's lease outlives the child"
+        );
+    }
+}
