@@ -429,6 +429,122 @@ fn no_room_in_dev_shm_is_an_error_at_create_time() {
     assert!(leftovers.is_empty());
 }
 
+/// Resident memory of the mapping that contains `addr`, from `/proc/self/smaps`: how much
+/// of it this process has touched through the mapping. Only that one mapping counts, so
+/// sibling tests running in other threads do not disturb it.
+fn rss_kib_of_mapping(addr: *const u8) -> usize {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let addr = addr as usize;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&addr);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(kib) = line.strip_prefix("Rss:") {
+                return kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+            }
+        }
+    }
+    panic!("no mapping contains {addr:#x}");
+}
+
+const BIG: usize = 8 << 20;
+
+#[test]
+fn opening_a_big_array_reads_its_header_with_pread_not_through_the_mapping() {
+    let name = Name::new("hdr-pread");
+    let mut a = SharedNdArray::<u8, Ix1>::zeros(&name, BIG).unwrap();
+    a.persist();
+    drop(a);
+    // SAFETY: private test segment.
+    let a = unsafe { SharedNdArray::<u8, Ix1>::open(&name) }.unwrap();
+    assert_eq!(a.len(), BIG);
+    // The header was read from the file: opening touched (almost) nothing of the mapping,
+    // where other processes may be writing the data. Reading it through the mapping
+    // faulted in up to 2 MiB.
+    let rss = rss_kib_of_mapping(a.as_slice_memory_order().as_ptr());
+    assert!(rss < 1024, "opening touched {rss} KiB of the mapping");
+    // The same for an array attached without its type.
+    drop(a);
+    // SAFETY: private test segment.
+    let d = unsafe { ndshm::open_dyn(&name) }.unwrap();
+    let typed = d.into_typed::<u8, Ix1>().unwrap();
+    let rss = rss_kib_of_mapping(typed.as_slice_memory_order().as_ptr());
+    assert!(rss < 1024, "open_dyn touched {rss} KiB of the mapping");
+}
+
+#[test]
+fn open_raw_probes_for_a_header_with_pread_not_through_the_mapping() {
+    let name = Name::new("raw-pread");
+    write_file(&name, &vec![7u8; BIG]);
+    // SAFETY: private test segment.
+    let a = unsafe { SharedNdArray::<u8, Ix1>::open_raw(&name, BIG) }.unwrap();
+    let rss = rss_kib_of_mapping(a.as_slice_memory_order().as_ptr());
+    assert_eq!(rss, 0, "the magic probe touched {rss} KiB of the mapping");
+}
+
+#[test]
+fn save_copies_the_data_with_pread_not_through_the_mapping() {
+    let dir = TempDir::new("save-pread");
+    let name = Name::new("save-pread");
+    let a = SharedNdArray::<u8, Ix1>::zeros(&name, BIG).unwrap();
+    let before = rss_kib_of_mapping(a.as_slice_memory_order().as_ptr());
+    assert!(before < 1024, "creation touched {before} KiB");
+    a.save(dir.join("a.npy")).unwrap();
+    let after = rss_kib_of_mapping(a.as_slice_memory_order().as_ptr());
+    assert!(after < 1024, "save touched {after} KiB of the mapping");
+    let back = Name::new("save-pread-back");
+    let copy = SharedNdArray::<u8, Ix1>::load(&back, dir.join("a.npy")).unwrap();
+    assert_eq!(copy.len(), BIG);
+}
+
+#[test]
+fn save_of_a_segment_shrunk_behind_its_back_says_it_shrank() {
+    let dir = TempDir::new("save-trunc");
+    let names = [Name::new("save-trunc"), Name::new("save-trunc-dyn")];
+    for name in &names {
+        let mut a = SharedNdArray::<u64, Ix1>::zeros(name, 1 << 17).unwrap();
+        a.persist();
+    }
+    let segs = [names[0].to_string(), names[1].to_string()];
+    let out = dir.join("a.npy");
+    // In a child: touching a shrunk mapping faults (SIGBUS in user code, EFAULT in a
+    // write(2) from it), which must fail the test, not kill it.
+    let child = Process::spawn(move || -> Result<(), String> {
+        let shrink = |name: &str| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(std::path::Path::new("/dev/shm").join(name))
+                .and_then(|f| f.set_len(4096))
+                .map_err(|e| e.to_string())
+        };
+        // SAFETY: private test segments; the truncation breaks the `open` contract on
+        // purpose, and `save` must still not fault.
+        let a = unsafe { SharedNdArray::<u64, Ix1>::open(&segs[0]) }.map_err(|e| e.to_string())?;
+        // SAFETY: as above.
+        let d = unsafe { ndshm::open_dyn(&segs[1]) }.map_err(|e| e.to_string())?;
+        shrink(&segs[0])?;
+        shrink(&segs[1])?;
+        for err in [a.save(&out).unwrap_err(), d.save(&out).unwrap_err()] {
+            if err.kind() != ErrorKind::Truncated || !err.to_string().contains("shrank") {
+                return Err(format!("expected a Truncated error, got {err}"));
+            }
+            if out.exists() {
+                return Err("the partial .npy file was left behind".into());
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    child.join().unwrap();
+}
+
 #[test]
 fn open_raw_attaches_headerless_segments() {
     let name = Name::new("raw");
