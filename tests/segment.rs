@@ -10,6 +10,9 @@ use common::{Name, TempDir};
 use ndarray::{array, Array2, Ix1, Ix2, Ix3, IxDyn};
 use ndshm::{CreateOptions, DType, ErrorKind, Process, SharedNdArray};
 
+/// How long a handshake with a child may take before the test fails instead of hanging.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn write_file(name: &Name, bytes: &[u8]) {
     let mut f = std::fs::File::create(name.path()).unwrap();
     f.write_all(bytes).unwrap();
@@ -146,20 +149,30 @@ fn unlinked_segment_keeps_working_for_attached_handles() {
     let name = Name::new("unlinked");
     let mut a = SharedNdArray::<i64, Ix1>::zeros(&name, 100).unwrap();
     let child_name = name.to_string();
-    // The child attaches, the parent unlinks, the child still works on its mapping.
+    let (parent_end, child_end) = ndshm::Pipe::new().unwrap();
+    // The child attaches and says so, the parent unlinks and says so, the child still
+    // works on its mapping.
     let child = Process::spawn(move || -> Result<(), String> {
         // SAFETY: the child writes element 0 only; the parent reads after join.
         let mut b =
             unsafe { SharedNdArray::<i64, Ix1>::open(&child_name) }.map_err(|e| e.to_string())?;
-        while std::path::Path::new("/dev/shm").join(&child_name).exists() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        child_end.send_str("attached").map_err(|e| e.to_string())?;
+        let msg = child_end
+            .recv_bytes_timeout(DEADLINE)
+            .map_err(|e| e.to_string())?;
+        if msg != b"unlinked" || std::path::Path::new("/dev/shm").join(&child_name).exists() {
+            return Err("the parent did not unlink the name".into());
         }
         b.view_mut()[0] = 77;
         Ok(())
     })
     .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(
+        parent_end.recv_bytes_timeout(DEADLINE).unwrap(),
+        b"attached"
+    );
     ndshm::unlink(&name).unwrap();
+    parent_end.send_str("unlinked").unwrap();
     child.join().unwrap();
     assert_eq!(a.view()[0], 77);
     a.view_mut()[1] = 1;
@@ -416,17 +429,32 @@ fn no_room_in_dev_shm_is_an_error_at_create_time() {
         "{msg}"
     );
     assert!(!name.path().exists());
-    // No temporary segment was left behind either.
-    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!(".ndshm-tmp-{}-", std::process::id()))
-        })
-        .collect();
-    assert!(leftovers.is_empty());
+    // No temporary segment was left behind either. Temporary names carry the creating
+    // process's pid, so the attempt runs in a child of its own: the only temporary names
+    // with its pid are those this attempt made (sibling tests create segments from the
+    // parent's pid, and the forked child has a single thread).
+    let (name, size) = (name.to_string(), free + (1 << 30));
+    Process::spawn(move || -> Result<(), String> {
+        let err = SharedNdArray::<u8, Ix1>::zeros(&name, size).unwrap_err();
+        if err.kind() != ErrorKind::NoSpace {
+            return Err(format!("expected NoSpace, got {err}"));
+        }
+        let ours = format!(".ndshm-tmp-{}-", std::process::id());
+        let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&ours))
+            .collect();
+        if leftovers.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("temporary segments left behind: {leftovers:?}"))
+        }
+    })
+    .unwrap()
+    .join()
+    .unwrap();
 }
 
 /// Resident memory of the mapping that contains `addr`, from `/proc/self/smaps`: how much
