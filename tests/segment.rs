@@ -457,32 +457,33 @@ fn no_room_in_dev_shm_is_an_error_at_create_time() {
     .unwrap();
 }
 
-/// Resident memory of the mapping that contains `addr`, from `/proc/self/smaps`: how much
-/// of it this process has touched through the mapping. Only that one mapping counts, so
-/// sibling tests running in other threads do not disturb it.
-fn rss_kib_of_mapping(addr: *const u8) -> usize {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let addr = addr as usize;
-    let mut inside = false;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((lo, hi)) = first.split_once('-') {
-            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-            {
-                inside = (lo..hi).contains(&addr);
-                continue;
-            }
-        }
-        if inside {
-            if let Some(kib) = line.strip_prefix("Rss:") {
-                return kib.trim().trim_end_matches("kB").trim().parse().unwrap();
-            }
-        }
-    }
-    panic!("no mapping contains {addr:#x}");
+/// How many pages of `[start, start + len)` this process has mapped in its page tables
+/// (the "present" bit of `/proc/self/pagemap`): what it touched through a mapping of
+/// shared memory. Only this range counts, so sibling tests in other threads do not
+/// disturb it. `start` and `len` are multiples of the page size.
+fn pages_touched(start: *const u8, len: usize) -> usize {
+    use std::os::unix::fs::FileExt;
+    const PAGE: usize = 4096;
+    assert!(start as usize % PAGE == 0 && len % PAGE == 0);
+    let pagemap = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let mut entries = vec![0u8; len / PAGE * 8];
+    pagemap
+        .read_exact_at(&mut entries, (start as usize / PAGE * 8) as u64)
+        .unwrap();
+    entries
+        .chunks_exact(8)
+        .filter(|e| u64::from_le_bytes((*e).try_into().unwrap()) >> 63 == 1)
+        .count()
 }
 
 const BIG: usize = 8 << 20;
+const MIB2: usize = 2 << 20;
+
+/// The start of the page-aligned mapping that holds `a`'s data (which starts in page 0).
+fn mapping_start<T: ndshm::Element, D: ndarray::Dimension>(a: &SharedNdArray<T, D>) -> *const u8 {
+    let data = a.as_slice_memory_order().as_ptr() as usize;
+    (data & !4095) as *const u8
+}
 
 #[test]
 fn opening_a_big_array_reads_its_header_with_pread_not_through_the_mapping() {
@@ -493,18 +494,21 @@ fn opening_a_big_array_reads_its_header_with_pread_not_through_the_mapping() {
     // SAFETY: private test segment.
     let a = unsafe { SharedNdArray::<u8, Ix1>::open(&name) }.unwrap();
     assert_eq!(a.len(), BIG);
-    // The header was read from the file: opening touched (almost) nothing of the mapping,
-    // where other processes may be writing the data. Reading it through the mapping
-    // faulted in up to 2 MiB.
-    let rss = rss_kib_of_mapping(a.as_slice_memory_order().as_ptr());
-    assert!(rss < 1024, "opening touched {rss} KiB of the mapping");
+    // The header was read from the file: opening touched nothing of the first 2 MiB of
+    // the mapping, where other processes may be writing the data (reading the header
+    // through the mapping touched all of them).
+    let touched = pages_touched(mapping_start(&a), MIB2);
+    assert_eq!(touched, 0, "opening touched {touched} pages of the mapping");
     // The same for an array attached without its type.
     drop(a);
     // SAFETY: private test segment.
     let d = unsafe { ndshm::open_dyn(&name) }.unwrap();
     let typed = d.into_typed::<u8, Ix1>().unwrap();
-    let rss = rss_kib_of_mapping(typed.as_slice_memory_order().as_ptr());
-    assert!(rss < 1024, "open_dyn touched {rss} KiB of the mapping");
+    let touched = pages_touched(mapping_start(&typed), MIB2);
+    assert_eq!(
+        touched, 0,
+        "open_dyn touched {touched} pages of the mapping"
+    );
 }
 
 #[test]
@@ -513,8 +517,11 @@ fn open_raw_probes_for_a_header_with_pread_not_through_the_mapping() {
     write_file(&name, &vec![7u8; BIG]);
     // SAFETY: private test segment.
     let a = unsafe { SharedNdArray::<u8, Ix1>::open_raw(&name, BIG) }.unwrap();
-    let rss = rss_kib_of_mapping(a.as_slice_memory_order().as_ptr());
-    assert_eq!(rss, 0, "the magic probe touched {rss} KiB of the mapping");
+    let touched = pages_touched(mapping_start(&a), MIB2);
+    assert_eq!(
+        touched, 0,
+        "the magic probe touched {touched} pages of the mapping"
+    );
 }
 
 #[test]
@@ -522,11 +529,13 @@ fn save_copies_the_data_with_pread_not_through_the_mapping() {
     let dir = TempDir::new("save-pread");
     let name = Name::new("save-pread");
     let a = SharedNdArray::<u8, Ix1>::zeros(&name, BIG).unwrap();
-    let before = rss_kib_of_mapping(a.as_slice_memory_order().as_ptr());
-    assert!(before < 1024, "creation touched {before} KiB");
+    // Creation wrote the header (page 0) and the trailer (the end); look in between.
+    let middle = mapping_start(&a).wrapping_add(MIB2);
+    let before = pages_touched(middle, BIG - 2 * MIB2);
+    assert_eq!(before, 0, "creation touched {before} pages of the data");
     a.save(dir.join("a.npy")).unwrap();
-    let after = rss_kib_of_mapping(a.as_slice_memory_order().as_ptr());
-    assert!(after < 1024, "save touched {after} KiB of the mapping");
+    let after = pages_touched(middle, BIG - 2 * MIB2);
+    assert_eq!(after, 0, "save touched {after} pages of the mapping");
     let back = Name::new("save-pread-back");
     let copy = SharedNdArray::<u8, Ix1>::load(&back, dir.join("a.npy")).unwrap();
     assert_eq!(copy.len(), BIG);
