@@ -12,8 +12,10 @@ use ndarray::{
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, ErrorKind, Result};
+use crate::info;
 use crate::npy::{self, NpyHeader};
 use crate::segment::{CreateOptions, MapAccess, Segment};
+use crate::sys::shm;
 use crate::trailer::SegmentKind;
 
 mod private {
@@ -87,21 +89,19 @@ fn with_order<D: Dimension>(dim: D, fortran: bool) -> ndarray::Shape<D> {
     }
 }
 
-/// Header, data offset and checks of an array segment, read from a copy of its first bytes.
+/// Header, data offset and checks of an array segment, read with `pread` from its file
+/// (never through the mapping, which other processes may be writing).
 fn read_header(seg: &Segment) -> Result<(NpyHeader, usize)> {
     seg.expect_kind(SegmentKind::Array)?;
     let avail = seg.payload_len();
-    let probe = avail.min(1 << 21);
-    // SAFETY: `probe <= payload_len <= len`, so the range lies inside the live mapping;
-    // bytes have no validity requirement. We copy them out before parsing so that a
-    // concurrent writer cannot change what we validated.
-    let copy = unsafe { std::slice::from_raw_parts(seg.as_ptr(), probe) }.to_vec();
-    let (header, offset) = NpyHeader::parse(&copy).map_err(|e| {
-        Error::new(
-            e.kind(),
-            format!("segment '{}': {}", seg.name(), e.message()),
-        )
-    })?;
+    let (header, offset) = info::read_npy_header(seg.file(), avail as u64)
+        .map_err(|e| Error::os(format!("cannot read segment '{}'", seg.name()), e))?
+        .map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!("segment '{}': {}", seg.name(), e.message()),
+            )
+        })?;
     header.check_fits(seg.name(), offset, avail, seg.info().is_some())?;
     if (seg.as_ptr() as usize + offset) % header.dtype.align() != 0 {
         return Err(Error::new(
@@ -375,9 +375,11 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
         let dim = shape.into_dimension();
         let need = npy::data_bytes(dim.slice(), T::DTYPE)?;
         let have = seg.payload_len();
-        // SAFETY: when `have >= 6`, the first 6 bytes lie inside the mapping.
-        let has_magic =
-            have >= 6 && unsafe { std::slice::from_raw_parts(seg.as_ptr(), 6) } == npy::MAGIC;
+        // Probe with pread, not through the mapping that other processes may be writing.
+        let mut magic = [0u8; 6];
+        let got = shm::read_at(seg.file(), &mut magic, 0)
+            .map_err(|e| Error::os(format!("cannot read segment '{name}'"), e))?;
+        let has_magic = have >= 6 && got == 6 && magic == *npy::MAGIC;
         if seg.info().is_some() || has_magic {
             return Err(Error::new(
                 ErrorKind::InvalidHeader,
@@ -683,31 +685,71 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
         self.seg.prefault()
     }
 
-    /// Writes the array as a `.npy` file numpy loads (standard header, no trailer).
+    /// Writes the array as a `.npy` file numpy loads (standard header, no trailer). The data
+    /// is copied from the segment's file with `pread`, not through the mapping.
     ///
     /// # Errors
-    /// An OS error creating or writing `path`.
+    /// An OS error creating or writing `path`; [`ErrorKind::Truncated`] when the segment
+    /// file shrank behind the handle's back (the partial file is removed).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let header = NpyHeader {
             dtype: T::DTYPE,
             fortran_order: self.fortran,
             shape: self.shape().to_vec(),
         };
-        save_bytes(
+        save_segment(
             path.as_ref(),
             &header,
-            bytemuck::cast_slice(self.as_slice_memory_order()),
+            &self.seg,
+            self.offset,
+            self.nbytes(),
         )
     }
 }
 
-fn save_bytes(path: &Path, header: &NpyHeader, data: &[u8]) -> Result<()> {
+/// Writes `header` and then `len` bytes of `seg` from byte `offset` to a new `.npy` file at
+/// `path`. The data is copied with `pread` from the segment's file, never through a slice
+/// over the mapping, which other processes may be writing (a data race) or may have
+/// truncated (a SIGBUS); a segment that shrank is an error and the partial file is removed.
+fn save_segment(
+    path: &Path,
+    header: &NpyHeader,
+    seg: &Segment,
+    offset: usize,
+    len: usize,
+) -> Result<()> {
     let ctx = |what: &str| format!("{what} {}", path.display());
-    let mut file = File::create(path).map_err(|e| Error::os(ctx("cannot create"), e))?;
-    file.write_all(&header.encode())
-        .and_then(|()| file.write_all(data))
-        .and_then(|()| file.flush())
-        .map_err(|e| Error::os(ctx("cannot write"), e))
+    let mut out = File::create(path).map_err(|e| Error::os(ctx("cannot create"), e))?;
+    let copied = (|| -> Result<()> {
+        out.write_all(&header.encode())
+            .map_err(|e| Error::os(ctx("cannot write"), e))?;
+        let mut buf = vec![0u8; len.min(1 << 20)];
+        let mut done = 0;
+        while done < len {
+            let want = (len - done).min(buf.len());
+            let got = shm::read_at(seg.file(), &mut buf[..want], (offset + done) as u64)
+                .map_err(|e| Error::os(format!("cannot read segment '{}'", seg.name()), e))?;
+            if got < want {
+                return Err(Error::new(
+                    ErrorKind::Truncated,
+                    format!(
+                        "segment '{}' shrank while it was being saved: it ends {} bytes into \
+                         its {len} bytes of data; nothing was saved",
+                        seg.name(),
+                        done + got
+                    ),
+                ));
+            }
+            out.write_all(&buf[..want])
+                .map_err(|e| Error::os(ctx("cannot write"), e))?;
+            done += want;
+        }
+        out.flush().map_err(|e| Error::os(ctx("cannot write"), e))
+    })();
+    if copied.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    copied
 }
 
 impl<T: Element, D: Dimension, A: AccessMode> fmt::Debug for SharedNdArray<T, D, A> {
@@ -746,10 +788,11 @@ impl<T: Element, D: Dimension, A: AccessMode> fmt::Display for SharedNdArray<T, 
 /// typed.unlink()?;
 /// # Ok::<(), ndshm::Error>(())
 /// ```
-pub struct DynSharedArray {
+pub struct DynSharedArray<A: AccessMode = ReadWrite> {
     seg: Segment,
     header: NpyHeader,
     offset: usize,
+    _access: PhantomData<A>,
 }
 
 /// Attaches to array segment `name` whatever its element type and dimensionality.
@@ -760,16 +803,22 @@ pub struct DynSharedArray {
 /// # Errors
 /// As [`SharedNdArray::open`], less the type and dimension checks.
 pub unsafe fn open_dyn(name: &str) -> Result<DynSharedArray> {
-    let seg = Segment::open(name, MapAccess::READ_WRITE)?;
-    let (header, offset) = read_header(&seg)?;
-    Ok(DynSharedArray {
-        seg,
-        header,
-        offset,
-    })
+    DynSharedArray::attach(Segment::open(name, MapAccess::READ_WRITE)?)
 }
 
 impl DynSharedArray {
+    /// Attaches to array segment `name` read-only (`PROT_READ`), whatever its element type
+    /// and dimensionality: enough to print or save it, and it needs only read permission.
+    ///
+    /// # Safety
+    /// As [`SharedNdArray::open_read_only`].
+    ///
+    /// # Errors
+    /// As [`open_dyn`].
+    pub unsafe fn open_read_only(name: &str) -> Result<DynSharedArray<ReadOnly>> {
+        DynSharedArray::attach(Segment::open(name, MapAccess::READ_ONLY)?)
+    }
+
     /// Copies a `.npy` file of any supported type into a new segment `name`.
     ///
     /// # Errors
@@ -780,6 +829,19 @@ impl DynSharedArray {
             seg,
             header,
             offset,
+            _access: PhantomData,
+        })
+    }
+}
+
+impl<A: AccessMode> DynSharedArray<A> {
+    fn attach(seg: Segment) -> Result<Self> {
+        let (header, offset) = read_header(&seg)?;
+        Ok(DynSharedArray {
+            seg,
+            header,
+            offset,
+            _access: PhantomData,
         })
     }
 
@@ -832,7 +894,7 @@ impl DynSharedArray {
     ///
     /// # Errors
     /// [`ErrorKind::TypeMismatch`], [`ErrorKind::DimensionMismatch`].
-    pub fn into_typed<T: Element, D: Dimension>(self) -> Result<SharedNdArray<T, D>> {
+    pub fn into_typed<T: Element, D: Dimension>(self) -> Result<SharedNdArray<T, D, A>> {
         if self.header.dtype != T::DTYPE {
             return Err(type_mismatch(self.seg.name(), self.header.dtype, T::DTYPE));
         }
@@ -846,17 +908,18 @@ impl DynSharedArray {
         })
     }
 
-    /// Writes the array as a `.npy` file.
+    /// Writes the array as a `.npy` file, as [`SharedNdArray::save`] does.
     ///
     /// # Errors
-    /// An OS error creating or writing `path`.
+    /// As [`SharedNdArray::save`].
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        // SAFETY: the data range was checked at open to lie inside the mapping; bytes have
-        // no validity or alignment requirement.
-        let data = unsafe {
-            std::slice::from_raw_parts(self.seg.as_ptr().add(self.offset), self.nbytes())
-        };
-        save_bytes(path.as_ref(), &self.header, data)
+        save_segment(
+            path.as_ref(),
+            &self.header,
+            &self.seg,
+            self.offset,
+            self.nbytes(),
+        )
     }
 
     fn fmt_as<T: Element>(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -873,7 +936,7 @@ impl DynSharedArray {
     }
 }
 
-impl fmt::Display for DynSharedArray {
+impl<A: AccessMode> fmt::Display for DynSharedArray<A> {
     /// ndarray's `Display` of the array (abbreviated with `...` for big arrays).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use num_complex::{Complex32, Complex64};
@@ -894,7 +957,7 @@ impl fmt::Display for DynSharedArray {
     }
 }
 
-impl fmt::Debug for DynSharedArray {
+impl<A: AccessMode> fmt::Debug for DynSharedArray<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DynSharedArray")
             .field("name", &self.name())

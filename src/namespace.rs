@@ -18,6 +18,9 @@ const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMST1");
 const HEADER: usize = 64;
 const H_SIZE: usize = 8;
 const H_TAG: usize = 16;
+/// The largest alignment a value can get: the payload is page-aligned (pages are at least
+/// 4096 bytes).
+const MAX_ALIGN: usize = 4096;
 
 /// A `Pod` struct in shared memory, reached only under its robust lock: namespace-like
 /// state (`ns.x += 1`) shared by processes.
@@ -50,26 +53,50 @@ pub struct SharedStruct<T: Pod> {
 }
 
 impl<T: Pod> SharedStruct<T> {
+    /// Where the value starts in the (page-aligned) payload: after the header, at a
+    /// multiple of `align_of::<T>()`, so that the guard can hand out `&T`/`&mut T`.
+    fn data_offset() -> usize {
+        HEADER.max(std::mem::align_of::<T>())
+    }
+
+    /// Refuses types the page-aligned payload cannot align.
+    fn check_align() -> Result<()> {
+        let align = std::mem::align_of::<T>();
+        if align > MAX_ALIGN {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{} needs {align}-byte alignment; a SharedStruct aligns its value to at \
+                     most {MAX_ALIGN} bytes (a page): lower the type's #[repr(align)]",
+                    std::any::type_name::<T>()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn init(value: T) -> impl FnOnce(&mut [u8]) -> Result<()> {
         move |p: &mut [u8]| {
             p[0..8].copy_from_slice(&MAGIC.to_le_bytes());
             p[H_SIZE..H_SIZE + 8].copy_from_slice(&(std::mem::size_of::<T>() as u64).to_le_bytes());
             p[H_TAG..H_TAG + 8].copy_from_slice(&type_tag::<T>().to_le_bytes());
-            p[HEADER..HEADER + std::mem::size_of::<T>()]
-                .copy_from_slice(bytemuck::bytes_of(&value));
+            let at = Self::data_offset();
+            p[at..at + std::mem::size_of::<T>()].copy_from_slice(bytemuck::bytes_of(&value));
             Ok(())
         }
     }
 
     fn len() -> usize {
-        HEADER + std::mem::size_of::<T>()
+        Self::data_offset() + std::mem::size_of::<T>()
     }
 
     /// An anonymous struct, shared with children forked later.
     ///
     /// # Errors
-    /// An OS error when mapping fails.
+    /// [`ErrorKind::InvalidArgument`] when `T` needs more than 4096-byte alignment; an OS
+    /// error when mapping fails.
     pub fn new(value: T) -> Result<Self> {
+        Self::check_align()?;
         Ok(Self::wrap(Region::anonymous(
             Self::len(),
             Self::init(value),
@@ -79,7 +106,8 @@ impl<T: Pod> SharedStruct<T> {
     /// Creates struct segment `name` holding `value`.
     ///
     /// # Errors
-    /// The errors of segment creation.
+    /// [`ErrorKind::InvalidArgument`] when `T` needs more than 4096-byte alignment, and the
+    /// errors of segment creation.
     pub fn create(name: &str, value: T) -> Result<Self> {
         Self::create_with(name, value, &CreateOptions::new())
     }
@@ -89,6 +117,7 @@ impl<T: Pod> SharedStruct<T> {
     /// # Errors
     /// As [`create`](Self::create).
     pub fn create_with(name: &str, value: T, opts: &CreateOptions) -> Result<Self> {
+        Self::check_align()?;
         let region = Region::create(
             name,
             SegmentKind::Struct,
@@ -103,8 +132,10 @@ impl<T: Pod> SharedStruct<T> {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`], [`ErrorKind::TypeMismatch`],
-    /// [`ErrorKind::AlreadyOpen`].
+    /// [`ErrorKind::AlreadyOpen`], [`ErrorKind::InvalidArgument`] (as for
+    /// [`create`](Self::create)).
     pub fn open(name: &str) -> Result<Self> {
+        Self::check_align()?;
         let region = Region::open(name, SegmentKind::Struct, Self::len())?;
         if header_word(&region, 0) != MAGIC
             || header_word(&region, H_TAG) != type_tag::<T>()
@@ -129,13 +160,15 @@ impl<T: Pod> SharedStruct<T> {
     }
 
     fn guard<'a>(&'a self, lock: LockGuard<'a>) -> StructGuard<'a, T> {
-        // SAFETY: the payload holds HEADER + size_of::<T>() bytes (checked at open/create);
-        // the lock we hold makes this the only reference to the data in any process or
-        // thread until the guard drops; unaligned access is avoided because T is read and
-        // written through `bytemuck` on a byte slice.
+        // SAFETY: the payload holds data_offset() + size_of::<T>() bytes (checked at
+        // open/create); the lock we hold makes this the only reference to the data in any
+        // process or thread until the guard drops. The payload is page-aligned and
+        // data_offset() is a multiple of align_of::<T>() (at most a page: checked at
+        // construction), so the slice is aligned for T and the guard's
+        // `bytemuck::from_bytes` casts cannot fail.
         let bytes = unsafe {
             std::slice::from_raw_parts_mut(
-                self.region.payload().add(HEADER),
+                self.region.payload().add(Self::data_offset()),
                 std::mem::size_of::<T>(),
             )
         };

@@ -275,6 +275,9 @@ fn open_error(name: &str, err: io::Error) -> Error {
 pub(crate) struct Segment {
     name: String,
     map: MmapRaw,
+    /// The segment's file, kept open so that headers and `save` read it with `pread`
+    /// instead of forming slices over memory other processes may write.
+    file: File,
     file_id: FileId,
     writable: bool,
     registered: bool,
@@ -371,6 +374,7 @@ impl Segment {
         Ok(Segment {
             name: name.to_string(),
             map,
+            file,
             file_id,
             writable: true,
             registered: true,
@@ -383,10 +387,10 @@ impl Segment {
     pub(crate) fn open(name: &str, access: MapAccess) -> Result<Segment> {
         let name = validate_name(name)?;
         let file = shm::open_existing(name, access.writable).map_err(|e| open_error(name, e))?;
-        Self::from_file(name, &file, access)
+        Self::from_file(name, file, access)
     }
 
-    fn from_file(name: &str, file: &File, access: MapAccess) -> Result<Segment> {
+    fn from_file(name: &str, file: File, access: MapAccess) -> Result<Segment> {
         let meta = file
             .metadata()
             .map_err(|e| Error::os(format!("cannot stat segment '{name}'"), e))?;
@@ -409,7 +413,7 @@ impl Segment {
         // Parse the trailer from a copy read with pread: no mapping is touched yet.
         let info = if len >= TRAILER_LEN {
             let mut tail = [0u8; TRAILER_LEN];
-            let got = shm::read_at(file, &mut tail, (len - TRAILER_LEN) as u64)
+            let got = shm::read_at(&file, &mut tail, (len - TRAILER_LEN) as u64)
                 .map_err(|e| Error::os(format!("cannot read segment '{name}'"), e))?;
             if got != TRAILER_LEN {
                 return Err(Error::new(
@@ -425,7 +429,7 @@ impl Segment {
         if access.register {
             register(file_id, name)?;
         }
-        let map = match shm::map(file, len, access.writable, access.populate) {
+        let map = match shm::map(&file, len, access.writable, access.populate) {
             Ok(map) => map,
             Err(e) => {
                 if access.register {
@@ -437,12 +441,18 @@ impl Segment {
         Ok(Segment {
             name: name.to_string(),
             map,
+            file,
             file_id,
             writable: access.writable,
             registered: access.register,
             owner: false,
             info,
         })
+    }
+
+    /// The segment's open file, for reads with `pread` (no slice over shared memory).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     /// Device and inode of the segment's file (to tell whether its name still names it).

@@ -176,6 +176,42 @@ fn permission_denied_for_another_user() {
 }
 
 #[test]
+fn dump_and_save_need_only_read_permission() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("cli-ro");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let name = Name::new("cli-ro");
+    let opts = ndshm::CreateOptions::new().mode(0o644);
+    let src = ndarray::array![[1u16, 2, 3], [4, 5, 6]];
+    let _a = SharedNdArray::from_array_with(&name, &src, &opts).unwrap();
+    // Another user may read the segment but not write it: `dump` and `save` only read,
+    // so they map it read-only and work.
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ndshm {args:?} as nobody failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        as_nobody(&["dump", &name]).trim(),
+        "[[1, 2, 3],\n [4, 5, 6]]"
+    );
+    let file = dir.join("ro.npy");
+    as_nobody(&["save", &name, file.to_str().unwrap()]);
+    let back = Name::new("cli-ro-back");
+    let b = SharedNdArray::<u16, Ix2>::load(&back, &file).unwrap();
+    assert_eq!(b.view(), src);
+}
+
+#[test]
 fn attach_example_in_two_processes() {
     let name = Name::new("attach-ex");
     let bin = example("attach");

@@ -1,10 +1,13 @@
 //! The warm worker pool over real forked processes and real /dev/shm segments.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+mod common;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Name;
 use ndarray::{Ix1, Ix2};
-use ndshm::{Chunk, ChunkPlan, ErrorKind, SharedNdArray, WorkerPool};
+use ndshm::{Chunk, ChunkPlan, ErrorKind, SharedNdArray, SharedValue, WorkerPool};
 
 fn name(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -186,26 +189,59 @@ fn inline_shortcut_gives_the_same_result() {
     let mut a = range(&name("inline"), 1000);
     pool.map(&mut a, &ChunkPlan::balanced(1000, 2).unwrap(), (), square)
         .unwrap();
-    assert_eq!(a.as_slice().unwrap()[999], 999.0 * 999.0);
+    for (i, &v) in a.as_slice().unwrap().iter().enumerate() {
+        assert_eq!(v, (i * i) as f64, "index {i}");
+    }
 }
 
-/// A fresh token per job, so that the caller sleeps on its first chunk of each job.
-fn token() -> i32 {
+/// How long a step may take before the test fails instead of hanging.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it holds (true) or `DEADLINE` passes (false).
+fn within_deadline(mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > DEADLINE {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// The flag a worker raises when it starts a chunk of job `token` of test process `parent`.
+fn started_flag(parent: i32, token: i32) -> String {
+    format!("t-pool-{parent}-started-{token}")
+}
+
+/// A fresh token per job (the caller waits on its first chunk of each job), and the job's
+/// "a worker started" flag, unlinked when the guard drops.
+fn token() -> (i32, Name) {
     static T: AtomicU32 = AtomicU32::new(1);
-    T.fetch_add(1, Ordering::Relaxed) as i32
+    let token = T.fetch_add(1, Ordering::Relaxed) as i32;
+    let flag = Name(started_flag(std::process::id() as i32, token));
+    let opts = ndshm::CreateOptions::new().persistent(true);
+    SharedValue::<u32>::create_with(&flag, 0, &opts).unwrap();
+    (token, flag)
 }
 
-/// Runs in the caller: its first chunk of a job sleeps 400 ms, so that the worker surely
-/// takes chunks even on a loaded machine. Runs in a worker: does what `how` says.
+/// Runs in the caller: its first chunk of a job waits until a worker has started a chunk
+/// of the job too, so that the failure under test surely happens in a worker, however
+/// loaded the machine. Runs in a worker: raises that flag, then does what `how` says.
 fn misbehave(c: Chunk, _x: ndarray::ArrayViewMut1<'_, f64>, p: &[i32; 3]) -> Result<(), String> {
     static LAST: AtomicU32 = AtomicU32::new(0);
     let [parent, how, token] = *p;
+    let flag = SharedValue::<u32>::open(&started_flag(parent, token)).map_err(|e| e.to_string())?;
     if std::process::id() as i32 == parent {
-        if LAST.swap(token as u32, Ordering::Relaxed) != token as u32 {
-            std::thread::sleep(Duration::from_millis(400));
+        if LAST.swap(token as u32, Ordering::Relaxed) != token as u32
+            && !within_deadline(|| flag.load() == 1)
+        {
+            return Err("no worker started a chunk of this job".into());
         }
         return Ok(());
     }
+    flag.store(1);
+    drop(flag);
     match how {
         0 => panic!("boom in chunk {}", c.index),
         1 => Err(format!("bad data in chunk {}", c.index)),
@@ -240,9 +276,10 @@ fn failures_name_chunk_and_cause_and_the_pool_recovers() {
         (3, "was killed by SIGSEGV"),
     ];
     for (how, want) in cases {
+        let token = token();
         let before = pool.worker_pids();
         let err = pool
-            .map(&mut a, &plan, [me, how, token()], misbehave)
+            .map(&mut a, &plan, [me, how, token.0], misbehave)
             .expect_err(&format!("case {how}"));
         assert_eq!(err.kind(), ErrorKind::WorkerFailed, "{err}");
         let msg = err.to_string();
@@ -270,6 +307,7 @@ fn sigkill_mid_job_is_reported_without_hang_zombie_or_leak() {
     let nm = name("kill");
     let mut a = range(&nm, 800);
     let victim = pool.worker_pids()[0];
+    let token = token();
     let killer = std::thread::spawn(move || {
         // Kill the worker once it is inside a chunk (blocked in clock_nanosleep, which
         // glibc's nanosleep uses), not while it is idle on its futex.
@@ -291,7 +329,7 @@ fn sigkill_mid_job_is_reported_without_hang_zombie_or_leak() {
         .map(
             &mut a,
             &ChunkPlan::balanced(800, 8).unwrap(),
-            [me, 9, token()],
+            [me, 9, token.0],
             misbehave,
         )
         .unwrap_err();
@@ -347,9 +385,17 @@ fn idle_workers_sleep() {
     let mut a = range(&name("idle"), 1000);
     pool.map(&mut a, &ChunkPlan::balanced(1000, 3).unwrap(), (), square)
         .unwrap();
-    // Past the spin window, workers sleep on the futex. A spinning worker would gain
-    // ~100 ticks per second; allow a wide margin for a loaded machine.
-    std::thread::sleep(Duration::from_millis(100));
+    // Past the spin window, workers sleep on the futex: measure from then on. A spinning
+    // worker would gain ~100 ticks per second; allow a wide margin for a loaded machine.
+    let on_futex = format!("{} ", libc::SYS_futex);
+    let asleep = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .is_ok_and(|s| s.starts_with(&on_futex))
+    };
+    assert!(
+        within_deadline(|| pool.worker_pids().iter().all(asleep)),
+        "the idle workers never went to sleep on the futex"
+    );
     let before: Vec<u64> = pool.worker_pids().iter().map(|&p| cpu_ticks(p)).collect();
     std::thread::sleep(Duration::from_secs(1));
     let after: Vec<u64> = pool.worker_pids().iter().map(|&p| cpu_ticks(p)).collect();
@@ -364,7 +410,15 @@ fn a_worker_killed_between_jobs_is_reaped_and_replaced() {
     let victim = pool.worker_pids()[1];
     // SAFETY: sends SIGKILL to our own (idle) worker process.
     unsafe { libc::kill(victim, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(50));
+    let dead = || {
+        std::fs::read_to_string(format!("/proc/{victim}/stat")).map_or(true, |stat| {
+            stat[stat.rfind(')').unwrap() + 2..].starts_with('Z')
+        })
+    };
+    assert!(
+        within_deadline(dead),
+        "the killed worker {victim} did not die"
+    );
     let mut a = range(&name("idle-kill"), 1000);
     let plan = ChunkPlan::balanced(1000, 4).unwrap();
     // Quick jobs still succeed (the others run the dead worker's share), and within 256

@@ -4,10 +4,11 @@
 mod common;
 
 use common::Name;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ndshm::{
-    ByteQueue, ErrorKind, GetTimeoutError, Process, Queue, SharedValue, TryGetError, TryPutError,
+    ByteQueue, ErrorKind, GetError, GetTimeoutError, Process, Queue, SharedValue, TryGetError,
+    TryPutError,
 };
 
 /// `producers` processes put `per` distinct items each; `consumers` processes take until
@@ -126,18 +127,59 @@ fn named_queue_across_processes_and_errors() {
     );
 }
 
+/// How long a step may take before the test fails instead of hanging.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it holds (true) or `DEADLINE` passes (false).
+fn within_deadline(mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > DEADLINE {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// Whether `pid` is blocked in the `futex` system call (asleep on a queue, for a consumer).
+fn asleep_on_futex(pid: i32) -> bool {
+    let want = format!("{} ", libc::SYS_futex);
+    std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|s| s.starts_with(&want))
+}
+
+/// Whether `pid` has exited (a zombie waiting for its parent, or gone).
+fn has_exited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat[stat.rfind(')').unwrap() + 2..].starts_with('Z')
+    })
+}
+
 #[test]
 fn close_wakes_sleeping_consumers() {
     let q = Queue::<u32>::new(4).unwrap();
-    ndshm::scope(|s| {
+    let stage = std::cell::Cell::new("were never seen asleep on the empty queue");
+    let r = ndshm::scope(|s| {
+        let mut pids = Vec::new();
         for _ in 0..3 {
-            s.spawn(|| assert!(q.get().is_err()))?;
+            pids.push(s.spawn(|| assert_eq!(q.get(), Err(GetError)))?);
         }
-        std::thread::sleep(Duration::from_millis(50));
-        q.close();
+        if within_deadline(|| pids.iter().all(|&p| asleep_on_futex(p))) {
+            stage.set("stayed asleep after close");
+            q.close();
+            if within_deadline(|| pids.iter().all(|&p| has_exited(p))) {
+                stage.set("woke up");
+                return Ok(());
+            }
+        }
+        for &pid in &pids {
+            // SAFETY: kill(2) of our own child, so that the scope can end.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         Ok(())
-    })
-    .unwrap();
+    });
+    assert_eq!(stage.get(), "woke up", "the consumers {}", stage.get());
+    r.unwrap();
 }
 
 #[test]
@@ -280,7 +322,15 @@ fn an_idle_consumer_sleeps_instead_of_spinning() {
     let q = Queue::<u64>::new(4).unwrap();
     ndshm::scope(|s| {
         let pid = s.spawn(|| assert_eq!(q.get(), Ok(1)))?;
-        std::thread::sleep(Duration::from_millis(100));
+        // Past its spin window the consumer sleeps on the futex; measure from then on.
+        let asleep = within_deadline(|| asleep_on_futex(pid));
+        if !asleep {
+            q.put(1).unwrap();
+        }
+        assert!(
+            asleep,
+            "the consumer never went to sleep on the empty queue"
+        );
         let before = cpu_ticks(pid);
         std::thread::sleep(Duration::from_millis(600));
         let used = cpu_ticks(pid) - before;

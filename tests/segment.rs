@@ -10,6 +10,9 @@ use common::{Name, TempDir};
 use ndarray::{array, Array2, Ix1, Ix2, Ix3, IxDyn};
 use ndshm::{CreateOptions, DType, ErrorKind, Process, SharedNdArray};
 
+/// How long a handshake with a child may take before the test fails instead of hanging.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn write_file(name: &Name, bytes: &[u8]) {
     let mut f = std::fs::File::create(name.path()).unwrap();
     f.write_all(bytes).unwrap();
@@ -146,20 +149,30 @@ fn unlinked_segment_keeps_working_for_attached_handles() {
     let name = Name::new("unlinked");
     let mut a = SharedNdArray::<i64, Ix1>::zeros(&name, 100).unwrap();
     let child_name = name.to_string();
-    // The child attaches, the parent unlinks, the child still works on its mapping.
+    let (parent_end, child_end) = ndshm::Pipe::new().unwrap();
+    // The child attaches and says so, the parent unlinks and says so, the child still
+    // works on its mapping.
     let child = Process::spawn(move || -> Result<(), String> {
         // SAFETY: the child writes element 0 only; the parent reads after join.
         let mut b =
             unsafe { SharedNdArray::<i64, Ix1>::open(&child_name) }.map_err(|e| e.to_string())?;
-        while std::path::Path::new("/dev/shm").join(&child_name).exists() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        child_end.send_str("attached").map_err(|e| e.to_string())?;
+        let msg = child_end
+            .recv_bytes_timeout(DEADLINE)
+            .map_err(|e| e.to_string())?;
+        if msg != b"unlinked" || std::path::Path::new("/dev/shm").join(&child_name).exists() {
+            return Err("the parent did not unlink the name".into());
         }
         b.view_mut()[0] = 77;
         Ok(())
     })
     .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(
+        parent_end.recv_bytes_timeout(DEADLINE).unwrap(),
+        b"attached"
+    );
     ndshm::unlink(&name).unwrap();
+    parent_end.send_str("unlinked").unwrap();
     child.join().unwrap();
     assert_eq!(a.view()[0], 77);
     a.view_mut()[1] = 1;
@@ -416,17 +429,157 @@ fn no_room_in_dev_shm_is_an_error_at_create_time() {
         "{msg}"
     );
     assert!(!name.path().exists());
-    // No temporary segment was left behind either.
-    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!(".ndshm-tmp-{}-", std::process::id()))
-        })
-        .collect();
-    assert!(leftovers.is_empty());
+    // No temporary segment was left behind either. Temporary names carry the creating
+    // process's pid, so the attempt runs in a child of its own: the only temporary names
+    // with its pid are those this attempt made (sibling tests create segments from the
+    // parent's pid, and the forked child has a single thread).
+    let (name, size) = (name.to_string(), free + (1 << 30));
+    Process::spawn(move || -> Result<(), String> {
+        let err = SharedNdArray::<u8, Ix1>::zeros(&name, size).unwrap_err();
+        if err.kind() != ErrorKind::NoSpace {
+            return Err(format!("expected NoSpace, got {err}"));
+        }
+        let ours = format!(".ndshm-tmp-{}-", std::process::id());
+        let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&ours))
+            .collect();
+        if leftovers.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("temporary segments left behind: {leftovers:?}"))
+        }
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+}
+
+/// How many pages of `[start, start + len)` this process has mapped in its page tables
+/// (the "present" bit of `/proc/self/pagemap`): what it touched through a mapping of
+/// shared memory. Only this range counts, so sibling tests in other threads do not
+/// disturb it. `start` and `len` are multiples of the page size.
+fn pages_touched(start: *const u8, len: usize) -> usize {
+    use std::os::unix::fs::FileExt;
+    const PAGE: usize = 4096;
+    assert!(start as usize % PAGE == 0 && len % PAGE == 0);
+    let pagemap = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let mut entries = vec![0u8; len / PAGE * 8];
+    pagemap
+        .read_exact_at(&mut entries, (start as usize / PAGE * 8) as u64)
+        .unwrap();
+    entries
+        .chunks_exact(8)
+        .filter(|e| u64::from_le_bytes((*e).try_into().unwrap()) >> 63 == 1)
+        .count()
+}
+
+const BIG: usize = 8 << 20;
+const MIB2: usize = 2 << 20;
+
+/// The start of the page-aligned mapping that holds `a`'s data (which starts in page 0).
+fn mapping_start<T: ndshm::Element, D: ndarray::Dimension>(a: &SharedNdArray<T, D>) -> *const u8 {
+    let data = a.as_slice_memory_order().as_ptr() as usize;
+    (data & !4095) as *const u8
+}
+
+#[test]
+fn opening_a_big_array_reads_its_header_with_pread_not_through_the_mapping() {
+    let name = Name::new("hdr-pread");
+    let mut a = SharedNdArray::<u8, Ix1>::zeros(&name, BIG).unwrap();
+    a.persist();
+    drop(a);
+    // SAFETY: private test segment.
+    let a = unsafe { SharedNdArray::<u8, Ix1>::open(&name) }.unwrap();
+    assert_eq!(a.len(), BIG);
+    // The header was read from the file: opening touched nothing of the first 2 MiB of
+    // the mapping, where other processes may be writing the data (reading the header
+    // through the mapping touched all of them).
+    let touched = pages_touched(mapping_start(&a), MIB2);
+    assert_eq!(touched, 0, "opening touched {touched} pages of the mapping");
+    // The same for an array attached without its type.
+    drop(a);
+    // SAFETY: private test segment.
+    let d = unsafe { ndshm::open_dyn(&name) }.unwrap();
+    let typed = d.into_typed::<u8, Ix1>().unwrap();
+    let touched = pages_touched(mapping_start(&typed), MIB2);
+    assert_eq!(
+        touched, 0,
+        "open_dyn touched {touched} pages of the mapping"
+    );
+}
+
+#[test]
+fn open_raw_probes_for_a_header_with_pread_not_through_the_mapping() {
+    let name = Name::new("raw-pread");
+    write_file(&name, &vec![7u8; BIG]);
+    // SAFETY: private test segment.
+    let a = unsafe { SharedNdArray::<u8, Ix1>::open_raw(&name, BIG) }.unwrap();
+    let touched = pages_touched(mapping_start(&a), MIB2);
+    assert_eq!(
+        touched, 0,
+        "the magic probe touched {touched} pages of the mapping"
+    );
+}
+
+#[test]
+fn save_copies_the_data_with_pread_not_through_the_mapping() {
+    let dir = TempDir::new("save-pread");
+    let name = Name::new("save-pread");
+    let a = SharedNdArray::<u8, Ix1>::zeros(&name, BIG).unwrap();
+    // Creation wrote the header (page 0) and the trailer (the end); look in between.
+    let middle = mapping_start(&a).wrapping_add(MIB2);
+    let before = pages_touched(middle, BIG - 2 * MIB2);
+    assert_eq!(before, 0, "creation touched {before} pages of the data");
+    a.save(dir.join("a.npy")).unwrap();
+    let after = pages_touched(middle, BIG - 2 * MIB2);
+    assert_eq!(after, 0, "save touched {after} pages of the mapping");
+    let back = Name::new("save-pread-back");
+    let copy = SharedNdArray::<u8, Ix1>::load(&back, dir.join("a.npy")).unwrap();
+    assert_eq!(copy.len(), BIG);
+}
+
+#[test]
+fn save_of_a_segment_shrunk_behind_its_back_says_it_shrank() {
+    let dir = TempDir::new("save-trunc");
+    let names = [Name::new("save-trunc"), Name::new("save-trunc-dyn")];
+    for name in &names {
+        let mut a = SharedNdArray::<u64, Ix1>::zeros(name, 1 << 17).unwrap();
+        a.persist();
+    }
+    let segs = [names[0].to_string(), names[1].to_string()];
+    let out = dir.join("a.npy");
+    // In a child: touching a shrunk mapping faults (SIGBUS in user code, EFAULT in a
+    // write(2) from it), which must fail the test, not kill it.
+    let child = Process::spawn(move || -> Result<(), String> {
+        let shrink = |name: &str| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(std::path::Path::new("/dev/shm").join(name))
+                .and_then(|f| f.set_len(4096))
+                .map_err(|e| e.to_string())
+        };
+        // SAFETY: private test segments; the truncation breaks the `open` contract on
+        // purpose, and `save` must still not fault.
+        let a = unsafe { SharedNdArray::<u64, Ix1>::open(&segs[0]) }.map_err(|e| e.to_string())?;
+        // SAFETY: as above.
+        let d = unsafe { ndshm::open_dyn(&segs[1]) }.map_err(|e| e.to_string())?;
+        shrink(&segs[0])?;
+        shrink(&segs[1])?;
+        for err in [a.save(&out).unwrap_err(), d.save(&out).unwrap_err()] {
+            if err.kind() != ErrorKind::Truncated || !err.to_string().contains("shrank") {
+                return Err(format!("expected a Truncated error, got {err}"));
+            }
+            if out.exists() {
+                return Err("the partial .npy file was left behind".into());
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    child.join().unwrap();
 }
 
 #[test]

@@ -188,7 +188,7 @@ fn run(command: Command) -> CliResult {
             // SAFETY: the CLI only reads, through a copy it prints at once; a concurrent
             // writer can at worst make the printed snapshot inconsistent, which the user
             // who runs `dump` on a segment being written accepts.
-            let array = unsafe { ndshm::open_dyn(&name)? };
+            let array = unsafe { DynSharedArray::open_read_only(&name)? };
             println!("{array}");
         }
         Command::Rm { names } => {
@@ -201,8 +201,8 @@ fn run(command: Command) -> CliResult {
             println!("{}", array.name());
         }
         Command::Save { name, file } => {
-            // SAFETY: as for `dump`: read-only snapshot.
-            let array = unsafe { ndshm::open_dyn(&name)? };
+            // SAFETY: as for `dump`: read-only snapshot (`save` copies it with pread).
+            let array = unsafe { DynSharedArray::open_read_only(&name)? };
             array.save(&file)?;
         }
     }
