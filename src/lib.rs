@@ -138,7 +138,7 @@ pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
 pub use fork::{fork_chunks, fork_chunks_into, fork_chunks_with, MAX_FORKED_CHUNKS};
 pub use gc::{gc, gc_matching, stale};
-pub use info::{info, list, SegmentInfo};
+pub use info::{info, list, OwnerStatus, SegmentInfo};
 pub use list::SharedList;
 pub use map::{KeyBytes, MapKey, SharedMap, MAX_KEY_LEN};
 pub use namespace::{SharedStruct, StructGuard};
