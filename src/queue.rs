@@ -306,7 +306,12 @@ impl Ring {
                     Ok(_) => {}
                     Err(w) => {
                         tries += 1;
-                        if tries % 4096 == 0 && lease::check(w) == Liveness::Dead {
+                        if tries % 4096 == 0 {
+                            if lease::check(w) != Liveness::Dead {
+                                // Alive (maybe descheduled) or unknown: never taken over;
+                                // the caller waits as it may (`try_put`: full now).
+                                return Err(Fail::WouldBlock);
+                            }
                             // A producer died between announcing and claiming: free it.
                             let _ = slot.writer.compare_exchange(
                                 w,
@@ -366,7 +371,11 @@ impl Ring {
                     Ok(_) => {}
                     Err(r) => {
                         tries += 1;
-                        if tries % 4096 == 0 && lease::check(r) == Liveness::Dead {
+                        if tries % 4096 == 0 {
+                            if lease::check(r) != Liveness::Dead {
+                                // As for producers: `try_get` reports empty now.
+                                return Err(Fail::WouldBlock);
+                            }
                             let _ = slot.reader.compare_exchange(
                                 r,
                                 0,
