@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use common::{Name, TempDir};
 use ndarray::Ix1;
-use ndshm::{ByteQueue, ErrorKind, Process, SharedNdArray, SharedValue};
+use ndshm::{ByteQueue, CrashCleanup, ErrorKind, Process, SharedNdArray, SharedValue};
 
 /// Selects the contender's part when this binary is re-executed by a test.
 const ROLE: &str = "NDSHM_LIVENESS_ROLE";
 /// The queue the contender opens.
 const QUEUE: &str = "NDSHM_LIVENESS_QUEUE";
+/// The other segment the watchdog contender is given.
+const OTHER: &str = "NDSHM_LIVENESS_OTHER";
 /// How long any one child process may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(60);
 const ITEM: usize = 1000;
@@ -85,13 +87,18 @@ fn run(mut cmd: Command, what: &str) -> (bool, String) {
 /// Re-executes this test binary as the contender of test `test`, playing `role` on queue
 /// `queue`, at `place`; panics with its output unless it passed.
 fn contender(place: Place, test: &str, role: &str, queue: &str) {
+    contender_with(place, test, role, &[(QUEUE, queue)]);
+}
+
+/// [`contender`] with any environment.
+fn contender_with(place: Place, test: &str, role: &str, env: &[(&str, &str)]) {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = command_at(
         place,
         &exe,
         &["--exact", test, "--nocapture", "--test-threads=1"],
     );
-    cmd.env(ROLE, role).env(QUEUE, queue);
+    cmd.env(ROLE, role).envs(env.iter().copied());
     let (ok, out) = run(cmd, &format!("contender '{role}'"));
     assert!(
         ok && out.contains("1 passed"),
@@ -99,9 +106,51 @@ fn contender(place: Place, test: &str, role: &str, queue: &str) {
     );
 }
 
+/// The contender's part in the watchdog scenario, in a fresh pid namespace: a child starts
+/// a `CrashCleanup`, makes segment `own`, writes its pid (as this namespace numbers it)
+/// into the trailer of `other`, a live process's segment (as if that process had the same
+/// pid in its own namespace), and ends without unlinking `own`. Its watchdog must remove
+/// `own` and leave `other`.
+fn play_watched(own: &str, other: &str) {
+    assert_eq!(
+        std::process::id(),
+        1,
+        "not the first process of a new pid namespace"
+    );
+    let (n, o) = (own.to_string(), other.to_string());
+    let child = Process::spawn(move || {
+        let watchdog = CrashCleanup::spawn().unwrap();
+        std::mem::forget(SharedNdArray::<u8, Ix1>::zeros(&n, 8).unwrap());
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(Path::new("/dev/shm").join(&o))
+            .unwrap();
+        let len = f.metadata().unwrap().len();
+        let pid = std::process::id() as i32;
+        std::os::unix::fs::FileExt::write_all_at(&f, &pid.to_le_bytes(), len - 192 + 48).unwrap();
+        std::mem::forget(watchdog); // ends without unlinking, the watchdog still running
+    })
+    .unwrap();
+    child.join().unwrap();
+    let start = Instant::now();
+    while Path::new("/dev/shm").join(own).exists() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the watchdog never removed {own}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// The contender's part, in its own process: a live producer's slot must not be taken
 /// (`wait`); a dead one's must be recovered and the item behind it delivered (`recover`).
 fn play_contender(role: &str) {
+    if role == "watched" {
+        return play_watched(
+            &std::env::var(QUEUE).unwrap(),
+            &std::env::var(OTHER).unwrap(),
+        );
+    }
     let q = ByteQueue::open(&std::env::var(QUEUE).unwrap()).unwrap();
     match role {
         "wait" => {
@@ -329,4 +378,32 @@ fn ndshm_cli_here(args: &[&str]) -> String {
     let (ok, out) = run(cmd, "ndshm");
     assert!(ok, "{out}");
     out
+}
+
+#[test]
+fn crash_cleanup_never_removes_the_segment_of_a_live_owner_with_its_pid_in_another_namespace() {
+    if let Ok(role) = std::env::var(ROLE) {
+        return play_contender(&role);
+    }
+    // Names that sort in this order: the watchdog meets ours before its own.
+    let base = Name::new("liveness-watchdog");
+    let (ours, theirs) = (
+        Name(format!("{}-a-live", base.as_str())),
+        Name(format!("{}-b-dead", base.as_str())),
+    );
+    let a = SharedNdArray::<u8, Ix1>::zeros(&ours, 8).unwrap();
+    // The watched process over there gives our segment its own pid (see `play_watched`).
+    contender_with(
+        Place::OtherPidNamespace,
+        "crash_cleanup_never_removes_the_segment_of_a_live_owner_with_its_pid_in_another_namespace",
+        "watched",
+        &[(QUEUE, &theirs), (OTHER, &ours)],
+    );
+    assert!(!theirs.path().exists());
+    assert!(
+        ours.path().exists(),
+        "the watchdog removed a live owner's segment"
+    );
+    assert!(!ndshm::info(&ours).unwrap().is_stale());
+    drop(a);
 }
