@@ -407,3 +407,36 @@ fn crash_cleanup_never_removes_the_segment_of_a_live_owner_with_its_pid_in_anoth
     assert!(!ndshm::info(&ours).unwrap().is_stale());
     drop(a);
 }
+
+#[test]
+fn ls_and_gc_call_an_owner_without_lease_unknown_and_leave_its_segment() {
+    let name = Name::new("liveness-unknown");
+    let mut a = SharedNdArray::<u8, Ix1>::zeros(&name, 8).unwrap();
+    a.persist();
+    drop(a);
+    // No lease recorded (its owner could not claim one), not persistent.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(name.path())
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    std::os::unix::fs::FileExt::write_all_at(&f, &0u64.to_le_bytes(), len - 192 + 64).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &0u32.to_le_bytes(), len - 192 + 52).unwrap();
+    let info = ndshm::info(&name).unwrap();
+    assert_eq!(info.owner_status, ndshm::OwnerStatus::Unknown, "{info:?}");
+    assert!(!info.is_stale() && !info.owner_alive);
+
+    let ls = ndshm_cli_here(&["ls"]);
+    let line = ls.lines().find(|l| l.starts_with(name.as_str())).unwrap();
+    assert!(line.contains(" unknown "), "ALIVE column: {line}");
+    assert!(line.contains("owner unknown"), "{line}");
+    let out = ndshm_cli_here(&["gc", "--prefix", &name]);
+    assert!(
+        out.contains(&format!("left {}: owner unknown", name.as_str())),
+        "{out}"
+    );
+    assert!(
+        name.path().exists(),
+        "gc removed a segment it cannot prove stale"
+    );
+}
