@@ -2,42 +2,49 @@
 //! (killed by `SIGKILL`, crashed, or ended with `_exit`).
 //!
 //! A segment is *stale* when it carries a valid ndshm trailer, is not persistent, and its
-//! owner — the pid **and** start time recorded in the trailer, so that a reused pid is not
-//! taken for the owner — is no longer running. Temporary segments (`.ndshm-tmp-<pid>-…`,
-//! what [`create`](crate::SharedNdArray::zeros) builds before it publishes) are stale when
-//! their creator is gone. Nothing else in `/dev/shm` is ever touched: not a live owner's
-//! segment, not a persistent one, not a `.npy` file without a trailer, not a foreign file,
-//! link, FIFO or directory.
+//! owner is provably dead: the owner's lease (see the crate docs, "Crashes and signals") was
+//! released by the kernel. Nothing is decided from `/proc`: an owner in another pid
+//! namespace, or one gc cannot see, is alive or unknown, never stale, and an owner whose
+//! liveness cannot be told ([`OwnerStatus::Unknown`]) keeps its segment.
+//!
+//! Temporary segments (`.ndshm-tmp-…`, what [`create`](crate::SharedNdArray::zeros) builds
+//! before it publishes) are removed when their creator is gone: the creator holds an OFD
+//! lock on the file while it builds it, and records its lease in the name. A locked one is
+//! never removed; an unlocked one is removed when the lease in its name is dead, or, with
+//! no lease to go by, once it has not been written for [`TEMP_GRACE_SECS`].
+//!
+//! Nothing else in `/dev/shm` is ever touched: not a live or unknown owner's segment, not a
+//! persistent one, not a `.npy` file without a trailer, not a foreign file, link, FIFO or
+//! directory.
 //!
 //! # Races
-//! gc never unlinks a name it has not re-checked: it first renames the candidate to a
-//! private temporary name (`renameat2(RENAME_NOREPLACE)`), checks that the renamed file is
-//! the inode it inspected (a segment re-created under the same name by a live process is
+//! gc never unlinks a name it has not re-checked: it locks the candidate's file, renames it
+//! to a private temporary name (`renameat2(RENAME_NOREPLACE)`), checks that the renamed file
+//! is the inode it inspected (a segment re-created under the same name by a live process is
 //! renamed back untouched) and reads its trailer again (an owner that claimed the segment
 //! in the meantime keeps it: it is renamed back), and only then unlinks. While a candidate
 //! is under the private name, an `open` of it fails with "not found" (it is garbage
-//! anyway). If gc itself is killed in that window, the private name holds gc's pid, so the
-//! next gc removes it.
-//!
-//! # Limits
-//! Owners are identified by pid in gc's own pid namespace: run gc in the namespace (the
-//! container) whose processes created the segments; a `/dev/shm` shared between pid
-//! namespaces (`docker --ipc=host`, `--ipc=container:`) makes another namespace's live
-//! segments look stale. Segments of other users are removed only when gc may unlink them
-//! (`/dev/shm` is sticky: their owner or root); others are skipped.
+//! anyway), and gc's lock tells other gcs to leave it. If gc itself is killed in that
+//! window, the next gc removes the private name (once unlocked, when the segment's owner is
+//! dead).
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 
 use crate::error::{Error, Result};
-use crate::info::{describe, SegmentInfo};
+use crate::info::{describe, in_other_pid_namespace, OwnerStatus, SegmentInfo};
 use crate::segment::TEMP_PREFIX;
+use crate::sys::lease::{self, Liveness};
 use crate::sys::{proc, shm};
 use crate::trailer::{Trailer, TrailerInfo, TRAILER_LEN};
 
-/// Seconds of slack when comparing a temporary segment's time with its creator's start
-/// time (boot time has one-second resolution and moves with clock adjustments).
-const CLOCK_SLACK_SECS: i64 = 5;
+/// Seconds an unlocked temporary segment without a usable lease in its name must have gone
+/// unwritten before gc removes it (its creator locks it right after creating it; this
+/// covers that instant, generously).
+pub(crate) const TEMP_GRACE_SECS: i64 = 10;
+
+/// Marks gc's own private names (`.ndshm-tmp-<pid>-L<lease>-gc-…`).
+const GC_MARK: &str = "-gc-";
 
 /// Lists the segments [`gc`] would remove now, without removing anything (a dry run).
 ///
@@ -57,20 +64,23 @@ pub fn stale() -> Result<Vec<SegmentInfo>> {
 
 /// Removes every stale segment from `/dev/shm` and returns what it removed, sorted by name.
 ///
-/// Stale: an ndshm segment (valid trailer) that is not persistent and whose owner (pid and
-/// start time) is no longer running, or a temporary segment whose creator is gone. A live
-/// owner's segment, a persistent one, and any file that is not an ndshm segment (a `.npy`
-/// without trailer, a foreign file, a link, a FIFO, a directory) are never touched.
+/// Stale: an ndshm segment (valid trailer) that is not persistent and whose owner is
+/// provably dead ([`OwnerStatus::Dead`]: the kernel released the owner's lease), or a
+/// temporary segment whose creator is gone. A live owner's segment, one whose owner cannot
+/// be told ([`OwnerStatus::Unknown`]), a persistent one, and any file that is not an ndshm
+/// segment (a `.npy` without trailer, a foreign file, a link, a FIFO, a directory) are
+/// never touched.
+///
+/// Liveness does not come from `/proc`, so gc is right whatever pid namespace it runs in:
+/// containers sharing `/dev/shm` see each other's live segments as live (`ndshm ls` says
+/// "alive, in another pid namespace").
 ///
 /// # Races
-/// A candidate is first renamed to a private temporary name (`RENAME_NOREPLACE`), checked
-/// again there (same inode as judged, trailer still stale), and only then unlinked; one
-/// that was re-created or re-claimed by a live process in the meantime is renamed back.
-/// While it is under the private name, opening it fails with "not found".
-///
-/// # Limits
-/// Owners are pids of gc's own pid namespace: run gc where the segments' creators run
-/// (a `/dev/shm` shared across containers makes other containers' segments look stale).
+/// A candidate is first locked and renamed to a private temporary name
+/// (`RENAME_NOREPLACE`), checked again there (same inode as judged, owner still dead), and
+/// only then unlinked; one that was re-created or re-claimed by a live process in the
+/// meantime is renamed back. While it is under the private name, opening it fails with
+/// "not found".
 ///
 /// # Errors
 /// An OS error reading `/dev/shm`. Segments gc may not remove (another user's) are skipped.
@@ -101,9 +111,22 @@ pub fn gc() -> Result<Vec<SegmentInfo>> {
 /// # Errors
 /// As [`gc`].
 pub fn gc_matching(mut select: impl FnMut(&SegmentInfo) -> bool) -> Result<Vec<SegmentInfo>> {
+    gc_where(|c| select(&c.info))
+}
+
+/// [`gc`] restricted to the stale segments and temporary segments whose owner (creator)
+/// recorded lease `owner`: what a dead process left behind. Removes nothing for lease 0.
+pub(crate) fn gc_owned_by(owner: u64) -> Result<Vec<SegmentInfo>> {
+    if owner == 0 {
+        return Ok(Vec::new());
+    }
+    gc_where(|c| c.owner_lease == owner)
+}
+
+fn gc_where(mut select: impl FnMut(&Candidate) -> bool) -> Result<Vec<SegmentInfo>> {
     let mut removed = Vec::new();
     for c in candidates()? {
-        if select(&c.info) && c.remove() {
+        if select(&c) && c.remove() {
             removed.push(c.info);
         }
     }
@@ -115,6 +138,8 @@ struct Candidate {
     info: SegmentInfo,
     file: File,
     file_id: (u64, u64),
+    /// The lease of the owner (creator, for a temporary segment); 0 when none is known.
+    owner_lease: u64,
     temporary: bool,
 }
 
@@ -142,10 +167,11 @@ fn inspect(name: &str) -> Option<Candidate> {
     }
     let file_id = (meta.dev(), meta.ino());
     if let Some(rest) = name.strip_prefix(TEMP_PREFIX) {
-        let pid: i32 = rest.split('-').next()?.parse().ok()?;
-        if !creator_gone(pid, meta.mtime()) {
+        let (pid, creator) = parse_temp_name(rest)?;
+        if !temp_abandoned(name, &file, creator, meta.mtime()) {
             return None;
         }
+        let t = read_trailer(&file);
         let info = SegmentInfo {
             name: name.to_string(),
             kind: None,
@@ -155,8 +181,10 @@ fn inspect(name: &str) -> Option<Candidate> {
             bytes: meta.len(),
             owner_pid: pid,
             owner_alive: false,
+            owner_status: OwnerStatus::Dead,
+            owner_in_other_pid_namespace: t.as_ref().is_some_and(in_other_pid_namespace),
             persistent: false,
-            segment_id: 0,
+            segment_id: t.map_or(0, |t| t.segment_id),
             mode: meta.mode() & 0o7777,
             uid: meta.uid(),
         };
@@ -164,6 +192,7 @@ fn inspect(name: &str) -> Option<Candidate> {
             info,
             file,
             file_id,
+            owner_lease: creator,
             temporary: true,
         });
     }
@@ -182,21 +211,60 @@ fn inspect(name: &str) -> Option<Candidate> {
         bytes: meta.len(),
         owner_pid: t.owner_pid,
         owner_alive: false,
+        owner_status: OwnerStatus::Dead,
+        owner_in_other_pid_namespace: in_other_pid_namespace(&t),
         persistent: false,
         segment_id: t.segment_id,
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
     });
-    // `describe` re-read the owner: if it came alive in between, leave it.
-    if info.owner_alive || info.persistent || info.kind.is_none() {
+    // `describe` re-read the owner: if it is not dead after all (claimed in between), or
+    // the trailer changed, leave it.
+    if info.owner_status != OwnerStatus::Dead || info.persistent || info.kind.is_none() {
         return None;
     }
     Some(Candidate {
         info,
         file,
         file_id,
+        owner_lease: t.owner_lease,
         temporary: false,
     })
+}
+
+/// The pid and the lease (0 if none) in a temporary name, after its prefix:
+/// `<pid>-L<lease hex>-…` (segments being built, gc's private names) or `<pid>-…`.
+fn parse_temp_name(rest: &str) -> Option<(i32, u64)> {
+    let mut parts = rest.split('-');
+    let pid: i32 = parts.next()?.parse().ok()?;
+    let lease = parts
+        .next()
+        .and_then(|p| p.strip_prefix('L'))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(0);
+    Some((pid, lease))
+}
+
+/// Whether a temporary segment was abandoned by its creator (see the module docs):
+/// never while some process holds a lock on it; then when the lease in its name is dead;
+/// else once it has gone unwritten for [`TEMP_GRACE_SECS`] — and a gc private name only
+/// when the segment's own owner is dead as well.
+fn temp_abandoned(name: &str, file: &File, creator: u64, mtime: i64) -> bool {
+    if lease::file_is_locked(file).unwrap_or(true) {
+        return false; // being built, or being checked by a running gc
+    }
+    if name.contains(GC_MARK) {
+        // A segment a gc renamed and then died: garbage only if its owner is dead.
+        return read_trailer(file).is_some_and(|t| is_stale(&t));
+    }
+    match lease::check(creator) {
+        Liveness::Dead => true,
+        Liveness::Alive => false,
+        Liveness::Unknown => {
+            let now = (proc::unix_nanos() / 1_000_000_000) as i64;
+            mtime + TEMP_GRACE_SECS < now
+        }
+    }
 }
 
 /// The validated trailer of an open segment file, if it has one.
@@ -213,18 +281,9 @@ fn read_trailer(file: &File) -> Option<TrailerInfo> {
     Trailer::parse(&tail, usize::try_from(len).ok()?).ok()?
 }
 
+/// Not persistent, and its owner provably dead.
 fn is_stale(t: &TrailerInfo) -> bool {
-    !t.persistent && !proc::is_alive(t.owner_pid, t.owner_start)
-}
-
-/// Whether the creator of a temporary segment last written at `mtime` (seconds since the
-/// epoch) is gone: no process `pid` runs, or the one that does started after the file was
-/// last written (a reused pid).
-fn creator_gone(pid: i32, mtime: i64) -> bool {
-    match proc::start_unix_secs(pid) {
-        None => true,
-        Some(started) => mtime + CLOCK_SLACK_SECS < started as i64,
-    }
+    !t.persistent && OwnerStatus::of(t) == OwnerStatus::Dead
 }
 
 impl Candidate {
@@ -232,12 +291,27 @@ impl Candidate {
     fn remove(&self) -> bool {
         let name = &self.info.name;
         if self.temporary {
-            // Temporary names are unique per creation: nobody re-creates one.
+            // Temporary names are unique per creation: nobody re-creates one. Check the
+            // lock once more (a gc that just renamed a segment to its private name).
+            if shm::file_id_of_name(name) != Some(self.file_id)
+                || lease::file_is_locked(&self.file).unwrap_or(true)
+            {
+                return false;
+            }
             return shm::unlink(name).is_ok();
         }
+        // Lock it, so that other gcs leave it alone under the private name (the lock lives
+        // as long as `self.file`; without it, fall back to the pid-only private name, which
+        // other gcs judge by the trailer).
+        let _ = lease::lock_file(&self.file);
         // Take the name away first, so that nobody opens the segment while it is checked
         // again, and so that the unlink below can only hit the inode we checked.
-        let private = format!("{TEMP_PREFIX}{}-gc-{:x}", proc::pid(), proc::random_u64());
+        let private = format!(
+            "{TEMP_PREFIX}{}-L{:x}{GC_MARK}{:x}",
+            proc::pid(),
+            lease::mine(),
+            proc::random_u64()
+        );
         if shm::publish(name, &private).is_err() {
             return false; // gone already, or not ours to remove
         }
@@ -247,7 +321,7 @@ impl Candidate {
         }
         // Re-created or re-claimed since we looked: put it back. Should a new segment have
         // taken the name in this instant, the renamed one is left under the private name,
-        // which the next gc judges on its own (it holds this gc's pid).
+        // which the next gc judges on its own (by its owner's lease).
         let _ = shm::publish(&private, name);
         false
     }
@@ -260,31 +334,34 @@ mod tests {
     use crate::trailer::SegmentKind;
     use std::os::unix::fs::FileExt;
 
-    /// A persistent segment whose trailer names `owner` (pid, start) and is not persistent.
-    fn segment_owned_by(name: &str, owner: (i32, u64)) -> Segment {
+    /// A segment (persistent, so that its handle leaves the name) whose trailer names an
+    /// owner with lease `owner`, and is not persistent.
+    fn segment_owned_by(name: &str, owner: u64) -> Segment {
         let opts = CreateOptions::new().persistent(true);
         let seg = Segment::create(name, SegmentKind::Value, 8, &opts, |_| Ok(())).unwrap();
         set_owner(name, owner);
-        seg
-    }
-
-    fn set_owner(name: &str, (pid, start): (i32, u64)) {
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(shm::path(name))
             .unwrap();
         let end = f.metadata().unwrap().len() - TRAILER_LEN as u64;
-        f.write_all_at(&pid.to_le_bytes(), end + 48).unwrap();
         f.write_all_at(&0u32.to_le_bytes(), end + 52).unwrap();
-        f.write_all_at(&start.to_le_bytes(), end + 56).unwrap();
+        seg
     }
 
-    const DEAD: (i32, u64) = (i32::MAX - 7, 12345);
+    fn set_owner(name: &str, lease: u64) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(shm::path(name))
+            .unwrap();
+        let end = f.metadata().unwrap().len() - TRAILER_LEN as u64;
+        f.write_all_at(&lease.to_le_bytes(), end + 64).unwrap();
+    }
 
     #[test]
     fn a_name_recreated_after_the_check_is_left_alone() {
         let name = format!("gc-unit-{}-recreated", proc::pid());
-        let old = segment_owned_by(&name, DEAD);
+        let old = segment_owned_by(&name, lease::dead_lease_for_tests());
         let c = inspect(&name).expect("stale");
         drop(old);
         shm::unlink(&name).unwrap();
@@ -305,10 +382,10 @@ mod tests {
     #[test]
     fn a_segment_claimed_after_the_check_is_put_back() {
         let name = format!("gc-unit-{}-claimed", proc::pid());
-        let seg = segment_owned_by(&name, DEAD);
+        let seg = segment_owned_by(&name, lease::dead_lease_for_tests());
         let c = inspect(&name).expect("stale");
         // A live process takes ownership between gc's check and its removal.
-        set_owner(&name, (proc::pid(), proc::self_start_time()));
+        set_owner(&name, lease::mine());
         assert!(!c.remove());
         assert!(shm::file_id_of_name(&name).is_some(), "renamed back");
         assert!(inspect(&name).is_none());
@@ -317,26 +394,111 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_segment_is_removed() {
+    fn a_stale_segment_is_removed_and_an_unknown_owners_is_not() {
         let name = format!("gc-unit-{}-stale", proc::pid());
-        let seg = segment_owned_by(&name, DEAD);
+        let seg = segment_owned_by(&name, lease::dead_lease_for_tests());
         let c = inspect(&name).expect("stale");
         assert!(c.remove());
         assert!(shm::file_id_of_name(&name).is_none());
         // Two gcs racing: the loser finds nothing to remove.
         assert!(!c.remove());
         drop(seg);
+        // No lease recorded: unknown, never stale.
+        let seg = segment_owned_by(&name, 0);
+        assert!(inspect(&name).is_none());
+        assert_eq!(
+            crate::info(&name).unwrap().owner_status,
+            OwnerStatus::Unknown
+        );
+        drop(seg);
+        shm::unlink(&name).unwrap();
+    }
+
+    /// A temporary file of `len` bytes with the given name, last written `age` seconds ago.
+    fn temp_file(name: &str, len: usize, age: u64) -> File {
+        let f = shm::create_excl(name, 0o600).unwrap();
+        f.set_len(len as u64).unwrap();
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+        f.set_modified(t).unwrap();
+        f
     }
 
     #[test]
-    fn temp_creator_rules() {
-        // No such process.
-        assert!(creator_gone(i32::MAX, 0));
-        // This process, and a file written now: not gone.
-        let now = proc::unix_nanos() as i64 / 1_000_000_000;
-        assert!(!creator_gone(proc::pid(), now));
-        // A file written long before this process started: its creator was another
-        // process that had our pid.
-        assert!(creator_gone(proc::pid(), 1_000));
+    fn a_locked_temporary_segment_is_kept_whatever_its_age_or_lease() {
+        let dead = lease::dead_lease_for_tests();
+        let name = format!("{TEMP_PREFIX}{}-L{dead:x}-gcunit-locked", proc::pid());
+        let f = temp_file(&name, 64, 3600);
+        lease::lock_file(&f).unwrap();
+        assert!(inspect(&name).is_none(), "its creator still holds it");
+        drop(f); // the creator goes: unlocked, and its lease is dead
+        let c = inspect(&name).expect("abandoned");
+        assert!(c.remove());
+        assert!(shm::file_id_of_name(&name).is_none());
+    }
+
+    #[test]
+    fn an_unlocked_temporary_segment_without_lease_waits_out_the_grace() {
+        let fresh = format!("{TEMP_PREFIX}{}-L0-gcunit-fresh", proc::pid());
+        let old = format!("{TEMP_PREFIX}{}-L0-gcunit-old", proc::pid());
+        let live = format!(
+            "{TEMP_PREFIX}{}-L{:x}-gcunit-live",
+            proc::pid(),
+            lease::mine()
+        );
+        let _f = temp_file(&fresh, 0, 0);
+        let _o = temp_file(&old, 0, TEMP_GRACE_SECS as u64 + 60);
+        let _l = temp_file(&live, 0, 3600);
+        assert!(
+            inspect(&fresh).is_none(),
+            "its creator may be about to lock it"
+        );
+        assert!(inspect(&live).is_none(), "its creator's lease is held");
+        assert!(inspect(&old).expect("abandoned").remove());
+        shm::unlink(&fresh).unwrap();
+        shm::unlink(&live).unwrap();
+    }
+
+    #[test]
+    fn create_holds_a_lock_on_the_temporary_segment_while_it_builds_it() {
+        let name = format!("gc-unit-{}-building", proc::pid());
+        let marker = proc::random_u64().to_le_bytes();
+        let seg = Segment::create(&name, SegmentKind::Value, 8, &CreateOptions::new(), |b| {
+            b[..8].copy_from_slice(&marker);
+            // Find our own temporary file among this process's open files by its content.
+            let mut found = 0;
+            for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+                let Ok(target) = std::fs::read_link(fd.path()) else {
+                    continue;
+                };
+                let Some(tmp) = target
+                    .to_str()
+                    .and_then(|t| t.strip_prefix("/dev/shm/"))
+                    .filter(|t| t.starts_with(TEMP_PREFIX))
+                else {
+                    continue;
+                };
+                let Ok(f) = shm::open_for_inspection(tmp) else {
+                    continue;
+                };
+                let mut head = [0u8; 8];
+                if shm::read_at(&f, &mut head, 0).ok() != Some(8) || head != marker {
+                    continue;
+                }
+                found += 1;
+                assert!(lease::file_is_locked(&f).unwrap(), "{tmp} is not locked");
+                assert!(inspect(tmp).is_none(), "gc would remove {tmp}");
+            }
+            assert_eq!(found, 1, "the temporary segment was not found");
+            Ok(())
+        })
+        .unwrap();
+        drop(seg);
+    }
+
+    #[test]
+    fn temp_names_carry_pid_and_lease() {
+        assert_eq!(parse_temp_name("12-Lab-3-ff"), Some((12, 0xab)));
+        assert_eq!(parse_temp_name("12-3-ff"), Some((12, 0)));
+        assert_eq!(parse_temp_name("lease-12-ff"), None);
     }
 }

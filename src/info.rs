@@ -10,8 +10,60 @@ use crate::dtype::DType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::npy::NpyHeader;
 use crate::segment::{validate_name, TEMP_PREFIX};
+use crate::sys::lease::{self, Liveness};
 use crate::sys::{proc, shm};
-use crate::trailer::{SegmentKind, Trailer, TRAILER_LEN};
+use crate::trailer::{SegmentKind, Trailer, TrailerInfo, TRAILER_LEN};
+
+/// Whether a segment's owner runs, as the kernel vouches for it.
+///
+/// ndshm never decides this from `/proc`: the owner's *lease* (a lock the kernel holds for
+/// the owning process and drops when it exits, recorded in the segment's trailer) says so,
+/// whatever pid namespace the owner and the asker run in. See the crate docs, "Crashes and
+/// signals".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OwnerStatus {
+    /// The owner holds its lease: it runs (perhaps in another pid namespace).
+    Alive,
+    /// The owner's lease was released: it has exited. Only such segments are stale.
+    Dead,
+    /// Cannot be decided (no lease was recorded, or the lease file cannot be read): the
+    /// segment is treated as live and `gc` leaves it.
+    Unknown,
+}
+
+impl OwnerStatus {
+    /// Lower-case word, as `ndshm ls` prints it: `alive`, `dead` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerStatus::Alive => "alive",
+            OwnerStatus::Dead => "dead",
+            OwnerStatus::Unknown => "unknown",
+        }
+    }
+
+    /// The status of the owner recorded in a trailer.
+    pub(crate) fn of(t: &TrailerInfo) -> OwnerStatus {
+        match lease::check(t.owner_lease) {
+            Liveness::Alive => OwnerStatus::Alive,
+            Liveness::Dead => OwnerStatus::Dead,
+            Liveness::Unknown => OwnerStatus::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for OwnerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the owner recorded in `t` runs in another pid namespace than the caller (both
+/// namespaces known): its pid is then a pid of that namespace.
+pub(crate) fn in_other_pid_namespace(t: &TrailerInfo) -> bool {
+    let here = proc::pid_namespace();
+    t.owner_pidns != 0 && here != 0 && t.owner_pidns != here
+}
 
 /// What a segment is, read from its trailer and (for arrays) its `.npy` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,10 +80,18 @@ pub struct SegmentInfo {
     pub fortran_order: bool,
     /// Size of the segment file in bytes.
     pub bytes: u64,
-    /// The owner's pid (0 when unknown).
+    /// The owner's pid (0 when unknown), as the owner's own pid namespace numbers it.
     pub owner_pid: i32,
-    /// Whether the owner (pid and start time) is still running.
+    /// Whether the owner is known to run ([`OwnerStatus::Alive`]). `false` does not mean
+    /// dead: see [`owner_status`](Self::owner_status).
     pub owner_alive: bool,
+    /// Whether the owner runs, has exited, or cannot be told (from its kernel-held lease,
+    /// never from `/proc`).
+    pub owner_status: OwnerStatus,
+    /// Whether the owner runs (or ran) in another pid namespace than this process (another
+    /// container sharing `/dev/shm`): [`owner_pid`](Self::owner_pid) is then a pid of that
+    /// namespace, not of this one. `false` when either namespace is unknown.
+    pub owner_in_other_pid_namespace: bool,
     /// Whether the segment outlives its owner.
     pub persistent: bool,
     /// The unique id of the segment's creation (0 when unknown).
@@ -43,9 +103,23 @@ pub struct SegmentInfo {
 }
 
 impl SegmentInfo {
-    /// Whether `gc` would remove it: an ndshm segment, not persistent, whose owner is dead.
+    /// Whether `gc` would remove it: an ndshm segment, not persistent, whose owner is
+    /// provably dead ([`OwnerStatus::Dead`]; an [`Unknown`](OwnerStatus::Unknown) owner is
+    /// never stale).
     pub fn is_stale(&self) -> bool {
-        self.kind.is_some() && !self.persistent && !self.owner_alive
+        self.kind.is_some() && !self.persistent && self.owner_status == OwnerStatus::Dead
+    }
+
+    /// The owner's status in words, as `ndshm ls` and `ndshm info` print it: `alive`,
+    /// `alive, in another pid namespace (pid N there)`, `dead` or `unknown`.
+    pub fn owner_text(&self) -> String {
+        match (self.owner_status, self.owner_in_other_pid_namespace) {
+            (OwnerStatus::Alive, true) => format!(
+                "alive, in another pid namespace (pid {} there)",
+                self.owner_pid
+            ),
+            (status, _) => status.as_str().to_string(),
+        }
     }
 
     /// `C` or `F` for arrays, `-` otherwise.
@@ -123,6 +197,8 @@ pub(crate) fn describe(name: &str, file: &File) -> Result<SegmentInfo> {
         bytes: len,
         owner_pid: 0,
         owner_alive: false,
+        owner_status: OwnerStatus::Unknown,
+        owner_in_other_pid_namespace: false,
         persistent: false,
         segment_id: 0,
         mode: meta.mode() & 0o7777,
@@ -138,7 +214,9 @@ pub(crate) fn describe(name: &str, file: &File) -> Result<SegmentInfo> {
                 payload = Some(t.payload_len as u64);
                 out.kind = Some(t.kind);
                 out.owner_pid = t.owner_pid;
-                out.owner_alive = proc::is_alive(t.owner_pid, t.owner_start);
+                out.owner_status = OwnerStatus::of(&t);
+                out.owner_alive = out.owner_status == OwnerStatus::Alive;
+                out.owner_in_other_pid_namespace = in_other_pid_namespace(&t);
                 out.persistent = t.persistent;
                 out.segment_id = t.segment_id;
             }

@@ -90,13 +90,32 @@
 //!
 //! ## Crashes and signals
 //! A segment whose owner died without unlinking it (`SIGKILL`, abort, `_exit`) is *stale*:
-//! [`gc`] removes the stale segments (owner identified by pid **and** start time, so a
-//! reused pid is not the owner), [`stale`] lists them, and neither ever touches a live
+//! [`gc`] removes the stale segments, [`stale`] lists them, and neither ever touches a live
 //! owner's segment, a persistent one, or a file that is not an ndshm segment. Signal
 //! handling is opt-in: with a [`SignalCleanup`] guard alive, Ctrl-C, `SIGTERM` or `SIGHUP`
 //! stops and reaps the workers, unlinks the process's own segments and re-raises the
 //! signal. [`die_with_parent`] makes a worker die with its parent, and a [`CrashCleanup`]
 //! watchdog removes a process's segments even when it is killed with `SIGKILL`.
+//!
+//! **A resource is taken over only from a provably dead owner.** Whether a process runs is
+//! never read from `/proc` (pid namespaces, `hidepid` or a missing `/proc` hide live
+//! processes, and pids are reused): each process holds a *lease*, an open-file-description
+//! lock on one byte of `/dev/shm/.ndshm-lease-<uid>` that the kernel drops when the process
+//! exits, however it ends. Segment trailers, queue slots and temporary segments record the
+//! lease of whoever holds them, and every decision reads it as [`OwnerStatus`]: **Alive**
+//! (lease held), **Dead** (released: only then is anything removed or recovered) or
+//! **Unknown** (no lease recorded, lease file unreadable: callers wait and `gc` leaves it).
+//! The robust locks rest on the kernel's robust futexes in the same way.
+//!
+//! This holds across containers that share `/dev/shm` — Docker `--ipc=shareable` /
+//! `--ipc=container:<id>`, `--ipc=host`, Kubernetes pods sharing a memory-backed
+//! (`medium: Memory`) volume mounted at `/dev/shm` — whatever their pid namespaces: a live
+//! owner in another container is alive, and `ndshm ls` says "alive, in another pid
+//! namespace (pid N there)" (its pid means nothing here). Containers whose user
+//! namespaces map uids differently see each other's owners as Unknown: nothing is taken
+//! over, `gc` keeps their segments. **Never remove `/dev/shm/.ndshm-lease-<uid>`** (mind
+//! `rm /dev/shm/*`) while ndshm processes of that uid run: their leases live in it, and a
+//! new file would declare them all dead.
 //!
 //! ## Errors
 //! One error type, [`Error`], with a [`#[non_exhaustive]`](ErrorKind) kind, a message that
@@ -138,7 +157,7 @@ pub use dtype::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
 pub use fork::{fork_chunks, fork_chunks_into, fork_chunks_with, MAX_FORKED_CHUNKS};
 pub use gc::{gc, gc_matching, stale};
-pub use info::{info, list, SegmentInfo};
+pub use info::{info, list, OwnerStatus, SegmentInfo};
 pub use list::SharedList;
 pub use map::{KeyBytes, MapKey, SharedMap, MAX_KEY_LEN};
 pub use namespace::{SharedStruct, StructGuard};

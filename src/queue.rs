@@ -14,15 +14,19 @@
 //! when someone sleeps: an idle endpoint burns no CPU after its spin window.
 //!
 //! # A peer that dies mid-operation
-//! Before it claims a position, a producer writes its pid into the slot (`writer`), and a
-//! consumer likewise (`reader`). A process that waits on a slot for more than
-//! [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD) checks whether the process
-//! named there still runs. If a producer died after claiming a slot but before publishing
-//! it, that one slot is marked *lost* and skipped by consumers: the item that producer was
-//! putting is not delivered (it was never completely put), every other item is, and
-//! [`lost`](Queue::lost) counts such slots. A consumer that died while taking an item
-//! likewise loses that item (it had taken it), and producers reclaim the slot. Nothing else
-//! is lost, duplicated or blocked.
+//! Before it claims a position, a producer writes its *lease* into the slot (`writer`), and
+//! a consumer likewise (`reader`): a word naming the process that the kernel vouches for
+//! (see the crate docs, "Crashes and signals"), not a pid, which another pid namespace
+//! would not see and which can be reused. A process that waits on a slot for more than
+//! [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD) checks the lease recorded there.
+//! Only a holder that is provably dead loses its slot: if a producer died after claiming a
+//! slot but before publishing it, that one slot is marked *lost* and skipped by consumers:
+//! the item that producer was putting is not delivered (it was never completely put), every
+//! other item is, and [`lost`](Queue::lost) counts such slots. A consumer that died while
+//! taking an item likewise loses that item (it had taken it), and producers reclaim the
+//! slot. A holder that is alive (in whatever pid namespace) or whose liveness cannot be told
+//! keeps its slot: the others wait (blocking calls sleep, `try_` calls report empty or
+//! full). Nothing else is lost, duplicated or blocked.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -35,13 +39,16 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::region::{type_tag, Region};
 use crate::segment::CreateOptions;
 use crate::sync::lock::{LIVENESS_PERIOD, SPIN};
-use crate::sys::{futex, proc};
+use crate::sys::futex;
+use crate::sys::lease::{self, Liveness};
 use crate::trailer::SegmentKind;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ01");
+/// Ring format 2: 64-bit slot holders (leases; format 1 recorded 32-bit pids).
+const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ02");
 const HEADER: usize = 256;
 const SLOT_HEADER: usize = 32;
 const LOST: u32 = u32::MAX;
+const _: () = assert!(std::mem::size_of::<Slot>() == SLOT_HEADER);
 
 // Header words (byte offsets).
 const H_MAGIC: usize = 0;
@@ -58,14 +65,15 @@ const H_GET_WAITERS: usize = 204;
 const H_PUT_WAITERS: usize = 208;
 const H_LOST: usize = 216;
 
-/// A slot's header.
+/// A slot's header. `writer` and `reader` hold the lease of the process moving an item
+/// through the slot (0: none), see the module docs.
 #[repr(C)]
 struct Slot {
     seq: AtomicU64,
-    writer: AtomicU32,
-    reader: AtomicU32,
+    writer: AtomicU64,
+    reader: AtomicU64,
     len: AtomicU32,
-    _pad: [u32; 3],
+    _pad: u32,
 }
 
 /// Why a non-blocking or timed operation did not complete.
@@ -280,7 +288,7 @@ impl Ring {
         len: usize,
         fill: &mut Option<impl FnOnce(&mut [u8])>,
     ) -> std::result::Result<(), Fail> {
-        let me = proc::cached_pid() as u32;
+        let me = lease::holder();
         let head = self.word(H_HEAD);
         let mut tries = 0u32;
         loop {
@@ -298,7 +306,12 @@ impl Ring {
                     Ok(_) => {}
                     Err(w) => {
                         tries += 1;
-                        if tries % 4096 == 0 && !proc::is_alive(w as i32, 0) {
+                        if tries % 4096 == 0 {
+                            if lease::check(w) != Liveness::Dead {
+                                // Alive (maybe descheduled) or unknown: never taken over;
+                                // the caller waits as it may (`try_put`: full now).
+                                return Err(Fail::WouldBlock);
+                            }
                             // A producer died between announcing and claiming: free it.
                             let _ = slot.writer.compare_exchange(
                                 w,
@@ -343,7 +356,7 @@ impl Ring {
         &self,
         f: &mut Option<impl FnOnce(&[u8]) -> R>,
     ) -> std::result::Result<R, Fail> {
-        let me = proc::cached_pid() as u32;
+        let me = lease::holder();
         let tail = self.word(H_TAIL);
         let mut tries = 0u32;
         loop {
@@ -358,7 +371,11 @@ impl Ring {
                     Ok(_) => {}
                     Err(r) => {
                         tries += 1;
-                        if tries % 4096 == 0 && !proc::is_alive(r as i32, 0) {
+                        if tries % 4096 == 0 {
+                            if lease::check(r) != Liveness::Dead {
+                                // As for producers: `try_get` reports empty now.
+                                return Err(Fail::WouldBlock);
+                            }
                             let _ = slot.reader.compare_exchange(
                                 r,
                                 0,
@@ -407,9 +424,10 @@ impl Ring {
         }
     }
 
-    /// Frees slots whose producer or consumer died mid-operation (see the module docs).
+    /// Frees slots whose producer or consumer died mid-operation (see the module docs): only
+    /// when the holder's lease says it is dead, never when it is alive or unknown.
     fn recover(&self) {
-        let me = proc::cached_pid() as u32;
+        let me = lease::holder();
         // A producer that claimed the slot at `tail` and died before publishing it.
         let pos = self.word(H_TAIL).load(Ordering::Acquire);
         let slot = self.slot(pos);
@@ -418,7 +436,7 @@ impl Ring {
         {
             let w = slot.writer.load(Ordering::Relaxed);
             if w != 0
-                && !proc::is_alive(w as i32, 0)
+                && lease::check(w) == Liveness::Dead
                 && slot
                     .writer
                     .compare_exchange(w, me, Ordering::Relaxed, Ordering::Relaxed)
@@ -439,7 +457,7 @@ impl Ring {
             {
                 let r = slot.reader.load(Ordering::Relaxed);
                 if r != 0
-                    && !proc::is_alive(r as i32, 0)
+                    && lease::check(r) == Liveness::Dead
                     && slot
                         .reader
                         .compare_exchange(r, me, Ordering::Relaxed, Ordering::Relaxed)
@@ -808,9 +826,11 @@ impl Shared {
 /// sentinel is needed.
 ///
 /// A process that dies in the middle of a `put` (after claiming a slot, before publishing
-/// it) costs exactly that item: a consumer waiting on the slot checks the producer's pid
-/// (recorded in the slot before the claim) after 20 ms, marks the slot lost and moves on;
-/// [`lost`](Queue::lost) counts such items. A consumer that dies in the middle of a `get`
+/// it) costs exactly that item: a consumer waiting on the slot checks the producer's lease
+/// (recorded in the slot before the claim; the kernel releases it when the producer dies,
+/// whatever its pid namespace) every 20 ms, and once the producer is provably dead marks
+/// the slot lost and moves on; [`lost`](Queue::lost) counts such items. A live producer,
+/// or one whose liveness cannot be told, keeps its slot however long it takes. A consumer that dies in the middle of a `get`
 /// loses the item it took, and producers reclaim its slot the same way. Every other item
 /// is delivered exactly once.
 ///

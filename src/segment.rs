@@ -208,8 +208,9 @@ impl Drop for TempName {
 fn temp_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     format!(
-        "{TEMP_PREFIX}{}-{}-{:x}",
+        "{TEMP_PREFIX}{}-L{:x}-{}-{:x}",
         proc::pid(),
+        crate::sys::lease::mine(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
         proc::random_u64()
     )
@@ -331,6 +332,9 @@ impl Segment {
         };
         let file = shm::create_excl(&tmp.name, opts.mode)
             .map_err(|e| Error::os(format!("cannot create segment '{name}'"), e))?;
+        // Held while we build it: gc removes a temporary segment only when it is unlocked.
+        crate::sys::lease::lock_file(&file)
+            .map_err(|e| Error::os(format!("cannot lock segment '{name}'"), e))?;
         shm::reserve(&file, total as u64).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENOSPC) {
                 no_space(name, total as u64, shm::free_space().unwrap_or(0))

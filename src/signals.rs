@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use crate::cleanup;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys::{proc, signal};
+use crate::sys::{lease, proc, signal};
 use crate::trailer::{Trailer, TRAILER_LEN};
 
 /// The signals [`SignalCleanup::install`] handles.
@@ -108,20 +108,29 @@ fn stop_children() {
 
 /// Unlinks every segment this process owns, if the segment under the name still records
 /// this process as its owner (a name removed and re-created by someone else is left).
+///
+/// The owner is recognised by its lease (see the crate docs): a pid could name another
+/// process in another pid namespace. Only when neither this process nor the segment has a
+/// lease (none could be claimed) does the handler fall back to pid and start time.
 fn unlink_owned_segments() {
     // SAFETY: getpid is async-signal-safe.
     let me = unsafe { libc::getpid() };
+    let my_lease = lease::mine_if_claimed();
     let my_start = proc::self_start_time_cached();
     cleanup::for_each_segment(|name| {
         let mut tail = [0u8; TRAILER_LEN];
         if !signal::read_tail(name, &mut tail) {
             return;
         }
-        match Trailer::owner_fields(&tail) {
-            Some((pid, start, _)) if pid == me && my_start.is_none_or(|s| s == start) => {
-                signal::unlink_segment(name);
-            }
-            _ => {}
+        let Some((pid, start, owner)) = Trailer::owner_fields(&tail) else {
+            return;
+        };
+        let ours = match my_lease {
+            Some(mine) => owner == mine,
+            None => owner == 0 && pid == me && my_start.is_none_or(|s| s == start),
+        };
+        if ours {
+            signal::unlink_segment(name);
         }
     });
 }

@@ -7,13 +7,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::error::Result;
 use crate::gc;
 use crate::process::fork_with;
-use crate::sys::{fork, proc};
+use crate::sys::{fork, lease, proc};
 
 /// A watchdog for the segments this process owns: while the guard lives, a small forked
 /// process waits for this one to end; if it ends without having unlinked its segments
 /// (killed by `SIGKILL`, aborted, `_exit`), the watchdog removes the segments that still
-/// name this process (pid **and** start time) as their owner and are not persistent, then
-/// exits. It is Python's `resource_tracker` done right: it never touches a segment this
+/// name this process as their owner (by its kernel-held lease, recorded before the fork:
+/// never by pid) and are not persistent, then exits. A segment whose owner is alive or
+/// cannot be told is never removed. It is Python's `resource_tracker` done right: it never touches a segment this
 /// process merely attached to (CPython gh-82300), or one it persisted.
 ///
 /// The watchdog runs in its own session (`setsid`), so Ctrl-C in the terminal and a kill
@@ -47,9 +48,10 @@ impl CrashCleanup {
     /// An OS error when `fork` fails.
     pub fn spawn() -> Result<CrashCleanup> {
         let parent = proc::pid();
-        let start = proc::self_start_time();
+        // Claimed here, before the fork: the segments this process owns record this lease.
+        let owner = lease::mine();
         let pid = fork_with(move || {
-            let _ = catch_unwind(AssertUnwindSafe(|| watch(parent, start)));
+            let _ = catch_unwind(AssertUnwindSafe(|| watch(parent, owner)));
             fork::exit_now(0)
         })?;
         Ok(CrashCleanup { pid })
@@ -62,14 +64,15 @@ impl CrashCleanup {
 }
 
 /// The watchdog's life: leave the parent's session, drop the inherited mappings, wait for
-/// the parent to end, remove what it still owns.
-fn watch(parent: i32, start: u64) {
+/// the parent to end, remove what it still owns (by lease `owner`; nothing when it has
+/// none).
+fn watch(parent: i32, owner: u64) {
     let _ = nix::unistd::setsid();
     // SAFETY: this forked process never touches the handles it inherited from its parent;
     // it only reads /dev/shm through gc, which opens files itself.
     unsafe { proc::unmap_shm_mappings() };
-    proc::wait_for_exit(parent, start);
-    let _ = gc::gc_matching(|s| s.owner_pid == parent);
+    proc::wait_for_parent_exit(parent);
+    let _ = gc::gc_owned_by(owner);
 }
 
 impl Drop for CrashCleanup {

@@ -1,10 +1,11 @@
 //! `gc`: removes the segments of dead owners, and nothing else.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, SystemTime};
 
 use ndarray::Ix1;
-use ndshm::{CreateOptions, ErrorKind, Process, SharedNdArray};
+use ndshm::{CreateOptions, ErrorKind, OwnerStatus, Process, SharedNdArray};
 
 fn name(tag: &str) -> String {
     format!("gc-{}-{tag}", std::process::id())
@@ -150,8 +151,8 @@ fn live_owner_foreign_files_and_plain_npy_are_never_touched() {
     assert!(!exists(&live));
 }
 
-/// Writes owner pid and start time into a segment's trailer (outside its checksum).
-fn forge_owner(name: &str, pid: i32, start: u64) {
+/// Writes owner pid, start time and lease into a segment's trailer (outside its checksum).
+fn forge_owner(name: &str, pid: i32, start: u64, lease: u64) {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(path(name))
@@ -160,28 +161,53 @@ fn forge_owner(name: &str, pid: i32, start: u64) {
     f.write_all_at(&pid.to_le_bytes(), len - 192 + 48).unwrap();
     f.write_all_at(&start.to_le_bytes(), len - 192 + 56)
         .unwrap();
+    f.write_all_at(&lease.to_le_bytes(), len - 192 + 64)
+        .unwrap();
 }
 
-fn start_time(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+/// The owner fields (pid, start time, lease) a segment's trailer records.
+fn owner_of(name: &str) -> (i32, u64, u64) {
+    let f = std::fs::File::open(path(name)).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut b = [0u8; 24];
+    f.read_exact_at(&mut b, len - 192 + 48).unwrap();
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    (
+        i32::from_le_bytes(b[0..4].try_into().unwrap()),
+        u64_at(8),
+        u64_at(16),
+    )
+}
+
+/// The lease of a process that has exited: read from a segment it made, then reaped.
+fn dead_lease() -> u64 {
+    let n = name(&format!("dead-lease-{}", dead_pid()));
+    let _c = Cleanup(vec![n.clone()]);
+    let n2 = n.clone();
+    Process::spawn(move || std::mem::forget(SharedNdArray::<u8, Ix1>::zeros(&n2, 8).unwrap()))
+        .unwrap()
+        .join()
+        .unwrap();
+    owner_of(&n).2
 }
 
 #[test]
 fn a_reused_pid_is_not_the_owner() {
+    // Pid and start time decide nothing any more: the owner's lease does. A segment that
+    // names our pid and start time but the lease of a process that exited is stale; one
+    // that names our lease is ours, whatever pid and start time it shows.
     let (reused, same) = (name("reused"), name("same"));
     let _c = Cleanup(vec![reused.clone(), same.clone()]);
     let me = std::process::id() as i32;
-    let mine = start_time(me);
     for n in [&reused, &same] {
         let mut a = SharedNdArray::<u8, Ix1>::zeros(n, 64).unwrap();
         a.persist();
         drop(a);
     }
-    // Owner: a process with our pid but another start time -> our pid was reused.
-    forge_owner(&reused, me, mine + 1);
-    forge_owner(&same, me, mine);
+    let (pid, start, mine) = owner_of(&same);
+    assert_eq!(pid, me);
+    forge_owner(&reused, me, start, dead_lease());
+    forge_owner(&same, i32::MAX - 7, start + 1, mine);
     // Not persistent any more (the persist above only kept them past the drop).
     for n in [&reused, &same] {
         let f = std::fs::OpenOptions::new()
@@ -191,37 +217,148 @@ fn a_reused_pid_is_not_the_owner() {
         let len = f.metadata().unwrap().len();
         f.write_all_at(&0u32.to_le_bytes(), len - 192 + 52).unwrap();
     }
-    assert!(ndshm::info(&reused).unwrap().is_stale());
-    assert!(!ndshm::info(&same).unwrap().is_stale());
+    let info = ndshm::info(&reused).unwrap();
+    assert!(info.is_stale(), "{info:?}");
+    assert_eq!(info.owner_status, OwnerStatus::Dead);
+    let info = ndshm::info(&same).unwrap();
+    assert!(!info.is_stale() && info.owner_alive, "{info:?}");
     assert_eq!(gc_mine(&[&reused, &same]), vec![reused.clone()]);
+    assert!(exists(&same));
+    // No lease recorded: unknown, and gc leaves it.
+    forge_owner(&same, i32::MAX - 7, 0, 0);
+    let info = ndshm::info(&same).unwrap();
+    assert_eq!(info.owner_status, OwnerStatus::Unknown, "{info:?}");
+    assert!(!info.is_stale() && !info.owner_alive);
+    assert!(gc_mine(&[&same]).is_empty());
     assert!(exists(&same));
 }
 
-#[test]
-fn temporary_segments_of_dead_creators_are_removed() {
-    let me = std::process::id();
-    let dead = format!(".ndshm-tmp-{}-gctest{me}-0", dead_pid());
-    let live = format!(".ndshm-tmp-{me}-gctest{me}-1");
-    // Our pid, but written long before this process started: another process with our
-    // pid made it.
-    let reused = format!(".ndshm-tmp-{me}-gctest{me}-2");
-    let _c = Cleanup(vec![dead.clone(), live.clone(), reused.clone()]);
-    for n in [&dead, &live, &reused] {
-        std::fs::write(path(n), [0u8; 256]).unwrap();
+/// Forks a process that creates temporary segment `name` and holds an OFD lock on it, as
+/// `create` does while it builds a segment; it keeps it until killed.
+fn creator_holding(name: &str) -> Process {
+    let n = name.to_string();
+    let creator = Process::spawn::<_, ()>(move || {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path(&n))
+            .unwrap();
+        f.set_len(256).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(24 * 3600);
+        f.set_modified(old).unwrap();
+        ofd_read_lock(&f);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    // Wait until it holds the lock (then the file's mtime is old).
+    let start = std::time::Instant::now();
+    loop {
+        let old = std::fs::metadata(path(name))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < SystemTime::now() - Duration::from_secs(3600));
+        if old && is_locked(name) {
+            return creator;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "creator never ready"
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
-    let old = SystemTime::now() - Duration::from_secs(24 * 3600);
-    std::fs::File::options()
-        .write(true)
-        .open(path(&reused))
-        .unwrap()
-        .set_modified(old)
+}
+
+fn ofd_lock_request(kind: i32) -> libc::flock {
+    // SAFETY: all-zero is a valid flock; the fields that matter are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl
+}
+
+fn ofd_read_lock(f: &std::fs::File) {
+    let mut fl = ofd_lock_request(libc::F_RDLCK);
+    // SAFETY: a valid fd and flock for the duration of the call.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+}
+
+fn is_locked(name: &str) -> bool {
+    let Ok(f) = std::fs::File::open(path(name)) else {
+        return false;
+    };
+    let mut fl = ofd_lock_request(libc::F_WRLCK);
+    // SAFETY: a valid fd and flock for the duration of the call.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    r == 0 && fl.l_type != libc::F_UNLCK as libc::c_short
+}
+
+/// Runs `ndshm gc --prefix <prefix>` with an empty tmpfs over /proc (a private mount
+/// namespace), within a deadline.
+fn gc_cli_without_proc(prefix: &str) {
+    let mut child = std::process::Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            r#"mount -t tmpfs none /proc && exec "$0" "$@""#,
+            env!("CARGO_BIN_EXE_ndshm"),
+            "gc",
+            "--prefix",
+            prefix,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-    let mut removed = gc_mine(&[&dead, &live, &reused]);
-    removed.sort();
-    let mut want = vec![dead.clone(), reused.clone()];
-    want.sort();
-    assert_eq!(removed, want);
-    assert!(exists(&live));
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ndshm gc did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(status.success());
+}
+
+#[test]
+fn a_temporary_segment_of_a_live_creator_is_never_removed_and_a_dead_ones_is() {
+    // Names only this test uses: the pid field is not a pid (nothing decides by pid).
+    let me = std::process::id() | 0x4000_0000;
+    // Old names without a lease: only the creator's lock tells.
+    let live = format!(".ndshm-tmp-{me}-gctest-live");
+    let killed = format!(".ndshm-tmp-{me}-gctest-killed");
+    // The name records a dead creator's lease: removed at once, whatever its age.
+    let dead = format!(".ndshm-tmp-{me}-L{:x}-gctest-dead", dead_lease());
+    // Unlocked and no lease, but just written: its creator may be about to lock it.
+    let fresh = format!(".ndshm-tmp-{me}-gctest-fresh");
+    let _c = Cleanup(vec![
+        live.clone(),
+        killed.clone(),
+        dead.clone(),
+        fresh.clone(),
+    ]);
+    let creator = creator_holding(&live);
+    let victim = creator_holding(&killed);
+    victim.kill().unwrap();
+    let _ = victim.join();
+    std::fs::write(path(&dead), [0u8; 256]).unwrap();
+    std::fs::write(path(&fresh), [0u8; 256]).unwrap();
+    // `ndshm gc` where /proc is unreadable: nothing decides from pids.
+    gc_cli_without_proc(&format!(".ndshm-tmp-{me}-"));
+    assert!(!exists(&killed) && !exists(&dead));
+    assert!(exists(&live) && exists(&fresh));
+    assert!(gc_mine(&[&live, &killed, &dead, &fresh]).is_empty());
+    creator.kill().unwrap();
+    let _ = creator.join();
+    // Its creator gone, the file is unlocked and old: garbage now.
+    assert_eq!(gc_mine(&[&live]), vec![live.clone()]);
 }
 
 #[test]

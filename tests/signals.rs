@@ -167,6 +167,15 @@ fn without_cleanup_the_segment_stays_and_gc_removes_it() {
         // SAFETY: as above.
         unsafe { libc::kill(w, libc::SIGKILL) };
     }
+    // A worker that had not run yet since its fork still shares its parent's lease (the
+    // kernel-held lock that says the owner lives) until it ends: wait until they are gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for &w in &demo.workers {
+        while matches!(proc_state(w), Some(s) if s != 'Z') {
+            assert!(Instant::now() < deadline, "worker {w} survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     let info = ndshm::info(&demo.segment).unwrap();
     assert!(info.is_stale(), "{info:?}");
     let name = demo.segment.clone();

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ndarray::IxDyn;
-use ndshm::{CreateOptions, DType, DynSharedArray, Element, SegmentInfo, SharedNdArray};
+use ndshm::{
+    CreateOptions, DType, DynSharedArray, Element, OwnerStatus, SegmentInfo, SharedNdArray,
+};
 
 /// Named shared-memory n-d arrays (numpy-compatible segments in /dev/shm).
 #[derive(Debug, Parser)]
@@ -133,7 +135,7 @@ fn run(command: Command) -> CliResult {
         Command::Ls => {
             let all = ndshm::list()?;
             println!(
-                "{:<32} {:<6} {:<5} {:<16} {:>12} {:<6} {:>8} {:<5} {:<10} {:<5}",
+                "{:<32} {:<6} {:<5} {:<16} {:>12} {:<6} {:>8} {:<7} {:<10} {:<5} NOTE",
                 "NAME",
                 "KIND",
                 "DTYPE",
@@ -146,8 +148,8 @@ fn run(command: Command) -> CliResult {
                 "STALE"
             );
             for i in &all {
-                println!(
-                    "{:<32} {:<6} {:<5} {:<16} {:>12} {:<6} {:>8} {:<5} {:<10} {:<5}",
+                let line = format!(
+                    "{:<32} {:<6} {:<5} {:<16} {:>12} {:<6} {:>8} {:<7} {:<10} {:<5} {}",
                     i.name,
                     i.kind.map_or("npy", |k| k.as_str()),
                     i.dtype.map_or("-".to_string(), |d| d.to_string()),
@@ -155,10 +157,12 @@ fn run(command: Command) -> CliResult {
                     i.bytes,
                     i.layout(),
                     i.owner_pid,
-                    yes_no(i.owner_alive),
+                    alive_text(i),
                     yes_no(i.persistent),
-                    yes_no(i.is_stale())
+                    yes_no(i.is_stale()),
+                    owner_note(i).unwrap_or_default()
                 );
+                println!("{}", line.trim_end());
             }
         }
         Command::Gc { dry_run, prefix } => {
@@ -181,6 +185,12 @@ fn run(command: Command) -> CliResult {
                     i.bytes,
                     i.owner_pid
                 );
+            }
+            // Say why segments that might look abandoned from here are left.
+            for i in ndshm::list()?.iter().filter(|i| wanted(i) && !i.persistent) {
+                if let Some(note) = owner_note(i) {
+                    println!("left {}: {note}", i.name);
+                }
             }
             println!("{verb} {} stale segment(s)", list.len());
         }
@@ -207,6 +217,30 @@ fn run(command: Command) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// The ALIVE column: `yes`, `no` or `unknown`.
+fn alive_text(i: &SegmentInfo) -> &'static str {
+    match i.owner_status {
+        OwnerStatus::Alive => "yes",
+        OwnerStatus::Dead => "no",
+        _ => "unknown",
+    }
+}
+
+/// What to say of an owner that is not simply alive here or dead: alive in another pid
+/// namespace (its pid is not one of ours), or unknown (never called stale).
+fn owner_note(i: &SegmentInfo) -> Option<String> {
+    i.kind?;
+    match i.owner_status {
+        OwnerStatus::Alive if i.owner_in_other_pid_namespace => {
+            Some(format!("owner {}", i.owner_text()))
+        }
+        OwnerStatus::Alive | OwnerStatus::Dead => None,
+        _ => Some(
+            "owner unknown: its lease cannot be checked, so it is not called stale".to_string(),
+        ),
+    }
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -244,7 +278,17 @@ fn print_info(i: &SegmentInfo) {
     println!("bytes:      {}", i.bytes);
     println!("layout:     {}", i.layout());
     println!("owner pid:  {}", i.owner_pid);
-    println!("alive:      {}", yes_no(i.owner_alive));
+    if i.kind.is_some() {
+        let alive = match i.owner_status {
+            OwnerStatus::Alive if i.owner_in_other_pid_namespace => {
+                format!("yes, in another pid namespace (pid {} there)", i.owner_pid)
+            }
+            _ => alive_text(i).to_string(),
+        };
+        println!("alive:      {alive}");
+    } else {
+        println!("alive:      {}", yes_no(i.owner_alive));
+    }
     println!("persistent: {}", yes_no(i.persistent));
     println!("mode:       {:o} (uid {})", i.mode, i.uid);
     println!("id:         {:016x}", i.segment_id);

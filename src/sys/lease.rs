@@ -34,9 +34,6 @@
 //! `pthread_atfork` child handler (registered in `proc`) calls [`forget_in_child`], which
 //! closes the child's copy (`close` is async-signal-safe) and resets the state, so the
 //! child claims a lease of its own when it first needs one.
-// The liveness checks are wired into the lock, queue, pool and gc by the commits that follow
-// this one.
-#![allow(dead_code)]
 
 use std::fs::File;
 use std::io;
@@ -294,6 +291,48 @@ pub(crate) fn check(lease: u64) -> Liveness {
     }
 }
 
+/// A non-zero word that names no lease: what a holder records when it could not claim a
+/// lease (then [`check`] says [`Liveness::Unknown`] and nobody takes its slot over).
+pub(crate) const NO_LEASE: u64 = NONE_CLAIMED;
+
+/// This process's lease as a holder word: [`mine`], or [`NO_LEASE`] when none could be
+/// claimed. Never 0, so it can mark a slot as taken.
+pub(crate) fn holder() -> u64 {
+    match mine() {
+        0 => NO_LEASE,
+        lease => lease,
+    }
+}
+
+/// This process's lease if it has already claimed one, without claiming; never allocates
+/// or makes a system call (usable in a signal handler).
+pub(crate) fn mine_if_claimed() -> Option<u64> {
+    match MINE.load(Ordering::Acquire) {
+        0 | CLAIMING | NONE_CLAIMED => None,
+        lease => Some(lease),
+    }
+}
+
+/// Takes a shared OFD lock on the whole of `file` (open for reading), held until the open
+/// file description is closed: the kernel releases it when its holder exits, however it
+/// ends. A file's creator holds one while it builds the file, so that others can tell an
+/// abandoned file from one in progress with [`file_is_locked`], whatever the creator's pid
+/// namespace.
+pub(crate) fn lock_file(file: &File) -> io::Result<()> {
+    let mut fl = flock(libc::F_RDLCK, 0);
+    fl.l_len = 0; // to the end of the file, whatever its length
+    fcntl_lock(file, libc::F_OFD_SETLK, &mut fl)
+}
+
+/// Whether some open file description holds an OFD or POSIX lock on `file` (see
+/// [`lock_file`]); locks held through `file` itself do not count.
+pub(crate) fn file_is_locked(file: &File) -> io::Result<bool> {
+    let mut fl = flock(libc::F_WRLCK, 0);
+    fl.l_len = 0;
+    fcntl_lock(file, libc::F_OFD_GETLK, &mut fl)?;
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
 /// Child side of `fork`: drops the inherited copy of the parent's lease (closing the fd
 /// does not release the parent's lock, which lives while the parent's copy is open).
 ///
@@ -306,6 +345,13 @@ pub(crate) fn forget_in_child() {
         unsafe { libc::close(fd) };
     }
     MINE.store(0, Ordering::Relaxed);
+}
+
+/// A lease that is certainly dead: this process's slot with an older generation.
+#[cfg(test)]
+pub(crate) fn dead_lease_for_tests() -> u64 {
+    let (uid, slot, gen) = decode(mine());
+    encode(uid, slot, if gen == 1 { GEN_MASK } else { gen - 1 })
 }
 
 /// The open lease file, for tests that need to see the lock from another fd.

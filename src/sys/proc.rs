@@ -1,4 +1,6 @@
-//! Process identity: pid plus start time, so that a reused pid is never taken for the owner.
+//! Process identity: pid, start time (recorded for display), pid namespace, and the
+//! per-process token. Whether a process is alive is never decided here (from `/proc`, which
+//! pid namespaces, `hidepid` or a missing mount hide): see `lease`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -143,32 +145,15 @@ static SELF_START: StartCache = StartCache {
     start: AtomicU64::new(u64::MAX),
 };
 
-/// Wall-clock time (seconds since the epoch) at which process `pid` started, or `None` when
-/// it does not exist. Accurate to about a second (boot time has one-second resolution).
-pub(crate) fn start_unix_secs(pid: i32) -> Option<u64> {
-    let ticks = start_time(pid)?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|&hz| hz > 0)? as u64;
-    Some(boot_time_secs()? + ticks / hz)
-}
-
-/// System boot time, seconds since the epoch (`btime` in `/proc/stat`).
-fn boot_time_secs() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// Blocks until process `pid` (started at `start`) has ended: waits on a pidfd
-/// (`pidfd_open`, Linux 5.3+), or polls `/proc` every 200 ms where pidfds are unavailable.
-pub(crate) fn wait_for_exit(pid: i32, start: u64) {
+/// Blocks until the calling process's parent `parent` (its pid, as seen before the fork)
+/// has ended: waits on a pidfd (`pidfd_open`, Linux 5.3+), or polls `getppid` every 200 ms
+/// where pidfds are unavailable. Reads no `/proc`: while `getppid()` is `parent`, the
+/// parent has not exited (a child is re-parented when its parent exits).
+pub(crate) fn wait_for_parent_exit(parent: i32) {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-    // Checked after opening: the pidfd then refers to the process we mean, or it is gone.
-    if fd >= 0 && is_alive(pid, start) {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, parent, 0) } as i32;
+    // Checked after opening: the pidfd then refers to our parent, or it is gone already.
+    if fd >= 0 && parent_pid() == parent {
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -185,7 +170,7 @@ pub(crate) fn wait_for_exit(pid: i32, start: u64) {
             }
         }
     } else {
-        while is_alive(pid, start) {
+        while parent_pid() == parent {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
@@ -266,17 +251,6 @@ pub(crate) fn self_start_time_cached() -> Option<u64> {
     }
 }
 
-/// Whether the process `pid` that started at `start` is still running.
-///
-/// A `start` of 0 means "unknown": then only the pid is checked.
-pub(crate) fn is_alive(pid: i32, start: u64) -> bool {
-    match start_time(pid) {
-        None => false,
-        Some(_) if start == 0 => true,
-        Some(now) => now == start,
-    }
-}
-
 /// 64 random bits from the kernel, mixed with time and pid if `getrandom` is unavailable.
 pub(crate) fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
@@ -321,15 +295,5 @@ mod tests {
         })
         .unwrap();
         child.join().unwrap();
-    }
-
-    #[test]
-    fn self_is_alive_and_reused_pid_is_not() {
-        let start = self_start_time();
-        assert!(start > 0);
-        assert!(is_alive(pid(), start));
-        assert!(!is_alive(pid(), start + 1));
-        assert!(!is_alive(i32::MAX, 0));
-        assert!(!is_alive(-1, 0));
     }
 }
