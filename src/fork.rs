@@ -17,11 +17,9 @@ use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
 use crate::array::{AccessMode, SharedNdArray};
 use crate::chunk::{Chunk, ChunkPlan};
-use crate::cleanup;
 use crate::dtype::Element;
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::{describe_failure, fork_tracked, run_child, ChildResult, Report};
-use crate::sys::fork as sys_fork;
+use crate::process::{check_fork_allowed, Child, ChildResult};
 
 /// Forks `workers` children, each running `f` on one chunk of a balanced split of `array`
 /// along axis 0, and waits for all of them.
@@ -89,7 +87,16 @@ where
     R: ChildResult,
 {
     plan.check_shape(array.shape(), "array", array.name())?;
-    run_forked(plan, |chunk| f(chunk, chunk.of_mut(array.view_mut())))
+    run_forked(plan, |chunk| -> std::result::Result<(), String> {
+        // In the child: re-bind the child's copy of the handle (the parent's mapping is
+        // not inherited), then hand the closure its chunk's view and nothing else.
+        array.adopt_in_child().map_err(adopt_failed)?;
+        f(chunk, chunk.of_mut(array.view_mut())).into_message()
+    })
+}
+
+fn adopt_failed(e: Error) -> String {
+    format!("could not take over the array in the child: {e}")
 }
 
 /// `out = f(in)` with one forked child per chunk of `plan`: `f` gets the chunk, a
@@ -147,34 +154,24 @@ where
             ),
         ));
     }
-    run_forked(plan, |chunk| {
-        f(chunk, input.view(), chunk.of_mut(output.view_mut()))
+    run_forked(plan, |chunk| -> std::result::Result<(), String> {
+        // In the child: re-bind both handles to the child (see `fork_chunks_with`). The
+        // input is borrowed shared, so the child re-binds a private copy of its handle.
+        // SAFETY: `ptr::read` makes a bitwise copy of the child's copy of the handle; it is
+        // used only in this child, which ends with `_exit`, and `ManuallyDrop` never drops
+        // it, so nothing the handle owns is released twice. The original is not used in
+        // the child.
+        let mut input = std::mem::ManuallyDrop::new(unsafe { std::ptr::read(input) });
+        input.adopt_in_child().map_err(adopt_failed)?;
+        output.adopt_in_child().map_err(adopt_failed)?;
+        f(chunk, input.view(), chunk.of_mut(output.view_mut())).into_message()
     })
-}
-
-/// A forked child of one call, not yet reaped.
-struct Child {
-    chunk: Chunk,
-    pid: i32,
-    report: Report,
-}
-
-/// Kills and reaps children (used when forking fails part-way, or on unwinding).
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in self.0.drain(..) {
-            let _ = sys_fork::send_signal(c.pid, libc::SIGKILL);
-            let _ = sys_fork::wait_child(c.pid, false);
-            cleanup::untrack_child(c.pid);
-        }
-    }
 }
 
 /// Most chunks (so most children) one fork-per-call job may have.
 pub const MAX_FORKED_CHUNKS: usize = 1024;
 
+/// Forks one child per chunk of `plan`, each running `job(chunk)`, and waits for all.
 fn run_forked<R: ChildResult>(plan: &ChunkPlan, mut job: impl FnMut(Chunk) -> R) -> Result<()> {
     if plan.num_chunks() > MAX_FORKED_CHUNKS {
         return Err(Error::new(
@@ -187,27 +184,27 @@ fn run_forked<R: ChildResult>(plan: &ChunkPlan, mut job: impl FnMut(Chunk) -> R)
             ),
         ));
     }
-    let mut children = Children(Vec::with_capacity(plan.num_chunks()));
+    check_fork_allowed("fork_chunks")?;
+    // Children not yet waited for are killed and reaped when this drops (fork failing
+    // part-way, or unwinding).
+    let mut children: Vec<(Chunk, Child)> = Vec::with_capacity(plan.num_chunks());
     for chunk in plan.iter() {
-        let report = Report::new()?;
-        let pid = fork_tracked(|| run_child(&report, || job(chunk)))?;
-        children.0.push(Child { chunk, pid, report });
+        children.push((chunk, Child::spawn(|| job(chunk))?));
     }
+    // Wait for every child before reporting, so that none still writes when this returns.
     let mut first: Option<Error> = None;
     let mut wait_err: Option<Error> = None;
-    for c in std::mem::take(&mut children.0) {
-        match sys_fork::wait_child(c.pid, false) {
-            Ok(exit) => {
-                cleanup::untrack_child(c.pid);
-                let exit = exit.unwrap_or(sys_fork::Exit::Code(0));
-                if let Some(why) = describe_failure(&c.report, exit) {
+    for (chunk, child) in &mut children {
+        match child.wait(false) {
+            Ok(_) => {
+                if let Some(why) = child.failure() {
                     first.get_or_insert_with(|| {
-                        worker_failed(&c.chunk, &format!("worker process {}", c.pid), &why)
+                        worker_failed(chunk, &format!("worker process {}", child.pid()), &why)
                     });
                 }
             }
             Err(e) => {
-                wait_err.get_or_insert_with(|| Error::os(format!("waitpid({})", c.pid), e));
+                wait_err.get_or_insert(e);
             }
         }
     }
