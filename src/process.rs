@@ -203,14 +203,18 @@ pub(crate) enum End {
 /// The report decides first: a child that reported an error or a panic keeps its message
 /// whatever its exit status. When the status is gone ([`End::Reaped`]), a child that
 /// reported success succeeded, and one that left no report "ended without reporting".
-/// A child that left no report but exited with code 0 (`std::process::exit(0)` in the
-/// closure) succeeded.
+/// A child that left no report failed even with exit code 0: its closure never returned.
 pub(crate) fn describe_failure(report: &Report, end: End) -> Option<String> {
     let (state, msg) = report.read();
     match (state, end) {
         (STATE_PANIC, _) => Some(format!("panicked: {msg}")),
         (STATE_ERR, _) => Some(format!("returned an error: {msg}")),
-        (STATE_OK | 0, End::Exit(Exit::Code(0))) | (STATE_OK, End::Reaped) => None,
+        (STATE_OK, End::Exit(Exit::Code(0)) | End::Reaped) => None,
+        (0, End::Exit(Exit::Code(0))) => Some(
+            "exited with code 0 without reporting (the closure never returned: it called \
+             exit)"
+                .to_string(),
+        ),
         (_, End::Exit(Exit::Code(code))) => Some(format!("exited with code {code}")),
         (_, End::Exit(Exit::Signal(sig))) => {
             Some(format!("was killed by {}", fork::signal_name(sig)))

@@ -340,13 +340,14 @@ fn spawn_with_hands_the_array_over_and_back() {
 }
 
 #[test]
-fn exit_codes_are_data_and_exit_0_is_a_success() {
+fn exit_codes_are_data() {
     let mut p = Process::spawn::<_, ()>(|| std::process::exit(0)).unwrap();
     while !p.is_finished().unwrap() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(p.exitcode(), Some(0));
-    p.join().unwrap();
+    let err = p.join().unwrap_err();
+    assert!(err.to_string().contains("without reporting"), "{err}");
     let p = Process::spawn::<_, ()>(|| std::process::exit(3)).unwrap();
     let err = p.join().unwrap_err();
     assert!(err.to_string().contains("exited with code 3"), "{err}");
