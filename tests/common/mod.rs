@@ -107,12 +107,28 @@ pub fn rerun_in_fresh_process(test: &str, limit: std::time::Duration) -> std::pr
     let pgid = child.id() as i32;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.unwrap(),
+    let out = rx.recv_timeout(limit);
+    if out.is_err() {
+        // SAFETY: kill(2) with a negative pid signals the process group we made.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+    // The re-run's `Name`s (`ndshm-test-<its pid>-…`) are left behind when it is killed.
+    let prefix = format!("ndshm-test-{pgid}-");
+    let remove_leftovers = || {
+        for entry in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    };
+    match out {
+        Ok(out) => {
+            remove_leftovers();
+            out.unwrap()
+        }
         Err(_) => {
-            // SAFETY: kill(2) with a negative pid signals the process group we made.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
             let out = rx.recv().unwrap().unwrap();
+            remove_leftovers();
             panic!(
                 "{test} in a fresh process still ran after {limit:?} (a hang): stdout {:?}, \
                  stderr {:?}",
