@@ -168,6 +168,7 @@ pub use pipe::{Connection, Pipe};
 pub use pool::{WorkerPool, CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS};
 pub use process::{
     allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope,
+    SpawnWithError,
 };
 pub use queue::{
     ByteQueue, GetError, GetTimeoutError, PutError, PutTimeoutError, Queue, TryGetError,

@@ -503,8 +503,9 @@ impl Process {
     /// handle stays with the parent, which unlinks on drop as usual).
     ///
     /// # Errors
-    /// As [`Process::spawn`]; the array is dropped with the error. A failure to re-bind
-    /// the array in the child comes back from `join` as [`ErrorKind::WorkerFailed`].
+    /// As [`Process::spawn`], as a [`SpawnWithError`] that gives the array back (it
+    /// converts into [`Error`] for `?`). A failure to re-bind the array in the child comes
+    /// back from `join` as [`ErrorKind::WorkerFailed`].
     ///
     /// # Examples
     /// ```
@@ -516,10 +517,16 @@ impl Process {
     /// assert_eq!(a.as_slice().unwrap(), &[7, 7, 7, 7]);
     /// # Ok::<(), ndshm::Error>(())
     /// ```
+    // The error carries the array back by value, as the success does: it is as large as
+    // the `Ok` side, and spelled out so the signature says what comes back.
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
     pub fn spawn_with<T, D, M, F, R>(
         mut array: SharedNdArray<T, D, M>,
         f: F,
-    ) -> Result<ProcessWith<SharedNdArray<T, D, M>>>
+    ) -> std::result::Result<
+        ProcessWith<SharedNdArray<T, D, M>>,
+        SpawnWithError<SharedNdArray<T, D, M>>,
+    >
     where
         T: Element,
         D: Dimension,
@@ -527,12 +534,18 @@ impl Process {
         F: FnOnce(&mut SharedNdArray<T, D, M>) -> R + 'static,
         R: ChildResult,
     {
-        check_fork_allowed("Process::spawn_with")?;
-        let child = Child::spawn(|| with_adopted(&mut array, f))?;
-        Ok(ProcessWith {
-            process: Process { child },
-            value: array,
-        })
+        let spawned = check_fork_allowed("Process::spawn_with")
+            .and_then(|()| Child::spawn(|| with_adopted(&mut array, f)));
+        match spawned {
+            Ok(child) => Ok(ProcessWith {
+                process: Process { child },
+                value: array,
+            }),
+            Err(error) => Err(SpawnWithError {
+                error,
+                value: array,
+            }),
+        }
     }
 
     fn spawn_unchecked<F, R>(f: F) -> Result<Process>
@@ -683,6 +696,58 @@ impl<A> ProcessWith<A> {
     }
 }
 
+/// The error of [`Process::spawn_with`]: why no child was forked, with the value that was
+/// to be handed over, so that a failure does not drop it (dropping a creator's array
+/// unlinks its segment). Converts into [`Error`], so `?` works in functions returning
+/// [`Result`].
+pub struct SpawnWithError<A> {
+    error: Error,
+    value: A,
+}
+
+impl<A> SpawnWithError<A> {
+    /// Why no child was forked.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The value that was to be handed over.
+    pub fn into_inner(self) -> A {
+        self.value
+    }
+
+    /// The error and the value.
+    pub fn into_parts(self) -> (Error, A) {
+        (self.error, self.value)
+    }
+}
+
+impl<A> From<SpawnWithError<A>> for Error {
+    fn from(e: SpawnWithError<A>) -> Error {
+        e.error
+    }
+}
+
+impl<A> fmt::Debug for SpawnWithError<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnWithError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A> fmt::Display for SpawnWithError<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<A> std::error::Error for SpawnWithError<A> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 /// Forks processes that may borrow from the caller's stack, like `std::thread::scope`:
 /// every child spawned on the [`Scope`] is joined before `scope` returns, so a child may
 /// capture `&SharedValue` or `&Queue`, or be handed `&mut SharedNdArray` with
@@ -747,6 +812,9 @@ impl<'env> Scope<'env> {
     /// # Errors
     /// As [`Scope::spawn`]. A failure to re-bind the array in the child comes back from
     /// [`scope`] as [`ErrorKind::WorkerFailed`].
+    // The error carries the array back by value, as the success does: it is as large as
+    // the `Ok` side, and spelled out so the signature says what comes back.
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
     pub fn spawn_with<T, D, M, F, R>(
         &self,
         array: &'env mut SharedNdArray<T, D, M>,

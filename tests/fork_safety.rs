@@ -67,6 +67,12 @@ fn logger_thread_plus_println_in_a_child_is_a_clear_error_not_a_hang() {
     assert_clear_refusal(&err, "Process::spawn");
     let err = ndshm::scope(|s| s.spawn_with(&mut a, |_| println!("child")).map(drop)).unwrap_err();
     assert_clear_refusal(&err, "Scope::spawn_with");
+    // Refused, and the array handed to `spawn_with` comes back with the error.
+    let (err, a) = Process::spawn_with(a, |_| println!("child"))
+        .unwrap_err()
+        .into_parts();
+    assert_clear_refusal(&err, "Process::spawn_with");
+    assert!(a.is_owner());
     assert_eq!(a.view().sum(), 0, "no child ran");
     stop.store(true, Ordering::Release);
     logger.thread().unpark();
@@ -102,7 +108,8 @@ fn single_threaded_process_needs_no_opt_in() {
         let r = (|| -> Result<(), String> {
             let e = |e: ndshm::Error| e.to_string();
             fork_chunks(&mut a, 4, |c, mut v| v.fill(c.index as u64 + 1)).map_err(e)?;
-            let child = Process::spawn_with(a, |a| a.view_mut()[0] = 100).map_err(e)?;
+            let child =
+                Process::spawn_with(a, |a| a.view_mut()[0] = 100).map_err(|e| e.to_string())?;
             let mut b = child.join().map_err(e)?;
             ndshm::scope(|s| s.spawn_with(&mut b, |b| b.view_mut()[63] += 10).map(drop))
                 .map_err(e)?;
