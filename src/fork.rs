@@ -1,12 +1,19 @@
 //! Fork per call: run a closure on each chunk of an array in its own forked child, and wait
 //! for all of them — the seed's "squared slice" example in one call.
 //!
-//! Each call forks one child per chunk of its [`ChunkPlan`]. The children inherit the
-//! parent's mapping of the array (a `MAP_SHARED` mapping, so their writes land in the
-//! segment) and run only the closure on their own chunk: they catch panics, report through
-//! shared memory and leave with `_exit`. The call borrows the output array mutably until
-//! every child has been reaped, so the parent cannot touch it meanwhile; chunks never
-//! overlap, so no two children write the same element.
+//! Each call forks one child per chunk of its [`ChunkPlan`]. A child gets exactly what it
+//! needs: it re-binds its copy of the array handle (mapping the segment itself, a
+//! `MAP_SHARED` mapping, so its writes land in the segment), hands the closure the view of
+//! its own chunk, catches panics, reports through shared memory and leaves with `_exit`.
+//! Other array handles the closure captures stay the parent's and refuse or panic in the
+//! child. The call borrows the output array mutably until every child has ended, so the
+//! parent cannot touch it meanwhile; chunks never overlap, so no two children write the
+//! same element.
+//!
+//! The parent takes a pidfd right after each fork and waits through it, then reads the
+//! child's report: the outcome is right even when `SIGCHLD` is ignored and the kernel reaps
+//! the children itself. In a process with other threads, forking needs the opt-in
+//! [`allow_fork_with_threads`](crate::allow_fork_with_threads).
 //!
 //! Reading neighbours: a child gets a view of its own chunk only. Reading the chunks of
 //! other children in place would race with their writes, so a stencil reads a separate,
@@ -27,14 +34,20 @@ use crate::process::{check_fork_allowed, Child, ChildResult};
 /// `f` gets the [`Chunk`] (its index and range) and a mutable view of the chunk; it returns
 /// `()` or `Result<(), E>` with a displayable `E`. Any closure works, borrowing included:
 /// the children are forked during the call and see the parent's memory as it is then.
-/// Output must go to shared memory (the array): a child's other writes stay in its copy.
+/// Output must go to the chunk's view: a child's other writes stay in its copy, and other
+/// array handles it captures belong to the parent (they refuse or panic in the child).
 ///
 /// # Errors
 /// - [`ErrorKind::InvalidArgument`] when `workers == 0`;
+/// - [`ErrorKind::ForkWithThreads`] when this process has other threads and has not
+///   called [`allow_fork_with_threads`](crate::allow_fork_with_threads) (a child could
+///   hang on a lock one of them held: fork before starting threads, or opt in);
 /// - [`ErrorKind::WorkerFailed`] when a child panicked, returned an error, exited with a
-///   non-zero code or died of a signal: the message names the chunk (and its range) and the
-///   cause; with several failures, the one of the lowest chunk. All children are waited
-///   for first, so none remains (no zombie) and none still writes when the call returns;
+///   non-zero code, died of a signal, or ended without reporting while its exit status
+///   was reaped by someone else (`SIGCHLD` ignored): the message names the chunk (and its
+///   range) and the cause; with several failures, the one of the lowest chunk. All
+///   children are waited for first, so none remains (no zombie) and none still writes when
+///   the call returns;
 /// - an OS error when `fork` fails (the children already forked are killed and reaped).
 ///
 /// # Examples

@@ -791,7 +791,8 @@ pub struct Scope<'env> {
 
 impl<'env> Scope<'env> {
     /// Forks a child that runs `f`, which may borrow anything that outlives the scope.
-    /// Returns the child's pid.
+    /// Returns the child's pid. Array handles `f` captures stay the parent's (they refuse
+    /// or panic in the child): hand an array over with [`Scope::spawn_with`].
     ///
     /// # Errors
     /// [`ErrorKind::ForkWithThreads`] as for [`Process::spawn`]; an OS error when `fork`
