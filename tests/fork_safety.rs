@@ -137,3 +137,54 @@ fn single_threaded_process_needs_no_opt_in() {
         "the single-threaded child could not fork (status {status})"
     );
 }
+
+#[test]
+fn unreadable_proc_requires_the_opt_in() {
+    if !common::in_fresh_process() {
+        let out = common::rerun_in_fresh_process_without_proc(
+            "unreadable_proc_requires_the_opt_in",
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.status.success(),
+            "fresh run failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    assert!(
+        std::fs::read_to_string("/proc/self/stat").is_err(),
+        "/proc should be unreadable here"
+    );
+    let name = common::Name::new("noproc");
+    let mut a = SharedNdArray::<u64, Ix1>::zeros(&name, 64).unwrap();
+    let err = fork_chunks(&mut a, 2, |_, _| {}).unwrap_err();
+    assert_clear_refusal(&err, "fork_chunks");
+    assert!(err.to_string().contains("cannot count"), "{err}");
+    // The thread count is unknown even where it is 1: a single-threaded child is refused
+    // too.
+    // SAFETY: the child runs only the lock-free code below and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let refused = matches!(
+            fork_chunks(&mut a, 2, |_, _| {}),
+            Err(e) if e.kind() == ErrorKind::ForkWithThreads
+        );
+        // SAFETY: leaves the forked child at once, running no destructor of the parent's.
+        unsafe { libc::_exit(if refused { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked; `status` is a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status}"
+    );
+    // The opt-in is the fix.
+    // SAFETY: the closure below takes no lock (it only writes its chunk).
+    unsafe { ndshm::allow_fork_with_threads() };
+    fork_chunks(&mut a, 2, |c, mut v| v.fill(c.index as u64 + 1)).unwrap();
+    assert_eq!(a.view().sum(), 32 + 64);
+}

@@ -95,9 +95,36 @@ pub fn in_fresh_process() -> bool {
 /// calling test, killing the whole group (forked children included), when the re-run takes
 /// longer than `limit`: the deadline of tests that could hang.
 pub fn rerun_in_fresh_process(test: &str, limit: std::time::Duration) -> std::process::Output {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    rerun(cmd, test, limit)
+}
+
+/// [`rerun_in_fresh_process`] in a private mount namespace whose `/proc` is an empty tmpfs
+/// (`unshare -m`, which needs root): the re-run cannot read `/proc/self`.
+pub fn rerun_in_fresh_process_without_proc(
+    test: &str,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        "mount -t tmpfs none /proc && exec \"$0\" \"$@\"",
+    ])
+    .arg(std::env::current_exe().unwrap())
+    .args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    rerun(cmd, test, limit)
+}
+
+fn rerun(
+    mut cmd: std::process::Command,
+    test: &str,
+    limit: std::time::Duration,
+) -> std::process::Output {
     use std::os::unix::process::CommandExt;
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+    let child = cmd
         .env(NO_FORK_OPT_IN, "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
