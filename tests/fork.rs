@@ -261,6 +261,19 @@ fn process_join_with_sigchld_ignored_reports_the_childs_error() {
             err.to_string().contains("returned an error: bad input"),
             &err,
         )?;
+        // Polling sees the end too, and the outcome stays right.
+        let mut p = Process::spawn(|| {}).map_err(|e| e.to_string())?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !p.is_finished().map_err(|e| e.to_string())? {
+            check(
+                std::time::Instant::now() < deadline,
+                "is_finished never became true",
+            )?;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        check(p.exitcode().is_none(), "the exit status is gone")?;
+        p.join()
+            .map_err(|e| format!("a polled successful child: {e}"))?;
         let err = Process::spawn::<_, ()>(|| panic!("boom"))
             .and_then(Process::join)
             .err()
