@@ -29,6 +29,10 @@ fn name(tag: &str) -> String {
 }
 
 fn squares(c: &mut Criterion) {
+    // The rayon pools below start threads before the fork-per-call benchmarks fork.
+    // SAFETY: the forked kernels only compute on their chunk: no printing, no rayon, no
+    // lock another thread may hold.
+    unsafe { ndshm::allow_fork_with_threads() };
     let w = workers();
     let tp = rayon::ThreadPoolBuilder::new()
         .num_threads(w)

@@ -8,9 +8,8 @@ fn main() -> ndshm::Result<()> {
     let id = std::process::id();
     let mut arr = SharedNdArray::<f64, Ix1>::zeros(&format!("example-arr-{id}"), 5)?; // Array('d', 5)
     ndshm::scope(|s| {
-        let arr = &mut arr;
-        s.spawn(move || {
-            // fill_array(shared_array, 10)
+        // Process(target=fill_array, args=(arr, 10)): the child is handed the array.
+        s.spawn_with(&mut arr, |arr| {
             for (i, x) in arr.view_mut().iter_mut().enumerate() {
                 *x = 10.0 + i as f64;
             }

@@ -5,8 +5,8 @@
 //! cargo run --example signal_demo -- [--workers N] [--len N] [--no-cleanup] [--die-with-parent]
 //!                                     [--stubborn] [--watchdog]
 //! ```
-//! It creates an owned array `ndshm-signal-demo-<pid>`, forks N workers that each keep
-//! incrementing their own chunk forever, prints `ready <segment> <worker pids…>` and
+//! It creates an owned array `ndshm-signal-demo-<pid>`, forks N workers that each attach to
+//! it by name and keep incrementing their own chunk forever, prints `ready <segment> <worker pids…>` and
 //! waits. Press Ctrl-C (or `kill -TERM <pid>`): the workers are stopped and reaped, the
 //! segment is removed, and the process dies of the signal. With `--no-cleanup` nothing is
 //! installed: the segment stays behind after a signal (`ndshm gc` removes it) and the
@@ -15,7 +15,7 @@
 //! its grace period. `--watchdog` starts a `CrashCleanup` watchdog: even `kill -9` of the
 //! demo then leaves no segment behind (with `--die-with-parent`, no worker either).
 
-use ndarray::{Axis, Ix1};
+use ndarray::{s, Ix1};
 use ndshm::{CrashCleanup, SharedNdArray, SignalCleanup};
 
 fn main() -> ndshm::Result<()> {
@@ -54,12 +54,13 @@ fn main() -> ndshm::Result<()> {
     };
     let parent = std::process::id() as i32;
     let name = format!("ndshm-signal-demo-{parent}");
-    let mut array = SharedNdArray::<f64, Ix1>::zeros(&name, len)?;
+    // The demo's process owns the segment; each worker attaches to it by name.
+    let _array = SharedNdArray::<f64, Ix1>::zeros(&name, len)?;
     let chunk = len.div_ceil(workers);
-    let mut view = array.view_mut();
     ndshm::scope(|s| {
         let mut pids = Vec::new();
-        for mut part in view.axis_chunks_iter_mut(Axis(0), chunk) {
+        for start in (0..len).step_by(chunk) {
+            let name = &name;
             pids.push(s.spawn(move || -> ndshm::Result<()> {
                 if die_with_parent {
                     ndshm::die_with_parent(parent)?;
@@ -69,6 +70,11 @@ fn main() -> ndshm::Result<()> {
                     // SAFETY: SIG_IGN runs no code.
                     unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }.expect("ignore SIGTERM");
                 }
+                // SAFETY: each worker writes only its own chunk (the chunks are disjoint),
+                // and the parent does not touch the array while the workers run.
+                let mut array = unsafe { SharedNdArray::<f64, Ix1>::open(name)? };
+                let mut view = array.view_mut();
+                let mut part = view.slice_mut(s![start..(start + chunk).min(len)]);
                 loop {
                     part.mapv_inplace(|x| x + 1.0);
                 }

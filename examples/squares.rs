@@ -107,6 +107,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let mut a = SharedNdArray::<f64, Ix1>::zeros(&name, n)?;
     let plan = ChunkPlan::balanced(n, workers)?;
+    // The rayon pool below starts threads before the fork-per-call rows fork.
+    // SAFETY: the forked kernels (examples/shared/squares_kernels.rs) only compute on their
+    // chunk: no printing, no rayon, no lock another thread may hold.
+    unsafe { ndshm::allow_fork_with_threads() };
     let tp = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
         .build()?;

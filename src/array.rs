@@ -573,6 +573,12 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
         &mut self.seg
     }
 
+    /// STUB (provided by the binding branch; dropped at merge): re-binds this handle, a
+    /// copy inherited through `fork`, to the calling child process.
+    pub(crate) fn adopt_in_child(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// A read-only view of the whole array.
     pub fn view(&self) -> ArrayView<'_, T, D> {
         // SAFETY: the data range was checked to lie inside the mapping and is aligned for

@@ -57,6 +57,12 @@ pub enum ErrorKind {
     /// copy inherited through `fork`): re-open the segment by name in that process, or
     /// hand the child what it needs through the forking APIs.
     WrongProcess,
+    /// A forking API was asked to fork a closure while this process has other threads
+    /// (or while `/proc` cannot tell), and the process has not opted in with
+    /// [`allow_fork_with_threads`](crate::allow_fork_with_threads): a lock another thread
+    /// held at the fork would hang the child. Fork before starting threads, or opt in; a
+    /// caller may also fall back to threads on this kind.
+    ForkWithThreads,
     /// Any other operating-system error; see [`Error::source`](std::error::Error::source).
     Io,
 }
@@ -83,6 +89,7 @@ impl ErrorKind {
             ErrorKind::Closed => "closed",
             ErrorKind::Full => "full",
             ErrorKind::WrongProcess => "used in another process than its creator",
+            ErrorKind::ForkWithThreads => "fork with other threads alive",
             ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::Io => "I/O error",
         }

@@ -1,12 +1,19 @@
 //! Fork per call: run a closure on each chunk of an array in its own forked child, and wait
 //! for all of them — the seed's "squared slice" example in one call.
 //!
-//! Each call forks one child per chunk of its [`ChunkPlan`]. The children inherit the
-//! parent's mapping of the array (a `MAP_SHARED` mapping, so their writes land in the
-//! segment) and run only the closure on their own chunk: they catch panics, report through
-//! shared memory and leave with `_exit`. The call borrows the output array mutably until
-//! every child has been reaped, so the parent cannot touch it meanwhile; chunks never
-//! overlap, so no two children write the same element.
+//! Each call forks one child per chunk of its [`ChunkPlan`]. A child gets exactly what it
+//! needs: it re-binds its copy of the array handle (mapping the segment itself, a
+//! `MAP_SHARED` mapping, so its writes land in the segment), hands the closure the view of
+//! its own chunk, catches panics, reports through shared memory and leaves with `_exit`.
+//! Other array handles the closure captures stay the parent's and refuse or panic in the
+//! child. The call borrows the output array mutably until every child has ended, so the
+//! parent cannot touch it meanwhile; chunks never overlap, so no two children write the
+//! same element.
+//!
+//! The parent takes a pidfd right after each fork and waits through it, then reads the
+//! child's report: the outcome is right even when `SIGCHLD` is ignored and the kernel reaps
+//! the children itself. In a process with other threads, forking needs the opt-in
+//! [`allow_fork_with_threads`](crate::allow_fork_with_threads).
 //!
 //! Reading neighbours: a child gets a view of its own chunk only. Reading the chunks of
 //! other children in place would race with their writes, so a stencil reads a separate,
@@ -17,11 +24,9 @@ use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
 use crate::array::{AccessMode, SharedNdArray};
 use crate::chunk::{Chunk, ChunkPlan};
-use crate::cleanup;
 use crate::dtype::Element;
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::{describe_failure, fork_tracked, run_child, ChildResult, Report};
-use crate::sys::fork as sys_fork;
+use crate::process::{check_fork_allowed, Child, ChildResult};
 
 /// Forks `workers` children, each running `f` on one chunk of a balanced split of `array`
 /// along axis 0, and waits for all of them.
@@ -29,14 +34,20 @@ use crate::sys::fork as sys_fork;
 /// `f` gets the [`Chunk`] (its index and range) and a mutable view of the chunk; it returns
 /// `()` or `Result<(), E>` with a displayable `E`. Any closure works, borrowing included:
 /// the children are forked during the call and see the parent's memory as it is then.
-/// Output must go to shared memory (the array): a child's other writes stay in its copy.
+/// Output must go to the chunk's view: a child's other writes stay in its copy, and other
+/// array handles it captures belong to the parent (they refuse or panic in the child).
 ///
 /// # Errors
 /// - [`ErrorKind::InvalidArgument`] when `workers == 0`;
+/// - [`ErrorKind::ForkWithThreads`] when this process has other threads and has not
+///   called [`allow_fork_with_threads`](crate::allow_fork_with_threads) (a child could
+///   hang on a lock one of them held: fork before starting threads, or opt in);
 /// - [`ErrorKind::WorkerFailed`] when a child panicked, returned an error, exited with a
-///   non-zero code or died of a signal: the message names the chunk (and its range) and the
-///   cause; with several failures, the one of the lowest chunk. All children are waited
-///   for first, so none remains (no zombie) and none still writes when the call returns;
+///   non-zero code, died of a signal, or ended without reporting while its exit status
+///   was reaped by someone else (`SIGCHLD` ignored): the message names the chunk (and its
+///   range) and the cause; with several failures, the one of the lowest chunk. All
+///   children are waited for first, so none remains (no zombie) and none still writes when
+///   the call returns;
 /// - an OS error when `fork` fails (the children already forked are killed and reaped).
 ///
 /// # Examples
@@ -89,7 +100,16 @@ where
     R: ChildResult,
 {
     plan.check_shape(array.shape(), "array", array.name())?;
-    run_forked(plan, |chunk| f(chunk, chunk.of_mut(array.view_mut())))
+    run_forked(plan, |chunk| -> std::result::Result<(), String> {
+        // In the child: re-bind the child's copy of the handle (the parent's mapping is
+        // not inherited), then hand the closure its chunk's view and nothing else.
+        array.adopt_in_child().map_err(adopt_failed)?;
+        f(chunk, chunk.of_mut(array.view_mut())).into_message()
+    })
+}
+
+fn adopt_failed(e: Error) -> String {
+    format!("could not take over the array in the child: {e}")
 }
 
 /// `out = f(in)` with one forked child per chunk of `plan`: `f` gets the chunk, a
@@ -147,34 +167,24 @@ where
             ),
         ));
     }
-    run_forked(plan, |chunk| {
-        f(chunk, input.view(), chunk.of_mut(output.view_mut()))
+    run_forked(plan, |chunk| -> std::result::Result<(), String> {
+        // In the child: re-bind both handles to the child (see `fork_chunks_with`). The
+        // input is borrowed shared, so the child re-binds a private copy of its handle.
+        // SAFETY: `ptr::read` makes a bitwise copy of the child's copy of the handle; it is
+        // used only in this child, which ends with `_exit`, and `ManuallyDrop` never drops
+        // it, so nothing the handle owns is released twice. The original is not used in
+        // the child.
+        let mut input = std::mem::ManuallyDrop::new(unsafe { std::ptr::read(input) });
+        input.adopt_in_child().map_err(adopt_failed)?;
+        output.adopt_in_child().map_err(adopt_failed)?;
+        f(chunk, input.view(), chunk.of_mut(output.view_mut())).into_message()
     })
-}
-
-/// A forked child of one call, not yet reaped.
-struct Child {
-    chunk: Chunk,
-    pid: i32,
-    report: Report,
-}
-
-/// Kills and reaps children (used when forking fails part-way, or on unwinding).
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in self.0.drain(..) {
-            let _ = sys_fork::send_signal(c.pid, libc::SIGKILL);
-            let _ = sys_fork::wait_child(c.pid, false);
-            cleanup::untrack_child(c.pid);
-        }
-    }
 }
 
 /// Most chunks (so most children) one fork-per-call job may have.
 pub const MAX_FORKED_CHUNKS: usize = 1024;
 
+/// Forks one child per chunk of `plan`, each running `job(chunk)`, and waits for all.
 fn run_forked<R: ChildResult>(plan: &ChunkPlan, mut job: impl FnMut(Chunk) -> R) -> Result<()> {
     if plan.num_chunks() > MAX_FORKED_CHUNKS {
         return Err(Error::new(
@@ -187,27 +197,27 @@ fn run_forked<R: ChildResult>(plan: &ChunkPlan, mut job: impl FnMut(Chunk) -> R)
             ),
         ));
     }
-    let mut children = Children(Vec::with_capacity(plan.num_chunks()));
+    check_fork_allowed("fork_chunks")?;
+    // Children not yet waited for are killed and reaped when this drops (fork failing
+    // part-way, or unwinding).
+    let mut children: Vec<(Chunk, Child)> = Vec::with_capacity(plan.num_chunks());
     for chunk in plan.iter() {
-        let report = Report::new()?;
-        let pid = fork_tracked(|| run_child(&report, || job(chunk)))?;
-        children.0.push(Child { chunk, pid, report });
+        children.push((chunk, Child::spawn(|| job(chunk))?));
     }
+    // Wait for every child before reporting, so that none still writes when this returns.
     let mut first: Option<Error> = None;
     let mut wait_err: Option<Error> = None;
-    for c in std::mem::take(&mut children.0) {
-        match sys_fork::wait_child(c.pid, false) {
-            Ok(exit) => {
-                cleanup::untrack_child(c.pid);
-                let exit = exit.unwrap_or(sys_fork::Exit::Code(0));
-                if let Some(why) = describe_failure(&c.report, exit) {
+    for (chunk, child) in &mut children {
+        match child.wait(false) {
+            Ok(_) => {
+                if let Some(why) = child.failure() {
                     first.get_or_insert_with(|| {
-                        worker_failed(&c.chunk, &format!("worker process {}", c.pid), &why)
+                        worker_failed(chunk, &format!("worker process {}", child.pid()), &why)
                     });
                 }
             }
             Err(e) => {
-                wait_err.get_or_insert_with(|| Error::os(format!("waitpid({})", c.pid), e));
+                wait_err.get_or_insert(e);
             }
         }
     }

@@ -61,6 +61,26 @@
 //! arrays it matches rayon, and a tiny job's round trip takes about a microsecond. Failures
 //! (panics, errors, signals) come back as [`ErrorKind::WorkerFailed`] naming the chunk.
 //!
+//! The forking APIs hand each child exactly what it needs: a `fork_chunks` child gets the
+//! view of its chunk (and `fork_chunks_into`'s the input's view), re-bound to the child;
+//! [`Process::spawn_with`] and [`Scope::spawn_with`] hand a child an array, which the
+//! parent cannot use until the child has ended. Other array handles a closure captures
+//! stay the parent's (see [Soundness](#soundness)). The parent waits through a pidfd taken
+//! right after each fork and reads each child's outcome from shared memory, so results are
+//! right even when `SIGCHLD` is ignored (the kernel then reaps the children itself).
+//!
+//! **Forking with other threads alive.** `fork` copies only the calling thread; a lock
+//! another thread holds at that moment (stdout, a logger's, rayon's, a mutex) stays locked
+//! in the child forever, and a closure that takes it hangs. So the forking APIs fork user
+//! closures only from a process whose only thread is the caller, or after the one-time,
+//! process-wide opt-in [`allow_fork_with_threads`], an `unsafe` promise that the forked
+//! closures take no such lock (the same bargain as std's `CommandExt::pre_exec`).
+//! Otherwise they return [`ErrorKind::ForkWithThreads`], naming the thread count and the
+//! two fixes: fork before starting threads, or opt in. Refusing every multi-threaded fork
+//! would rule out test harnesses, rayon-then-fork programs and MPI; forking silently would
+//! turn a stray `println!` into a hang. ndshm's own forks that run only ndshm code (the
+//! pool's workers, the [`CrashCleanup`] watchdog) need no opt-in.
+//!
 //! ```
 //! use ndshm::{ChunkPlan, SharedNdArray, WorkerPool};
 //! # let name = format!("doc-crate-pool-{}", std::process::id());
@@ -69,6 +89,8 @@
 //! let plan = ChunkPlan::balanced(a.len(), 4)?;
 //! pool.map(&mut a, &plan, (), |_chunk, mut x, _: &()| x.mapv_inplace(|v| v * v))?;
 //! ndshm::fork_chunks(&mut a, 2, |_chunk, mut x| x += 1.0)?; // any closure, one child per chunk
+//! let child = ndshm::Process::spawn_with(a, |a| a.view_mut().fill(10.0))?; // hand it over
+//! let a = child.join()?; // and get it back once the child has ended
 //! assert!(a.as_slice().unwrap().iter().all(|&v| v == 10.0));
 //! # Ok::<(), ndshm::Error>(())
 //! ```
@@ -163,7 +185,10 @@ pub use map::{KeyBytes, MapKey, SharedMap, MAX_KEY_LEN};
 pub use namespace::{SharedStruct, StructGuard};
 pub use pipe::{Connection, Pipe};
 pub use pool::{WorkerPool, CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS};
-pub use process::{scope, write_stdout, ChildResult, Process, Scope};
+pub use process::{
+    allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope,
+    SpawnWithError,
+};
 pub use queue::{
     ByteQueue, GetError, GetTimeoutError, PutError, PutTimeoutError, Queue, TryGetError,
     TryPutError,

@@ -6,7 +6,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Once;
 
+use ndarray::Dimension;
+
+use crate::array::{AccessMode, SharedNdArray};
 use crate::cleanup;
+use crate::dtype::Element;
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment;
 use crate::sys::fork::{self, AnonShared, Exit, Forked};
@@ -183,16 +187,241 @@ fn fork_impl(child: impl FnOnce(), track: bool) -> Result<i32> {
     }
 }
 
-/// Describes how a child ended, for errors: "panicked: msg", "killed by SIGKILL"…
-pub(crate) fn describe_failure(report: &Report, exit: Exit) -> Option<String> {
+/// How a forked child ended, as far as its parent can know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Its exit status.
+    Exit(Exit),
+    /// Its exit status is gone: something else reaped it (`SIGCHLD` ignored, typically).
+    /// Only the child's [`Report`] says how it went.
+    Reaped,
+}
+
+/// Describes how a child ended, for errors: "panicked: msg", "killed by SIGKILL"…; `None`
+/// for a success.
+///
+/// The report decides first: a child that reported an error or a panic keeps its message
+/// whatever its exit status. When the status is gone ([`End::Reaped`]), a child that
+/// reported success succeeded, and one that left no report "ended without reporting".
+/// A child that left no report failed even with exit code 0: its closure never returned.
+pub(crate) fn describe_failure(report: &Report, end: End) -> Option<String> {
     let (state, msg) = report.read();
-    match (state, exit) {
-        (STATE_OK, Exit::Code(0)) => None,
+    match (state, end) {
         (STATE_PANIC, _) => Some(format!("panicked: {msg}")),
         (STATE_ERR, _) => Some(format!("returned an error: {msg}")),
-        (_, Exit::Code(code)) => Some(format!("exited with code {code}")),
-        (_, Exit::Signal(sig)) => Some(format!("was killed by {}", fork::signal_name(sig))),
+        (STATE_OK, End::Exit(Exit::Code(0)) | End::Reaped) => None,
+        (0, End::Exit(Exit::Code(0))) => Some(
+            "exited with code 0 without reporting (the closure never returned: it called \
+             exit)"
+                .to_string(),
+        ),
+        (_, End::Exit(Exit::Code(code))) => Some(format!("exited with code {code}")),
+        (_, End::Exit(Exit::Signal(sig))) => {
+            Some(format!("was killed by {}", fork::signal_name(sig)))
+        }
+        (_, End::Reaped) => Some(
+            "ended without reporting (its exit status was reaped by someone else, e.g. \
+             SIGCHLD is ignored)"
+                .to_string(),
+        ),
     }
+}
+
+/// Set by [`allow_fork_with_threads`]. Set from the start in the crate's own unit-test
+/// binary, whose tests run on the harness's threads and fork only ndshm's test closures.
+static FORK_WITH_THREADS: AtomicBool = AtomicBool::new(cfg!(test));
+
+/// Lets the forking APIs fork user closures while this process has other threads — from
+/// now on, for the whole process (and the children it forks).
+///
+/// `fork` copies the calling thread only. A lock another thread held at that moment stays
+/// held in the child forever, by a thread that does not exist there: a child that takes
+/// it hangs (a logger thread holding stdout while the closure calls `println!` is enough),
+/// and POSIX leaves everything in such a child but async-signal-safe calls undefined.
+/// Without this opt-in, [`fork_chunks`](crate::fork_chunks) and its siblings,
+/// [`Process::spawn`], [`Process::spawn_with`], [`Scope::spawn`] and [`Scope::spawn_with`]
+/// refuse with [`ErrorKind::ForkWithThreads`] when the process has more than one thread
+/// (or when `/proc` cannot tell). ndshm's own code in a child takes no lock; the question
+/// is only what your closure does. ndshm's internal forks that run only ndshm code (the
+/// [`WorkerPool`](crate::WorkerPool)'s workers, the [`CrashCleanup`](crate::CrashCleanup)
+/// watchdog) need no opt-in.
+///
+/// The other fix is to fork before starting threads: a process whose only thread is the
+/// caller needs no opt-in.
+///
+/// # Safety
+/// The caller promises that every closure forked afterwards, while other threads exist,
+/// takes in the child no lock that another thread of the parent may hold at the fork:
+/// - no `println!`, `eprintln!`, `std::io::stdout()`/`stderr()` (std's stdio locks): write
+///   with [`write_stdout`] instead;
+/// - no logger (`log`/`tracing` back ends lock their sinks);
+/// - no rayon or other thread pool of the parent (its threads are not in the child), and no
+///   channel or queue those threads use;
+/// - no `Mutex`, `RwLock`, `Once`/`OnceLock`/`LazyLock` initialisation or `std::env`
+///   access that other threads may be inside, yours or a library's.
+///
+/// Memory allocation is fine with glibc (its allocator resets its locks in the child).
+/// A panic in the child is caught and reported by ndshm without taking stderr's lock.
+///
+/// # Examples
+/// ```
+/// // A program that starts a logger thread first, and whose forked closures only compute
+/// // and write shared memory:
+/// // SAFETY: the closures forked by this program take no lock (no printing, no logging,
+/// // no rayon, no mutexes); they write only their chunk of the array.
+/// unsafe { ndshm::allow_fork_with_threads() };
+/// ```
+pub unsafe fn allow_fork_with_threads() {
+    FORK_WITH_THREADS.store(true, Ordering::Relaxed);
+}
+
+/// Refuses to fork a user closure from a process with other threads unless the process
+/// opted in (see [`allow_fork_with_threads`]); `api` names the caller in the message.
+///
+/// Sound without a race: a count of 1 means the caller is the only thread, so no thread
+/// can start between the count and the fork.
+pub(crate) fn check_fork_allowed(api: &str) -> Result<()> {
+    if FORK_WITH_THREADS.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let fixes = "fork before starting threads (create the arrays and fork first, then start \
+                 loggers, rayon or other threads), or, if the forked closures take no lock \
+                 another thread may hold, opt in once with `unsafe { \
+                 ndshm::allow_fork_with_threads() }` (see its Safety section)";
+    match fork::thread_count() {
+        Ok(n) if n <= 1 => Ok(()),
+        Ok(n) => Err(Error::new(
+            ErrorKind::ForkWithThreads,
+            format!(
+                "{api}: this process has {n} threads, and a forked child gets a copy of the \
+                 calling one only: a lock another thread holds at the fork (stdout/stderr, \
+                 a logger, rayon, a mutex) would stay locked in the child forever and hang \
+                 it. Fix: {fixes}"
+            ),
+        )),
+        Err(e) => Err(Error::new(
+            ErrorKind::ForkWithThreads,
+            format!(
+                "{api}: cannot count this process's threads (/proc/self/stat: {e}), so \
+                 cannot rule out that another thread holds a lock (stdout/stderr, a logger, \
+                 rayon, a mutex) that would hang the forked child. Fix: mount /proc, or \
+                 {fixes}"
+            ),
+        )),
+    }
+}
+
+/// A child forked by the user-facing APIs: its pid, a pidfd taken right after the fork,
+/// and its report. Waiting goes through the pidfd (poll, then `waitid(P_PIDFD)`), so it
+/// works when `SIGCHLD` is ignored and never reaches another process that reused the pid.
+/// Dropping a child that was not waited for kills and reaps it.
+pub(crate) struct Child {
+    pid: i32,
+    /// `None` when the child was already gone at `pidfd_open`, or no pidfd could be had
+    /// (kernel < 5.3, no file descriptor left): then waiting falls back to `waitpid`.
+    pidfd: Option<fork::Pidfd>,
+    report: Report,
+    end: Option<End>,
+}
+
+impl Child {
+    /// Forks a child that runs `f` (see [`run_child`]), recorded for signal cleanup.
+    pub(crate) fn spawn<R: ChildResult>(f: impl FnOnce() -> R) -> Result<Child> {
+        let report = Report::new()?;
+        let pid = fork_tracked(|| run_child(&report, f))?;
+        let mut child = Child {
+            pid,
+            pidfd: None,
+            report,
+            end: None,
+        };
+        match fork::pidfd_open(pid) {
+            Ok(Some(fd)) => child.pidfd = Some(fd),
+            // No such process: it has ended and something else reaped it already (a child
+            // that ended but was not reaped is a zombie, which keeps its pid).
+            Ok(None) => child.ended(End::Reaped),
+            Err(_) => {}
+        }
+        Ok(child)
+    }
+
+    fn ended(&mut self, end: End) {
+        cleanup::untrack_child(self.pid);
+        self.end = Some(end);
+        self.pidfd = None;
+    }
+
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// How the child ended, once known.
+    pub(crate) fn end(&self) -> Option<End> {
+        self.end
+    }
+
+    /// Waits for the child to end (unless `nohang`); `Ok(None)` while it runs.
+    pub(crate) fn wait(&mut self, nohang: bool) -> Result<Option<End>> {
+        if self.end.is_some() {
+            return Ok(self.end);
+        }
+        let waited = match &self.pidfd {
+            Some(fd) => fd.wait(nohang),
+            None => fork::wait_pid(self.pid, nohang),
+        }
+        .map_err(|e| Error::os(format!("waiting for child process {}", self.pid), e))?;
+        match waited {
+            fork::Waited::Running => return Ok(None),
+            fork::Waited::Exited(exit) => self.ended(End::Exit(exit)),
+            fork::Waited::Reaped => self.ended(End::Reaped),
+        }
+        Ok(self.end)
+    }
+
+    /// Why the child failed, once it has ended; `None` for a success (or while it runs).
+    pub(crate) fn failure(&self) -> Option<String> {
+        describe_failure(&self.report, self.end?)
+    }
+
+    /// Sends `sig` to the child; nothing once it has ended.
+    pub(crate) fn signal(&self, sig: i32) -> Result<()> {
+        let sent = match &self.pidfd {
+            _ if self.end.is_some() => Ok(()),
+            Some(fd) => fd.send_signal(sig),
+            // No pidfd: signal by pid only while the child is provably ours and running (a
+            // reaped child's pid may belong to a stranger by now).
+            None if fork::is_running_child(self.pid) => fork::send_signal(self.pid, sig),
+            None => Ok(()),
+        };
+        sent.map_err(|e| Error::os(format!("kill({})", self.pid), e))
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.end.is_none() {
+            let _ = self.signal(libc::SIGKILL);
+            let _ = self.wait(false);
+        }
+    }
+}
+
+/// Runs `f` on `array` in a forked child, after re-binding the child's copy of the handle
+/// to the child (the parent's mapping is not inherited: the child maps the segment again).
+fn with_adopted<T, D, M, R>(
+    array: &mut SharedNdArray<T, D, M>,
+    f: impl FnOnce(&mut SharedNdArray<T, D, M>) -> R,
+) -> std::result::Result<(), String>
+where
+    T: Element,
+    D: Dimension,
+    M: AccessMode,
+    R: ChildResult,
+{
+    array
+        .adopt_in_child()
+        .map_err(|e| format!("could not take over the array in the child: {e}"))?;
+    f(array).into_message()
 }
 
 /// A forked child process running a closure: Python's `Process(target=f).start()`.
@@ -204,10 +433,24 @@ pub(crate) fn describe_failure(report: &Report, exit: Exit) -> Option<String> {
 /// `Process` that was not joined kills and reaps the child, so no zombie remains.
 ///
 /// The closure runs in a copy of the parent's address space made by `fork`: it sees the
-/// parent's data as it was at the fork, and shares only what lives in shared memory
-/// (ndshm segments). If the parent has other threads, the child must not take locks they
-/// may hold: do not print through `std::io::stdout()` in the child (use
-/// [`write_stdout`](crate::write_stdout)), and do not use the parent's rayon pool.
+/// parent's data as it was at the fork, and shares only what lives in shared memory.
+/// What it may use there:
+/// - sync and ipc objects ([`SharedValue`](crate::SharedValue), [`Lock`](crate::Lock),
+///   [`Queue`](crate::Queue), [`Pipe`](crate::Pipe) ends, the Manager's containers) it
+///   captures: their shared state is atomic or lock-protected;
+/// - an array handed over with [`Process::spawn_with`], which moves the handle into the
+///   child's care until [`join`](ProcessWith::join) gives it back;
+/// - an array it re-opens by name (`unsafe`, see [`SharedNdArray::open`]).
+///
+/// Array handles, views and guards it merely captures belong to the parent: in the child
+/// they refuse ([`ErrorKind::WrongProcess`]) or panic, never giving two writers.
+///
+/// Waiting goes through a pidfd taken right after the fork, so it works when `SIGCHLD` is
+/// ignored (the kernel then reaps the child itself): the outcome comes from the child's
+/// report, and a child that left none "ended without reporting".
+///
+/// In a process with other threads, spawning needs the opt-in
+/// [`allow_fork_with_threads`]: see there for the hazard.
 ///
 /// # Examples
 /// ```
@@ -228,26 +471,81 @@ pub(crate) fn describe_failure(report: &Report, exit: Exit) -> Option<String> {
 /// # Ok::<(), ndshm::Error>(())
 /// ```
 pub struct Process {
-    pid: i32,
-    report: Report,
-    exit: Option<Exit>,
+    child: Child,
 }
 
 impl Process {
     /// Forks a child that runs `f`.
     ///
     /// `f` owns what it captures (`'static`): the child works on its copy, and the parent
-    /// drops its own copy right after the fork. To let children borrow the parent's
-    /// shared values and arrays, use [`scope`].
+    /// drops its own copy right after the fork. To hand the child an array, use
+    /// [`Process::spawn_with`]; to let children borrow the parent's values, use [`scope`].
     ///
     /// # Errors
-    /// An OS error when `fork` or the report page fails.
+    /// - [`ErrorKind::ForkWithThreads`] when this process has other threads and has not
+    ///   called [`allow_fork_with_threads`];
+    /// - an OS error when `fork` or the report page fails.
     pub fn spawn<F, R>(f: F) -> Result<Process>
     where
         F: FnOnce() -> R + 'static,
         R: ChildResult,
     {
+        check_fork_allowed("Process::spawn")?;
         Self::spawn_unchecked(f)
+    }
+
+    /// Forks a child that runs `f` on `array`, which it takes over: the child re-binds its
+    /// copy of the handle (maps the segment itself), and the parent keeps the handle in
+    /// the returned [`ProcessWith`], out of reach, until [`join`](ProcessWith::join) hands
+    /// it back after the child has ended. So parent and child never use the array at once.
+    ///
+    /// `f` gets `&mut` to the child's handle (the child never drops it: the creator's
+    /// handle stays with the parent, which unlinks on drop as usual).
+    ///
+    /// # Errors
+    /// As [`Process::spawn`], as a [`SpawnWithError`] that gives the array back (it
+    /// converts into [`Error`] for `?`). A failure to re-bind the array in the child comes
+    /// back from `join` as [`ErrorKind::WorkerFailed`].
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{Process, SharedNdArray};
+    /// # let name = format!("doc-spawn-with-{}", std::process::id());
+    /// let a = SharedNdArray::<u32, ndarray::Ix1>::zeros(&name, 4)?;
+    /// let child = Process::spawn_with(a, |a| a.view_mut().fill(7))?;
+    /// let a = child.join()?; // the array comes back once the child has ended
+    /// assert_eq!(a.as_slice().unwrap(), &[7, 7, 7, 7]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    // The error carries the array back by value, as the success does: it is as large as
+    // the `Ok` side, and spelled out so the signature says what comes back.
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
+    pub fn spawn_with<T, D, M, F, R>(
+        mut array: SharedNdArray<T, D, M>,
+        f: F,
+    ) -> std::result::Result<
+        ProcessWith<SharedNdArray<T, D, M>>,
+        SpawnWithError<SharedNdArray<T, D, M>>,
+    >
+    where
+        T: Element,
+        D: Dimension,
+        M: AccessMode,
+        F: FnOnce(&mut SharedNdArray<T, D, M>) -> R + 'static,
+        R: ChildResult,
+    {
+        let spawned = check_fork_allowed("Process::spawn_with")
+            .and_then(|()| Child::spawn(|| with_adopted(&mut array, f)));
+        match spawned {
+            Ok(child) => Ok(ProcessWith {
+                process: Process { child },
+                value: array,
+            }),
+            Err(error) => Err(SpawnWithError {
+                error,
+                value: array,
+            }),
+        }
     }
 
     fn spawn_unchecked<F, R>(f: F) -> Result<Process>
@@ -255,46 +553,34 @@ impl Process {
         F: FnOnce() -> R,
         R: ChildResult,
     {
-        let report = Report::new()?;
-        let pid = fork_tracked(|| run_child(&report, f))?;
         Ok(Process {
-            pid,
-            report,
-            exit: None,
+            child: Child::spawn(f)?,
         })
     }
 
     /// The child's pid.
     pub fn pid(&self) -> i32 {
-        self.pid
+        self.child.pid()
     }
 
     /// Waits for the child to end.
     ///
     /// # Errors
     /// [`ErrorKind::WorkerFailed`] naming the cause when the child panicked, returned an
-    /// error, exited with a non-zero code, or died of a signal.
+    /// error, exited with a non-zero code, died of a signal, or ended without reporting
+    /// while its exit status was reaped by someone else (`SIGCHLD` ignored); an OS error
+    /// when waiting fails.
     pub fn join(mut self) -> Result<()> {
         self.wait()
     }
 
     fn wait(&mut self) -> Result<()> {
-        let exit = match self.exit {
-            Some(exit) => exit,
-            None => {
-                let exit = fork::wait_child(self.pid, false)
-                    .map_err(|e| Error::os(format!("waitpid({})", self.pid), e))?
-                    .unwrap_or(Exit::Code(0));
-                cleanup::untrack_child(self.pid);
-                self.exit = Some(exit);
-                exit
-            }
-        };
-        match describe_failure(&self.report, exit) {
+        self.child.wait(false)?;
+        match self.child.failure() {
             None => Ok(()),
             Some(why) => Err(Error::new(
                 ErrorKind::WorkerFailed,
-                format!("process {} {why}", self.pid),
+                format!("process {} {why}", self.child.pid()),
             )),
         }
     }
@@ -302,76 +588,187 @@ impl Process {
     /// Whether the child has ended (reaping it if so), without blocking.
     ///
     /// # Errors
-    /// An OS error from `waitpid`.
+    /// An OS error when waiting fails.
     pub fn is_finished(&mut self) -> Result<bool> {
-        if self.exit.is_none() {
-            self.exit = fork::wait_child(self.pid, true)
-                .map_err(|e| Error::os(format!("waitpid({})", self.pid), e))?;
-            if self.exit.is_some() {
-                cleanup::untrack_child(self.pid);
-            }
+        Ok(self.child.wait(true)?.is_some())
+    }
+
+    /// The child's exit code once it has ended, as Python's `Process.exitcode`: the code
+    /// it exited with, or `-N` when signal `N` killed it; `None` while it runs (see
+    /// [`is_finished`](Process::is_finished)) and when its exit status was reaped by
+    /// someone else (`SIGCHLD` ignored).
+    pub fn exitcode(&self) -> Option<i32> {
+        match self.child.end()? {
+            End::Exit(Exit::Code(code)) => Some(code),
+            End::Exit(Exit::Signal(sig)) => Some(-sig),
+            End::Reaped => None,
         }
-        Ok(self.exit.is_some())
     }
 
     /// Sends `SIGKILL` to the child (it is reaped by `join` or drop).
     ///
     /// # Errors
-    /// An OS error from `kill`.
+    /// An OS error from the signal call.
     pub fn kill(&self) -> Result<()> {
         self.signal(libc::SIGKILL)
     }
 
-    /// Sends signal `sig` to the child.
+    /// Sends signal `sig` to the child; nothing once it has ended.
     ///
     /// # Errors
-    /// An OS error from `kill` (an invalid signal number).
+    /// An OS error from the signal call (an invalid signal number).
     pub fn signal(&self, sig: i32) -> Result<()> {
-        if self.exit.is_some() {
-            return Ok(());
-        }
-        fork::send_signal(self.pid, sig).map_err(|e| Error::os(format!("kill({})", self.pid), e))
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if self.exit.is_none() {
-            let _ = fork::send_signal(self.pid, libc::SIGKILL);
-            let _ = fork::wait_child(self.pid, false);
-            cleanup::untrack_child(self.pid);
-        }
+        self.child.signal(sig)
     }
 }
 
 impl fmt::Debug for Process {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Process")
-            .field("pid", &self.pid)
-            .field("exit", &self.exit)
+            .field("pid", &self.child.pid())
+            .field("end", &self.child.end())
             .finish()
+    }
+}
+
+/// A [`Process`] that holds what it was handed ([`Process::spawn_with`]) until the child
+/// has ended: [`join`](ProcessWith::join) returns it. Dropping it kills and reaps the child
+/// first, then drops the value; forgetting it (`mem::forget`) leaks the value, which the
+/// parent then never touches again — either way parent and child never use it at once.
+#[derive(Debug)]
+pub struct ProcessWith<A> {
+    // Field order matters: the child is killed and reaped before the value drops.
+    process: Process,
+    value: A,
+}
+
+impl<A> ProcessWith<A> {
+    /// The child's pid.
+    pub fn pid(&self) -> i32 {
+        self.process.pid()
+    }
+
+    /// Waits for the child to end and returns the value it was handed.
+    ///
+    /// # Errors
+    /// As [`Process::join`]; the value is dropped with the error (use
+    /// [`join_keeping`](ProcessWith::join_keeping) to keep it).
+    pub fn join(self) -> Result<A> {
+        let (value, r) = self.join_keeping();
+        r.map(|()| value)
+    }
+
+    /// Waits for the child to end and returns the value it was handed together with the
+    /// outcome ([`Process::join`]'s result), so a failure does not drop it.
+    pub fn join_keeping(self) -> (A, Result<()>) {
+        let ProcessWith { process, value } = self;
+        let r = process.join();
+        (value, r)
+    }
+
+    /// As [`Process::is_finished`].
+    ///
+    /// # Errors
+    /// An OS error when waiting fails.
+    pub fn is_finished(&mut self) -> Result<bool> {
+        self.process.is_finished()
+    }
+
+    /// As [`Process::exitcode`].
+    pub fn exitcode(&self) -> Option<i32> {
+        self.process.exitcode()
+    }
+
+    /// As [`Process::kill`].
+    ///
+    /// # Errors
+    /// An OS error from the signal call.
+    pub fn kill(&self) -> Result<()> {
+        self.process.kill()
+    }
+
+    /// As [`Process::signal`].
+    ///
+    /// # Errors
+    /// An OS error from the signal call.
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        self.process.signal(sig)
+    }
+}
+
+/// The error of [`Process::spawn_with`]: why no child was forked, with the value that was
+/// to be handed over, so that a failure does not drop it (dropping a creator's array
+/// unlinks its segment). Converts into [`Error`], so `?` works in functions returning
+/// [`Result`].
+pub struct SpawnWithError<A> {
+    error: Error,
+    value: A,
+}
+
+impl<A> SpawnWithError<A> {
+    /// Why no child was forked.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The value that was to be handed over.
+    pub fn into_inner(self) -> A {
+        self.value
+    }
+
+    /// The error and the value.
+    pub fn into_parts(self) -> (Error, A) {
+        (self.error, self.value)
+    }
+}
+
+impl<A> From<SpawnWithError<A>> for Error {
+    fn from(e: SpawnWithError<A>) -> Error {
+        e.error
+    }
+}
+
+impl<A> fmt::Debug for SpawnWithError<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnWithError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A> fmt::Display for SpawnWithError<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<A> std::error::Error for SpawnWithError<A> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 
 /// Forks processes that may borrow from the caller's stack, like `std::thread::scope`:
 /// every child spawned on the [`Scope`] is joined before `scope` returns, so a child may
-/// capture `&SharedValue` or `&mut SharedNdArray` and the borrow checker keeps the parent
-/// off them until then.
+/// capture `&SharedValue` or `&Queue`, or be handed `&mut SharedNdArray` with
+/// [`Scope::spawn_with`], and the borrow checker keeps the parent off them until then.
 ///
-/// A child works on a copy of the parent's address space: writes through references to
-/// shared memory (ndshm segments) are seen by everyone; writes to ordinary memory stay in
-/// the child.
+/// A child works on a copy of the parent's address space: writes through sync and ipc
+/// objects and to arrays it was handed are seen by everyone; writes to ordinary memory
+/// stay in the child. Array handles it merely captures belong to the parent and refuse
+/// or panic in the child (see [`Process`]).
 ///
 /// # Errors
 /// The first failure among the children ([`ErrorKind::WorkerFailed`], naming the pid and
-/// cause), or of `fork`; every child is reaped in any case.
+/// cause), or of `fork` ([`ErrorKind::ForkWithThreads`] included, see
+/// [`allow_fork_with_threads`]); every child is reaped in any case.
 ///
 /// # Examples
 /// ```
 /// use ndshm::SharedNdArray;
 /// # let name = format!("doc-scope-{}", std::process::id());
 /// let mut a = SharedNdArray::<i64, ndarray::Ix1>::zeros(&name, 4)?;
-/// ndshm::scope(|s| s.spawn(|| a.view_mut().fill(7)).map(drop))?;
+/// ndshm::scope(|s| s.spawn_with(&mut a, |a| a.view_mut().fill(7)).map(drop))?;
 /// assert_eq!(a.view().sum(), 28);
 /// # Ok::<(), ndshm::Error>(())
 /// ```
@@ -394,16 +791,48 @@ pub struct Scope<'env> {
 
 impl<'env> Scope<'env> {
     /// Forks a child that runs `f`, which may borrow anything that outlives the scope.
-    /// Returns the child's pid.
+    /// Returns the child's pid. Array handles `f` captures stay the parent's (they refuse
+    /// or panic in the child): hand an array over with [`Scope::spawn_with`].
     ///
     /// # Errors
-    /// An OS error when `fork` fails.
+    /// [`ErrorKind::ForkWithThreads`] as for [`Process::spawn`]; an OS error when `fork`
+    /// fails.
     pub fn spawn<F, R>(&self, f: F) -> Result<i32>
     where
         F: FnOnce() -> R + 'env,
         R: ChildResult,
     {
-        let child = Process::spawn_unchecked(f)?;
+        check_fork_allowed("Scope::spawn")?;
+        self.push(Process::spawn_unchecked(f)?)
+    }
+
+    /// Forks a child that runs `f` on `array`, re-bound to the child (it maps the segment
+    /// itself); the scope joins the child before the borrow of `array` ends, so the parent
+    /// cannot use the array meanwhile. Returns the child's pid.
+    ///
+    /// # Errors
+    /// As [`Scope::spawn`]. A failure to re-bind the array in the child comes back from
+    /// [`scope`] as [`ErrorKind::WorkerFailed`].
+    // The error carries the array back by value, as the success does: it is as large as
+    // the `Ok` side, and spelled out so the signature says what comes back.
+    #[allow(clippy::result_large_err, clippy::type_complexity)]
+    pub fn spawn_with<T, D, M, F, R>(
+        &self,
+        array: &'env mut SharedNdArray<T, D, M>,
+        f: F,
+    ) -> Result<i32>
+    where
+        T: Element,
+        D: Dimension,
+        M: AccessMode,
+        F: FnOnce(&mut SharedNdArray<T, D, M>) -> R + 'env,
+        R: ChildResult,
+    {
+        check_fork_allowed("Scope::spawn_with")?;
+        self.push(Process::spawn_unchecked(|| with_adopted(array, f))?)
+    }
+
+    fn push(&self, child: Process) -> Result<i32> {
         let pid = child.pid();
         self.children.borrow_mut().push(child);
         Ok(pid)

@@ -1,5 +1,8 @@
 //! `CrashCleanup`: a SIGKILLed owner's segments are removed without anyone running gc.
 
+// Opts this test binary in to forking on the harness's threads (see tests/common).
+mod common;
+
 use std::time::{Duration, Instant};
 
 use ndarray::Ix1;

@@ -1,9 +1,14 @@
 //! Fork-per-call chunked workers over real forked processes and real /dev/shm segments.
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use ndarray::{Ix1, Ix2};
-use ndshm::{fork_chunks, fork_chunks_into, fork_chunks_with, ChunkPlan, ErrorKind, SharedNdArray};
+use ndshm::{
+    fork_chunks, fork_chunks_into, fork_chunks_with, ChunkPlan, ErrorKind, Process, SharedNdArray,
+};
 
 fn name(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -182,4 +187,188 @@ fn aligned_for_arrays_checks_the_axis() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("interleave"), "{err}");
+}
+
+/// In the calling (child) process only: `SIGCHLD` set to `SIG_IGN`, so the kernel reaps
+/// this process's children itself and `waitpid` finds no status (`ECHILD`).
+fn ignore_sigchld() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN runs no code; this process is a child made for this test.
+    unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) }.expect("ignore SIGCHLD");
+}
+
+/// Runs `body` in a forked child with `SIGCHLD` ignored there (the test binary's own
+/// disposition stays as it is) and fails the test with the child's error, or when it
+/// runs longer than a minute.
+fn with_sigchld_ignored(body: impl FnOnce() -> Result<(), String> + 'static) {
+    let p = Process::spawn(move || {
+        ignore_sigchld();
+        body()
+    })
+    .unwrap();
+    common::join_within(p, Duration::from_secs(60)).unwrap();
+}
+
+fn check(cond: bool, what: impl std::fmt::Display) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what.to_string())
+    }
+}
+
+#[test]
+fn fork_chunks_with_sigchld_ignored_succeeds() {
+    let n = common::Name::new("sigchld-chunks");
+    let name = n.0.clone();
+    with_sigchld_ignored(move || {
+        let mut a = SharedNdArray::<u64, Ix1>::zeros(&name, 1000).map_err(|e| e.to_string())?;
+        fork_chunks(&mut a, 4, |c, mut v| v.fill(c.index as u64 + 1))
+            .map_err(|e| format!("every chunk succeeded, yet: {e}"))?;
+        let got = a.as_slice().unwrap();
+        check(
+            got[0] == 1 && got[999] == 4,
+            format!("{} {}", got[0], got[999]),
+        )?;
+        // A failing chunk keeps its message although its exit status is gone.
+        let err = fork_chunks(&mut a, 4, |c, _| -> Result<(), String> {
+            if c.index == 2 {
+                Err("chunk two refused".into())
+            } else {
+                Ok(())
+            }
+        })
+        .err()
+        .ok_or("a failing chunk was reported as a success")?;
+        check(err.kind() == ErrorKind::WorkerFailed, &err)?;
+        check(err.to_string().contains("chunk 2"), &err)?;
+        check(err.to_string().contains("chunk two refused"), &err)
+    });
+}
+
+#[test]
+fn process_join_with_sigchld_ignored_reports_the_childs_error() {
+    with_sigchld_ignored(|| {
+        Process::spawn(|| {})
+            .and_then(Process::join)
+            .map_err(|e| format!("a successful child: {e}"))?;
+        let err = Process::spawn(|| -> Result<(), String> { Err("bad input".into()) })
+            .and_then(Process::join)
+            .err()
+            .ok_or("a failing child joined as a success")?;
+        check(err.kind() == ErrorKind::WorkerFailed, &err)?;
+        check(
+            err.to_string().contains("returned an error: bad input"),
+            &err,
+        )?;
+        // Polling sees the end too, and the outcome stays right.
+        let mut p = Process::spawn(|| {}).map_err(|e| e.to_string())?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !p.is_finished().map_err(|e| e.to_string())? {
+            check(
+                std::time::Instant::now() < deadline,
+                "is_finished never became true",
+            )?;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        check(p.exitcode().is_none(), "the exit status is gone")?;
+        p.join()
+            .map_err(|e| format!("a polled successful child: {e}"))?;
+        let err = Process::spawn::<_, ()>(|| panic!("boom"))
+            .and_then(Process::join)
+            .err()
+            .ok_or("a panicking child joined as a success")?;
+        check(err.to_string().contains("panicked: boom"), &err)?;
+        // Killed before reporting: its status is gone, and the error says so.
+        let p = Process::spawn(|| std::thread::sleep(Duration::from_secs(600)))
+            .map_err(|e| e.to_string())?;
+        p.kill().map_err(|e| e.to_string())?;
+        let err = p.join().err().ok_or("a killed child joined as a success")?;
+        check(err.to_string().contains("ended without reporting"), &err)?;
+        check(err.to_string().contains("SIGCHLD is ignored"), &err)
+    });
+}
+
+#[test]
+fn scope_with_sigchld_ignored() {
+    let (n1, n2) = (
+        common::Name::new("sigchld-s1"),
+        common::Name::new("sigchld-s2"),
+    );
+    let (name1, name2) = (n1.0.clone(), n2.0.clone());
+    with_sigchld_ignored(move || {
+        let mut a = SharedNdArray::<u32, Ix1>::zeros(&name1, 16).map_err(|e| e.to_string())?;
+        let mut b = SharedNdArray::<u32, Ix1>::zeros(&name2, 16).map_err(|e| e.to_string())?;
+        ndshm::scope(|s| {
+            s.spawn_with(&mut a, |a| a.view_mut().fill(3))?;
+            s.spawn_with(&mut b, |b| b.view_mut().fill(4))?;
+            s.spawn(|| {})?;
+            Ok(())
+        })
+        .map_err(|e| format!("every child succeeded, yet: {e}"))?;
+        check(a.view().sum() == 48 && b.view().sum() == 64, "values")?;
+        let err = ndshm::scope(|s| {
+            s.spawn(|| -> Result<(), String> { Err("scoped failure".into()) })?;
+            Ok(())
+        })
+        .err()
+        .ok_or("a failing scoped child was reported as a success")?;
+        check(
+            err.to_string()
+                .contains("returned an error: scoped failure"),
+            &err,
+        )
+    });
+}
+
+#[test]
+fn spawn_with_hands_the_array_over_and_back() {
+    let n = common::Name::new("spawn-with");
+    let a = SharedNdArray::<u64, Ix1>::zeros(&n, 100).unwrap();
+    let child = Process::spawn_with(a, |a| {
+        for (i, x) in a.view_mut().iter_mut().enumerate() {
+            *x = i as u64 * 2;
+        }
+    })
+    .unwrap();
+    let a = child.join().unwrap();
+    assert_eq!(a.as_slice().unwrap()[99], 198);
+    assert!(a.is_owner(), "the parent's handle still owns the name");
+    // A failing child: `join_keeping` gives the array back with the error.
+    let child = Process::spawn_with(a, |_| -> Result<(), String> { Err("nope".into()) }).unwrap();
+    let (a, r) = child.join_keeping();
+    let err = r.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WorkerFailed);
+    assert!(err.to_string().contains("nope"), "{err}");
+    assert_eq!(a.as_slice().unwrap()[1], 2);
+    // Dropped unjoined: the child is killed and reaped before the array drops.
+    let mut child =
+        Process::spawn_with(a, |_| std::thread::sleep(Duration::from_secs(600))).unwrap();
+    assert!(!child.is_finished().unwrap());
+    drop(child);
+    assert!(
+        !n.path().exists(),
+        "the creator's handle dropped with the ProcessWith"
+    );
+}
+
+#[test]
+fn exit_codes_are_data() {
+    let mut p = Process::spawn::<_, ()>(|| std::process::exit(0)).unwrap();
+    while !p.is_finished().unwrap() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(p.exitcode(), Some(0));
+    let err = p.join().unwrap_err();
+    assert!(err.to_string().contains("without reporting"), "{err}");
+    let p = Process::spawn::<_, ()>(|| std::process::exit(3)).unwrap();
+    let err = p.join().unwrap_err();
+    assert!(err.to_string().contains("exited with code 3"), "{err}");
+    let mut p = Process::spawn(|| std::thread::sleep(Duration::from_secs(600))).unwrap();
+    assert_eq!(p.exitcode(), None, "still running");
+    p.kill().unwrap();
+    while !p.is_finished().unwrap() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(p.exitcode(), Some(-libc::SIGKILL));
 }

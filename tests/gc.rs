@@ -1,5 +1,8 @@
 //! `gc`: removes the segments of dead owners, and nothing else.
 
+// Opts this test binary in to forking on the harness's threads (see tests/common).
+mod common;
+
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, SystemTime};

@@ -1,6 +1,9 @@
 //! Attach races between processes: concurrent creators, openers racing a creator, a
 //! creator killed while it initialises, and unlink while others are attached.
 
+// Opts this test binary in to forking on the harness's threads (see tests/common).
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 

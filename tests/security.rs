@@ -1,6 +1,9 @@
 //! Security: modes, names that cannot escape /dev/shm, other users' segments, and hostile
 //! entries (links, FIFOs, directories) planted in /dev/shm.
 
+// Opts this test binary in to forking on the harness's threads (see tests/common).
+mod common;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::mpsc;
 use std::time::Duration;

@@ -8,6 +8,9 @@
 //! `NDSHM_SOAK_SECS` (default 60) with `NDSHM_SOAK_WORKERS` (default 8) workers:
 //! `cargo test --release --test stress -- --ignored --nocapture`.
 
+// Opts this test binary in to forking on the harness's threads (see tests/common).
+mod common;
+
 use std::time::{Duration, Instant};
 
 use ndarray::{Axis, Ix1, Ix2};

@@ -1,6 +1,7 @@
-//! `fork`, `_exit`, `waitpid`, signals, and shared anonymous memory for forked children.
+//! `fork`, `_exit`, `waitpid`, pidfds, the thread count, signals, and shared anonymous memory for forked children.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
 use nix::sys::signal::Signal;
@@ -91,6 +92,180 @@ pub(crate) fn wait_child(pid: i32, nohang: bool) -> io::Result<Option<Exit>> {
             Err(e) => return Err(io::Error::from_raw_os_error(e as i32)),
         }
     }
+}
+
+/// What waiting for a child found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// It is still running.
+    Running,
+    /// It ended; its exit status.
+    Exited(Exit),
+    /// It ended, but its exit status is gone: something else reaped it (`SIGCHLD` set to
+    /// `SIG_IGN` or `SA_NOCLDWAIT`, so the kernel reaps children at exit, or a
+    /// `waitpid(-1)` elsewhere in the process). `ECHILD` means this, never "dead" alone.
+    Reaped,
+}
+
+/// [`wait_child`] for when no pidfd could be taken: `ECHILD` (the child is not, or no
+/// longer, ours to wait for) becomes [`Waited::Reaped`].
+pub(crate) fn wait_pid(pid: i32, nohang: bool) -> io::Result<Waited> {
+    match wait_child(pid, nohang) {
+        Ok(Some(exit)) => Ok(Waited::Exited(exit)),
+        Ok(None) => Ok(Waited::Running),
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(Waited::Reaped),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `pid` is a child of the caller that is still running, without reaping it
+/// (`waitid(P_PID, .., WEXITED | WNOHANG | WNOWAIT)`): false for a child that ended
+/// (zombie or reaped) and for a process that is not the caller's child.
+pub(crate) fn is_running_child(pid: i32) -> bool {
+    let Ok(id) = libc::id_t::try_from(pid) else {
+        return false;
+    };
+    loop {
+        // SAFETY: all-zero bytes are a valid `siginfo_t` (plain integers and unions).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable `siginfo_t`; WNOWAIT leaves the child as is.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                id,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            // SAFETY: `waitid` succeeded; with WNOHANG `si_pid` is 0 when no child of
+            // the set has ended, else the ended child's pid.
+            return unsafe { info.si_pid() } == 0;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
+}
+
+/// A pidfd: a file descriptor naming one process (Linux >= 5.3). Unlike a pid it keeps
+/// naming that process after it ended, even once something else has reaped it and the
+/// kernel has handed its pid to another process: waiting and signalling through it never
+/// reach a stranger.
+#[derive(Debug)]
+pub(crate) struct Pidfd(OwnedFd);
+
+/// `pidfd_open(pid)`: `Ok(None)` when no process `pid` exists. For a child of the caller
+/// that means it has already ended *and* been reaped (a child that ended but was not
+/// reaped is a zombie, which still has its pid): taken right after the fork, before the
+/// parent could reap it, `None` says "reaped by someone else".
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<Option<Pidfd>> {
+    // SAFETY: `pidfd_open` takes a pid and flags and returns a new fd or -1; no memory
+    // is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ESRCH) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    Ok(Some(Pidfd(unsafe { OwnedFd::from_raw_fd(fd) })))
+}
+
+impl Pidfd {
+    /// Waits (unless `nohang`) for the process to end, then collects its exit status with
+    /// `waitid(P_PIDFD, .., WEXITED)`; [`Waited::Reaped`] when the status is gone.
+    pub(crate) fn wait(&self, nohang: bool) -> io::Result<Waited> {
+        let mut pfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: `pfd` is one valid `pollfd` that lives across the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, if nohang { 0 } else { -1 }) };
+            if n > 0 {
+                break;
+            }
+            if n == 0 {
+                return Ok(Waited::Running);
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+        }
+        loop {
+            // SAFETY: all-zero bytes are a valid `siginfo_t` (plain integers and unions).
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `info` is a valid, writable `siginfo_t`; the fd is ours and open.
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PIDFD,
+                    self.0.as_raw_fd() as libc::id_t,
+                    &mut info,
+                    libc::WEXITED,
+                )
+            };
+            if r == 0 {
+                // SAFETY: `waitid` succeeded with WEXITED, so `info` describes a child
+                // that ended and its `si_status` field is the one the kernel set.
+                let status = unsafe { info.si_status() };
+                return Ok(Waited::Exited(if info.si_code == libc::CLD_EXITED {
+                    Exit::Code(status)
+                } else {
+                    Exit::Signal(status)
+                }));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => return Ok(Waited::Reaped),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Sends `sig` to the process; one that has already ended is not an error.
+    pub(crate) fn send_signal(&self, sig: i32) -> io::Result<()> {
+        // SAFETY: `pidfd_send_signal(fd, sig, NULL, 0)` reads no memory (null info).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ESRCH) => Ok(()),
+            _ => Err(e),
+        }
+    }
+}
+
+/// The number of threads of the calling process, from `/proc/self/stat` (field 20,
+/// `num_threads`). An error when `/proc` is not mounted or not readable.
+pub(crate) fn thread_count() -> io::Result<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Field 2 (the command name) is in parentheses and may hold spaces or ')': the
+    // fields after the *last* ')' start with field 3.
+    let rest = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
+    rest.split_whitespace()
+        .nth(20 - 3)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
 }
 
 /// Sends `sig` to process `pid`; a process that is already gone is not an error.
