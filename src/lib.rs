@@ -122,7 +122,7 @@
 //! **A resource is taken over only from a provably dead owner.** Whether a process runs is
 //! never read from `/proc` (pid namespaces, `hidepid` or a missing `/proc` hide live
 //! processes, and pids are reused): each process holds a *lease*, an open-file-description
-//! lock on one byte of `/dev/shm/.ndshm-lease-<uid>` that the kernel drops when the process
+//! lock on one byte of `/dev/shm/.ndshm-lease-v2-<uid>` that the kernel drops when the process
 //! exits, however it ends. Segment trailers, queue slots and temporary segments record the
 //! lease of whoever holds them, and every decision reads it as [`OwnerStatus`]: **Alive**
 //! (lease held), **Dead** (released: only then is anything removed or recovered) or
@@ -135,9 +135,10 @@
 //! owner in another container is alive, and `ndshm ls` says "alive, in another pid
 //! namespace (pid N there)" (its pid means nothing here). Containers whose user
 //! namespaces map uids differently see each other's owners as Unknown: nothing is taken
-//! over, `gc` keeps their segments. **Never remove `/dev/shm/.ndshm-lease-<uid>`** (mind
-//! `rm /dev/shm/*`) while ndshm processes of that uid run: their leases live in it, and a
-//! new file would declare them all dead.
+//! over, `gc` keeps their segments. Do not remove `/dev/shm/.ndshm-lease-v2-<uid>` (mind
+//! `rm /dev/shm/*`) while ndshm processes of that uid run: their leases live in it. A file
+//! removed and made again carries a new random tag, so the old leases then read Unknown
+//! (nothing is recovered from those processes until they exit), never Dead.
 //!
 //! ## Errors
 //! One error type, [`Error`], with a [`#[non_exhaustive]`](ErrorKind) kind, a message that

@@ -11,11 +11,19 @@
 //! file can test for it with `F_OFD_GETLK`. Nothing here reads `/proc`.
 //!
 //! # The lease file
-//! `/dev/shm/.ndshm-lease-<uid>`: [`SLOTS`] little-endian `u32` generation counters, one per
-//! lease slot, owned by `<uid>` with mode `0o644` (only that user writes it; everyone may
-//! read it and test its locks). A process claims a lease by taking a write lock on byte
-//! `s` of the file (any free slot `s`) and then incrementing `gen[s]`; it holds the lock
-//! until it exits. Its lease is the word `uid << 32 | s << GEN_BITS | gen`, never 0.
+//! `/dev/shm/.ndshm-lease-v2-<uid>`: [`SLOTS`] little-endian `u32` words, owned by `<uid>` with
+//! mode `0o644` (only that user writes it; everyone may read it and test its locks). Word 0
+//! is the file's *tag*, a random non-zero byte drawn when the file was made; words 1.. are
+//! the generation counters of the lease slots. A process claims a lease by taking a write
+//! lock on byte `s` of the file (any free slot `s >= 1`) and then incrementing `gen[s]`; it
+//! holds the lock until it exits. Its lease is the word
+//! `uid << 32 | tag << 24 | s << 12 | gen`, never 0.
+//!
+//! The tag makes a lease file that was removed and made again (say by `rm /dev/shm/*`)
+//! harmless: its generations start over and its locks are new, so a lease of the old file
+//! checked against the new one could read dead while its holder runs; the tag tells the
+//! two files apart and such a lease reads [`Liveness::Unknown`] instead (wait, never take
+//! over), except in the 1 in 255 case of equal tags.
 //!
 //! # Deciding
 //! For a recorded lease `(uid, s, g)`:
@@ -46,7 +54,8 @@ use super::shm::SHM_DIR;
 /// Lease slots per user: how many processes of one user can hold a lease at once.
 pub(crate) const SLOTS: u32 = 4096;
 const SLOT_BITS: u32 = 12;
-const GEN_BITS: u32 = 20;
+const GEN_BITS: u32 = 12;
+const TAG_SHIFT: u32 = SLOT_BITS + GEN_BITS;
 const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
 const FILE_LEN: u64 = SLOTS as u64 * 4;
 /// Prefix of the lease files' names (`.ndshm-lease-<uid>`), reserved by `validate_name`.
@@ -73,23 +82,31 @@ const CLAIMING: u64 = u64::MAX;
 
 /// The lease file of user `uid`.
 pub(crate) fn lease_path(uid: u32) -> std::path::PathBuf {
-    std::path::Path::new(SHM_DIR).join(format!("{LEASE_PREFIX}{uid}"))
+    std::path::Path::new(SHM_DIR).join(format!("{LEASE_PREFIX}v2-{uid}"))
 }
 
 fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
-fn encode(uid: u32, slot: u32, gen: u32) -> u64 {
-    (uid as u64) << 32 | (slot as u64) << GEN_BITS | gen as u64
+fn encode(uid: u32, tag: u8, slot: u32, gen: u32) -> u64 {
+    (uid as u64) << 32 | (tag as u64) << TAG_SHIFT | (slot as u64) << GEN_BITS | gen as u64
 }
 
-fn decode(lease: u64) -> (u32, u32, u32) {
+/// (uid, file tag, slot, generation) of a lease.
+fn decode(lease: u64) -> (u32, u8, u32, u32) {
     (
         (lease >> 32) as u32,
-        (lease as u32) >> GEN_BITS,
+        (lease >> TAG_SHIFT) as u8,
+        ((lease as u32) >> GEN_BITS) & (SLOTS - 1),
         lease as u32 & GEN_MASK,
     )
+}
+
+/// The tag of an open lease file (word 0), 0 when it has none.
+fn read_tag(file: &File) -> io::Result<u8> {
+    let w = read_gen(file, 0)?;
+    Ok(if w > 0 && w <= 0xff { w as u8 } else { 0 })
 }
 
 /// `F_OFD_*` lock request on byte `slot`.
@@ -146,9 +163,11 @@ fn open_own() -> io::Result<File> {
                 .mode(0o644)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&tmp)?;
+            let tag = (super::proc::random_u64() % 255 + 1) as u32;
             let made = f
                 .set_permissions(std::fs::Permissions::from_mode(0o644))
                 .and_then(|()| super::shm::reserve(&f, FILE_LEN))
+                .and_then(|()| f.write_all_at(&tag.to_le_bytes(), 0))
                 .and_then(|()| std::fs::hard_link(&tmp, &path));
             let _ = std::fs::remove_file(&tmp);
             match made {
@@ -190,9 +209,19 @@ fn read_gen(file: &File, slot: u32) -> io::Result<u32> {
 /// Claims a lease: locks a free byte of the lease file and bumps its generation.
 fn claim() -> io::Result<(File, u64)> {
     let file = open_own()?;
+    let tag = read_tag(&file)?;
+    if tag == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the lease file has no tag: not made by this ndshm version",
+        ));
+    }
     let start = (super::proc::random_u64() % SLOTS as u64) as u32;
     for i in 0..SLOTS {
         let slot = (start + i) % SLOTS;
+        if slot == 0 {
+            continue; // word 0 is the tag
+        }
         let mut fl = flock(libc::F_WRLCK, slot);
         match fcntl_lock(&file, libc::F_OFD_SETLK, &mut fl) {
             Ok(()) => {}
@@ -210,7 +239,7 @@ fn claim() -> io::Result<(File, u64)> {
             gen = 1;
         }
         file.write_all_at(&gen.to_le_bytes(), slot as u64 * 4)?;
-        return Ok((file, encode(euid(), slot, gen)));
+        return Ok((file, encode(euid(), tag, slot, gen)));
     }
     Err(io::Error::other(format!(
         "all {SLOTS} lease slots of uid {} are held by running processes",
@@ -258,8 +287,8 @@ pub(crate) fn check(lease: u64) -> Liveness {
     if lease == MINE.load(Ordering::Acquire) {
         return Liveness::Alive;
     }
-    let (uid, slot, gen) = decode(lease);
-    if slot >= SLOTS || gen == 0 {
+    let (uid, tag, slot, gen) = decode(lease);
+    if slot == 0 || gen == 0 || tag == 0 {
         return Liveness::Unknown;
     }
     let path = lease_path(uid);
@@ -270,7 +299,8 @@ pub(crate) fn check(lease: u64) -> Liveness {
     else {
         return Liveness::Unknown;
     };
-    if check_file(&file, uid).is_err() {
+    if check_file(&file, uid).is_err() || read_tag(&file).ok() != Some(tag) {
+        // Not the lease file the holder claimed in (removed and made again): unknown.
         return Liveness::Unknown;
     }
     let Ok(now) = read_gen(&file, slot) else {
@@ -350,8 +380,8 @@ pub(crate) fn forget_in_child() {
 /// A lease that is certainly dead: this process's slot with an older generation.
 #[cfg(test)]
 pub(crate) fn dead_lease_for_tests() -> u64 {
-    let (uid, slot, gen) = decode(mine());
-    encode(uid, slot, if gen == 1 { GEN_MASK } else { gen - 1 })
+    let (uid, tag, slot, gen) = decode(mine());
+    encode(uid, tag, slot, if gen == 1 { GEN_MASK } else { gen - 1 })
 }
 
 /// The open lease file, for tests that need to see the lock from another fd.
@@ -373,29 +403,39 @@ mod tests {
         assert_eq!(mine(), me);
         assert_eq!(check(me), Liveness::Alive);
         assert!(held_fd().is_some());
-        let (uid, slot, gen) = decode(me);
+        let (uid, tag, slot, gen) = decode(me);
         assert_eq!(uid, euid());
-        assert!(slot < SLOTS && gen > 0);
+        assert!(slot > 0 && slot < SLOTS && gen > 0 && tag > 0);
     }
 
     #[test]
     fn no_lease_is_unknown_and_a_stale_generation_is_dead() {
         assert_eq!(check(0), Liveness::Unknown);
         let me = mine();
-        let (uid, slot, gen) = decode(me);
-        let older = encode(uid, slot, if gen == 1 { GEN_MASK } else { gen - 1 });
+        let (uid, tag, slot, gen) = decode(me);
+        let older = encode(uid, tag, slot, if gen == 1 { GEN_MASK } else { gen - 1 });
         assert_eq!(check(older), Liveness::Dead);
         // A slot nobody holds, with its current generation: dead (unlocked).
-        let free = (slot + 1) % SLOTS;
+        let free = slot % (SLOTS - 1) + 1;
         let file = open_own().unwrap();
         let mut fl = flock(libc::F_WRLCK, free);
         fcntl_lock(&file, libc::F_OFD_GETLK, &mut fl).unwrap();
         if fl.l_type == libc::F_UNLCK as libc::c_short {
             let g = read_gen(&file, free).unwrap().max(1);
             if read_gen(&file, free).unwrap() == g {
-                assert_eq!(check(encode(uid, free, g)), Liveness::Dead);
+                assert_eq!(check(encode(uid, tag, free, g)), Liveness::Dead);
             }
         }
+    }
+
+    #[test]
+    fn a_lease_of_a_replaced_lease_file_is_unknown_not_dead() {
+        let me = mine();
+        let (uid, tag, slot, gen) = decode(me);
+        // Same slot and generation, another file's tag: that holder claimed in a lease
+        // file that has since been removed and made again.
+        let other = if tag == 255 { 1 } else { tag + 1 };
+        assert_eq!(check(encode(uid, other, slot, gen)), Liveness::Unknown);
     }
 
     #[test]
