@@ -89,7 +89,10 @@ where
     R: ChildResult,
 {
     plan.check_shape(array.shape(), "array", array.name())?;
-    run_forked(plan, |chunk| f(chunk, chunk.of_mut(array.view_mut())))
+    run_forked(plan, |chunk| {
+        adopt(array);
+        f(chunk, chunk.of_mut(array.view_mut()))
+    })
 }
 
 /// `out = f(in)` with one forked child per chunk of `plan`: `f` gets the chunk, a
@@ -148,8 +151,18 @@ where
         ));
     }
     run_forked(plan, |chunk| {
+        adopt(input);
+        adopt(output);
         f(chunk, input.view(), chunk.of_mut(output.view_mut()))
     })
+}
+
+/// In a child: binds the array this call borrowed to the child (its mapping was kept from
+/// the fork), or fails the chunk.
+fn adopt<T: Element, D: Dimension, A: AccessMode>(array: &SharedNdArray<T, D, A>) {
+    if let Err(e) = array.adopt_in_child() {
+        panic!("cannot hand array '{}' to the child: {e}", array.name());
+    }
 }
 
 /// A forked child of one call, not yet reaped.
