@@ -6,14 +6,19 @@ use ndshm::SharedNdArray;
 
 fn main() -> ndshm::Result<()> {
     let id = std::process::id();
-    let mut arr = SharedNdArray::<f64, Ix1>::zeros(&format!("example-arr-{id}"), 5)?; // Array('d', 5)
+    let name = format!("example-arr-{id}");
+    let arr = SharedNdArray::<f64, Ix1>::zeros(&name, 5)?; // Array('d', 5)
     ndshm::scope(|s| {
-        let arr = &mut arr;
-        s.spawn(move || {
+        let name = &name;
+        s.spawn(move || -> ndshm::Result<()> {
+            // A handle works only in the process that made it: the child attaches by name.
+            // SAFETY: the parent does not touch the array until it has joined this child.
+            let mut arr = unsafe { SharedNdArray::<f64, Ix1>::open(name)? };
             // fill_array(shared_array, 10)
             for (i, x) in arr.view_mut().iter_mut().enumerate() {
                 *x = 10.0 + i as f64;
             }
+            Ok(())
         })?;
         Ok(())
     })?;

@@ -15,7 +15,7 @@
 //! its grace period. `--watchdog` starts a `CrashCleanup` watchdog: even `kill -9` of the
 //! demo then leaves no segment behind (with `--die-with-parent`, no worker either).
 
-use ndarray::{Axis, Ix1};
+use ndarray::Ix1;
 use ndshm::{CrashCleanup, SharedNdArray, SignalCleanup};
 
 fn main() -> ndshm::Result<()> {
@@ -54,13 +54,20 @@ fn main() -> ndshm::Result<()> {
     };
     let parent = std::process::id() as i32;
     let name = format!("ndshm-signal-demo-{parent}");
-    let mut array = SharedNdArray::<f64, Ix1>::zeros(&name, len)?;
+    let _array = SharedNdArray::<f64, Ix1>::zeros(&name, len)?;
     let chunk = len.div_ceil(workers);
-    let mut view = array.view_mut();
     ndshm::scope(|s| {
         let mut pids = Vec::new();
-        for mut part in view.axis_chunks_iter_mut(Axis(0), chunk) {
+        for start in (0..len).step_by(chunk) {
+            let end = (start + chunk).min(len);
+            let name = &name;
             pids.push(s.spawn(move || -> ndshm::Result<()> {
+                // A handle works only in the process that made it: each worker attaches by
+                // name. SAFETY: each worker writes only its own chunk, and the parent never
+                // reads the array.
+                let mut array = unsafe { SharedNdArray::<f64, Ix1>::open(name)? };
+                let mut view = array.view_mut();
+                let mut part = view.slice_mut(ndarray::s![start..end]);
                 if die_with_parent {
                     ndshm::die_with_parent(parent)?;
                 }

@@ -365,8 +365,17 @@ impl fmt::Debug for Process {
 /// ```
 /// use ndshm::SharedNdArray;
 /// # let name = format!("doc-scope-{}", std::process::id());
-/// let mut a = SharedNdArray::<i64, ndarray::Ix1>::zeros(&name, 4)?;
-/// ndshm::scope(|s| s.spawn(|| a.view_mut().fill(7)).map(drop))?;
+/// let a = SharedNdArray::<i64, ndarray::Ix1>::zeros(&name, 4)?;
+/// ndshm::scope(|s| {
+///     s.spawn(|| -> ndshm::Result<()> {
+///         // A handle works only in the process that made it: the child attaches by name.
+///         // SAFETY: the parent does not touch the array until the scope has joined.
+///         let mut mine = unsafe { SharedNdArray::<i64, ndarray::Ix1>::open(&name)? };
+///         mine.view_mut().fill(7);
+///         Ok(())
+///     })?;
+///     Ok(())
+/// })?;
 /// assert_eq!(a.view().sum(), 28);
 /// # Ok::<(), ndshm::Error>(())
 /// ```
