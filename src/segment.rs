@@ -764,3 +764,84 @@ pub fn unlink(name: &str) -> Result<()> {
         _ => Error::os(format!("cannot remove segment '{name}'"), e),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::array::SharedNdArray;
+
+    fn name(tag: &str) -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        format!(
+            "ndshm-unit-seg-{}-{}-{tag}",
+            proc::pid(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    #[test]
+    fn registry_entries_of_another_process_never_collide() {
+        let id = (u64::MAX, u64::MAX - 7);
+        register(1, id, "x").unwrap();
+        // Another token (a forked child's) may register the same file.
+        register(3, id, "x").unwrap();
+        assert_eq!(
+            register(1, id, "x").unwrap_err().kind(),
+            ErrorKind::AlreadyOpen
+        );
+        deregister(1, id);
+        deregister(3, id);
+        register(1, id, "x").unwrap();
+        deregister(1, id);
+    }
+
+    #[test]
+    fn array_mappings_are_kept_from_children_and_others_are_not() {
+        let n = name("kept");
+        let a = SharedNdArray::<u8, ndarray::Ix1>::zeros(&n, 8).unwrap();
+        assert!(a.segment().kept_from_children.load(Ordering::Relaxed));
+        let q = Segment::create(
+            &name("plain"),
+            SegmentKind::Queue,
+            8,
+            &CreateOptions::new(),
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert!(!q.kept_from_children.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn adopt_in_child_maps_the_array_again_and_is_idempotent() {
+        let n = name("adopt");
+        let mut a = SharedNdArray::<u64, ndarray::Ix1>::zeros(&n, 16).unwrap();
+        a.view_mut().fill(5);
+        let a = &a;
+        crate::scope(|s| {
+            s.spawn(|| -> Result<()> {
+                assert!(!a.segment().is_bound_here());
+                a.adopt_in_child()?;
+                a.adopt_in_child()?;
+                assert!(a.segment().is_bound_here());
+                assert!(!a.is_owner(), "an adopted copy never owns the name");
+                assert_eq!(a.view().sum(), 80);
+                Ok(())
+            })?;
+            Ok(())
+        })
+        .unwrap();
+        assert!(shm::file_id_of_name(&n).is_some());
+    }
+
+    #[test]
+    fn excluding_a_range_twice_takes_one_slot_and_drop_frees_it() {
+        let n = name("slots");
+        let a = SharedNdArray::<u8, ndarray::Ix1>::zeros(&n, 8).unwrap();
+        let (ptr, len) = (a.segment().as_ptr(), a.segment().len());
+        assert_eq!(shm::fork_exclusion_slots_of(ptr), 1);
+        assert!(shm::exclude_from_fork(ptr, len));
+        assert_eq!(shm::fork_exclusion_slots_of(ptr), 1);
+        drop(a);
+        assert_eq!(shm::fork_exclusion_slots_of(ptr), 0);
+    }
+}

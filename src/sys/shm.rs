@@ -329,3 +329,12 @@ pub(crate) unsafe fn map_again_at(
     }
     Ok(())
 }
+
+/// How many slots record a range starting at `addr` (for tests).
+#[cfg(test)]
+pub(crate) fn fork_exclusion_slots_of(addr: *mut u8) -> usize {
+    EXCLUDED
+        .iter()
+        .filter(|s| s.addr.load(Ordering::Relaxed) == addr as usize)
+        .count()
+}
