@@ -248,6 +248,22 @@ fn a_childs_new_mapping_never_lands_in_a_placeholder() {
                 "a new mapping landed at {p:?}, in the array's range"
             ));
         }
+        // What occupies it is an inaccessible placeholder, not the parent's mapping.
+        let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+        let line = maps
+            .lines()
+            .find(|l| {
+                let (lo, hi) = l.split(' ').next().unwrap().split_once('-').unwrap();
+                let lo = usize::from_str_radix(lo, 16).unwrap();
+                let hi = usize::from_str_radix(hi, 16).unwrap();
+                lo <= base && base < hi
+            })
+            .ok_or("nothing mapped at the array's address")?;
+        if !line.contains(" ---p ") || line.contains("/dev/shm") {
+            return Err(format!(
+                "the array's range in the child is not a placeholder: {line}"
+            ));
+        }
         // New mappings, with the range as a hint or anywhere, stay outside it.
         let mut maps = Vec::new();
         for i in 0..64 {
@@ -332,6 +348,28 @@ fn dropping_an_inherited_queue_in_a_child_does_not_unlink_the_parents_name() {
             n.as_str()
         );
     }
+}
+
+#[test]
+fn dropping_an_inherited_array_in_a_child_does_not_unlink_its_name() {
+    let name = Name::new("drop-array");
+    let a = RefCell::new(Some(
+        SharedNdArray::<u64, Ix1>::from_elem(&name, 4, 2).unwrap(),
+    ));
+    ndshm::scope(|s| {
+        s.spawn(|| drop(a.borrow_mut().take().unwrap()))?;
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        name.path().exists(),
+        "the child's drop unlinked the parent's array"
+    );
+    let a = a.take().unwrap();
+    assert!(a.is_owner());
+    assert_eq!(a.as_slice().unwrap(), &[2, 2, 2, 2]);
+    drop(a);
+    assert!(!name.path().exists(), "the parent's drop left its array");
 }
 
 #[test]
@@ -421,24 +459,46 @@ fn a_fork_while_other_threads_open_and_drop_segments_leaves_the_child_a_working_
         })
         .collect();
     let name = Name::new("registry-child");
-    for _ in 0..50 {
-        let n2 = name.to_string();
-        let mut child = Process::spawn(move || -> Result<(), String> {
-            // Registers and deregisters in the child: would hang if a fork had caught
-            // the registry's lock held by a churning thread.
-            drop(SharedNdArray::<u8, Ix1>::zeros(&n2, 8).map_err(|e| e.to_string())?);
-            Ok(())
-        })
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !child.is_finished().unwrap() {
-            assert!(Instant::now() < deadline, "a child hung on the registry");
+    let mut hung = 0;
+    for _ in 0..200 {
+        // A fork that is not ndshm's (a plain `fork`, as another library would do), at
+        // any moment of the churning threads: the child must find the registry usable.
+        // SAFETY: the child only creates and drops a segment (the allocator is fork-safe
+        // in glibc, and the registry is what this test checks) and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = SharedNdArray::<u8, Ix1>::zeros(&name, 8).is_ok();
+            // SAFETY: `_exit` ends the child without running the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut status = 0;
+        loop {
+            // SAFETY: waits for our own child; `status` is a valid out pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "child failed: {status:#x}"
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                hung += 1;
+                // SAFETY: kill and reap our own hung child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                break;
+            }
             std::thread::yield_now();
         }
-        child.join().unwrap();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in churn {
         t.join().unwrap();
     }
+    assert_eq!(hung, 0, "children hung on a registry lock inherited held");
 }
