@@ -60,6 +60,12 @@ pub type ReadOnlyNdArray<T, D> = SharedNdArray<T, D, ReadOnly>;
 /// name and unlinks it on drop; attached handles only unmap. See the
 /// [crate docs](crate#soundness) for when attaching is sound.
 ///
+/// A handle, and every view of it, works only in the process that made it: a copy
+/// inherited through `fork` panics on `view`/`view_mut`/`as_slice*` and returns
+/// [`ErrorKind::WrongProcess`] from fallible calls, its mapping is absent from the child
+/// (a view smuggled there faults), and dropping it there does nothing. Children get their
+/// data from [`fork_chunks`](crate::fork_chunks) and friends, or attach by name.
+///
 /// # Examples
 /// ```
 /// use ndarray::Ix2;
