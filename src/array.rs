@@ -11,7 +11,7 @@ use ndarray::{
 };
 
 use crate::dtype::{DType, Element};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{foreign_handle_panic, Error, ErrorKind, Result};
 use crate::info;
 use crate::npy::{self, NpyHeader};
 use crate::segment::{CreateOptions, MapAccess, Segment};
@@ -61,6 +61,12 @@ pub type ReadOnlyNdArray<T, D> = SharedNdArray<T, D, ReadOnly>;
 /// same array) followed by the ndshm trailer. The handle that created the segment owns its
 /// name and unlinks it on drop; attached handles only unmap. See the
 /// [crate docs](crate#soundness) for when attaching is sound.
+///
+/// A handle, and every view of it, works only in the process that made it: a copy
+/// inherited through `fork` panics on `view`/`view_mut`/`as_slice*` and returns
+/// [`ErrorKind::WrongProcess`] from fallible calls, its mapping is absent from the child
+/// (a view smuggled there faults), and dropping it there does nothing. Children get their
+/// data from [`fork_chunks`](crate::fork_chunks) and friends, or attach by name.
 ///
 /// # Examples
 /// ```
@@ -451,7 +457,12 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     }
 
     /// A mutable view of the whole array.
+    ///
+    /// # Panics
+    /// When the handle was made by another process and inherited through `fork` (see the
+    /// [crate docs](crate#soundness)).
     pub fn view_mut(&mut self) -> ArrayViewMut<'_, T, D> {
+        self.assert_bound_here();
         // SAFETY: the data range [offset, offset + len * size_of::<T>()) was checked to lie
         // inside the mapping, which is writable (ReadWrite) and aligned for T; the shape and
         // order are those the header declared; `&mut self` is the only access to this
@@ -468,13 +479,20 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
 
     /// The elements in memory order as a mutable slice (any layout: the segment is always
     /// contiguous).
+    ///
+    /// # Panics
+    /// As [`view_mut`](Self::view_mut).
     pub fn as_slice_memory_order_mut(&mut self) -> &mut [T] {
+        self.assert_bound_here();
         // SAFETY: as in `view_mut`: `len()` elements of T, aligned, in the writable mapping,
         // exclusively borrowed through `&mut self`.
         unsafe { std::slice::from_raw_parts_mut(self.data_ptr(), self.len()) }
     }
 
     /// The elements as a mutable slice, if the array is in standard (C) order.
+    ///
+    /// # Panics
+    /// As [`view_mut`](Self::view_mut).
     pub fn as_slice_mut(&mut self) -> Option<&mut [T]> {
         if self.fortran && self.ndim() > 1 && !self.is_standard_layout() {
             None
@@ -559,6 +577,42 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
         })
     }
 
+    /// Panics, naming the rule, unless the handle is bound to the calling process. One
+    /// relaxed load and a compare; the panic path is out of line.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn assert_bound_here(&self) {
+        if !self.seg.is_bound_here() {
+            foreign_handle_panic("SharedNdArray");
+        }
+    }
+
+    /// [`ErrorKind::WrongProcess`] unless the handle is bound to the calling process (for
+    /// fallible calls, including the pool's jobs).
+    #[inline]
+    pub(crate) fn check_bound_here(&self) -> Result<()> {
+        if self.seg.is_bound_here() {
+            Ok(())
+        } else {
+            Err(Error::wrong_process("SharedNdArray", self.seg.name()))
+        }
+    }
+
+    /// In a child forked by ndshm's forking code: binds this inherited handle to the
+    /// calling process (see `Segment::adopt_in_child`): its mapping comes back at the same
+    /// address and its views work here. Idempotent; one compare once done.
+    ///
+    /// The caller guarantees that the forking call borrowed the array for the whole call
+    /// (mutably for an array the child writes), so no view other than those the call
+    /// hands the child existed at the fork.
+    ///
+    /// # Errors
+    /// [`ErrorKind::AlreadyOpen`] when the child already opened the segment by name, or an
+    /// OS error from `mmap`.
+    pub(crate) fn adopt_in_child(&self) -> Result<()> {
+        self.seg.adopt_in_child()
+    }
+
     pub(crate) fn data_ptr(&self) -> *mut T {
         // SAFETY: `offset` was checked to lie within the mapping (it is the header length,
         // at most the payload length).
@@ -573,14 +627,13 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
         &mut self.seg
     }
 
-    /// STUB (provided by the binding branch; dropped at merge): re-binds this handle, a
-    /// copy inherited through `fork`, to the calling child process.
-    pub(crate) fn adopt_in_child(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     /// A read-only view of the whole array.
+    ///
+    /// # Panics
+    /// When the handle was made by another process and inherited through `fork`: a handle
+    /// works only in the process that made it (see the [crate docs](crate#soundness)).
     pub fn view(&self) -> ArrayView<'_, T, D> {
+        self.assert_bound_here();
         // SAFETY: the data range was checked to lie inside the mapping and is aligned for
         // T; the shape and order are those the header declared. Writers in this process need
         // `&mut self` (and there is only one handle per segment in a process); writers in
@@ -591,12 +644,19 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     }
 
     /// The elements in memory order (any layout: the segment is always contiguous).
+    ///
+    /// # Panics
+    /// As [`view`](Self::view).
     pub fn as_slice_memory_order(&self) -> &[T] {
+        self.assert_bound_here();
         // SAFETY: as in `view`: `len()` elements of T, aligned, inside the mapping.
         unsafe { std::slice::from_raw_parts(self.data_ptr(), self.len()) }
     }
 
     /// The elements as a slice, if the array is in standard (C) order.
+    ///
+    /// # Panics
+    /// As [`view`](Self::view).
     pub fn as_slice(&self) -> Option<&[T]> {
         if self.is_standard_layout() {
             Some(self.as_slice_memory_order())
@@ -669,7 +729,12 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     /// Hands the name over: the segment outlives this handle (dropping it only unmaps), is
     /// marked persistent for `ndshm gc`, and stays until [`unlink`](Self::unlink) or
     /// `ndshm rm`.
+    ///
+    /// # Panics
+    /// As [`view`](Self::view): a copy inherited through `fork` must not change the fate
+    /// of its parent's segment.
     pub fn persist(&mut self) {
+        self.assert_bound_here();
         self.seg.persist();
     }
 
@@ -677,8 +742,11 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     /// mapping, and new opens fail with [`ErrorKind::NotFound`].
     ///
     /// # Errors
-    /// [`ErrorKind::NotFound`] when the name is already gone or names another segment now.
+    /// [`ErrorKind::NotFound`] when the name is already gone or names another segment now;
+    /// [`ErrorKind::WrongProcess`] when the handle was made by another process and
+    /// inherited through `fork`.
     pub fn unlink(&mut self) -> Result<()> {
+        self.check_bound_here()?;
         self.seg.unlink()
     }
 
@@ -686,8 +754,10 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     /// so that the first pass over the data pays no page faults.
     ///
     /// # Errors
-    /// An OS error from `madvise`.
+    /// An OS error from `madvise`; [`ErrorKind::WrongProcess`] for a handle of another
+    /// process.
     pub fn prefault(&self) -> Result<()> {
+        self.check_bound_here()?;
         self.seg.prefault()
     }
 
@@ -696,8 +766,10 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     ///
     /// # Errors
     /// An OS error creating or writing `path`; [`ErrorKind::Truncated`] when the segment
-    /// file shrank behind the handle's back (the partial file is removed).
+    /// file shrank behind the handle's back (the partial file is removed);
+    /// [`ErrorKind::WrongProcess`] for a handle of another process.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.check_bound_here()?;
         let header = NpyHeader {
             dtype: T::DTYPE,
             fortran_order: self.fortran,
@@ -892,15 +964,31 @@ impl<A: AccessMode> DynSharedArray<A> {
     }
 
     /// See [`SharedNdArray::persist`].
+    ///
+    /// # Panics
+    /// As [`SharedNdArray::persist`].
     pub fn persist(&mut self) {
+        if !self.seg.is_bound_here() {
+            foreign_handle_panic("DynSharedArray");
+        }
         self.seg.persist();
+    }
+
+    fn check_bound_here(&self) -> Result<()> {
+        if self.seg.is_bound_here() {
+            Ok(())
+        } else {
+            Err(Error::wrong_process("DynSharedArray", self.seg.name()))
+        }
     }
 
     /// The typed handle, if the segment holds `T` in `D` dimensions.
     ///
     /// # Errors
-    /// [`ErrorKind::TypeMismatch`], [`ErrorKind::DimensionMismatch`].
+    /// [`ErrorKind::TypeMismatch`], [`ErrorKind::DimensionMismatch`];
+    /// [`ErrorKind::WrongProcess`] for a handle of another process.
     pub fn into_typed<T: Element, D: Dimension>(self) -> Result<SharedNdArray<T, D, A>> {
+        self.check_bound_here()?;
         if self.header.dtype != T::DTYPE {
             return Err(type_mismatch(self.seg.name(), self.header.dtype, T::DTYPE));
         }
@@ -919,6 +1007,7 @@ impl<A: AccessMode> DynSharedArray<A> {
     /// # Errors
     /// As [`SharedNdArray::save`].
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.check_bound_here()?;
         save_segment(
             path.as_ref(),
             &self.header,
@@ -929,6 +1018,9 @@ impl<A: AccessMode> DynSharedArray<A> {
     }
 
     fn fmt_as<T: Element>(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.seg.is_bound_here() {
+            foreign_handle_panic("DynSharedArray");
+        }
         let dim = IxDyn(&self.header.shape);
         // SAFETY: as in `SharedNdArray::view`: the header was validated at open, the data
         // lies inside the mapping and is aligned for T (checked in `read_header`).

@@ -84,7 +84,10 @@ impl ArrayQueue {
     ///
     /// # Errors
     /// [`ErrorKind::Closed`]; the array is then unlinked if this handle owned it.
+    /// [`ErrorKind::WrongProcess`] for a handle made by another process (inherited through
+    /// `fork`): it is dropped without effect.
     pub fn put<T: Element, D: Dimension>(&self, mut array: SharedNdArray<T, D>) -> Result<()> {
+        array.check_bound_here()?;
         let owned = array.is_owner();
         array.persist();
         let name = array.name().to_string();

@@ -148,6 +148,15 @@ impl Error {
         }
     }
 
+    /// The error of a fallible call made through a handle bound to another process (a
+    /// copy inherited through `fork`): `what` names the handle type, `name` its segment.
+    pub(crate) fn wrong_process(what: &str, name: &str) -> Error {
+        Error::new(
+            ErrorKind::WrongProcess,
+            format!("{} (segment '{name}')", foreign_handle_message(what)),
+        )
+    }
+
     /// An error from a `nix` call.
     pub(crate) fn errno(context: impl Into<String>, errno: nix::errno::Errno) -> Error {
         Error::os(context, io::Error::from_raw_os_error(errno as i32))
@@ -210,4 +219,24 @@ impl From<Error> for io::Error {
         };
         io::Error::new(kind, err)
     }
+}
+
+/// What a handle used in the wrong process says: the rule and how to follow it.
+pub(crate) fn foreign_handle_message(what: &str) -> String {
+    format!(
+        "ndshm: this {what} handle was made by another process and inherited through fork; a \
+         handle works only in the process that made it (crate docs, Soundness): hand the \
+         child its data with fork_chunks / spawn_with, or re-open the segment by name in the \
+         child"
+    )
+}
+
+/// The panic of an infallible accessor (a view, a slice, a guard's deref) used through a
+/// handle bound to another process. Kept out of line so that the check at the call site
+/// stays one compare and a branch.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn foreign_handle_panic(what: &str) -> ! {
+    panic!("{}", foreign_handle_message(what))
 }

@@ -168,13 +168,8 @@ where
         ));
     }
     run_forked(plan, |chunk| -> std::result::Result<(), String> {
-        // In the child: re-bind both handles to the child (see `fork_chunks_with`). The
-        // input is borrowed shared, so the child re-binds a private copy of its handle.
-        // SAFETY: `ptr::read` makes a bitwise copy of the child's copy of the handle; it is
-        // used only in this child, which ends with `_exit`, and `ManuallyDrop` never drops
-        // it, so nothing the handle owns is released twice. The original is not used in
-        // the child.
-        let mut input = std::mem::ManuallyDrop::new(unsafe { std::ptr::read(input) });
+        // In the child: re-bind both handles to the child (see `fork_chunks_with`); the
+        // input only for reading (`adopt_in_child` takes `&self`).
         input.adopt_in_child().map_err(adopt_failed)?;
         output.adopt_in_child().map_err(adopt_failed)?;
         f(chunk, input.view(), chunk.of_mut(output.view_mut())).into_message()

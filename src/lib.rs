@@ -47,9 +47,42 @@
 //!   Everything else is checked: each header field is validated and copied before use, so
 //!   a corrupt or hostile segment is an error, never an out-of-bounds access.
 //! - **Within one process**, a segment has at most one handle (a process-wide registry of
-//!   mapped segments, keyed by device and inode; a second open is
+//!   mapped segments, keyed by process token, device and inode; a second open is
 //!   [`ErrorKind::AlreadyOpen`]). Views borrow the handle, so the borrow checker rules out
 //!   two live `&mut` views.
+//! - **A handle works only in the process that made it.** `fork` copies every handle, and
+//!   safe code can reach a copy in the child (behind a `Mutex`, `RefCell`, `Arc` or
+//!   `static`, or captured by a closure): parent and child would then write the same
+//!   elements through "exclusive" references. So array handles ([`SharedNdArray`],
+//!   [`ReadOnlyNdArray`], [`DynSharedArray`]), their views, and the lock guards
+//!   ([`ArrayLockGuard`], [`StructGuard`], [`LockGuard`]) are bound to their process:
+//!   - each records its *process token* when made: 64 random bits that a `pthread_atfork`
+//!     child handler draws again in every forked child (a token, not a pid: after two
+//!     forks a dead creator's pid can come back as a grandchild's, its token cannot).
+//!     Infallible accessors (`view`, `view_mut`, `as_slice*`, `persist`, a guard's
+//!     dereference) compare it — one relaxed load — and panic naming this rule in another
+//!     process; fallible calls (`lock`, `save`, `unlink`, `prefault`, `into_typed`) return
+//!     [`ErrorKind::WrongProcess`]. Dropping a copy in another process does nothing at
+//!     all: no unlink, no unlock, no unmap;
+//!   - a view is a plain `ndarray` view and cannot check anything, so array mappings are
+//!     kept out of forked children altogether: `madvise(MADV_DONTFORK)`, and the same
+//!     atfork child handler maps an inaccessible `PROT_NONE` placeholder over each of them
+//!     in the child (so no later mapping of the child lands there). A view smuggled into a
+//!     child faults (`SIGSEGV`, reported by the forking APIs as a failed chunk) instead of
+//!     writing. The placeholders are recorded in a fixed table of
+//!     1024 mappings per process; beyond it, new mappings are inherited as before and
+//!     only the handle's token guards them (views of them are then unchecked in a child,
+//!     as they were before: keep fewer arrays mapped at once if that matters);
+//!   - the forking APIs hand children exactly what they need: [`fork_chunks`] and
+//!     [`fork_chunks_into`] re-bind the arrays they borrow in each child (the mapping comes
+//!     back at the same address) and give the closure views of them; pool workers map the
+//!     job's arrays by name. Any other child attaches by name (`open`, under the promise
+//!     above).
+//!
+//!   Sync and ipc objects whose shared state is atomic or lock-protected ([`SharedValue`],
+//!   [`Lock`], [`Queue`], [`Pipe`] ends, [`SharedList`], [`SharedMap`], [`SharedStruct`])
+//!   stay usable in forked children, as `Process(target=f, args=(q,))` expects; their copy's
+//!   `Drop` in a child does nothing (it never unlinks the parent's name).
 //! - **Chunked workers are safe**: the fork and pool APIs split the array into disjoint
 //!   chunks themselves and borrow it mutably for the whole job.
 //!

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{foreign_handle_panic, Error, ErrorKind, Result};
 use crate::region::{header_word, type_tag, Region};
 use crate::segment::CreateOptions;
 use crate::sync::lock::LockGuard;
+use crate::sys::proc;
 use crate::trailer::SegmentKind;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMST1");
@@ -175,6 +176,7 @@ impl<T: Pod> SharedStruct<T> {
         StructGuard {
             lock,
             bytes,
+            token: proc::process_token(),
             _marker: PhantomData,
         }
     }
@@ -213,14 +215,28 @@ impl<T: Pod> SharedStruct<T> {
 }
 
 /// Exclusive access to a [`SharedStruct`]'s value; dropping it unlocks.
+///
+/// The guard works only in the process that locked: a copy inherited through `fork`
+/// panics on dereference (naming the rule) and releases nothing when dropped. (The
+/// `SharedStruct` itself stays usable in forked children: lock it there.)
 pub struct StructGuard<'a, T: Pod> {
     // Declared first so that it is dropped (unlocked) after `bytes` is no longer used.
     lock: LockGuard<'a>,
     bytes: &'a mut [u8],
+    /// Token of the process that took the lock.
+    token: u64,
     _marker: PhantomData<&'a mut T>,
 }
 
 impl<T: Pod> StructGuard<'_, T> {
+    #[inline]
+    #[track_caller]
+    fn assert_bound_here(&self) {
+        if self.token != proc::process_token() {
+            foreign_handle_panic("StructGuard");
+        }
+    }
+
     /// Whether the previous holder died while holding the lock.
     pub fn owner_died(&self) -> bool {
         self.lock.owner_died()
@@ -230,12 +246,14 @@ impl<T: Pod> StructGuard<'_, T> {
 impl<T: Pod> Deref for StructGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
+        self.assert_bound_here();
         bytemuck::from_bytes(self.bytes)
     }
 }
 
 impl<T: Pod> DerefMut for StructGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
+        self.assert_bound_here();
         bytemuck::from_bytes_mut(self.bytes)
     }
 }

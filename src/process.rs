@@ -12,7 +12,6 @@ use crate::array::{AccessMode, SharedNdArray};
 use crate::cleanup;
 use crate::dtype::Element;
 use crate::error::{Error, ErrorKind, Result};
-use crate::segment;
 use crate::sys::fork::{self, AnonShared, Exit, Forked};
 
 const REPORT_LEN: usize = 4096;
@@ -158,12 +157,10 @@ pub(crate) fn fork_tracked(child: impl FnOnce()) -> Result<i32> {
 fn fork_impl(child: impl FnOnce(), track: bool) -> Result<i32> {
     install_child_panic_hook();
     let blocked = fork::block_termination_signals();
-    let forked = segment::while_registry_locked(|| {
-        // SAFETY: the child only runs `child`, which runs the job and ends with `_exit`
-        // (see `run_child`); the registry lock taken around the fork is released by its
-        // guard in both processes.
-        unsafe { fork::fork() }
-    });
+    // SAFETY: the child only runs `child`, which runs the job and ends with `_exit` (see
+    // `run_child`). The segment registry needs no care here: its lock is taken and
+    // released by ndshm's `pthread_atfork` handlers around every fork.
+    let forked = unsafe { fork::fork() };
     match forked {
         Ok(Forked::Parent(pid)) => {
             if track {
@@ -175,7 +172,6 @@ fn fork_impl(child: impl FnOnce(), track: bool) -> Result<i32> {
         Ok(Forked::Child) => {
             fork::restore_signal_mask(blocked);
             IN_CHILD.store(true, Ordering::Relaxed);
-            segment::reset_registry_in_child();
             child();
             // `child` ends the process; should it ever return, leave without unwinding.
             fork::exit_now(70)

@@ -19,9 +19,11 @@ enum Backing {
 pub(crate) struct Region {
     backing: Option<Backing>,
     payload_len: usize,
-    /// The process that made this handle; a copy inherited through `fork` is not dropped
-    /// as a handle in the child (it would unlink the parent's name).
-    maker: i32,
+    /// Token of the process that made this handle (`proc::process_token`); a copy
+    /// inherited through `fork` is not dropped as a handle in the child (it would unlink
+    /// the parent's name or unmap memory the parent's other copies still use). A token,
+    /// not a pid: after two forks a dead maker's pid can come back as a grandchild's.
+    maker: u64,
 }
 
 impl std::fmt::Debug for Region {
@@ -46,7 +48,7 @@ impl Region {
         Ok(Region {
             backing: Some(Backing::Named(seg)),
             payload_len,
-            maker: proc::pid(),
+            maker: proc::process_token(),
         })
     }
 
@@ -68,7 +70,7 @@ impl Region {
         Ok(Region {
             backing: Some(Backing::Named(seg)),
             payload_len,
-            maker: proc::pid(),
+            maker: proc::process_token(),
         })
     }
 
@@ -94,7 +96,7 @@ impl Region {
         Ok(Region {
             backing: Some(Backing::Anon(mem)),
             payload_len,
-            maker: proc::pid(),
+            maker: proc::process_token(),
         })
     }
 
@@ -135,7 +137,7 @@ impl Region {
     /// Whether this handle is the one that decides the fate of the contents: the owner of a
     /// named segment, or the process that made anonymous memory (not a forked copy).
     pub(crate) fn is_owner_here(&self) -> bool {
-        if proc::pid() != self.maker {
+        if proc::process_token() != self.maker {
             return false;
         }
         match self.backing.as_ref() {
@@ -155,10 +157,11 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        if proc::pid() != self.maker {
+        if proc::process_token() != self.maker {
             // A copy inherited through fork: the child must neither unlink the parent's
             // name nor touch the parent's registry entry. The mapping goes when the child
-            // exits.
+            // exits. (The named segment's own `Drop` checks its token too; anonymous
+            // memory has no other guard.)
             if let Some(b) = self.backing.take() {
                 std::mem::forget(b);
             }

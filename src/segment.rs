@@ -1,12 +1,12 @@
 //! A named POSIX shared-memory segment: creation with atomic publication, attachment,
 //! ownership (who unlinks), and the one mapping every higher type is built on.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::MmapRaw;
 
@@ -150,16 +150,19 @@ impl MapAccess {
 
 type FileId = (u64, u64);
 
-/// The segments this process has mapped, by device and inode: within one process, one
-/// segment has at most one handle, so two live `&mut` views of it cannot exist.
-fn registry() -> &'static Mutex<HashSet<FileId>> {
-    static OPEN: OnceLock<Mutex<HashSet<FileId>>> = OnceLock::new();
-    OPEN.get_or_init(|| Mutex::new(HashSet::new()))
-}
+/// The segments mapped by handles bound to a process: (process token, device, inode).
+///
+/// Within one process, one segment has at most one handle, so two live `&mut` views of it
+/// cannot exist. Keyed by the process token rather than emptied in a forked child: the
+/// child inherits the parent's entries, which can never match its own token, and its
+/// copies of the parent's handles stay registered under the parent's token (they are
+/// unusable in the child and their `Drop` does nothing there). A `ForkSafeMutex`, so that
+/// a fork by any thread, at any moment, leaves the child a usable registry.
+static REGISTRY: proc::ForkSafeMutex<BTreeSet<(u64, u64, u64)>> =
+    proc::ForkSafeMutex::new(BTreeSet::new());
 
-fn register(id: FileId, name: &str) -> Result<()> {
-    let mut open = registry().lock().unwrap_or_else(|p| p.into_inner());
-    if open.insert(id) {
+fn register(token: u64, id: FileId, name: &str) -> Result<()> {
+    if REGISTRY.with(|open| open.insert((token, id.0, id.1))) {
         Ok(())
     } else {
         Err(Error::new(
@@ -172,23 +175,8 @@ fn register(id: FileId, name: &str) -> Result<()> {
     }
 }
 
-/// Runs `f` with the registry locked: `fork` goes through here, so a child never inherits
-/// the registry's mutex held by another thread.
-pub(crate) fn while_registry_locked<R>(f: impl FnOnce() -> R) -> R {
-    let _guard = registry().lock().unwrap_or_else(|p| p.into_inner());
-    f()
-}
-
-/// Empties the registry: a forked child is a new process whose handles are the ones it
-/// opens itself (see the `# Safety` of `SharedNdArray::open` for handles inherited through
-/// `fork`).
-pub(crate) fn reset_registry_in_child() {
-    registry().lock().unwrap_or_else(|p| p.into_inner()).clear();
-}
-
-fn deregister(id: FileId) {
-    let mut open = registry().lock().unwrap_or_else(|p| p.into_inner());
-    open.remove(&id);
+fn deregister(token: u64, id: FileId) {
+    REGISTRY.with(|open| open.remove(&(token, id.0, id.1)));
 }
 
 /// Unlinks a temporary segment unless disarmed.
@@ -273,17 +261,37 @@ fn open_error(name: &str, err: io::Error) -> Error {
 ///
 /// Holds the one raw mapping; everything above it (arrays, values, queues) works on the
 /// pointer this type hands out, within `len()` bytes.
+///
+/// A handle is bound to the process that made it (its process token): a copy inherited
+/// through `fork` is foreign in the child, and its `Drop` there does nothing at all (no
+/// unlink, no registry change, no unmap). The forking code may bind a copy to the child
+/// explicitly with [`adopt_in_child`](Segment::adopt_in_child).
+///
+/// Array mappings are also kept out of forked children (`MADV_DONTFORK` plus an
+/// inaccessible placeholder, see `shm::exclude_from_fork`); the mappings of the other
+/// kinds (values, locks, queues, containers) are inherited, so those objects keep working
+/// in children.
 pub(crate) struct Segment {
     name: String,
-    map: MmapRaw,
-    /// The segment's file, kept open so that headers and `save` read it with `pread`
-    /// instead of forming slices over memory other processes may write.
-    file: File,
+    /// Never unmapped by a foreign copy (see `Drop`), hence `ManuallyDrop`.
+    map: ManuallyDrop<MmapRaw>,
+    /// The segment's file (O_CLOEXEC): headers and `save` read it with `pread` instead of
+    /// forming slices over memory other processes may write, and an adopting child maps it
+    /// again. Never closed by a foreign copy, hence `ManuallyDrop`.
+    file: ManuallyDrop<File>,
     file_id: FileId,
     writable: bool,
     registered: bool,
     owner: bool,
     info: Option<TrailerInfo>,
+    /// Token of the process that made this handle.
+    made_by: u64,
+    /// Token of the process the handle works in: `made_by`, or that of a child that
+    /// adopted it. An atomic so that a shared borrow can be adopted (the input array of
+    /// `fork_chunks_into`).
+    bound_to: AtomicU64,
+    /// Whether the mapping is excluded from fork (`MADV_DONTFORK` + placeholder).
+    kept_from_children: AtomicBool,
 }
 
 impl std::fmt::Debug for Segment {
@@ -293,6 +301,7 @@ impl std::fmt::Debug for Segment {
             .field("len", &self.map.len())
             .field("writable", &self.writable)
             .field("owner", &self.owner)
+            .field("bound_here", &self.is_bound_here())
             .field("info", &self.info)
             .finish()
     }
@@ -357,12 +366,13 @@ impl Segment {
             init(&mut bytes[..payload_len])?;
         }
         let file_id = shm::file_id(&file).map_err(|e| Error::os("fstat", e))?;
+        let token = proc::process_token();
         // Register before publishing: nobody can hold this inode yet.
-        register(file_id, name)?;
+        register(token, file_id, name)?;
         match shm::publish(&tmp.name, name) {
             Ok(()) => {}
             Err(e) => {
-                deregister(file_id);
+                deregister(token, file_id);
                 if e.kind() == io::ErrorKind::AlreadyExists {
                     return Err(exists(name));
                 }
@@ -375,16 +385,49 @@ impl Segment {
         if !opts.persistent {
             cleanup::track_segment(name);
         }
-        Ok(Segment {
-            name: name.to_string(),
+        Ok(Segment::new(
+            name,
             map,
             file,
             file_id,
-            writable: true,
-            registered: true,
-            owner: !opts.persistent,
+            true,
+            true,
+            !opts.persistent,
             info,
-        })
+            token,
+            kind == SegmentKind::Array,
+        ))
+    }
+
+    /// Assembles a handle bound to the process with token `token`; array mappings (`keep`)
+    /// are excluded from fork.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: &str,
+        map: MmapRaw,
+        file: File,
+        file_id: FileId,
+        writable: bool,
+        registered: bool,
+        owner: bool,
+        info: Option<TrailerInfo>,
+        token: u64,
+        keep: bool,
+    ) -> Segment {
+        let kept = keep && shm::exclude_from_fork(map.as_mut_ptr(), map.len());
+        Segment {
+            name: name.to_string(),
+            map: ManuallyDrop::new(map),
+            file: ManuallyDrop::new(file),
+            file_id,
+            writable,
+            registered,
+            owner,
+            info,
+            made_by: token,
+            bound_to: AtomicU64::new(token),
+            kept_from_children: AtomicBool::new(kept),
+        }
     }
 
     /// Attaches to an existing segment. The caller is not the owner.
@@ -430,28 +473,93 @@ impl Segment {
             None
         };
         let file_id = (meta.dev(), meta.ino());
+        let token = proc::process_token();
         if access.register {
-            register(file_id, name)?;
+            register(token, file_id, name)?;
         }
         let map = match shm::map(&file, len, access.writable, access.populate) {
             Ok(map) => map,
             Err(e) => {
                 if access.register {
-                    deregister(file_id);
+                    deregister(token, file_id);
                 }
                 return Err(Error::os(format!("cannot map segment '{name}'"), e));
             }
         };
-        Ok(Segment {
-            name: name.to_string(),
+        // Arrays, and plain `.npy` files (no trailer), which only arrays open.
+        let array = info.is_none_or(|i| i.kind == SegmentKind::Array);
+        Ok(Segment::new(
+            name,
             map,
             file,
             file_id,
-            writable: access.writable,
-            registered: access.register,
-            owner: false,
+            access.writable,
+            access.register,
+            false,
             info,
-        })
+            token,
+            array,
+        ))
+    }
+
+    /// Whether this handle is bound to the calling process: made here, or adopted here.
+    /// One relaxed load of the handle's token and one of the process's.
+    #[inline]
+    pub(crate) fn is_bound_here(&self) -> bool {
+        self.bound_to.load(Ordering::Relaxed) == proc::process_token()
+    }
+
+    /// In a child forked by ndshm's forking code: binds this inherited handle to the
+    /// calling process, so that it works here. Maps the segment again at the same address
+    /// (over the placeholder the fork left, when the mapping was excluded from fork),
+    /// excludes it from the child's own forks, and registers it in this process. The
+    /// adopted handle never unlinks the name (it does not own it here).
+    ///
+    /// Idempotent and cheap once done (one compare). Takes `&self` so that a shared borrow
+    /// can be adopted too (`fork_chunks_into`'s read-only input): only the token changes,
+    /// and the mapping keeps its address.
+    ///
+    /// The caller (the forking code) guarantees what makes this sound: in the parent, the
+    /// handle was borrowed by the forking call for the whole call, so no view of it other
+    /// than those the call hands the child existed when the child was forked.
+    ///
+    /// # Errors
+    /// [`ErrorKind::AlreadyOpen`] when the child already holds a handle of this segment
+    /// (it opened it by name), or an OS error from `mmap`.
+    pub(crate) fn adopt_in_child(&self) -> Result<()> {
+        let me = proc::process_token();
+        if self.bound_to.load(Ordering::Relaxed) == me {
+            return Ok(());
+        }
+        if self.registered {
+            register(me, self.file_id, &self.name)?;
+        }
+        if self.kept_from_children.load(Ordering::Relaxed) {
+            // SAFETY: the range is this handle's own mapping, which the fork replaced by a
+            // placeholder in this child; no view of it is in use here (see above), and
+            // the new mapping has the same file, length and access.
+            let mapped = unsafe {
+                shm::map_again_at(
+                    &self.file,
+                    self.map.as_mut_ptr(),
+                    self.map.len(),
+                    self.writable,
+                )
+            };
+            if let Err(e) = mapped {
+                if self.registered {
+                    deregister(me, self.file_id);
+                }
+                return Err(Error::os(
+                    format!("cannot map segment '{}' in the child", self.name),
+                    e,
+                ));
+            }
+            let kept = shm::exclude_from_fork(self.map.as_mut_ptr(), self.map.len());
+            self.kept_from_children.store(kept, Ordering::Relaxed);
+        }
+        self.bound_to.store(me, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The segment's open file, for reads with `pread` (no slice over shared memory).
@@ -533,9 +641,10 @@ impl Segment {
         }
     }
 
-    /// Whether dropping this handle unlinks the name.
+    /// Whether dropping this handle unlinks the name: it owns the name and was made by
+    /// the calling process (a copy adopted by a child never unlinks).
     pub(crate) fn is_owner(&self) -> bool {
-        self.owner
+        self.owner && self.made_by == proc::process_token()
     }
 
     /// Makes this handle the owner (it will unlink on drop) and records this process as
@@ -612,14 +721,34 @@ fn exists(name: &str) -> Error {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.owner {
+        let me = proc::process_token();
+        let bound = self.bound_to.load(Ordering::Relaxed);
+        if bound != me {
+            // A copy inherited through fork and not adopted here: it belongs to another
+            // process. Do nothing at all — the name, the registry entry and the mapping
+            // (or the placeholder over it) are the parent's business; the memory goes
+            // when this process exits.
+            return;
+        }
+        if self.owner && self.made_by == me {
             cleanup::untrack_segment(&self.name);
             if shm::file_id_of_name(&self.name) == Some(self.file_id) {
                 let _ = shm::unlink(&self.name);
             }
         }
         if self.registered {
-            deregister(self.file_id);
+            deregister(me, self.file_id);
+        }
+        if self.kept_from_children.load(Ordering::Relaxed) {
+            // Before unmapping: a fork after this point must not cover the freed range.
+            shm::forget_fork_exclusion(self.map.as_mut_ptr());
+        }
+        // SAFETY: the handle is bound to this process and being dropped: `map` and `file`
+        // are dropped exactly once, here, and nothing uses them afterwards (views borrow
+        // the handle).
+        unsafe {
+            ManuallyDrop::drop(&mut self.map);
+            ManuallyDrop::drop(&mut self.file);
         }
     }
 }
@@ -645,4 +774,85 @@ pub fn unlink(name: &str) -> Result<()> {
         io::ErrorKind::NotFound => Error::os(format!("no segment named '{name}' to remove"), e),
         _ => Error::os(format!("cannot remove segment '{name}'"), e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::array::SharedNdArray;
+
+    fn name(tag: &str) -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        format!(
+            "ndshm-unit-seg-{}-{}-{tag}",
+            proc::pid(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    #[test]
+    fn registry_entries_of_another_process_never_collide() {
+        let id = (u64::MAX, u64::MAX - 7);
+        register(1, id, "x").unwrap();
+        // Another token (a forked child's) may register the same file.
+        register(3, id, "x").unwrap();
+        assert_eq!(
+            register(1, id, "x").unwrap_err().kind(),
+            ErrorKind::AlreadyOpen
+        );
+        deregister(1, id);
+        deregister(3, id);
+        register(1, id, "x").unwrap();
+        deregister(1, id);
+    }
+
+    #[test]
+    fn array_mappings_are_kept_from_children_and_others_are_not() {
+        let n = name("kept");
+        let a = SharedNdArray::<u8, ndarray::Ix1>::zeros(&n, 8).unwrap();
+        assert!(a.segment().kept_from_children.load(Ordering::Relaxed));
+        let q = Segment::create(
+            &name("plain"),
+            SegmentKind::Queue,
+            8,
+            &CreateOptions::new(),
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert!(!q.kept_from_children.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn adopt_in_child_maps_the_array_again_and_is_idempotent() {
+        let n = name("adopt");
+        let mut a = SharedNdArray::<u64, ndarray::Ix1>::zeros(&n, 16).unwrap();
+        a.view_mut().fill(5);
+        let a = &a;
+        crate::scope(|s| {
+            s.spawn(|| -> Result<()> {
+                assert!(!a.segment().is_bound_here());
+                a.adopt_in_child()?;
+                a.adopt_in_child()?;
+                assert!(a.segment().is_bound_here());
+                assert!(!a.is_owner(), "an adopted copy never owns the name");
+                assert_eq!(a.view().sum(), 80);
+                Ok(())
+            })?;
+            Ok(())
+        })
+        .unwrap();
+        assert!(shm::file_id_of_name(&n).is_some());
+    }
+
+    #[test]
+    fn excluding_a_range_twice_takes_one_slot_and_drop_frees_it() {
+        let n = name("slots");
+        let a = SharedNdArray::<u8, ndarray::Ix1>::zeros(&n, 8).unwrap();
+        let (ptr, len) = (a.segment().as_ptr(), a.segment().len());
+        assert_eq!(shm::fork_exclusion_slots_of(ptr), 1);
+        assert!(shm::exclude_from_fork(ptr, len));
+        assert_eq!(shm::fork_exclusion_slots_of(ptr), 1);
+        drop(a);
+        assert_eq!(shm::fork_exclusion_slots_of(ptr), 0);
+    }
 }

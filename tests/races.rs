@@ -10,29 +10,48 @@ use std::time::{Duration, Instant};
 use ndarray::Ix1;
 use ndshm::{ErrorKind, Process, SharedNdArray};
 
-/// Words in shared memory that forked children and the parent signal each other with.
+/// Words in shared memory that forked children and the parent signal each other with: an
+/// anonymous shared mapping, inherited by every child forked after it was made (an
+/// array's mapping is not: array handles work only in the process that made them).
 struct Flags {
-    arr: SharedNdArray<u32, Ix1>,
     ptr: *mut u32,
+    len: usize,
 }
 
 impl Flags {
-    fn new(tag: &str, n: usize) -> Flags {
-        let mut arr = SharedNdArray::<u32, Ix1>::zeros(
-            &format!("races-flags-{}-{tag}", std::process::id()),
-            n,
-        )
-        .unwrap();
-        let ptr = arr.as_slice_memory_order_mut().as_mut_ptr();
-        Flags { arr, ptr }
+    fn new(_tag: &str, n: usize) -> Flags {
+        // SAFETY: a fresh anonymous shared mapping of n words, zero-filled by the kernel;
+        // no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                n * 4,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "cannot map the flags");
+        Flags {
+            ptr: p.cast(),
+            len: n,
+        }
     }
 
     fn at(&self, i: usize) -> &AtomicU32 {
-        assert!(i < self.arr.len());
+        assert!(i < self.len);
         // SAFETY: `ptr` points to `len` aligned u32 in a shared mapping that lives as long
         // as `self` (in the parent and in every forked child); every access to them, in
         // every process, goes through atomics.
         unsafe { AtomicU32::from_ptr(self.ptr.add(i)) }
+    }
+}
+
+impl Drop for Flags {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once; the borrows of `at` ended.
+        unsafe { libc::munmap(self.ptr.cast(), self.len * 4) };
     }
 }
 

@@ -143,14 +143,22 @@ fn run(tag: &str, workers: usize, stop: impl Fn(u64) -> bool + Copy) -> Totals {
     let me = std::process::id();
     let prefix = format!("stress-{me}-{tag}");
     let start = Instant::now();
-    let mut stats =
-        SharedNdArray::<u64, Ix2>::zeros(&format!("{prefix}-stats"), (workers, STATS)).unwrap();
+    let stats_name = format!("{prefix}-stats");
+    let stats = SharedNdArray::<u64, Ix2>::zeros(&stats_name, (workers, STATS)).unwrap();
     {
-        let mut view = stats.view_mut();
-        let prefix = &prefix;
+        let (prefix, stats_name) = (&prefix, &stats_name);
         ndshm::scope(|s| {
-            for (id, mut row) in view.axis_iter_mut(Axis(0)).enumerate() {
-                s.spawn(move || worker(prefix, id, stop, &mut row))?;
+            for id in 0..workers {
+                s.spawn(move || -> Result<(), String> {
+                    // A handle works only in the process that made it: the child opens
+                    // its own. SAFETY: each child writes only its own row, and the parent
+                    // reads the array only after the scope has joined every child.
+                    let mut stats = unsafe { SharedNdArray::<u64, Ix2>::open(stats_name) }
+                        .map_err(|e| e.to_string())?;
+                    let mut view = stats.view_mut();
+                    let mut row = view.index_axis_mut(Axis(0), id);
+                    worker(prefix, id, stop, &mut row)
+                })?;
             }
             Ok(())
         })

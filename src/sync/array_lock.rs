@@ -45,7 +45,8 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     ///
     /// # Errors
     /// [`ErrorKind::Unsupported`] for a segment without an ndshm trailer (a plain `.npy`
-    /// file attached with `open`).
+    /// file attached with `open`); [`ErrorKind::WrongProcess`] when the handle was made by
+    /// another process and inherited through `fork`.
     ///
     /// # Examples
     /// ```
@@ -59,6 +60,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn lock(&mut self) -> Result<ArrayLockGuard<'_, T, D>> {
+        self.check_bound_here()?;
         let raw = raw_lock(self)?;
         let guard = raw.lock_guard();
         Ok(ArrayLockGuard { guard, array: self })
@@ -69,6 +71,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// # Errors
     /// [`ErrorKind::Timeout`], and the errors of [`lock`](Self::lock).
     pub fn lock_timeout(&mut self, timeout: Duration) -> Result<ArrayLockGuard<'_, T, D>> {
+        self.check_bound_here()?;
         let raw = raw_lock(self)?;
         let guard = raw.lock_timeout_guard(timeout, "the array's lock")?;
         Ok(ArrayLockGuard { guard, array: self })
@@ -79,6 +82,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// # Errors
     /// As [`lock`](Self::lock).
     pub fn try_lock(&mut self) -> Result<Option<ArrayLockGuard<'_, T, D>>> {
+        self.check_bound_here()?;
         let raw = raw_lock(self)?;
         Ok(raw
             .try_lock_guard()
@@ -88,6 +92,10 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
 
 /// Mutable access to a [`SharedNdArray`] while its lock is held; see
 /// [`SharedNdArray::lock`]. Dropping it unlocks.
+///
+/// Like the array, the guard works only in the process that made it: a copy inherited
+/// through `fork` panics on every access (naming the rule), and dropping it there releases
+/// nothing.
 pub struct ArrayLockGuard<'a, T: Element, D: Dimension> {
     // Declared first: unlocks before the borrow of the array ends.
     guard: LockGuard<'a>,

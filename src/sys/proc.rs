@@ -60,9 +60,17 @@ pub(crate) fn cached_identity() -> (i32, u64) {
 }
 
 extern "C" fn register_atfork() {
-    // SAFETY: `reset_cached_pid` is an `extern "C"` function that only stores to atomics and
-    // closes one fd, which is async-signal-safe as a fork child handler must be.
-    unsafe { libc::pthread_atfork(None, None, Some(reset_cached_pid)) };
+    // SAFETY: the three handlers are `extern "C"` functions that only use atomics and
+    // async-signal-safe system calls (`sched_yield`, `close`, `mmap`), as fork handlers
+    // must; the prepare handler takes the fork-safe lock, and the parent and child
+    // handlers release it.
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_in_parent),
+            Some(reset_cached_pid),
+        )
+    };
 }
 
 /// Runs `register_atfork` when the program (or a library loading ndshm) is loaded.
@@ -74,10 +82,93 @@ static CACHED_START: AtomicU64 = AtomicU64::new(0);
 
 static CACHED_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
+/// The fork child handler: runs in the child of every `fork` (ndshm's or anyone's), before
+/// `fork` returns there, while the child has a single thread. Async-signal-safe: atomics
+/// and raw system calls only.
 extern "C" fn reset_cached_pid() {
     CACHED_PID.store(0, Ordering::Relaxed);
     TOKEN.store(0, Ordering::Relaxed);
+    // Array mappings are MADV_DONTFORK: absent from the child. Put an inaccessible
+    // placeholder where each was, so that no later mapping of the child lands there and
+    // becomes reachable through a stale view inherited from the parent.
+    super::shm::place_fork_placeholders();
     super::lease::forget_in_child();
+    FORK_SAFE_LOCK.store(false, Ordering::Release);
+}
+
+/// The fork prepare handler: takes the fork-safe lock, so that no other thread holds it
+/// while the address space is copied (the child would inherit it held forever).
+extern "C" fn before_fork() {
+    acquire_fork_safe_lock();
+}
+
+/// The fork parent handler: releases what `before_fork` took.
+extern "C" fn after_fork_in_parent() {
+    FORK_SAFE_LOCK.store(false, Ordering::Release);
+}
+
+/// The one spin lock behind every [`ForkSafeMutex`]; see there.
+static FORK_SAFE_LOCK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn acquire_fork_safe_lock() {
+    let mut spins = 0u32;
+    while FORK_SAFE_LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        spins += 1;
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            // SAFETY: sched_yield has no preconditions and is async-signal-safe.
+            unsafe { libc::sched_yield() };
+        }
+    }
+}
+
+/// A mutex that a `fork` can never leave locked in the child, whoever forks and from which
+/// thread: a `pthread_atfork` prepare handler takes its lock before every fork and the
+/// parent and child handlers release it, so the address space is always copied with the
+/// lock free.
+///
+/// All instances share one spin lock (there is one: the segment registry); critical
+/// sections must be short, must not fork and must not take the lock again.
+pub(crate) struct ForkSafeMutex<T> {
+    value: std::cell::UnsafeCell<T>,
+}
+
+// SAFETY: the value is only reached through `with`, which holds the process-wide spin
+// lock for the whole access, so at most one thread touches it at a time; `T: Send` because
+// the value is used from whichever thread calls `with`.
+unsafe impl<T: Send> Sync for ForkSafeMutex<T> {}
+
+impl<T> ForkSafeMutex<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        ForkSafeMutex {
+            value: std::cell::UnsafeCell::new(value),
+        }
+    }
+
+    /// Runs `f` on the value with the lock held. `f` must not fork or call `with` again.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        struct Release;
+        impl Drop for Release {
+            fn drop(&mut self) {
+                FORK_SAFE_LOCK.store(false, Ordering::Release);
+            }
+        }
+        acquire_fork_safe_lock();
+        let _release = Release;
+        // SAFETY: we hold the spin lock until `_release` drops, after `f` returns, so this
+        // is the only reference to the value meanwhile (see the `Sync` impl).
+        f(unsafe { &mut *self.value.get() })
+    }
+}
+
+impl<T> std::fmt::Debug for ForkSafeMutex<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForkSafeMutex")
+    }
 }
 
 /// This process's token: 0 until first asked for, then a random non-zero value; reset to 0
@@ -92,7 +183,6 @@ static TOKEN: AtomicU64 = AtomicU64::new(0);
 /// dead creator's pid can return as a grandchild's after two forks; its token cannot).
 /// One relaxed load on the fast path.
 #[inline]
-#[allow(dead_code)] // wired into handles by the process-binding commits that follow
 pub(crate) fn process_token() -> u64 {
     let t = TOKEN.load(Ordering::Relaxed);
     if t != 0 {
@@ -102,7 +192,6 @@ pub(crate) fn process_token() -> u64 {
 }
 
 #[cold]
-#[allow(dead_code)]
 fn new_token() -> u64 {
     let fresh = random_u64() | 1;
     match TOKEN.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::OFlag;
@@ -181,4 +182,159 @@ pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<us
         }
     }
     Ok(done)
+}
+
+/// Most array mappings one process can keep from its forked children at once; beyond it,
+/// handles fall back to the process token alone (see [`exclude_from_fork`]).
+pub(crate) const FORK_EXCLUSION_SLOTS: usize = 1024;
+
+/// One mapping excluded from fork: its start and length (0: the slot is free or being
+/// filled). Written before `madvise(MADV_DONTFORK)`, cleared before `munmap`, read by the
+/// fork child handler.
+struct ExcludedRange {
+    addr: AtomicUsize,
+    len: AtomicUsize,
+}
+
+static EXCLUDED: [ExcludedRange; FORK_EXCLUSION_SLOTS] = [const {
+    ExcludedRange {
+        addr: AtomicUsize::new(0),
+        len: AtomicUsize::new(0),
+    }
+}; FORK_EXCLUSION_SLOTS];
+
+fn page_round_up(len: usize) -> usize {
+    let page = page_size();
+    len.div_ceil(page) * page
+}
+
+/// Keeps the mapping `[addr, addr + len)` (page-aligned start) out of every process forked
+/// from now on: `madvise(MADV_DONTFORK)`, and the range is recorded so that the fork child
+/// handler maps an inaccessible placeholder over it in the child
+/// ([`place_fork_placeholders`]). Idempotent for a range already recorded.
+///
+/// Returns `false` when the range could not be excluded (the table of
+/// [`FORK_EXCLUSION_SLOTS`] ranges is full, or `madvise` failed): the mapping is then
+/// inherited by children as any other, and only the handle's process token guards it.
+pub(crate) fn exclude_from_fork(addr: *mut u8, len: usize) -> bool {
+    let addr = addr as usize;
+    if len == 0 || addr == 0 {
+        return false;
+    }
+    let len = page_round_up(len);
+    let slot = match EXCLUDED
+        .iter()
+        .find(|s| s.addr.load(Ordering::Relaxed) == addr)
+    {
+        Some(s) => s,
+        None => match EXCLUDED.iter().find(|s| {
+            s.addr
+                .compare_exchange(0, addr, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        }) {
+            Some(s) => s,
+            None => return false,
+        },
+    };
+    // Recorded before the madvise: a fork in between gives the child a placeholder over a
+    // mapping it inherited, which is what it would have had anyway.
+    slot.len.store(len, Ordering::Release);
+    // SAFETY: [addr, addr + len) is a mapping of this process (the caller's, page-aligned
+    // start, length rounded up to whole pages as the kernel maps it); MADV_DONTFORK only
+    // changes what a later fork copies.
+    let r = unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTFORK) };
+    if r != 0 {
+        forget_fork_exclusion(addr as *mut u8);
+        return false;
+    }
+    true
+}
+
+/// Forgets the exclusion of the mapping starting at `addr`: call it before unmapping, so
+/// that no later fork maps a placeholder over memory this process may reuse.
+pub(crate) fn forget_fork_exclusion(addr: *mut u8) {
+    let addr = addr as usize;
+    if let Some(s) = EXCLUDED
+        .iter()
+        .find(|s| s.addr.load(Ordering::Relaxed) == addr)
+    {
+        s.len.store(0, Ordering::Release);
+        s.addr.store(0, Ordering::Release);
+    }
+}
+
+/// In the child of a fork (from the atfork child handler, single-threaded): maps an
+/// inaccessible, unbacked placeholder over every range excluded from fork, where the
+/// kernel left a hole. A stale view inherited from the parent then faults (SIGSEGV)
+/// instead of reaching whatever the child would map there later.
+///
+/// Async-signal-safe: atomics and `mmap` only.
+pub(crate) fn place_fork_placeholders() {
+    for s in EXCLUDED.iter() {
+        let len = s.len.load(Ordering::Acquire);
+        let addr = s.addr.load(Ordering::Relaxed);
+        if len == 0 || addr == 0 {
+            continue;
+        }
+        // SAFETY: MAP_FIXED over [addr, addr + len), which the parent mapped and excluded
+        // from fork: in the child it holds nothing (or, if the fork came between recording
+        // and madvise, the parent's mapping, which the child must not use either). Nothing
+        // in the child may use this range: the handles that own it are bound to the parent.
+        unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                libc::PROT_NONE,
+                libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+    }
+}
+
+/// Maps `file` again at exactly `addr` (shared, `len` bytes), replacing whatever this
+/// process has there: in a forked child, the placeholder over a mapping its parent
+/// excluded from fork.
+///
+/// # Safety
+/// `[addr, addr + len)` must be a range this process reserved for this segment (the
+/// inherited placeholder or mapping of the same handle); nothing may hold references into
+/// it that assume other contents.
+pub(crate) unsafe fn map_again_at(
+    file: &File,
+    addr: *mut u8,
+    len: usize,
+    writable: bool,
+) -> io::Result<()> {
+    let prot = if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    // SAFETY: the caller promises the range is ours to replace; the file is open with the
+    // access `prot` asks for, and `len` is its mapped length.
+    let got = unsafe {
+        libc::mmap(
+            addr.cast(),
+            len,
+            prot,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            0,
+        )
+    };
+    if got == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How many slots record a range starting at `addr` (for tests).
+#[cfg(test)]
+pub(crate) fn fork_exclusion_slots_of(addr: *mut u8) -> usize {
+    EXCLUDED
+        .iter()
+        .filter(|s| s.addr.load(Ordering::Relaxed) == addr as usize)
+        .count()
 }
