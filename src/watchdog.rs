@@ -72,6 +72,14 @@ fn watch(parent: i32, owner: u64) {
     // it only reads /dev/shm through gc, which opens files itself.
     unsafe { proc::unmap_shm_mappings() };
     proc::wait_for_parent_exit(parent);
+    // The parent is gone, but a child it forked an instant before it died may not have run
+    // its fork handler yet, which closes the child's copy of the parent's lease fd: until
+    // then the kernel still holds the lease. Wait (bounded) for it to read dead.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lease::check(owner) == lease::Liveness::Alive && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let _ = gc::gc_owned_by(owner);
 }
 
