@@ -57,6 +57,9 @@ pub enum ErrorKind {
     /// copy inherited through `fork`): re-open the segment by name in that process, or
     /// hand the child what it needs through the forking APIs.
     WrongProcess,
+    /// The calling thread already holds the lock it asked for: ndshm's locks are not
+    /// reentrant (locking again would wait for itself forever). Drop the first guard.
+    WouldDeadlock,
     /// Any other operating-system error; see [`Error::source`](std::error::Error::source).
     Io,
 }
@@ -84,6 +87,7 @@ impl ErrorKind {
             ErrorKind::Full => "full",
             ErrorKind::WrongProcess => "used in another process than its creator",
             ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::WouldDeadlock => "this thread already holds the lock",
             ErrorKind::Io => "I/O error",
         }
     }

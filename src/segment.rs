@@ -347,6 +347,7 @@ impl Segment {
             // created with O_EXCL.
             let bytes = unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr(), total) };
             bytes[total - TRAILER_LEN..].copy_from_slice(&trailer_bytes);
+            trailer::init_lock_area(bytes)?;
             init(&mut bytes[..payload_len])?;
         }
         let file_id = shm::file_id(&file).map_err(|e| Error::os("fstat", e))?;

@@ -47,8 +47,26 @@ const V1_TRAILER_LEN: usize = 128;
 /// Offset of the lock area inside the trailer, and its size.
 pub(crate) const LOCK_AREA_OFFSET: usize = 128;
 /// Size of the lock area.
-#[allow(dead_code)] // for the lock implementation's size assertion
 pub(crate) const LOCK_AREA_LEN: usize = 64;
+
+/// Initialises the lock area of the trailer that ends `segment` (a whole segment or
+/// region, not yet shared with anyone: the exclusive borrow says so): an unlocked robust
+/// process-shared mutex, see [`RobustMutex`](crate::sys::mutex::RobustMutex).
+///
+/// # Errors
+/// An OS error when glibc refuses the mutex attributes (it does not on Linux).
+pub(crate) fn init_lock_area(segment: &mut [u8]) -> Result<()> {
+    let off = segment.len() - TRAILER_LEN + LOCK_AREA_OFFSET;
+    let area = &mut segment[off..off + LOCK_AREA_LEN];
+    assert!(
+        area.as_ptr() as usize % 8 == 0,
+        "the trailer of a segment is 64-byte aligned"
+    );
+    // SAFETY: `area` is LOCK_AREA_LEN writable, 8-byte aligned bytes (asserted), borrowed
+    // exclusively for the call: nobody uses them as a lock yet.
+    unsafe { crate::sys::mutex::RobustMutex::init(area.as_mut_ptr()) }
+        .map_err(|e| Error::os("cannot initialise the segment's lock", e))
+}
 
 /// What an ndshm segment holds, as recorded in its trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,6 +170,7 @@ pub(crate) struct Trailer {
 const _: () = assert!(std::mem::size_of::<Trailer>() == TRAILER_LEN);
 const _: () = assert!(std::mem::offset_of!(Trailer, lock) == LOCK_AREA_OFFSET);
 const _: () = assert!(std::mem::offset_of!(Trailer, owner_lease) == 64);
+const _: () = assert!(crate::sys::mutex::AREA_LEN == LOCK_AREA_LEN);
 
 /// A validated copy of a trailer's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

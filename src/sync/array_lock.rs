@@ -9,10 +9,11 @@ use ndarray::{ArrayView, ArrayViewMut, Dimension};
 use crate::array::{ReadWrite, SharedNdArray};
 use crate::dtype::Element;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sync::lock::{LockGuard, RawLock};
+use crate::sync::lock::LockGuard;
+use crate::sys::mutex::RobustMutex;
 use crate::trailer::{LOCK_AREA_OFFSET, TRAILER_LEN};
 
-fn raw_lock<'a, T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&'a RawLock> {
+fn raw_lock<'a, T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&'a RobustMutex> {
     let seg = a.segment();
     if seg.trailer().is_none() {
         return Err(Error::new(
@@ -25,9 +26,12 @@ fn raw_lock<'a, T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&'a
         ));
     }
     // SAFETY: the segment has a validated trailer: its last TRAILER_LEN bytes, 64-byte
-    // aligned, whose lock area at LOCK_AREA_OFFSET is only accessed by the lock. The
-    // caller ties the reference to a borrow of the array, which keeps the mapping alive.
-    Ok(unsafe { RawLock::from_ptr(seg.as_ptr().add(seg.len() - TRAILER_LEN + LOCK_AREA_OFFSET)) })
+    // aligned, whose lock area at LOCK_AREA_OFFSET is only used as a RobustMutex
+    // (initialised before publication). The caller ties the reference to a borrow of the
+    // array, which keeps the mapping alive.
+    Ok(unsafe {
+        RobustMutex::from_ptr(seg.as_ptr().add(seg.len() - TRAILER_LEN + LOCK_AREA_OFFSET))
+    })
 }
 
 impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
