@@ -196,8 +196,16 @@ impl fmt::Debug for LockGuard<'_> {
 ///
 /// Nothing else ever frees a held lock: no `/proc` lookup, no pid comparison. A holder in
 /// another pid namespace (a container sharing `/dev/shm`), behind `hidepid`, or with
-/// `/proc` unreadable is waited for as long as it lives. (One kernel corner remains across
-/// pid namespaces whose thread ids collide; see `src/sys/mutex.rs`.)
+/// `/proc` unreadable is waited for as long as it lives.
+///
+/// One corner remains across pid namespaces, because the kernel names a holder by its
+/// thread id *in the holder's own namespace* and two namespaces can both have, say, a
+/// thread 1: if a waiter is killed at the very instant it tries the lock while a thread of
+/// another namespace that carries the same number holds it, the kernel takes the dying
+/// waiter for the holder and frees the lock. ndshm narrows that window to a few
+/// milliseconds after such a holder takes the lock (a waiter that finds its own number in
+/// the lock waits it out by polling, outside glibc); processes in one pid namespace, or in
+/// namespaces whose thread ids do not overlap, are not exposed to it.
 ///
 /// # Owned by a thread
 /// The lock is owned by the *thread* that took it: other threads of the same process wait

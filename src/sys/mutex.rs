@@ -33,8 +33,9 @@
 //! in the middle of locking (glibc's `list_op_pending`) and marks it `FUTEX_OWNER_DIED` if
 //! its word holds the dying thread's own number, so a waiter killed while a *same-numbered*
 //! thread of another pid namespace holds the lock would free that live holder's lock. ndshm
-//! narrows this to the instant of a `trylock` (it never sleeps inside glibc while the word
-//! holds its own number), but cannot rule it out across namespaces whose thread ids collide.
+//! narrows the window (it never starts a wait inside glibc while the word holds its own
+//! number, and sleeps there in slices of [`SLICE`], after which glibc looks again and
+//! answers `EDEADLK`), but cannot close it across namespaces whose thread ids collide.
 //!
 //! [`process_token`]: crate::sys::proc::process_token
 
@@ -51,6 +52,9 @@ pub(crate) const SPIN: Duration = Duration::from_micros(20);
 /// How often a waiter re-tries while the lock is held by a thread of another pid namespace
 /// that carries the waiter's own thread id (see the module docs).
 pub(crate) const COLLISION_POLL: Duration = Duration::from_millis(1);
+
+/// The longest a waiter sleeps inside glibc before it looks at the lock again.
+const SLICE: Duration = Duration::from_millis(10);
 
 /// Size of the lock area a [`RobustMutex`] occupies.
 pub(crate) const AREA_LEN: usize = 64;
@@ -327,19 +331,22 @@ impl RobustMutex {
         }
         loop {
             self.check_ready()?;
-            let rc = match deadline {
-                // SAFETY: as in `trylock_step`.
-                None => unsafe { libc::pthread_mutex_lock(self.raw()) },
+            // Sleep in slices: after each, glibc looks at the word again, and a waiter
+            // that finds its own thread id there (a same-numbered holder of another pid
+            // namespace, see the module docs) leaves glibc for `wait_out_collision`.
+            let slice = match deadline {
+                None => SLICE,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Ok(None);
                     }
-                    let abs = monotonic_after(left);
-                    // SAFETY: as in `trylock_step`; `abs` lives across the call.
-                    unsafe { pthread_mutex_clocklock(self.raw(), libc::CLOCK_MONOTONIC, &abs) }
+                    left.min(SLICE)
                 }
             };
+            let abs = monotonic_after(slice);
+            // SAFETY: as in `trylock_step`; `abs` lives across the call.
+            let rc = unsafe { pthread_mutex_clocklock(self.raw(), libc::CLOCK_MONOTONIC, &abs) };
             match self.step(rc)? {
                 Step::Got(died) => return Ok(Some(died)),
                 Step::Busy => {} // timed out: the loop checks the deadline
