@@ -47,9 +47,13 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// If the previous holder died while holding it, the guard's
     /// [`owner_died`](ArrayLockGuard::owner_died) is `true`: the data may be half-updated.
     ///
+    /// The lock behaves as [`Lock`](crate::Lock)'s does: robust (the kernel reports a
+    /// holder that died), owned by the locking thread (the guard is `!Send`).
+    ///
     /// # Errors
     /// [`ErrorKind::Unsupported`] for a segment without an ndshm trailer (a plain `.npy`
-    /// file attached with `open`).
+    /// file attached with `open`); an I/O or [`ErrorKind::InvalidHeader`] error for a lock
+    /// that a foreign program broke or never initialised.
     ///
     /// # Examples
     /// ```
@@ -64,7 +68,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// ```
     pub fn lock(&mut self) -> Result<ArrayLockGuard<'_, T, D>> {
         let raw = raw_lock(self)?;
-        let guard = raw.lock_guard();
+        let guard = raw.lock_guard_or_error("the array's lock")?;
         Ok(ArrayLockGuard { guard, array: self })
     }
 
@@ -85,7 +89,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     pub fn try_lock(&mut self) -> Result<Option<ArrayLockGuard<'_, T, D>>> {
         let raw = raw_lock(self)?;
         Ok(raw
-            .try_lock_guard()
+            .try_lock_guard_or_error("the array's lock")?
             .map(|guard| ArrayLockGuard { guard, array: self }))
     }
 }

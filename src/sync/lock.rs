@@ -91,6 +91,25 @@ impl RobustMutex {
         }
     }
 
+    /// [`lock_guard`](Self::lock_guard) for callers that return a `Result`: every failure
+    /// is an error naming `what`.
+    pub(crate) fn lock_guard_or_error(&self, what: &str) -> Result<LockGuard<'_>> {
+        match self.lock(None) {
+            Ok(Some(died)) => Ok(self.guard(died)),
+            Ok(None) => unreachable!("no deadline, so lock() cannot time out"),
+            Err(e) => Err(lock_error(e, what)),
+        }
+    }
+
+    /// [`try_lock_guard`](Self::try_lock_guard) for callers that return a `Result`.
+    pub(crate) fn try_lock_guard_or_error(&self, what: &str) -> Result<Option<LockGuard<'_>>> {
+        match self.try_lock() {
+            Ok(got) => Ok(got.map(|died| self.guard(died))),
+            Err(LockError::WouldDeadlock) => Ok(None),
+            Err(e) => Err(lock_error(e, what)),
+        }
+    }
+
     /// Locks, waiting at most `timeout`; `what` names the lock in errors.
     pub(crate) fn lock_timeout_guard(
         &self,
