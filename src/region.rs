@@ -162,6 +162,12 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if matches!(self.backing, Some(Backing::Anon(_))) && self.lock().held_in_this_process() {
+            // A leaked guard: a thread's robust list runs through the lock's memory, which
+            // must stay mapped (a named segment sees to that in its own drop).
+            std::mem::forget(self.backing.take());
+            return;
+        }
         if proc::pid() != self.maker {
             // A copy inherited through fork: the child must neither unlink the parent's
             // name nor touch the parent's registry entry. The mapping goes when the child

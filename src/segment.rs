@@ -274,7 +274,8 @@ fn open_error(name: &str, err: io::Error) -> Error {
 /// pointer this type hands out, within `len()` bytes.
 pub(crate) struct Segment {
     name: String,
-    map: MmapRaw,
+    /// Unmapped in `Drop`, unless a thread of this process still holds the segment's lock.
+    map: std::mem::ManuallyDrop<MmapRaw>,
     file_id: FileId,
     writable: bool,
     registered: bool,
@@ -371,7 +372,7 @@ impl Segment {
         }
         Ok(Segment {
             name: name.to_string(),
-            map,
+            map: std::mem::ManuallyDrop::new(map),
             file_id,
             writable: true,
             registered: true,
@@ -437,7 +438,7 @@ impl Segment {
         };
         Ok(Segment {
             name: name.to_string(),
-            map,
+            map: std::mem::ManuallyDrop::new(map),
             file_id,
             writable: access.writable,
             registered: access.register,
@@ -608,6 +609,13 @@ impl Drop for Segment {
         if self.registered {
             deregister(self.file_id);
         }
+        // SAFETY: a validated trailer ends the mapping, which is still mapped.
+        if self.info.is_some() && unsafe { trailer::lock_held_here(self.as_ptr(), self.len()) } {
+            // A leaked guard: a thread's robust list runs through this memory. Keep it.
+            return;
+        }
+        // SAFETY: dropped once, here, and never used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.map) }
     }
 }
 

@@ -68,6 +68,26 @@ pub(crate) fn init_lock_area(segment: &mut [u8]) -> Result<()> {
         .map_err(|e| Error::os("cannot initialise the segment's lock", e))
 }
 
+/// Whether a thread of this process holds the lock in the trailer that ends the mapping
+/// at `base` (`len` bytes). If so, the mapping must never be unmapped: glibc's robust list
+/// of that thread runs through the lock's memory (see
+/// [`RobustMutex::held_in_this_process`](crate::sys::mutex::RobustMutex::held_in_this_process)),
+/// and a later lock or unlock by that thread, or the kernel at its exit, would write there.
+///
+/// # Safety
+/// `base` is a live mapping of `len >= TRAILER_LEN` bytes that ends with a trailer (whose
+/// lock area was initialised before the mapping was shared).
+pub(crate) unsafe fn lock_held_here(base: *const u8, len: usize) -> bool {
+    // SAFETY: the lock area lies inside the mapping (forwarded), 64-byte aligned, and is
+    // only used as a RobustMutex.
+    let mutex = unsafe {
+        crate::sys::mutex::RobustMutex::from_ptr(
+            base.add(len - TRAILER_LEN + LOCK_AREA_OFFSET).cast_mut(),
+        )
+    };
+    mutex.held_in_this_process()
+}
+
 /// What an ndshm segment holds, as recorded in its trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -339,3 +339,41 @@ fn a_format_1_segment_is_refused_not_locked() {
     assert!(text.contains("version 1"), "ndshm info said: {text}");
     assert_eq!(std::fs::read(name.path()).unwrap(), bytes);
 }
+
+/// glibc links the locks a thread holds into that thread's robust list *through the locks'
+/// own memory*: dropping the handle of a lock whose guard was leaked must not unmap it, or
+/// the thread's next lock (or the kernel, at its exit) writes into whatever is mapped there
+/// next. Runs in a child, so that a crash is reported, not fatal to the test binary.
+#[test]
+fn dropping_a_lock_whose_guard_was_leaked_keeps_its_memory_mapped() {
+    let name = Name::new("leaked-guard");
+    let array_name = Name::new("leaked-guard-array");
+    let (n, an) = (name.0.clone(), array_name.0.clone());
+    let child = Process::spawn(move || -> ndshm::Result<()> {
+        let other = Lock::new()?;
+        let anon = Lock::new()?;
+        std::mem::forget(anon.lock());
+        drop(anon);
+        let named = Lock::create(&n)?;
+        std::mem::forget(named.lock());
+        drop(named);
+        let value = SharedValue::<u64>::new(1)?;
+        std::mem::forget(value.lock());
+        drop(value);
+        let mut array = ndshm::SharedNdArray::<u64, ndarray::Ix1>::zeros(&an, 4)?;
+        std::mem::forget(array.lock()?);
+        drop(array);
+        // New mappings of other sizes, then this thread locks again: glibc links the new
+        // lock in front of the leaked ones and writes into their memory.
+        let filler = SharedStruct::<[u64; 4096]>::new([7u64; 4096])?;
+        drop(other.lock());
+        drop(other.lock());
+        assert!(filler.load().iter().all(|&x| x == 7), "memory overwritten");
+        Ok(())
+    })
+    .unwrap();
+    child.join().unwrap();
+    // The names were unlinked all the same: only the mappings were kept.
+    assert!(!name.path().exists());
+    assert!(!array_name.path().exists());
+}

@@ -398,6 +398,16 @@ impl RobustMutex {
         debug_assert_eq!(rc, 0, "pthread_mutex_unlock by the holding thread");
     }
 
+    /// Whether a live thread of the calling process holds the lock: then the mutex is on
+    /// that thread's robust list, which runs through the mutex's own memory (glibc links
+    /// the list through `__list` inside each mutex, and the kernel walks it when the thread
+    /// ends), so the memory must stay mapped. Only a leaked guard (`mem::forget`) gets here.
+    pub(crate) fn held_in_this_process(&self) -> bool {
+        self.state.load(Ordering::Acquire) & MAGIC_MASK == READY
+            && self.word().load(Ordering::Acquire) & FUTEX_TID_MASK != 0
+            && self.holder.load(Ordering::Acquire) == proc::process_token()
+    }
+
     /// Whether some live thread holds the lock now (a snapshot, for diagnostics). A lock
     /// whose holder died reads as free: the next locker takes it at once.
     pub(crate) fn is_locked(&self) -> bool {
