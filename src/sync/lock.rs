@@ -157,6 +157,12 @@ impl RobustMutex {
 /// token, and a copy inherited through `fork` (the child's copy of a guard its parent held
 /// at the fork) releases nothing when dropped — the child's thread does not own the lock,
 /// and the parent's thread still does, until the parent's guard goes.
+///
+/// Leaking a guard (`mem::forget`) leaves the lock held until the thread ends (then the
+/// next locker sees [`owner_died`](LockGuard::owner_died)). It also keeps the lock's memory
+/// mapped after its handle is dropped, for as long as the process lives: glibc links the
+/// locks a thread holds into the thread's robust list *through the locks' own memory*, so
+/// that memory must outlive the thread's hold.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     mutex: &'a RobustMutex,
