@@ -63,6 +63,9 @@ pub enum ErrorKind {
     /// held at the fork would hang the child. Fork before starting threads, or opt in; a
     /// caller may also fall back to threads on this kind.
     ForkWithThreads,
+    /// The calling thread already holds the lock it asked for: ndshm's locks are not
+    /// reentrant (locking again would wait for itself forever). Drop the first guard.
+    WouldDeadlock,
     /// Any other operating-system error; see [`Error::source`](std::error::Error::source).
     Io,
 }
@@ -91,6 +94,7 @@ impl ErrorKind {
             ErrorKind::WrongProcess => "used in another process than its creator",
             ErrorKind::ForkWithThreads => "fork with other threads alive",
             ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::WouldDeadlock => "this thread already holds the lock",
             ErrorKind::Io => "I/O error",
         }
     }

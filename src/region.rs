@@ -5,8 +5,8 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::{CreateOptions, MapAccess, Segment};
-use crate::sync::lock::RawLock;
 use crate::sys::fork::AnonShared;
+use crate::sys::mutex::RobustMutex;
 use crate::sys::proc;
 use crate::trailer::{self, SegmentKind, LOCK_AREA_OFFSET, TRAILER_LEN};
 
@@ -93,6 +93,12 @@ impl Region {
             let bytes = unsafe { std::slice::from_raw_parts_mut(mem.as_ptr(), payload_len) };
             init(bytes)?;
         }
+        {
+            // SAFETY: as above, for the whole mapping: children forked from now on inherit
+            // the lock initialised.
+            let all = unsafe { std::slice::from_raw_parts_mut(mem.as_ptr(), total) };
+            trailer::init_lock_area(all)?;
+        }
         Ok(Region {
             backing: Some(Backing::Anon(mem)),
             payload_len,
@@ -127,11 +133,12 @@ impl Region {
     }
 
     /// The region's robust lock (the trailer's lock area).
-    pub(crate) fn lock(&self) -> &RawLock {
+    pub(crate) fn lock(&self) -> &RobustMutex {
         // SAFETY: the trailer is 64-byte aligned and lies inside the mapping, which lives
-        // as long as `&self`; its 32-byte lock area holds only atomics, for which every bit
-        // pattern is valid, and RawLock is a #[repr(C)] struct of atomics of that size.
-        unsafe { RawLock::from_ptr(self.trailer_ptr().add(LOCK_AREA_OFFSET)) }
+        // as long as `&self`; its 64-byte lock area is used only as a RobustMutex, by every
+        // process (initialised before the segment was published or the region shared; an
+        // area that was not is refused by the mutex itself).
+        unsafe { RobustMutex::from_ptr(self.trailer_ptr().add(LOCK_AREA_OFFSET)) }
     }
 
     /// Whether this handle is the one that decides the fate of the contents: the owner of a
@@ -157,6 +164,12 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if matches!(self.backing, Some(Backing::Anon(_))) && self.lock().held_in_this_process() {
+            // A leaked guard: a thread's robust list runs through the lock's memory, which
+            // must stay mapped (a named segment sees to that in its own drop).
+            std::mem::forget(self.backing.take());
+            return;
+        }
         if proc::process_token() != self.maker {
             // A copy inherited through fork: the child must neither unlink the parent's
             // name nor touch the parent's registry entry. The mapping goes when the child

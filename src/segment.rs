@@ -363,6 +363,7 @@ impl Segment {
             // created with O_EXCL.
             let bytes = unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr(), total) };
             bytes[total - TRAILER_LEN..].copy_from_slice(&trailer_bytes);
+            trailer::init_lock_area(bytes)?;
             init(&mut bytes[..payload_len])?;
         }
         let file_id = shm::file_id(&file).map_err(|e| Error::os("fstat", e))?;
@@ -743,13 +744,17 @@ impl Drop for Segment {
             // Before unmapping: a fork after this point must not cover the freed range.
             shm::forget_fork_exclusion(self.map.as_mut_ptr());
         }
-        // SAFETY: the handle is bound to this process and being dropped: `map` and `file`
-        // are dropped exactly once, here, and nothing uses them afterwards (views borrow
-        // the handle).
-        unsafe {
-            ManuallyDrop::drop(&mut self.map);
-            ManuallyDrop::drop(&mut self.file);
+        // SAFETY: the handle is bound to this process and being dropped: `file` is dropped
+        // exactly once, here, and nothing uses it afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.file) };
+        // SAFETY: a validated trailer ends the mapping, which is still mapped.
+        if self.info.is_some() && unsafe { trailer::lock_held_here(self.as_ptr(), self.len()) } {
+            // A leaked guard: a thread's robust list runs through this memory. Keep it.
+            return;
         }
+        // SAFETY: dropped exactly once, here, and nothing uses it afterwards (views borrow
+        // the handle).
+        unsafe { ManuallyDrop::drop(&mut self.map) }
     }
 }
 

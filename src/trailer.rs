@@ -47,8 +47,46 @@ const V1_TRAILER_LEN: usize = 128;
 /// Offset of the lock area inside the trailer, and its size.
 pub(crate) const LOCK_AREA_OFFSET: usize = 128;
 /// Size of the lock area.
-#[allow(dead_code)] // for the lock implementation's size assertion
 pub(crate) const LOCK_AREA_LEN: usize = 64;
+
+/// Initialises the lock area of the trailer that ends `segment` (a whole segment or
+/// region, not yet shared with anyone: the exclusive borrow says so): an unlocked robust
+/// process-shared mutex, see [`RobustMutex`](crate::sys::mutex::RobustMutex).
+///
+/// # Errors
+/// An OS error when glibc refuses the mutex attributes (it does not on Linux).
+pub(crate) fn init_lock_area(segment: &mut [u8]) -> Result<()> {
+    let off = segment.len() - TRAILER_LEN + LOCK_AREA_OFFSET;
+    let area = &mut segment[off..off + LOCK_AREA_LEN];
+    assert!(
+        area.as_ptr() as usize % 8 == 0,
+        "the trailer of a segment is 64-byte aligned"
+    );
+    // SAFETY: `area` is LOCK_AREA_LEN writable, 8-byte aligned bytes (asserted), borrowed
+    // exclusively for the call: nobody uses them as a lock yet.
+    unsafe { crate::sys::mutex::RobustMutex::init(area.as_mut_ptr()) }
+        .map_err(|e| Error::os("cannot initialise the segment's lock", e))
+}
+
+/// Whether a thread of this process holds the lock in the trailer that ends the mapping
+/// at `base` (`len` bytes). If so, the mapping must never be unmapped: glibc's robust list
+/// of that thread runs through the lock's memory (see
+/// [`RobustMutex::held_in_this_process`](crate::sys::mutex::RobustMutex::held_in_this_process)),
+/// and a later lock or unlock by that thread, or the kernel at its exit, would write there.
+///
+/// # Safety
+/// `base` is a live mapping of `len >= TRAILER_LEN` bytes that ends with a trailer (whose
+/// lock area was initialised before the mapping was shared).
+pub(crate) unsafe fn lock_held_here(base: *const u8, len: usize) -> bool {
+    // SAFETY: the lock area lies inside the mapping (forwarded), 64-byte aligned, and is
+    // only used as a RobustMutex.
+    let mutex = unsafe {
+        crate::sys::mutex::RobustMutex::from_ptr(
+            base.add(len - TRAILER_LEN + LOCK_AREA_OFFSET).cast_mut(),
+        )
+    };
+    mutex.held_in_this_process()
+}
 
 /// What an ndshm segment holds, as recorded in its trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,6 +190,7 @@ pub(crate) struct Trailer {
 const _: () = assert!(std::mem::size_of::<Trailer>() == TRAILER_LEN);
 const _: () = assert!(std::mem::offset_of!(Trailer, lock) == LOCK_AREA_OFFSET);
 const _: () = assert!(std::mem::offset_of!(Trailer, owner_lease) == 64);
+const _: () = assert!(crate::sys::mutex::AREA_LEN == LOCK_AREA_LEN);
 
 /// A validated copy of a trailer's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

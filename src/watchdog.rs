@@ -76,8 +76,7 @@ fn watch(parent: i32, owner: u64) {
     // its fork handler yet, which closes the child's copy of the parent's lease fd: until
     // then the kernel still holds the lease. Wait (bounded) for it to read dead.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while lease::check(owner) == lease::Liveness::Alive && std::time::Instant::now() < deadline
-    {
+    while lease::check(owner) == lease::Liveness::Alive && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let _ = gc::gc_owned_by(owner);

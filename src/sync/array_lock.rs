@@ -9,10 +9,11 @@ use ndarray::{ArrayView, ArrayViewMut, Dimension};
 use crate::array::{ReadWrite, SharedNdArray};
 use crate::dtype::Element;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sync::lock::{LockGuard, RawLock};
+use crate::sync::lock::LockGuard;
+use crate::sys::mutex::RobustMutex;
 use crate::trailer::{LOCK_AREA_OFFSET, TRAILER_LEN};
 
-fn raw_lock<'a, T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&'a RawLock> {
+fn raw_lock<'a, T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&'a RobustMutex> {
     let seg = a.segment();
     if seg.trailer().is_none() {
         return Err(Error::new(
@@ -25,9 +26,12 @@ fn raw_lock<'a, T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&'a
         ));
     }
     // SAFETY: the segment has a validated trailer: its last TRAILER_LEN bytes, 64-byte
-    // aligned, whose lock area at LOCK_AREA_OFFSET is only accessed by the lock. The
-    // caller ties the reference to a borrow of the array, which keeps the mapping alive.
-    Ok(unsafe { RawLock::from_ptr(seg.as_ptr().add(seg.len() - TRAILER_LEN + LOCK_AREA_OFFSET)) })
+    // aligned, whose lock area at LOCK_AREA_OFFSET is only used as a RobustMutex
+    // (initialised before publication). The caller ties the reference to a borrow of the
+    // array, which keeps the mapping alive.
+    Ok(unsafe {
+        RobustMutex::from_ptr(seg.as_ptr().add(seg.len() - TRAILER_LEN + LOCK_AREA_OFFSET))
+    })
 }
 
 impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
@@ -43,10 +47,14 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// If the previous holder died while holding it, the guard's
     /// [`owner_died`](ArrayLockGuard::owner_died) is `true`: the data may be half-updated.
     ///
+    /// The lock behaves as [`Lock`](crate::Lock)'s does: robust (the kernel reports a
+    /// holder that died), owned by the locking thread (the guard is `!Send`).
+    ///
     /// # Errors
     /// [`ErrorKind::Unsupported`] for a segment without an ndshm trailer (a plain `.npy`
     /// file attached with `open`); [`ErrorKind::WrongProcess`] when the handle was made by
-    /// another process and inherited through `fork`.
+    /// another process and inherited through `fork`; an I/O or [`ErrorKind::InvalidHeader`]
+    /// error for a lock that a foreign program broke or never initialised.
     ///
     /// # Examples
     /// ```
@@ -62,7 +70,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     pub fn lock(&mut self) -> Result<ArrayLockGuard<'_, T, D>> {
         self.check_bound_here()?;
         let raw = raw_lock(self)?;
-        let guard = raw.lock_guard();
+        let guard = raw.lock_guard_or_error("the array's lock")?;
         Ok(ArrayLockGuard { guard, array: self })
     }
 
@@ -85,7 +93,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
         self.check_bound_here()?;
         let raw = raw_lock(self)?;
         Ok(raw
-            .try_lock_guard()
+            .try_lock_guard_or_error("the array's lock")?
             .map(|guard| ArrayLockGuard { guard, array: self }))
     }
 }

@@ -1,240 +1,116 @@
-//! A robust process-shared mutex in shared memory: [`RawLock`] (the 32-byte word set every
-//! segment's trailer has room for) and [`Lock`], a standalone lock segment (Python's
-//! `multiprocessing.Lock`).
+//! The robust process-shared lock every region carries ([`RobustMutex`] in the trailer's
+//! lock area), the guard that holds it ([`LockGuard`]), and [`Lock`], a standalone lock
+//! segment (Python's `multiprocessing.Lock`).
 //!
-//! # Protocol
-//! The lock is one 64-bit word: low half `owner pid | WAITERS`, high half the low 32 bits
-//! of the owner's start time (clock ticks since boot, from `/proc`). Free is 0.
-//! - `lock`: one compare-and-swap 0 → me. If it fails, spin ~20 µs re-trying; then set
-//!   the `WAITERS` bit and sleep on the futex of the low half, in slices of
-//!   [`LIVENESS_PERIOD`]. After each slice that ends without a wake-up, the sleeper checks
-//!   that the owner still runs (pid *and* start time, so a reused pid is not taken for
-//!   the owner); if it does not, the sleeper takes the lock over with a compare-and-swap
-//!   from the dead owner's word, and its guard reports [`LockGuard::owner_died`].
-//! - `unlock`: swap to 0; wake one sleeper only if the `WAITERS` bit was set. A woken
-//!   sleeper re-takes the lock with the `WAITERS` bit set (others may still sleep), so the
-//!   chain of wake-ups never stops early.
-//!
-//! Because owner and start time change in one atomic word, a sleeper can never mistake a
-//! live owner for a dead one, and a dead owner's word can be taken over by exactly one
-//! process.
+//! The lock itself is a glibc `pthread_mutex_t` (see [`crate::sys::mutex`]); this module
+//! turns its outcomes into guards and typed errors.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::region::Region;
 use crate::segment::CreateOptions;
-use crate::sys::{futex, proc};
+use crate::sys::mutex::{LockError, OwnerDied, RobustMutex};
+use crate::sys::proc;
 use crate::trailer::SegmentKind;
 
-/// How long a sleeper waits before it checks whether the owner is still alive: the most a
-/// dead owner's lock stays blocked.
+/// How often a queue waiter checks whether a slot's holder still lives. (A [`Lock`] needs
+/// no such period: the kernel hands a dead holder's lock to the next waiter at once.)
 pub(crate) const LIVENESS_PERIOD: Duration = Duration::from_millis(20);
-/// How long `lock` spins before it sleeps (waking a sleeping process costs ~20 µs).
-pub(crate) const SPIN: Duration = Duration::from_micros(20);
+/// How long a contended `lock` spins before it sleeps (waking a sleeping process costs
+/// ~20 µs).
+pub(crate) const SPIN: Duration = crate::sys::mutex::SPIN;
 
-const WAITERS: u64 = 1 << 31;
-const PID_MASK: u64 = (1 << 31) - 1;
-
-/// The lock word set, as it lies in shared memory (32 bytes, 8-byte aligned).
-#[repr(C)]
-pub(crate) struct RawLock {
-    state: AtomicU64,
-    /// How many times the lock was taken over from a dead owner.
-    recoveries: AtomicU64,
-    _spare: [AtomicU64; 2],
-}
-
-const _: () = assert!(std::mem::size_of::<RawLock>() == 32);
-
-fn my_word() -> (i32, u64) {
-    let (pid, start) = proc::cached_identity();
-    (pid, (pid as u64 & PID_MASK) | ((start & 0xffff_ffff) << 32))
-}
-
-fn owner_alive(word: u64) -> bool {
-    let pid = (word & PID_MASK) as i32;
-    match proc::start_time(pid) {
-        None => false,
-        Some(start) => start & 0xffff_ffff == word >> 32,
+/// The error for a lock that could not be taken; `what` names it ("the lock", "the
+/// value's lock"…).
+fn lock_error(e: LockError, what: &str) -> Error {
+    match e {
+        LockError::WouldDeadlock => Error::new(
+            ErrorKind::WouldDeadlock,
+            format!(
+                "{what} is already held by this thread, and ndshm locks are not reentrant \
+                 (locking it again would wait for itself forever); drop the first guard first"
+            ),
+        ),
+        LockError::NotRecoverable => Error::os(
+            format!(
+                "{what} can never be locked again: a holder released it after its previous \
+                 owner died without marking it consistent (a program other than ndshm did \
+                 that); recreate the segment"
+            ),
+            e.to_io(),
+        ),
+        LockError::NotInitialised => Error::new(
+            ErrorKind::InvalidHeader,
+            format!(
+                "{what} was never initialised (the segment was not made by this version of \
+                 ndshm, or its trailer was overwritten); recreate the segment"
+            ),
+        ),
+        LockError::Os(_) => Error::os(format!("cannot lock {what}"), e.to_io()),
     }
 }
 
-/// Outcome of taking the lock: whether it was taken over from a dead owner.
-pub(crate) type Acquired = bool;
-
-impl RawLock {
-    /// The lock word set at `ptr`.
-    ///
-    /// # Safety
-    /// - `ptr` is 8-byte aligned and points to 32 bytes that stay mapped (shared) for `'a`;
-    /// - those bytes are only ever accessed atomically (by this type, in any process).
-    pub(crate) unsafe fn from_ptr<'a>(ptr: *mut u8) -> &'a RawLock {
-        // SAFETY: forwarded to the caller; every bit pattern is a valid set of atomics.
-        unsafe { &*(ptr as *const RawLock) }
-    }
-
-    /// The futex word: the low half of `state` (little-endian), which holds pid and
-    /// `WAITERS`. Only its address is used (by the kernel); Rust code accesses `state`
-    /// through the 64-bit atomic only.
-    fn futex_word(&self) -> &AtomicU32 {
-        // SAFETY: `state` is 8-byte aligned, so its first 4 bytes are a 4-byte aligned
-        // u32 inside the same allocation; the reference is only passed to the futex
-        // syscalls, which read the word in the kernel.
-        unsafe { &*(self.state.as_ptr() as *const AtomicU32) }
-    }
-
-    /// Tries once, without waiting; takes over a lock whose owner died.
-    pub(crate) fn try_lock(&self) -> Option<(i32, Acquired)> {
-        let (pid, me) = my_word();
-        match self
-            .state
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
-            Ok(_) => Some((pid, false)),
-            Err(cur) if cur & PID_MASK == 0 => self
-                .state
-                .compare_exchange(cur, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
-                .ok()
-                .map(|_| (pid, false)),
-            Err(cur) => self.take_over(cur, me).then_some((pid, true)),
-        }
-    }
-
-    /// Takes over `cur` when its owner died.
-    fn take_over(&self, cur: u64, me: u64) -> bool {
-        if owner_alive(cur) {
-            return false;
-        }
-        let ok = self
-            .state
-            .compare_exchange(cur, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok();
-        if ok {
-            self.recoveries.fetch_add(1, Ordering::Relaxed);
-        }
-        ok
-    }
-
-    /// Takes the lock, waiting until `deadline` (forever when `None`). Returns the pid it
-    /// was taken by and whether the previous owner died; `None` when the deadline passed.
-    #[inline]
-    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Option<(i32, Acquired)> {
-        let (pid, me) = my_word();
-        if self
-            .state
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            return Some((pid, false));
-        }
-        self.lock_slow(pid, me, deadline)
-    }
-
-    #[cold]
-    fn lock_slow(&self, pid: i32, me: u64, deadline: Option<Instant>) -> Option<(i32, Acquired)> {
-        let start = Instant::now();
-        let mut spins = 0u32;
-        loop {
-            let cur = self.state.load(Ordering::Relaxed);
-            if cur == 0
-                && self
-                    .state
-                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return Some((pid, false));
-            }
-            std::hint::spin_loop();
-            spins += 1;
-            if spins % 64 == 0 && start.elapsed() >= SPIN {
-                break;
-            }
-        }
-        loop {
-            let cur = self.state.load(Ordering::Relaxed);
-            if cur & PID_MASK == 0 {
-                // Free: take it with WAITERS set, as others may sleep.
-                if self
-                    .state
-                    .compare_exchange(cur, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return Some((pid, false));
-                }
-                continue;
-            }
-            let waiting = cur | WAITERS;
-            if cur & WAITERS == 0
-                && self
-                    .state
-                    .compare_exchange(cur, waiting, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            let slice = match deadline {
-                None => LIVENESS_PERIOD,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return None;
-                    }
-                    left.min(LIVENESS_PERIOD)
-                }
-            };
-            if !futex::wait(self.futex_word(), waiting as u32, Some(slice))
-                && self.take_over(waiting, me)
-            {
-                return Some((pid, true));
-            }
-        }
-    }
-
-    /// Releases the lock taken by process `pid`. A guard inherited through `fork` (held by
-    /// the parent at the fork) releases nothing in the child.
-    #[inline]
-    pub(crate) fn unlock(&self, pid: i32) {
-        if proc::cached_pid() != pid {
-            return;
-        }
-        let old = self.state.swap(0, Ordering::Release);
-        if old & WAITERS != 0 {
-            futex::wake(self.futex_word(), 1);
-        }
-    }
-
-    /// Whether some process holds the lock now (a snapshot).
-    pub(crate) fn is_locked(&self) -> bool {
-        self.state.load(Ordering::Relaxed) & PID_MASK != 0
-    }
-
-    /// How many times the lock was taken over from a dead owner.
-    pub(crate) fn recoveries(&self) -> u64 {
-        self.recoveries.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn guard(&self, (pid, died): (i32, Acquired)) -> LockGuard<'_> {
+/// Ways to take a region's lock as a [`LockGuard`] (the lock plumbing every container
+/// shares).
+impl RobustMutex {
+    fn guard(&self, owner_died: OwnerDied) -> LockGuard<'_> {
         LockGuard {
-            lock: self,
-            pid,
-            owner_died: died,
+            mutex: self,
+            token: proc::process_token(),
+            owner_died,
+            _not_send: PhantomData,
         }
     }
 
+    /// Locks, waiting as long as a live thread holds the lock.
+    ///
+    /// # Panics
+    /// When this thread holds the lock already (not reentrant), or the lock is broken
+    /// (see [`lock_error`]): a call without a `Result` cannot report either otherwise.
     pub(crate) fn lock_guard(&self) -> LockGuard<'_> {
-        let got = self
-            .lock(None)
-            .expect("no deadline, so lock() cannot time out");
-        self.guard(got)
+        match self.lock(None) {
+            Ok(Some(died)) => self.guard(died),
+            Ok(None) => unreachable!("no deadline, so lock() cannot time out"),
+            Err(e) => panic!("{}", lock_error(e, "the lock")),
+        }
     }
 
+    /// Locks if no live thread holds the lock, without waiting. `None` also when this
+    /// very thread holds it, as `std::sync::Mutex::try_lock` says `WouldBlock` then.
+    ///
+    /// # Panics
+    /// When the lock is broken (see [`lock_error`]).
     pub(crate) fn try_lock_guard(&self) -> Option<LockGuard<'_>> {
-        self.try_lock().map(|got| self.guard(got))
+        match self.try_lock() {
+            Ok(got) => got.map(|died| self.guard(died)),
+            Err(LockError::WouldDeadlock) => None,
+            Err(e) => panic!("{}", lock_error(e, "the lock")),
+        }
     }
 
+    /// [`lock_guard`](Self::lock_guard) for callers that return a `Result`: every failure
+    /// is an error naming `what`.
+    pub(crate) fn lock_guard_or_error(&self, what: &str) -> Result<LockGuard<'_>> {
+        match self.lock(None) {
+            Ok(Some(died)) => Ok(self.guard(died)),
+            Ok(None) => unreachable!("no deadline, so lock() cannot time out"),
+            Err(e) => Err(lock_error(e, what)),
+        }
+    }
+
+    /// [`try_lock_guard`](Self::try_lock_guard) for callers that return a `Result`.
+    pub(crate) fn try_lock_guard_or_error(&self, what: &str) -> Result<Option<LockGuard<'_>>> {
+        match self.try_lock() {
+            Ok(got) => Ok(got.map(|died| self.guard(died))),
+            Err(LockError::WouldDeadlock) => Ok(None),
+            Err(e) => Err(lock_error(e, what)),
+        }
+    }
+
+    /// Locks, waiting at most `timeout`; `what` names the lock in errors.
     pub(crate) fn lock_timeout_guard(
         &self,
         timeout: Duration,
@@ -242,14 +118,15 @@ impl RawLock {
     ) -> Result<LockGuard<'_>> {
         let deadline = Instant::now().checked_add(timeout);
         match self.lock(deadline) {
-            Some(got) => Ok(self.guard(got)),
-            None => Err(Error::new(
+            Ok(Some(died)) => Ok(self.guard(died)),
+            Ok(None) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "{what} stayed locked by another live process for {timeout:?}; wait longer \
+                    "{what} stayed locked by another live thread for {timeout:?}; wait longer \
                      or find out why it holds the lock so long"
                 ),
             )),
+            Err(e) => Err(lock_error(e, what)),
         }
     }
 }
@@ -258,18 +135,48 @@ impl RawLock {
 /// dropping it unlocks.
 ///
 /// [`owner_died`](LockGuard::owner_died) says whether the previous owner died while
-/// holding the lock (killed, crashed, `_exit` in the middle of an update): the data it
-/// protects may then be half-updated, and the new owner should check or repair it. The
-/// lock itself is consistent and stays usable.
+/// holding the lock (killed, crashed, `_exit` in the middle of an update, or a thread that
+/// ended without unlocking): the data it protects may then be half-updated, and the new
+/// owner should check or repair it. The lock itself is consistent and stays usable.
 ///
-/// If the process forks while it holds a guard, the child's copy of the guard releases
-/// nothing when dropped: the lock stays held by the parent until the parent's guard goes.
+/// # Bound to its thread and its process
+/// A robust mutex is owned by a *thread*: the kernel knows its holder through that
+/// thread's robust list, and only that thread may unlock it. So a guard is `!Send`: it
+/// cannot be moved to (or dropped on) another thread.
+///
+/// ```compile_fail
+/// let lock = ndshm::Lock::new()?;
+/// let guard = lock.lock();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard)); // error: `*const ()` cannot be sent between threads
+/// });
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+///
+/// A guard is also bound to the process that took the lock: it records the process's
+/// token, and a copy inherited through `fork` (the child's copy of a guard its parent held
+/// at the fork) releases nothing when dropped — the child's thread does not own the lock,
+/// and the parent's thread still does, until the parent's guard goes.
+///
+/// Leaking a guard (`mem::forget`) leaves the lock held until the thread ends (then the
+/// next locker sees [`owner_died`](LockGuard::owner_died)). It also keeps the lock's memory
+/// mapped after its handle is dropped, for as long as the process lives: glibc links the
+/// locks a thread holds into the thread's robust list *through the locks' own memory*, so
+/// that memory must outlive the thread's hold.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
-    lock: &'a RawLock,
-    pid: i32,
+    mutex: &'a RobustMutex,
+    /// The process that took the lock.
+    token: u64,
     owner_died: bool,
+    /// `!Send`: the locking thread must unlock.
+    _not_send: PhantomData<*const ()>,
 }
+
+// SAFETY: a shared `&LockGuard` only reads `owner_died`; nothing reachable through it
+// unlocks or touches the mutex from another thread (`Drop` needs the guard by value, which
+// `!Send` keeps on the locking thread).
+unsafe impl Sync for LockGuard<'_> {}
 
 impl LockGuard<'_> {
     /// Whether the previous owner died while holding the lock, so that what it protects
@@ -281,7 +188,13 @@ impl LockGuard<'_> {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        self.lock.unlock(self.pid);
+        if proc::process_token() != self.token {
+            // A copy inherited through fork: the lock belongs to the parent's thread.
+            return;
+        }
+        // SAFETY: this guard was made by a successful lock in this process, and being
+        // `!Send` it is dropped on the thread that took the lock, exactly once.
+        unsafe { self.mutex.unlock() }
     }
 }
 
@@ -297,17 +210,44 @@ impl fmt::Debug for LockGuard<'_> {
 /// (attach by name from any process) or in anonymous shared memory (inherited by forked
 /// children).
 ///
-/// Robust: if the holder dies — even by `SIGKILL` — the next [`lock`](Lock::lock) succeeds
-/// (within [`Lock::LIVENESS_PERIOD`]) and its guard reports
-/// [`owner_died`](LockGuard::owner_died), so the protected data can be checked; no process
-/// hangs forever on a dead owner.
+/// # Robust, with liveness from the kernel
+/// The lock is a glibc `pthread_mutex_t` made `PTHREAD_MUTEX_ROBUST` and
+/// `PTHREAD_PROCESS_SHARED` (no priority inheritance). glibc puts every robust mutex a
+/// thread holds on that thread's *robust list*, which the kernel walks when the thread ends
+/// — however it ends, `SIGKILL` included: it marks each mutex the thread still held
+/// `FUTEX_OWNER_DIED` and wakes a waiter. The next [`lock`](Lock::lock) therefore succeeds
+/// at once, and its guard reports [`owner_died`](LockGuard::owner_died), so the protected
+/// data can be checked; [`recoveries`](Lock::recoveries) counts such take-overs.
 ///
-/// The lock is owned per *process*: threads of one process exclude each other too (each
-/// takes it with a compare-and-swap), but a thread that locks it twice deadlocks, as with
-/// `std::sync::Mutex` (use [`lock_timeout`](Lock::lock_timeout) to find out).
+/// Nothing else ever frees a held lock: no `/proc` lookup, no pid comparison. A holder in
+/// another pid namespace (a container sharing `/dev/shm`), behind `hidepid`, or with
+/// `/proc` unreadable is waited for as long as it lives.
 ///
-/// Uncontended, `lock` + unlock is one compare-and-swap and one swap; a contended `lock`
-/// spins about 20 µs, then sleeps on a futex and is woken by the unlock.
+/// One corner remains across pid namespaces, because the kernel names a holder by its
+/// thread id *in the holder's own namespace* and two namespaces can both have, say, a
+/// thread 1: if a waiter is killed at the very instant it tries the lock while a thread of
+/// another namespace that carries the same number holds it, the kernel takes the dying
+/// waiter for the holder and frees the lock. ndshm narrows that window to a few
+/// milliseconds after such a holder takes the lock (a waiter that finds its own number in
+/// the lock waits it out by polling, outside glibc); processes in one pid namespace, or in
+/// namespaces whose thread ids do not overlap, are not exposed to it.
+///
+/// # Owned by a thread
+/// The lock is owned by the *thread* that took it: other threads of the same process wait
+/// for it like other processes do, only the holding thread unlocks it (by dropping the
+/// guard, which is `!Send` for that reason), and a thread that ends without unlocking —
+/// its guard leaked with `mem::forget`, or the thread killed with its process — counts as a
+/// dead holder: the next locker gets `owner_died() == true`.
+///
+/// A thread that locks it again while it holds it gets an error instead of waiting for
+/// itself forever (the mutex is of type `PTHREAD_MUTEX_ERRORCHECK`):
+/// [`lock_timeout`](Lock::lock_timeout) returns [`ErrorKind::WouldDeadlock`],
+/// [`try_lock`](Lock::try_lock) returns `None` and [`lock`](Lock::lock) panics, naming the
+/// rule.
+///
+/// Uncontended, `lock` + unlock are glibc's `pthread_mutex_trylock` + `unlock`; a
+/// contended `lock` spins about 20 µs, then sleeps on the mutex's futex and is woken by the
+/// unlock (or by the kernel, when the holder dies).
 ///
 /// # Examples
 /// ```
@@ -329,7 +269,10 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// How long a dead owner's lock stays blocked at most before a waiter takes it over.
+    /// How often a waiter for a queue slot checks whether the slot's holder still lives.
+    ///
+    /// A `Lock` itself no longer waits this long for a dead holder: the kernel hands the
+    /// lock of a thread that died to the next waiter at once. Kept for compatibility.
     pub const LIVENESS_PERIOD: Duration = LIVENESS_PERIOD;
 
     /// An anonymous lock, shared with the children forked after it was made.
@@ -363,8 +306,8 @@ impl Lock {
 
     /// Attaches lock segment `name`.
     ///
-    /// Safe: the segment holds nothing but the lock word set, which every process accesses
-    /// only atomically.
+    /// Safe: the segment holds nothing but the mutex, which every process uses only through
+    /// glibc's `pthread_mutex_*` calls.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`] when `name` is not a lock,
@@ -375,12 +318,21 @@ impl Lock {
         })
     }
 
-    /// Locks, waiting as long as a live process holds the lock.
+    /// Locks, waiting as long as a live thread (of any process) holds the lock.
+    ///
+    /// # Panics
+    /// When this thread holds the lock already (locks are not reentrant: use
+    /// [`lock_timeout`](Lock::lock_timeout) to get [`ErrorKind::WouldDeadlock`] instead), or
+    /// when the lock is broken beyond repair by a foreign program (see the type's docs).
     pub fn lock(&self) -> LockGuard<'_> {
         self.region.lock().lock_guard()
     }
 
-    /// Locks if the lock is free (or its owner died), without waiting.
+    /// Locks if the lock is free (or its owner died), without waiting: `None` when a live
+    /// thread holds it, this one included.
+    ///
+    /// # Panics
+    /// When the lock is broken beyond repair by a foreign program.
     pub fn try_lock(&self) -> Option<LockGuard<'_>> {
         self.region.lock().try_lock_guard()
     }
@@ -388,12 +340,14 @@ impl Lock {
     /// Locks, waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`] when a live process held the lock all that time.
+    /// [`ErrorKind::Timeout`] when a live thread held the lock all that time,
+    /// [`ErrorKind::WouldDeadlock`] at once when it is this thread.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
         self.region.lock().lock_timeout_guard(timeout, "the lock")
     }
 
-    /// Whether some process holds the lock now (a snapshot, for diagnostics).
+    /// Whether some live thread holds the lock now (a snapshot, for diagnostics). The lock of
+    /// a holder that died reads as free: the next locker takes it at once.
     pub fn is_locked(&self) -> bool {
         self.region.lock().is_locked()
     }
@@ -428,16 +382,29 @@ mod tests {
         let g = l.lock();
         assert!(!g.owner_died());
         assert!(l.is_locked());
-        // Same process, same pid: try_lock sees a live owner.
+        // This thread holds it: try_lock says no, lock_timeout says why, at once.
         assert!(l.try_lock().is_none());
-        assert_eq!(
-            l.lock_timeout(Duration::from_millis(30))
-                .unwrap_err()
-                .kind(),
-            ErrorKind::Timeout
-        );
+        let t = Instant::now();
+        let err = l.lock_timeout(Duration::from_secs(30)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WouldDeadlock, "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // Another thread of this process waits like another process would.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let err = l.lock_timeout(Duration::from_millis(30)).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Timeout);
+            });
+        });
         drop(g);
         assert!(!l.is_locked());
         assert!(l.try_lock().is_some());
+    }
+
+    #[test]
+    #[should_panic(expected = "not reentrant")]
+    fn lock_twice_on_one_thread_panics_naming_the_rule() {
+        let l = Lock::new().unwrap();
+        let _g = l.lock();
+        let _again = l.lock();
     }
 }

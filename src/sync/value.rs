@@ -314,12 +314,19 @@ impl<T: AtomicElement> SharedValue<T> {
     }
 
     /// Takes the value's own robust lock (Python's `get_lock()`), for compound updates:
-    /// every process that updates the value this way excludes the others.
+    /// every process (and thread) that updates the value this way excludes the others. The
+    /// lock behaves as [`Lock`](crate::Lock)'s does: robust, owned by the locking thread,
+    /// not reentrant.
+    ///
+    /// # Panics
+    /// When this thread holds the value's lock already (use
+    /// [`lock_timeout`](Self::lock_timeout) to get [`ErrorKind::WouldDeadlock`] instead).
     pub fn lock(&self) -> LockGuard<'_> {
         self.region.lock().lock_guard()
     }
 
-    /// [`lock`](Self::lock) without waiting.
+    /// [`lock`](Self::lock) without waiting: `None` when a live thread holds it, this one
+    /// included.
     pub fn try_lock(&self) -> Option<LockGuard<'_>> {
         self.region.lock().try_lock_guard()
     }
@@ -327,7 +334,8 @@ impl<T: AtomicElement> SharedValue<T> {
     /// [`lock`](Self::lock), waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`].
+    /// [`ErrorKind::Timeout`], or [`ErrorKind::WouldDeadlock`] at once when this thread
+    /// holds the lock already.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
         self.region
             .lock()

@@ -50,6 +50,7 @@ pub(crate) fn cached_pid() -> i32 {
 }
 
 /// The calling process's pid and start time, both cached as in [`cached_pid`].
+#[allow(dead_code)] // its user, the old lock word, is gone
 pub(crate) fn cached_identity() -> (i32, u64) {
     let p = CACHED_PID.load(Ordering::Acquire);
     if p != 0 {
