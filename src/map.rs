@@ -212,9 +212,12 @@ enum Probe {
 /// - A removal publishes "slot *i* is a hole" in the pending-operation word (from then on
 ///   the entry is gone), then closes the hole: each entry further along the run that may
 ///   move back is copied into the hole, and the word is set to its old slot, the new
-///   hole, by one store; the last hole is marked empty and the word cleared. Each step
-///   depends only on the table, so redoing it from the recorded hole gives the same table.
-/// - `len` is a cache of the number of full slots.
+///   hole, by one store; the last hole is marked empty and the word cleared. Which entry
+///   moves next depends only on the table and the recorded hole, so redoing the closing
+///   from the recorded hole, any number of times, gives the same table.
+/// - `len` is a cache of the number of full slots, stored after the commit.
+/// - Each publishing store is fenced against compiler reordering, so a holder killed
+///   between two instructions leaves exactly the stores that precede the kill.
 ///
 /// Whenever the lock reports that its previous owner died ([`LockGuard::owner_died`]), or
 /// the pending-operation word is set, the locker first finishes the recorded operation
@@ -327,7 +330,10 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         if header_word(&region, 0) != MAGIC {
             return Err(Error::new(
                 ErrorKind::InvalidHeader,
-                format!("map segment '{name}' has a bad magic; it is corrupted"),
+                format!(
+                    "map segment '{name}' has a bad magic: it is corrupted, or was made by \
+                     an ndshm version with another map layout; recreate it"
+                ),
             ));
         }
         if header_word(&region, H_KTAG) != type_tag::<K>()
