@@ -73,6 +73,7 @@ fn fault_step() {
 /// Stores `v` as one step: the compiler keeps every store before it before, and every
 /// store after it after (a holder killed between two instructions leaves exactly the
 /// stores that precede the kill in program order).
+#[inline(always)]
 fn publish<A: Publish>(word: &A, v: A::Value) {
     compiler_fence(Ordering::SeqCst);
     word.publish(v);
@@ -87,6 +88,7 @@ trait Publish {
 
 impl Publish for AtomicU32 {
     type Value = u32;
+    #[inline(always)]
     fn publish(&self, v: u32) {
         self.store(v, Ordering::Release);
     }
@@ -94,6 +96,7 @@ impl Publish for AtomicU32 {
 
 impl Publish for AtomicU64 {
     type Value = u64;
+    #[inline(always)]
     fn publish(&self, v: u64) {
         self.store(v, Ordering::Release);
     }
@@ -243,11 +246,20 @@ enum Probe {
 /// ```
 pub struct SharedMap<K: MapKey, V: Pod> {
     region: Region,
+    /// The region's payload, cached: the mapping does not move while `region` lives.
+    base: *mut u8,
     cap: usize,
     slots: usize,
     stride: usize,
     _marker: PhantomData<fn(K) -> V>,
 }
+
+// SAFETY: `base` points into the mapping that `region` (Send and Sync) keeps alive and in
+// place; header words are accessed only through atomics and entries only under the map's
+// lock, from any thread or process alike.
+unsafe impl<K: MapKey, V: Pod> Send for SharedMap<K, V> {}
+// SAFETY: as above.
+unsafe impl<K: MapKey, V: Pod> Sync for SharedMap<K, V> {}
 
 impl<K: MapKey, V: Pod> SharedMap<K, V> {
     /// (slots, entry stride, payload length) of a map of `capacity` entries.
@@ -366,6 +378,7 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
 
     fn wrap(region: Region, cap: usize, slots: usize, stride: usize) -> Self {
         SharedMap {
+            base: region.payload(),
             region,
             cap,
             slots,
@@ -390,7 +403,7 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     fn word(&self, off: usize) -> &AtomicU64 {
         // SAFETY: header words lie in the validated payload (`off + 8 <= HEADER`), 8-byte
         // aligned (the payload is page-aligned); they are only accessed atomically.
-        unsafe { &*(self.region.payload().add(off) as *const AtomicU64) }
+        unsafe { &*(self.base.add(off) as *const AtomicU64) }
     }
 
     fn log(&self) -> &AtomicU64 {
@@ -402,7 +415,7 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         assert!(i <= self.slots, "map entry {i} out of range");
         // SAFETY: `i <= slots`, so the entry lies inside the payload, which holds `HEADER +
         // (slots + 1) * stride` bytes (checked at creation and at open).
-        unsafe { self.region.payload().add(HEADER + i * self.stride) }
+        unsafe { self.base.add(HEADER + i * self.stride) }
     }
 
     fn state(&self, i: usize) -> &AtomicU32 {
