@@ -45,7 +45,10 @@ enum Op {
 /// An endless, deterministic stream of inserts (new keys and replacements) and removals
 /// that keeps the map near its capacity (load ½: long probe runs, so removals shift
 /// entries back), with the model of what the map must hold after each operation.
-#[derive(Clone)]
+///
+/// A forked child draws from its copy without allocating (the parent's other threads may
+/// hold the allocator's lock at the fork): the model's room for `cap` keys is reserved
+/// when the workload is made or cloned.
 struct Workload {
     rng: Rng,
     cap: usize,
@@ -53,13 +56,27 @@ struct Workload {
     keys: Vec<u64>,
 }
 
+impl Clone for Workload {
+    fn clone(&self) -> Workload {
+        let mut w = Workload {
+            rng: self.rng.clone(),
+            cap: self.cap,
+            model: self.model.clone(),
+            keys: self.keys.clone(),
+        };
+        w.model.reserve(self.cap);
+        w.keys.reserve(self.cap);
+        w
+    }
+}
+
 impl Workload {
     fn new(seed: u64, cap: usize) -> Workload {
         Workload {
             rng: Rng(seed),
             cap,
-            model: HashMap::new(),
-            keys: Vec::new(),
+            model: HashMap::with_capacity(cap),
+            keys: Vec::with_capacity(cap),
         }
     }
 
@@ -168,10 +185,9 @@ fn map_holder_killed_between_any_two_stores_loses_no_committed_entry() {
     loop {
         let map = Arc::new(Map::new(CAP).unwrap());
         let done = Arc::new(SharedValue::new(0u64).unwrap());
-        let (m, d) = (map.clone(), done.clone());
+        let (m, d, mut w) = (map.clone(), done.clone(), Workload::new(SEED, CAP));
         let child = Process::spawn(move || -> ndshm::Result<()> {
             Map::__exit_at_step(step);
-            let mut w = Workload::new(SEED, CAP);
             for i in 0..OPS {
                 apply(&m, w.next_op())?;
                 d.store(i as u64 + 1);
@@ -220,16 +236,15 @@ fn map_holder_killed_between_any_two_stores_loses_no_committed_entry() {
     assert!(mid_op > 0, "no crash landed after an operation's commit");
 }
 
-#[test]
-fn map_holder_sigkilled_1000_times_mid_churn_loses_no_committed_entry() {
-    const CAP: usize = 256;
-    const KILLS: usize = 1000;
-    let map = Arc::new(Map::new(CAP).unwrap());
+/// Lets a child churn through `w` on `map` and SIGKILLs it at a random moment, `kills`
+/// times; after each kill the map must hold what the operations that returned left.
+/// Returns how many kills landed after the commit of the operation in flight.
+fn churn_and_kill(mut w: Workload, kills: usize, seed: u64) -> usize {
+    let map = Arc::new(Map::new(w.cap).unwrap());
     let done = Arc::new(SharedValue::new(0u64).unwrap());
-    let mut w = Workload::new(0x5eed, CAP);
-    let mut rng = Rng(7);
+    let mut rng = Rng(seed);
     let mut after_commit = 0;
-    for kill in 0..KILLS {
+    for kill in 0..kills {
         let start = done.load();
         let (m, d, mut cw) = (map.clone(), done.clone(), w.clone());
         let child = Process::spawn(move || -> ndshm::Result<()> {
@@ -260,14 +275,33 @@ fn map_holder_sigkilled_1000_times_mid_churn_loses_no_committed_entry() {
         }
         let mut after = w.clone();
         after.next_op();
-        if matching(&map, &[&w, &after], &format!("kill {kill}")) == 1 {
+        if matching(&map, &[&w, &after], &format!("seed {seed}, kill {kill}")) == 1 {
             after_commit += 1;
             w = after;
             done.store(now + 1);
         }
     }
+    after_commit
+}
+
+#[test]
+fn map_holder_sigkilled_1000_times_mid_churn_loses_no_committed_entry() {
+    const CAP: usize = 256;
+    // Four maps side by side: the kills are 4 × 250, and the waits for a dead holder's
+    // lock overlap.
+    const MAPS: u64 = 4;
+    const KILLS: usize = 250;
+    let after_commit: usize = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..MAPS)
+            .map(|i| s.spawn(move || churn_and_kill(Workload::new(0x5eed + i, CAP), KILLS, i)))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).sum()
+    });
     // Some kills land between an operation's commit and the progress store; most do not.
-    assert!(after_commit < KILLS, "every kill landed after a commit");
+    assert!(
+        after_commit < MAPS as usize * KILLS,
+        "every kill landed after a commit"
+    );
 }
 
 /// Writes `bytes` at `offset` of segment `name`, as a process that is not ndshm would.
