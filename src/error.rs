@@ -30,6 +30,10 @@ pub enum ErrorKind {
     KindMismatch,
     /// The segment's header or trailer is truncated, corrupted, or not ndshm/npy at all.
     InvalidHeader,
+    /// Run-time state read from shared memory is impossible (a map whose slots are all
+    /// full, an index out of range…): something other than ndshm wrote over the segment.
+    /// The message names what was wrong; recreate the structure.
+    Corrupt,
     /// The segment is shorter than its header says (including a zero-length segment).
     Truncated,
     /// A valid `.npy` header that ndshm does not support (big-endian or structured dtype,
@@ -81,6 +85,7 @@ impl ErrorKind {
             ErrorKind::DimensionMismatch => "dimensionality mismatch",
             ErrorKind::KindMismatch => "segment kind mismatch",
             ErrorKind::InvalidHeader => "invalid header",
+            ErrorKind::Corrupt => "corrupted shared state",
             ErrorKind::Truncated => "segment truncated",
             ErrorKind::Unsupported => "unsupported format",
             ErrorKind::SizeOverflow => "size overflow",
@@ -218,7 +223,9 @@ impl From<Error> for io::Error {
             ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
             ErrorKind::InvalidName | ErrorKind::InvalidArgument => io::ErrorKind::InvalidInput,
-            ErrorKind::InvalidHeader | ErrorKind::Truncated => io::ErrorKind::InvalidData,
+            ErrorKind::InvalidHeader | ErrorKind::Corrupt | ErrorKind::Truncated => {
+                io::ErrorKind::InvalidData
+            }
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)

@@ -4,7 +4,7 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
 
 use bytemuck::Pod;
 
@@ -16,7 +16,7 @@ use crate::trailer::SegmentKind;
 /// The longest key, in bytes (a string key's UTF-8 length).
 pub const MAX_KEY_LEN: usize = 32;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMMP1");
+const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMMP2");
 const HEADER: usize = 64;
 const H_CAP: usize = 8;
 const H_SLOTS: usize = 16;
@@ -24,14 +24,83 @@ const H_STRIDE: usize = 24;
 const H_KTAG: usize = 32;
 const H_VTAG: usize = 40;
 const H_LEN: usize = 48;
-const H_DEAD: usize = 56;
-/// Entry: state (u32), key length (u32), key bytes, then the value.
-const E_KEY: usize = 8;
-const E_VALUE: usize = E_KEY + MAX_KEY_LEN;
+/// The pending-operation word: what a holder that died must have finished (see the type's
+/// docs). Its top two bits say what, the rest a slot index.
+const H_LOG: usize = 56;
+/// An entry (a slot of the table): state (u32, the entry's commit word), then its body:
+/// key length (u32), key bytes, then the value. One more entry after the table holds the
+/// value of a pending replacement.
+const E_BODY: usize = 4;
+/// Offsets inside an entry's body.
+const B_KEY: usize = 4;
+const B_VALUE: usize = B_KEY + MAX_KEY_LEN;
 
 const EMPTY: u32 = 0;
 const FULL: u32 = 1;
-const TOMBSTONE: u32 = 2;
+
+const LOG_OP: u64 = 3 << 62;
+const LOG_INDEX: u64 = !LOG_OP;
+/// Copy the value held in the log entry into slot `index` (a replacement).
+const LOG_SET: u64 = 1 << 62;
+/// Slot `index` is a hole: finish the backward-shift deletion from there.
+const LOG_HOLE: u64 = 2 << 62;
+/// Recount `len` from the table (a recovery in progress).
+const LOG_RECOUNT: u64 = 3 << 62;
+
+/// Fault injection for the crash tests: when non-zero, the process leaves with
+/// `_exit(FAULT_EXIT)` at that step of the map's shared-memory updates (steps counted
+/// over every map of the process).
+static FAULT_AT: AtomicU64 = AtomicU64::new(0);
+static FAULT_STEPS: AtomicU64 = AtomicU64::new(0);
+const FAULT_EXIT: i32 = 86;
+
+/// A point between two stores to shared memory where a holder may die.
+#[inline(always)]
+fn crash_point() {
+    if FAULT_AT.load(Ordering::Relaxed) != 0 {
+        fault_step();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn fault_step() {
+    if FAULT_STEPS.fetch_add(1, Ordering::Relaxed) + 1 == FAULT_AT.load(Ordering::Relaxed) {
+        crate::sys::fork::exit_now(FAULT_EXIT);
+    }
+}
+
+/// Stores `v` as one step: the compiler keeps every store before it before, and every
+/// store after it after (a holder killed between two instructions leaves exactly the
+/// stores that precede the kill in program order).
+#[inline(always)]
+fn publish<A: Publish>(word: &A, v: A::Value) {
+    compiler_fence(Ordering::SeqCst);
+    word.publish(v);
+    compiler_fence(Ordering::SeqCst);
+    crash_point();
+}
+
+trait Publish {
+    type Value;
+    fn publish(&self, v: Self::Value);
+}
+
+impl Publish for AtomicU32 {
+    type Value = u32;
+    #[inline(always)]
+    fn publish(&self, v: u32) {
+        self.store(v, Ordering::Release);
+    }
+}
+
+impl Publish for AtomicU64 {
+    type Value = u64;
+    #[inline(always)]
+    fn publish(&self, v: u64) {
+        self.store(v, Ordering::Release);
+    }
+}
 
 mod private {
     pub trait Sealed {}
@@ -108,6 +177,14 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Where a key's probe ended.
+enum Probe {
+    /// The key's slot.
+    Found(usize),
+    /// The first empty slot on the key's path: where it would go.
+    Vacant(usize),
+}
+
 /// A hash map in shared memory: keys are integers or strings of up to [`MAX_KEY_LEN`]
 /// bytes, values are `Pod`, and the number of entries is bounded by a capacity fixed at
 /// creation. Python's `Manager().dict()`, without a server process: an operation is a
@@ -115,11 +192,42 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 ///
 /// Every operation holds the map's robust lock, so all processes see one consistent map.
 /// Inserting a new key into a map holding `capacity` entries is an [`ErrorKind::Full`]
-/// error; nothing is overwritten. If a process dies holding the lock, the next operation
-/// proceeds (an insert is published by its final state word, so an entry is either there
-/// or not).
+/// error; nothing is overwritten.
 ///
-/// Opening by name is safe: all access is under the lock.
+/// Opening by name is safe: all access is under the lock, and state read from the segment
+/// is checked, so a segment overwritten by something else gives [`ErrorKind::Corrupt`]
+/// (in time bounded by the table's size), never a panic, a hang or an access out of
+/// bounds.
+///
+/// # Crash consistency
+/// A process may die (`SIGKILL`) between any two of its stores while it holds the lock;
+/// the next operation, in any process, sees a map in which every insert or removal that
+/// returned has taken effect, the one in flight has either taken effect entirely or not
+/// at all, every entry is found by its key, and [`len`](Self::len) is exact. How:
+/// - The table uses linear probing with backward-shift deletion, so there are no
+///   tombstones and no rebuilds: no update ever moves more than the entries of one
+///   probe run.
+/// - A new key is written into an empty slot whose state word still says empty, then
+///   published by one store of that word. A holder that dies earlier leaves an empty slot.
+/// - Replacing a value copies the new value into a log entry after the table, then
+///   publishes "set slot *i*" in the header's pending-operation word, copies the value
+///   and clears the word. A replacement is never torn: the log entry redoes it.
+/// - A removal publishes "slot *i* is a hole" in the pending-operation word (from then on
+///   the entry is gone), then closes the hole: each entry further along the run that may
+///   move back is copied into the hole, and the word is set to its old slot, the new
+///   hole, by one store; the last hole is marked empty and the word cleared. Which entry
+///   moves next depends only on the table and the recorded hole, so redoing the closing
+///   from the recorded hole, any number of times, gives the same table.
+/// - `len` is a cache of the number of full slots, stored after the commit.
+/// - Each publishing store is fenced against compiler reordering, so a holder killed
+///   between two instructions leaves exactly the stores that precede the kill.
+///
+/// Whenever the lock reports that its previous owner died ([`LockGuard::owner_died`]), or
+/// the pending-operation word is set, the locker first finishes the recorded operation
+/// and recounts `len` from the state words (one pass over the table), recording the
+/// recovery in the same word so that a recoverer that dies in turn is itself recovered.
+///
+/// [`LockGuard::owner_died`]: crate::LockGuard::owner_died
 ///
 /// # Examples
 /// ```
@@ -138,13 +246,23 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// ```
 pub struct SharedMap<K: MapKey, V: Pod> {
     region: Region,
+    /// The region's payload, cached: the mapping does not move while `region` lives.
+    base: *mut u8,
     cap: usize,
     slots: usize,
     stride: usize,
     _marker: PhantomData<fn(K) -> V>,
 }
 
+// SAFETY: `base` points into the mapping that `region` (Send and Sync) keeps alive and in
+// place; header words are accessed only through atomics and entries only under the map's
+// lock, from any thread or process alike.
+unsafe impl<K: MapKey, V: Pod> Send for SharedMap<K, V> {}
+// SAFETY: as above.
+unsafe impl<K: MapKey, V: Pod> Sync for SharedMap<K, V> {}
+
 impl<K: MapKey, V: Pod> SharedMap<K, V> {
+    /// (slots, entry stride, payload length) of a map of `capacity` entries.
     fn layout(capacity: usize) -> Result<(usize, usize, usize)> {
         let overflow = || {
             Error::new(
@@ -161,9 +279,11 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         let slots = capacity
             .checked_mul(2)
             .and_then(usize::checked_next_power_of_two)
+            .filter(|&s| s as u64 <= LOG_INDEX)
             .ok_or_else(overflow)?;
-        let stride = (E_VALUE + std::mem::size_of::<V>()).next_multiple_of(8);
-        let len = slots
+        let stride = (E_BODY + B_VALUE + std::mem::size_of::<V>()).next_multiple_of(8);
+        // The table, then one log entry.
+        let len = (slots + 1)
             .checked_mul(stride)
             .and_then(|n| n.checked_add(HEADER))
             .ok_or_else(overflow)?;
@@ -222,7 +342,10 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         if header_word(&region, 0) != MAGIC {
             return Err(Error::new(
                 ErrorKind::InvalidHeader,
-                format!("map segment '{name}' has a bad magic; it is corrupted"),
+                format!(
+                    "map segment '{name}' has a bad magic: it is corrupted, or was made by \
+                     an ndshm version with another map layout; recreate it"
+                ),
             ));
         }
         if header_word(&region, H_KTAG) != type_tag::<K>()
@@ -255,6 +378,7 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
 
     fn wrap(region: Region, cap: usize, slots: usize, stride: usize) -> Self {
         SharedMap {
+            base: region.payload(),
             region,
             cap,
             slots,
@@ -263,70 +387,198 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         }
     }
 
-    fn counter(&self, off: usize) -> &AtomicU64 {
-        // SAFETY: header words lie in the validated payload, 8-byte aligned; only accessed
-        // atomically.
-        unsafe { &*(self.region.payload().add(off) as *const AtomicU64) }
+    /// Test hook: from now on this process leaves with `_exit(86)` at the `step`-th store
+    /// of a map update (counted from this call, over every map of the process; 0 turns the
+    /// hook off). Only for crash tests; not part of the API.
+    #[doc(hidden)]
+    pub fn __exit_at_step(step: u64) {
+        FAULT_STEPS.store(0, Ordering::Relaxed);
+        FAULT_AT.store(step, Ordering::Relaxed);
     }
 
-    /// The bytes of entry `i`.
+    /// The exit code of [`__exit_at_step`](Self::__exit_at_step).
+    #[doc(hidden)]
+    pub const __FAULT_EXIT: i32 = FAULT_EXIT;
+
+    fn word(&self, off: usize) -> &AtomicU64 {
+        // SAFETY: header words lie in the validated payload (`off + 8 <= HEADER`), 8-byte
+        // aligned (the payload is page-aligned); they are only accessed atomically.
+        unsafe { &*(self.base.add(off) as *const AtomicU64) }
+    }
+
+    fn log(&self) -> &AtomicU64 {
+        self.word(H_LOG)
+    }
+
+    /// Entry `i` of the table; `i == slots` is the log entry.
+    fn entry_ptr(&self, i: usize) -> *mut u8 {
+        assert!(i <= self.slots, "map entry {i} out of range");
+        // SAFETY: `i <= slots`, so the entry lies inside the payload, which holds `HEADER +
+        // (slots + 1) * stride` bytes (checked at creation and at open).
+        unsafe { self.base.add(HEADER + i * self.stride) }
+    }
+
+    fn state(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: the entry is in bounds (`entry_ptr`) and 8-byte aligned (HEADER and the
+        // stride are multiples of 8); its state word is only accessed atomically.
+        unsafe { &*(self.entry_ptr(i) as *const AtomicU32) }
+    }
+
+    /// The body of entry `i` (key length, key, value).
     ///
-    /// Only called with the lock held, which makes this process the only one touching
-    /// entries; `&mut self`-free access is sound because the returned slice never outlives
-    /// the lock guard of the calling method.
+    /// Only called with the map's lock held, which makes this process the only one
+    /// touching entries; `&self` access is sound because the returned slice never outlives
+    /// the lock guard of the calling method, and callers hold one body slice at a time.
     #[allow(clippy::mut_from_ref)]
-    fn entry(&self, i: usize) -> &mut [u8] {
-        debug_assert!(i < self.slots);
-        // SAFETY: `i < slots`, so the entry lies inside the payload (`HEADER + slots *
-        // stride` bytes, validated). Entries are accessed only under the map's lock, held
-        // by the caller for as long as it uses the slice, and each caller uses one entry
-        // slice at a time.
+    fn body(&self, i: usize) -> &mut [u8] {
+        // SAFETY: the entry is in bounds (`entry_ptr`) and `stride - E_BODY` bytes follow
+        // its state word inside it; the lock gives this process exclusive access (above).
         unsafe {
-            std::slice::from_raw_parts_mut(
-                self.region.payload().add(HEADER + i * self.stride),
-                self.stride,
-            )
+            std::slice::from_raw_parts_mut(self.entry_ptr(i).add(E_BODY), self.stride - E_BODY)
         }
     }
 
-    fn state(e: &[u8]) -> u32 {
-        u32::from_le_bytes([e[0], e[1], e[2], e[3]])
+    fn key_of(body: &[u8]) -> &[u8] {
+        let n = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+        &body[B_KEY..B_KEY + n.min(MAX_KEY_LEN)]
     }
 
-    fn set_state(e: &mut [u8], s: u32) {
-        e[0..4].copy_from_slice(&s.to_le_bytes());
+    fn value_of(body: &[u8]) -> V {
+        bytemuck::pod_read_unaligned(&body[B_VALUE..B_VALUE + std::mem::size_of::<V>()])
     }
 
-    fn key_of(e: &[u8]) -> &[u8] {
-        let n = (u32::from_le_bytes([e[4], e[5], e[6], e[7]]) as usize).min(MAX_KEY_LEN);
-        &e[E_KEY..E_KEY + n]
+    fn set_value_bytes(body: &mut [u8], value: &V) {
+        body[B_VALUE..B_VALUE + std::mem::size_of::<V>()]
+            .copy_from_slice(bytemuck::bytes_of(value));
     }
 
-    fn value_of(e: &[u8]) -> V {
-        bytemuck::pod_read_unaligned(&e[E_VALUE..E_VALUE + std::mem::size_of::<V>()])
+    fn corrupt(&self, what: impl fmt::Display) -> Error {
+        let name = self.region.name().unwrap_or("(anonymous)");
+        Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "map segment '{name}': {what}; something other than ndshm wrote over it, so \
+                 recreate it"
+            ),
+        )
     }
 
-    /// (index of the key's entry if present, first free index on its probe path).
-    fn find(&self, key: &[u8]) -> (Option<usize>, Option<usize>) {
+    /// Runs `f` under the map's lock, after recovering from a holder that died; `f` gets
+    /// the recovery's outcome.
+    fn with_lock<R>(&self, f: impl FnOnce(Result<()>) -> R) -> R {
+        let guard = self.region.lock().lock_guard();
+        let state = if guard.owner_died() || self.log().load(Ordering::Acquire) != 0 {
+            self.recover()
+        } else {
+            Ok(())
+        };
+        let r = f(state);
+        drop(guard);
+        r
+    }
+
+    /// Finishes the operation a dead holder recorded, then recounts `len` (lock held).
+    fn recover(&self) -> Result<()> {
+        let mut log = self.log().load(Ordering::Acquire);
+        if log == 0 {
+            log = LOG_RECOUNT;
+            publish(self.log(), log);
+        }
+        let i = (log & LOG_INDEX) as usize;
+        match log & LOG_OP {
+            LOG_SET if i < self.slots && self.state(i).load(Ordering::Relaxed) == FULL => {
+                let v = Self::value_of(self.body(self.slots));
+                Self::set_value_bytes(self.body(i), &v);
+                publish(self.log(), LOG_RECOUNT);
+            }
+            LOG_HOLE if i < self.slots => self.close_hole(i, LOG_RECOUNT)?,
+            LOG_RECOUNT => {}
+            _ => {
+                return Err(self.corrupt(format_args!(
+                    "its pending-operation word is {log:#x}, which names no operation"
+                )))
+            }
+        }
+        let mut n = 0usize;
+        for i in 0..self.slots {
+            match self.state(i).load(Ordering::Relaxed) {
+                FULL => n += 1,
+                EMPTY => {}
+                s => return Err(self.corrupt(format_args!("slot {i} has state word {s}"))),
+            }
+        }
+        if n > self.cap {
+            return Err(self.corrupt(format_args!(
+                "{n} slots are full, more than its capacity of {}",
+                self.cap
+            )));
+        }
+        publish(self.word(H_LEN), n as u64);
+        publish(self.log(), 0);
+        Ok(())
+    }
+
+    /// Probes for `key` (lock held).
+    fn find(&self, key: &[u8]) -> Result<Probe> {
         let mask = self.slots - 1;
         let mut i = fnv1a(key) as usize & mask;
-        let mut free = None;
         for _ in 0..self.slots {
-            let e = self.entry(i);
-            match Self::state(e) {
-                FULL if Self::key_of(e) == key => return (Some(i), free),
+            match self.state(i).load(Ordering::Relaxed) {
+                FULL if Self::key_of(self.body(i)) == key => return Ok(Probe::Found(i)),
                 FULL => {}
-                TOMBSTONE => {
-                    free.get_or_insert(i);
-                }
-                _ => {
-                    free.get_or_insert(i);
-                    return (None, free);
-                }
+                EMPTY => return Ok(Probe::Vacant(i)),
+                s => return Err(self.corrupt(format_args!("slot {i} has state word {s}"))),
             }
             i = (i + 1) & mask;
         }
-        (None, free)
+        Err(self.corrupt(format_args!(
+            "all {} slots are marked full, but a map holds at most {} entries",
+            self.slots, self.cap
+        )))
+    }
+
+    /// Closes the hole at `hole` by backward shift, then publishes `done` in the
+    /// pending-operation word (lock held; see "Crash consistency" in the type's docs).
+    fn close_hole(&self, mut hole: usize, done: u64) -> Result<()> {
+        let mask = self.slots - 1;
+        let mut j = hole;
+        for _ in 0..self.slots {
+            j = (j + 1) & mask;
+            match self.state(j).load(Ordering::Relaxed) {
+                EMPTY => {
+                    publish(self.state(hole), EMPTY);
+                    publish(self.log(), done);
+                    return Ok(());
+                }
+                FULL if j == hole => break,
+                FULL => {
+                    let home = fnv1a(Self::key_of(self.body(j))) as usize & mask;
+                    // The entry may move back iff the hole lies on its probe path
+                    // [home, j): no lookup of it would then stop at the hole.
+                    if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
+                        let len = self.stride - E_BODY;
+                        // SAFETY: both bodies are in bounds (`entry_ptr`), `len` bytes
+                        // long, and distinct (`j != hole`, both < slots); the lock gives
+                        // this process exclusive access to them.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                self.entry_ptr(j).add(E_BODY),
+                                self.entry_ptr(hole).add(E_BODY),
+                                len,
+                            );
+                        }
+                        publish(self.state(hole), FULL);
+                        publish(self.log(), LOG_HOLE | j as u64);
+                        hole = j;
+                    }
+                }
+                s => return Err(self.corrupt(format_args!("slot {j} has state word {s}"))),
+            }
+        }
+        Err(self.corrupt(format_args!(
+            "all {} slots are marked full, but a map holds at most {} entries",
+            self.slots, self.cap
+        )))
     }
 
     fn encode<Q: KeyBytes + ?Sized>(key: &Q) -> Result<([u8; MAX_KEY_LEN], usize)> {
@@ -339,30 +591,42 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     /// [`ErrorKind::Full`] when `key` is new and the map holds `capacity` entries,
-    /// [`ErrorKind::InvalidArgument`] for a string key over [`MAX_KEY_LEN`] bytes.
+    /// [`ErrorKind::InvalidArgument`] for a string key over [`MAX_KEY_LEN`] bytes,
+    /// [`ErrorKind::Corrupt`] when the map's shared state was overwritten.
     pub fn insert<Q>(&self, key: &Q, value: V) -> Result<Option<V>>
     where
         K: Borrow<Q>,
         Q: KeyBytes + ?Sized,
     {
         let (kb, n) = Self::encode(key)?;
-        let _g = self.region.lock().lock_guard();
-        self.insert_locked(&kb, n, value)
+        self.with_lock(|ok| {
+            ok?;
+            self.insert_locked(&kb, n, value)
+        })
     }
 
     /// `insert` with the lock held by the caller.
     fn insert_locked(&self, kb: &[u8; MAX_KEY_LEN], n: usize, value: V) -> Result<Option<V>> {
-        let key = &kb[..n];
-        let vsize = std::mem::size_of::<V>();
-        let (mut found, mut free) = self.find(key);
-        if let Some(i) = found {
-            let e = self.entry(i);
-            let old = Self::value_of(e);
-            e[E_VALUE..E_VALUE + vsize].copy_from_slice(bytemuck::bytes_of(&value));
-            return Ok(Some(old));
-        }
-        let len = self.counter(H_LEN).load(Ordering::Relaxed) as usize;
-        if len >= self.cap {
+        let i = match self.find(&kb[..n])? {
+            Probe::Found(i) => {
+                let old = Self::value_of(self.body(i));
+                // Redo record first: the replacement is never torn.
+                Self::set_value_bytes(self.body(self.slots), &value);
+                publish(self.log(), LOG_SET | i as u64);
+                Self::set_value_bytes(self.body(i), &value);
+                publish(self.log(), 0);
+                return Ok(Some(old));
+            }
+            Probe::Vacant(i) => i,
+        };
+        let len = self.word(H_LEN).load(Ordering::Relaxed);
+        if len >= self.cap as u64 {
+            if len > self.cap as u64 {
+                return Err(self.corrupt(format_args!(
+                    "its length word says {len}, more than its capacity of {}",
+                    self.cap
+                )));
+            }
             return Err(Error::new(
                 ErrorKind::Full,
                 format!(
@@ -372,62 +636,35 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
                 ),
             ));
         }
-        let dead = self.counter(H_DEAD).load(Ordering::Relaxed) as usize;
-        if free.is_none() || len + dead >= self.slots / 4 * 3 {
-            // Tombstones lengthen probes: drop them (len <= slots / 2, so room remains).
-            self.rebuild_locked();
-            (found, free) = self.find(key);
-        }
-        debug_assert!(found.is_none());
-        let i = free.expect("at most half the entries are used after a rebuild");
-        let e = self.entry(i);
-        if Self::state(e) == TOMBSTONE {
-            self.counter(H_DEAD).fetch_sub(1, Ordering::Relaxed);
-        }
-        e[4..8].copy_from_slice(&(n as u32).to_le_bytes());
-        e[E_KEY..E_KEY + MAX_KEY_LEN].copy_from_slice(kb);
-        e[E_VALUE..E_VALUE + vsize].copy_from_slice(bytemuck::bytes_of(&value));
-        // Published last: a holder that dies before this line leaves no half entry.
-        Self::set_state(e, FULL);
-        self.counter(H_LEN).store(len as u64 + 1, Ordering::Relaxed);
+        let body = self.body(i);
+        body[0..4].copy_from_slice(&(n as u32).to_le_bytes());
+        body[B_KEY..B_KEY + MAX_KEY_LEN].copy_from_slice(kb);
+        Self::set_value_bytes(body, &value);
+        crash_point();
+        // The commit: a holder that dies before it leaves the slot empty.
+        publish(self.state(i), FULL);
+        publish(self.word(H_LEN), len + 1);
         Ok(None)
-    }
-
-    /// Re-inserts every entry, dropping tombstones (lock held by the caller).
-    fn rebuild_locked(&self) {
-        let mut live = Vec::new();
-        for i in 0..self.slots {
-            let e = self.entry(i);
-            if Self::state(e) == FULL {
-                live.push(e.to_vec());
-            }
-            Self::set_state(e, EMPTY);
-        }
-        let mask = self.slots - 1;
-        for bytes in &live {
-            let mut i = fnv1a(Self::key_of(bytes)) as usize & mask;
-            while Self::state(self.entry(i)) != EMPTY {
-                i = (i + 1) & mask;
-            }
-            self.entry(i).copy_from_slice(bytes);
-        }
-        self.counter(H_DEAD).store(0, Ordering::Relaxed);
-        self.counter(H_LEN)
-            .store(live.len() as u64, Ordering::Relaxed);
     }
 
     /// The value for `key`.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`] for a string key over [`MAX_KEY_LEN`] bytes.
+    /// [`ErrorKind::InvalidArgument`] for a string key over [`MAX_KEY_LEN`] bytes,
+    /// [`ErrorKind::Corrupt`] when the map's shared state was overwritten.
     pub fn get<Q>(&self, key: &Q) -> Result<Option<V>>
     where
         K: Borrow<Q>,
         Q: KeyBytes + ?Sized,
     {
         let (kb, n) = Self::encode(key)?;
-        let _g = self.region.lock().lock_guard();
-        Ok(self.find(&kb[..n]).0.map(|i| Self::value_of(self.entry(i))))
+        self.with_lock(|ok| {
+            ok?;
+            Ok(match self.find(&kb[..n])? {
+                Probe::Found(i) => Some(Self::value_of(self.body(i))),
+                Probe::Vacant(_) => None,
+            })
+        })
     }
 
     /// Whether `key` is present.
@@ -452,16 +689,24 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         Q: KeyBytes + ?Sized,
     {
         let (kb, n) = Self::encode(key)?;
-        let _g = self.region.lock().lock_guard();
-        let Some(i) = self.find(&kb[..n]).0 else {
-            return Ok(None);
-        };
-        let e = self.entry(i);
-        let v = Self::value_of(e);
-        Self::set_state(e, TOMBSTONE);
-        self.counter(H_DEAD).fetch_add(1, Ordering::Relaxed);
-        self.counter(H_LEN).fetch_sub(1, Ordering::Relaxed);
-        Ok(Some(v))
+        self.with_lock(|ok| {
+            ok?;
+            let Probe::Found(i) = self.find(&kb[..n])? else {
+                return Ok(None);
+            };
+            let len = self.word(H_LEN).load(Ordering::Relaxed);
+            if len == 0 || len > self.cap as u64 {
+                return Err(self.corrupt(format_args!(
+                    "its length word says {len} while it holds the key"
+                )));
+            }
+            let v = Self::value_of(self.body(i));
+            // The commit: from here the entry is gone, and the hole gets closed.
+            publish(self.log(), LOG_HOLE | i as u64);
+            self.close_hole(i, 0)?;
+            publish(self.word(H_LEN), len - 1);
+            Ok(Some(v))
+        })
     }
 
     /// Applies `f` to the value of `key` (or to `default` when absent) and stores the
@@ -475,20 +720,22 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         Q: KeyBytes + ?Sized,
     {
         let (kb, n) = Self::encode(key)?;
-        let _g = self.region.lock().lock_guard();
-        let old = self
-            .find(&kb[..n])
-            .0
-            .map_or(default, |i| Self::value_of(self.entry(i)));
-        let v = f(old);
-        self.insert_locked(&kb, n, v)?;
-        Ok(v)
+        self.with_lock(|ok| {
+            ok?;
+            let old = match self.find(&kb[..n])? {
+                Probe::Found(i) => Self::value_of(self.body(i)),
+                Probe::Vacant(_) => default,
+            };
+            let v = f(old);
+            self.insert_locked(&kb, n, v)?;
+            Ok(v)
+        })
     }
 
-    /// Entries in the map.
+    /// Entries in the map. (Of a map whose shared state was overwritten, what its length
+    /// word says; its fallible operations say [`ErrorKind::Corrupt`].)
     pub fn len(&self) -> usize {
-        let _g = self.region.lock().lock_guard();
-        self.counter(H_LEN).load(Ordering::Relaxed) as usize
+        self.with_lock(|_| self.word(H_LEN).load(Ordering::Relaxed) as usize)
     }
 
     /// Whether the map is empty.
@@ -503,12 +750,15 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
 
     /// A snapshot of all entries (in table order; sort it for a stable order).
     pub fn to_vec(&self) -> Vec<(K, V)> {
-        let _g = self.region.lock().lock_guard();
-        (0..self.slots)
-            .map(|i| self.entry(i))
-            .filter(|e| Self::state(e) == FULL)
-            .map(|e| (K::from_key_bytes(Self::key_of(e)), Self::value_of(e)))
-            .collect()
+        self.with_lock(|_| {
+            (0..self.slots)
+                .filter(|&i| self.state(i).load(Ordering::Relaxed) == FULL)
+                .map(|i| {
+                    let body = self.body(i);
+                    (K::from_key_bytes(Self::key_of(body)), Self::value_of(body))
+                })
+                .collect()
+        })
     }
 
     /// The segment name, or `None` for an anonymous map.

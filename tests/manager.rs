@@ -64,7 +64,7 @@ fn map_insert_get_remove_capacity_and_keys() {
     assert_eq!(map.remove("b").unwrap(), Some(0));
     assert_eq!(map.remove("b").unwrap(), None);
     assert_eq!(map.get("b").unwrap(), None);
-    // Churn: many insert/remove cycles leave tombstones that get rebuilt away.
+    // Churn: many insert/remove cycles, each removal shifting its probe run back.
     for i in 0..1000 {
         let k = format!("k{i}");
         map.insert(k.as_str(), i).unwrap();
