@@ -11,6 +11,8 @@ compile_error!("ndshm supports Linux only: its sys/ module needs /dev/shm, futex
 pub(crate) mod fork;
 pub(crate) mod futex;
 pub(crate) mod lease;
+pub(crate) mod pidfd;
+pub(crate) mod pipe;
 pub(crate) mod proc;
 pub(crate) mod shm;
 pub(crate) mod signal;
