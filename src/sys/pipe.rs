@@ -1,4 +1,4 @@
-//! Pipes, `poll`, and file descriptors that only the process that made them holds.
+//! Pipes (socket pairs), `poll`, and file descriptors that only the process that made them holds.
 //!
 //! A *private* descriptor is recorded in a small table of atomics; [`close_private_in_child`]
 //! closes every recorded one and is meant to run in each forked child (ndshm's fork paths
@@ -10,23 +10,34 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// Makes a pipe (both ends close-on-exec): `(read end, write end)`.
+/// Makes a connected pair of Unix stream sockets (both close-on-exec), used as a pipe:
+/// `(read end, write end)`. A socket rather than a pipe so that [`write_all`] can refuse
+/// to raise `SIGPIPE` when the reader is gone (`MSG_NOSIGNAL`); the reader sees end of
+/// file (`POLLHUP`) once every copy of the write end is closed, as with a pipe.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1i32; 2];
-    // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
-    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    // SAFETY: `fds` is a writable array of two ints, as socketpair requires.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: pipe2 succeeded, so both are new descriptors that nothing else owns.
+    // SAFETY: socketpair succeeded, so both are new descriptors that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Writes all of `bytes` to `fd` (retrying on `EINTR`).
+/// Writes all of `bytes` to the socket `fd` (retrying on `EINTR`); a gone reader is an
+/// `EPIPE` error, never a `SIGPIPE`.
 pub(crate) fn write_all(fd: RawFd, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         // SAFETY: `bytes` is a live buffer of `bytes.len()` readable bytes.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
