@@ -287,6 +287,14 @@ fn workers_die_promptly_with_their_caller() {
     );
     let array = name("orphan");
     let arr = array.clone();
+    // The caller made the array and is killed: remove it whatever happens below.
+    struct Unlink(String);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = ndshm::unlink(&self.0);
+        }
+    }
+    let _unlink = Unlink(array.clone());
     let caller = Process::spawn(move || -> Result<(), String> {
         let e = |e: ndshm::Error| e.to_string();
         let mut pool = WorkerPool::new(3).map_err(e)?;
@@ -326,9 +334,8 @@ fn workers_die_promptly_with_their_caller() {
     let lifetime = t.elapsed();
     eprintln!("orphan workers were gone {lifetime:?} after their caller's SIGKILL");
     // Goal 50 ms; the assertion keeps more than 1 s of slack.
-    assert!(lifetime < Duration::from_millis(1500), "{lifetime:?}");
     let _ = caller.join();
-    let _ = ndshm::unlink(&array);
+    assert!(lifetime < Duration::from_millis(1500), "{lifetime:?}");
 }
 
 fn maps_of(pid: i32) -> Option<Vec<String>> {
@@ -396,4 +403,92 @@ fn a_job_on_an_unlinked_array_is_refused_before_dispatch() {
         .unwrap();
     pool.map(&mut b, &plan, (), square).unwrap();
     assert_eq!(b.as_slice().unwrap()[7], 49.0);
+}
+
+/// Selects the inner role of `a_loop_of_12_mib_arrays_fits_a_64_mib_dev_shm`.
+const SMALL_SHM_ROLE: &str = "NDSHM_TEST_POOL_SMALL_DEV_SHM";
+
+/// Bytes in use on the file system of `/dev/shm`.
+fn dev_shm_used() -> u64 {
+    // SAFETY: an all-zero statvfs is a valid value; statvfs fills it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a live, writable statvfs.
+    let r = unsafe { libc::statvfs(c"/dev/shm".as_ptr(), &mut st) };
+    assert_eq!(r, 0, "statvfs(/dev/shm) failed");
+    (st.f_blocks - st.f_bfree) * st.f_frsize
+}
+
+/// The inner role: a 64 MiB `/dev/shm` of its own (private mount namespace).
+fn small_dev_shm_loop() {
+    let mut pool = WorkerPool::new(3).unwrap();
+    let counter = Counter::new("small-barrier");
+    let n = pool.executors();
+    let len = (12 << 20) / 8;
+    let mut round = 0u64;
+    for _ in 0..16 {
+        round += 1;
+        let mut a = SharedNdArray::<i64, Ix1>::zeros(&name("small"), len)
+            .unwrap_or_else(|e| panic!("array {round} of 12 MiB: {e}"));
+        let p = params(&counter.0, round * n as u64);
+        pool.map(
+            &mut a,
+            &ChunkPlan::balanced(len, n).unwrap(),
+            p,
+            barrier_then_pid,
+        )
+        .unwrap();
+    }
+    // The next job (on a small array) releases the last dropped one in every worker.
+    round += 1;
+    let mut b = SharedNdArray::<i64, Ix1>::zeros(&name("small-last"), n).unwrap();
+    let p = params(&counter.0, round * n as u64);
+    pool.map(
+        &mut b,
+        &ChunkPlan::balanced(n, n).unwrap(),
+        p,
+        barrier_then_pid,
+    )
+    .unwrap();
+    let used = dev_shm_used();
+    ndshm::write_stdout(&format!(
+        "/dev/shm bytes in use after 16 dropped 12 MiB arrays, pool alive: {used}\n"
+    ))
+    .unwrap();
+    assert!(used < 1 << 20, "{used} bytes still in use");
+    ndshm::write_stdout("small-dev-shm: ok\n").unwrap();
+}
+
+#[test]
+fn a_loop_of_12_mib_arrays_fits_a_64_mib_dev_shm() {
+    if std::env::var_os(SMALL_SHM_ROLE).is_some() {
+        small_dev_shm_loop();
+        return;
+    }
+    // Re-run this test in a private mount namespace with a 64 MiB tmpfs on /dev/shm.
+    let exe = std::env::current_exe().unwrap();
+    let script = "mount -t tmpfs -o size=64m ndshm-test /dev/shm && exec \"$0\" --exact \
+                  a_loop_of_12_mib_arrays_fits_a_64_mib_dev_shm --nocapture --test-threads=1";
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", script])
+        .arg(&exe)
+        .env(SMALL_SHM_ROLE, "1")
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped: cannot run unshare: {e}");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stdout.contains("running 1 test") {
+        eprintln!("skipped: no private 64 MiB /dev/shm (unshare -m, mount): {stderr}");
+        return;
+    }
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("small-dev-shm: ok"),
+        "{stdout}\n{stderr}"
+    );
 }
