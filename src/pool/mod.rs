@@ -69,8 +69,8 @@
 //! worker naps; the cache holds at most [`CACHE_ENTRIES`] mappings, and the fork server
 //! drops the `/dev/shm` mappings it inherited from the caller. Because workers attach by
 //! name, a job on an array whose name is gone (after `unlink`) is refused before dispatch
-//! with [`ErrorKind::NotFound`] (unless the previous job used that very segment: its
-//! workers still hold it).
+//! with [`ErrorKind::NotFound`] (unless the previous job, less than 250 ms before, used
+//! that very segment: its workers still hold it).
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
@@ -119,6 +119,8 @@ const NO_FAILURE: u32 = u32::MAX;
 const SPIN: Duration = Duration::from_micros(20);
 /// How often a sleeping worker checks that its parent lives and its cache is fresh.
 const WORKER_NAP: Duration = Duration::from_millis(500);
+/// How long after a job its arrays are taken as still held by the workers (half a nap).
+const VERIFIED_FOR: Duration = Duration::from_millis(250);
 /// How often the waiting caller checks that its workers live.
 const PARENT_NAP: Duration = Duration::from_millis(10);
 
@@ -817,9 +819,12 @@ pub struct WorkerPool {
     seq: u32,
     inline_below: usize,
     progress: bool,
-    /// Segment ids of the arrays of the last job that succeeded: every worker that needed
-    /// them holds their mapping, so the next job on them needs no name check.
+    /// Segment ids of the arrays of the last dispatched job that succeeded, and when it
+    /// ended: every worker that needed them holds their mapping (an idle worker drops
+    /// mappings whose name is gone only after [`WORKER_NAP`]), so a job on them within
+    /// [`VERIFIED_FOR`] needs no name check.
     verified: [u64; MAX_ARRAYS],
+    verified_at: Instant,
 }
 
 impl fmt::Debug for WorkerPool {
@@ -864,6 +869,7 @@ impl WorkerPool {
             inline_below: 0,
             progress: false,
             verified: [0; MAX_ARRAYS],
+            verified_at: Instant::now(),
         };
         pool.block
             .ctl()
@@ -1263,8 +1269,12 @@ impl WorkerPool {
         }
         let inline = elements <= self.inline_below || self.workers.is_empty() || n == 1;
         if !inline {
-            for (d, _) in arrays {
-                if !self.verified.contains(&d.segment_id) {
+            let fresh = arrays
+                .iter()
+                .all(|(d, _)| self.verified.contains(&d.segment_id))
+                && self.verified_at.elapsed() < VERIFIED_FOR;
+            if !fresh {
+                for (d, _) in arrays {
                     check_named(d)?;
                 }
             }
@@ -1338,6 +1348,7 @@ impl WorkerPool {
                 for (v, (d, _)) in self.verified.iter_mut().zip(arrays) {
                     *v = d.segment_id;
                 }
+                self.verified_at = Instant::now();
             }
         }
         for (slot, _) in &dead {
