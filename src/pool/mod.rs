@@ -7,7 +7,7 @@
 //! parameters, the arrays by name + segment id + layout, the chunk boundaries), then
 //! storing the *claim word* and bumping the *sequence word*. Nothing is serialised and no
 //! pipe is involved: a worker that is spinning sees the new sequence number within
-//! nanoseconds; one that is asleep on the futex of the sequence word is woken (the parent
+//! nanoseconds; one that is asleep on the futex of the sequence word is woken (the caller
 //! only calls `FUTEX_WAKE` when the sleeper counter says someone sleeps).
 //!
 //! Chunks are claimed dynamically by a compare-and-swap on the claim word, which packs the
@@ -117,7 +117,7 @@ const MAX_MSG: usize = 2048;
 const NO_FAILURE: u32 = u32::MAX;
 /// How long an executor spins before it sleeps on a futex.
 const SPIN: Duration = Duration::from_micros(20);
-/// How often a sleeping worker checks that its parent lives and its cache is fresh.
+/// How often a sleeping worker checks that its fork server lives and its cache is fresh.
 const WORKER_NAP: Duration = Duration::from_millis(500);
 /// How long after a job its arrays are taken as still held by the workers (half a nap).
 const VERIFIED_FOR: Duration = Duration::from_millis(250);
@@ -643,8 +643,9 @@ impl Block {
 
 /// A worker process's life: wait for a job, claim and run chunks, repeat. Never returns.
 ///
-/// Panics in chunks are caught (and reported) silently: `fork_with` installed, in the
-/// parent, a panic hook that stays quiet in forked children.
+/// Panics in chunks are caught (and reported) silently: `fork_tracked` installed, in the
+/// caller, a panic hook that stays quiet in forked children (the fork server is one, and
+/// the workers inherit that state from it). `parent` is the fork server's pid.
 fn worker_main(block: &Block, slot: usize, parent: i32, mut seen: u32) -> ! {
     let ctl = block.ctl();
     let me = &ctl.slots[slot];
@@ -664,7 +665,7 @@ fn worker_main(block: &Block, slot: usize, parent: i32, mut seen: u32) -> ! {
 }
 
 /// Waits until the sequence word differs from `seen`: spins for `SPIN`, then sleeps on
-/// the futex (waking every `WORKER_NAP` to check that the parent lives and to drop
+/// the futex (waking every `WORKER_NAP` to check that the fork server lives and to drop
 /// stale mappings).
 fn wait_for_job(block: &Block, me: &Slot, seen: u32, parent: i32, cache: &mut Cache) -> u32 {
     let ctl = block.ctl();
@@ -1279,9 +1280,9 @@ impl WorkerPool {
                 }
             }
         }
-        // A worker killed between jobs is noticed by a job that has to wait for it; reap
-        // and replace such workers every 256 jobs too (a few µs per 256 jobs), so that
-        // none stays a zombie for long in a stream of quick jobs.
+        // A worker killed between jobs is noticed by a job that has to wait for it (the
+        // fork server reaps it at once); replace such workers every 256 jobs too (a few µs
+        // per 256 jobs), so that a stream of quick jobs does not run short of executors.
         if self.seq % 256 == 255 {
             self.check_workers()?;
         }
