@@ -275,15 +275,22 @@ fn has_exited(fd: &OwnedFd, timeout_ms: i32) -> bool {
     unsafe { libc::poll(&mut pfd, 1, timeout_ms) == 1 }
 }
 
-#[test]
-fn workers_die_promptly_with_their_caller() {
+/// Runs a caller process with a 3-executor pool in a long job, SIGKILLs it once its
+/// workers are inside their chunks, and returns how long the workers outlived it. With
+/// `holder`, the caller first forks a child that keeps every descriptor it inherited (the
+/// request pipe's write end included) for up to 10 s.
+fn orphan_lifetime(holder: bool) -> Duration {
     let started = Counter::new("started");
     let w0 = SharedValue::<i64>::create(&name("w0"), 0).unwrap();
     let w1 = SharedValue::<i64>::create(&name("w1"), 0).unwrap();
-    let (ns, n0, n1) = (
+    let held = SharedValue::<i64>::create(&name("holder"), 0).unwrap();
+    let release = Counter::new("release");
+    let (ns, n0, n1, nh, nr) = (
         started.0.clone(),
         w0.name().unwrap().to_string(),
         w1.name().unwrap().to_string(),
+        held.name().unwrap().to_string(),
+        release.0.clone(),
     );
     let array = name("orphan");
     let arr = array.clone();
@@ -298,6 +305,22 @@ fn workers_die_promptly_with_their_caller() {
     let caller = Process::spawn(move || -> Result<(), String> {
         let e = |e: ndshm::Error| e.to_string();
         let mut pool = WorkerPool::new(3).map_err(e)?;
+        if holder {
+            let p = Process::spawn(move || -> Result<(), String> {
+                let release = SharedValue::<u64>::open(&nr).map_err(|e| e.to_string())?;
+                let t = Instant::now();
+                while release.load() == 0 && t.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Ok(())
+            })
+            .map_err(e)?;
+            SharedValue::<i64>::open(&nh)
+                .map_err(e)?
+                .store(i64::from(p.pid()));
+            // Not joined: it outlives us.
+            std::mem::forget(p);
+        }
         let pids = pool.worker_pids();
         SharedValue::<i64>::open(&n0)
             .map_err(e)?
@@ -321,6 +344,7 @@ fn workers_die_promptly_with_their_caller() {
         started.load() >= 3,
         "the workers never started their chunks"
     );
+    let holder_fd = holder.then(|| pidfd_open(held.load() as i32).expect("holder pidfd"));
     let fds: Vec<OwnedFd> = [w0.load(), w1.load()]
         .iter()
         .filter_map(|&p| pidfd_open(p as i32))
@@ -328,13 +352,33 @@ fn workers_die_promptly_with_their_caller() {
     assert_eq!(fds.len(), 2, "pidfd_open failed");
     caller.kill().unwrap();
     let t = Instant::now();
-    for fd in &fds {
-        assert!(has_exited(fd, 5000), "a worker outlived its caller by 5 s");
-    }
+    let all = fds.iter().all(|fd| has_exited(fd, 5000));
     let lifetime = t.elapsed();
+    let _ = caller.join();
+    if let Some(fd) = holder_fd {
+        SharedValue::<u64>::open(&release.0).unwrap().store(1);
+        assert!(has_exited(&fd, 12_000), "the holder did not end");
+        assert!(
+            held.load() > 0,
+            "the holder never started, so the scenario did not happen"
+        );
+    }
+    assert!(all, "a worker outlived its caller by 5 s");
+    lifetime
+}
+
+#[test]
+fn workers_die_promptly_with_their_caller() {
+    let lifetime = orphan_lifetime(false);
     eprintln!("orphan workers were gone {lifetime:?} after their caller's SIGKILL");
     // Goal 50 ms; the assertion keeps more than 1 s of slack.
-    let _ = caller.join();
+    assert!(lifetime < Duration::from_millis(1500), "{lifetime:?}");
+}
+
+#[test]
+fn workers_die_with_their_caller_while_its_child_holds_the_inherited_descriptors() {
+    let lifetime = orphan_lifetime(true);
+    eprintln!("orphan workers (caller's child alive) were gone {lifetime:?} after the SIGKILL");
     assert!(lifetime < Duration::from_millis(1500), "{lifetime:?}");
 }
 

@@ -901,7 +901,8 @@ impl WorkerPool {
         let requests = read.as_raw_fd();
         let mut st = ServerState::new(n);
         let block: &Block = &self.block;
-        let pid = fork_tracked(|| server::server_main(block, requests, caller_end, &mut st))?;
+        let me = proc::pid();
+        let pid = fork_tracked(|| server::server_main(block, requests, caller_end, me, &mut st))?;
         drop(read);
         // Our own unreaped child: the pidfd names it (see `Drop`).
         let pidfd = Pidfd::open(pid).ok();

@@ -12,8 +12,9 @@
 //! Requests arrive on a pipe whose write end only the caller holds (a private descriptor:
 //! ndshm's fork paths close it in every child): 2-byte messages, a slot number to fork a
 //! replacement into, or [`SHUTDOWN`]. End of file (`POLLHUP`) means the caller is gone,
-//! however it ended: the server then kills its workers at once (`SIGKILL`), reaps them and
-//! exits. Workers get `PR_SET_PDEATHSIG` = `SIGKILL` towards the server (whose only thread
+//! however it ended; so does the caller's pidfd turning readable (which also covers a
+//! child of the caller that still holds an inherited write end): the server then kills its
+//! workers at once (`SIGKILL`), reaps them and exits. Workers get `PR_SET_PDEATHSIG` = `SIGKILL` towards the server (whose only thread
 //! is the one that forked them), so they also die with it if it is killed.
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -56,6 +57,7 @@ pub(super) fn server_main(
     block: &Block,
     requests: RawFd,
     caller_end: Option<RawFd>,
+    caller: i32,
     st: &mut ServerState,
 ) -> ! {
     pipe::close_private_in_child();
@@ -68,6 +70,13 @@ pub(super) fn server_main(
     // inherited keeps it (and its workers, forked from it) from pinning their memory.
     unsafe { proc::unmap_shm_mappings() };
     pidfd::keep_child_statuses();
+    // The caller's pidfd, a second witness of its death that does not depend on every
+    // process that inherited the request pipe's write end having closed it. Opened, then
+    // checked: if our parent is still the caller, the pidfd names it.
+    let caller_fd = Pidfd::open(caller).ok();
+    if proc::parent_pid() != caller {
+        shutdown(block, st);
+    }
     let me = proc::pid();
     for slot in 0..st.pids.len() {
         spawn(block, slot, me, requests, st);
@@ -82,6 +91,14 @@ pub(super) fn server_main(
             revents: 0,
         });
         st.slot_of.push(usize::MAX);
+        if let Some(fd) = &caller_fd {
+            st.pollfds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            st.slot_of.push(usize::MAX);
+        }
         let mut blind = false;
         for (slot, pid) in st.pids.iter().enumerate() {
             if *pid == 0 {
@@ -103,6 +120,10 @@ pub(super) fn server_main(
         if pipe::poll(&mut st.pollfds, timeout).is_err() {
             // Cannot wait properly (should not happen): do not spin.
             std::thread::sleep(std::time::Duration::from_millis(SWEEP_MS as u64));
+        }
+        if caller_fd.as_ref().is_some_and(|fd| fd.has_exited()) {
+            // The caller died (its descriptor may live on in a child of its own).
+            shutdown(block, st);
         }
         reap_exited(block, st);
         let req = st.pollfds[0].revents;
