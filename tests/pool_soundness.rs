@@ -536,3 +536,38 @@ fn a_loop_of_12_mib_arrays_fits_a_64_mib_dev_shm() {
         "{stdout}\n{stderr}"
     );
 }
+
+#[test]
+fn a_killed_fork_server_takes_its_workers_and_the_pool_says_so() {
+    let mut pool = WorkerPool::new(3).unwrap();
+    let workers = pool.worker_pids();
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", workers[0])) else {
+        eprintln!("skipped: /proc is not readable");
+        return;
+    };
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let server: i32 = rest.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_ne!(server, std::process::id() as i32);
+    let fds: Vec<OwnedFd> = workers.iter().filter_map(|&p| pidfd_open(p)).collect();
+    assert_eq!(fds.len(), 2);
+    // SAFETY: sends SIGKILL to our pool's fork server.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    for fd in &fds {
+        assert!(
+            has_exited(fd, 5000),
+            "a worker outlived its fork server by 5 s"
+        );
+    }
+    // Jobs still complete (the caller runs every chunk) ...
+    let mut a =
+        SharedNdArray::from_array(&name("no-server"), &ndarray::Array1::range(0.0, 64.0, 1.0))
+            .unwrap();
+    let plan = ChunkPlan::balanced(64, 8).unwrap();
+    pool.map(&mut a, &plan, (), square).unwrap();
+    assert_eq!(a.as_slice().unwrap()[7], 49.0);
+    // ... and the pool says why it cannot replace its workers.
+    let err = pool.check_workers().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WorkerFailed, "{err}");
+    assert!(err.to_string().contains("fork server"), "{err}");
+    drop(pool);
+}
