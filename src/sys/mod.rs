@@ -12,6 +12,8 @@ pub(crate) mod fork;
 pub(crate) mod futex;
 pub(crate) mod lease;
 pub(crate) mod mutex;
+pub(crate) mod pidfd;
+pub(crate) mod pipe;
 pub(crate) mod proc;
 pub(crate) mod shm;
 pub(crate) mod signal;

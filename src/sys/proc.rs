@@ -94,6 +94,9 @@ extern "C" fn reset_cached_pid() {
     // becomes reachable through a stale view inherited from the parent.
     super::shm::place_fork_placeholders();
     super::lease::forget_in_child();
+    // Descriptors only their creator may hold (a pool's request socket: its fork server
+    // must see it close when the caller dies, not when the last forked child does).
+    super::pipe::close_private_in_child();
     FORK_SAFE_LOCK.store(false, Ordering::Release);
 }
 

@@ -1,13 +1,13 @@
 //! `WorkerPool`: worker processes forked once, fed chunked jobs through shared memory.
 //!
 //! # Design
-//! The pool maps one control block of shared anonymous memory, then forks its workers,
-//! which inherit it. A job is published by writing its descriptor into the block (the
+//! The pool maps one control block of shared anonymous memory, then forks its *fork
+//! server* ([`server`]), which forks the workers; both inherit the block. A job is published by writing its descriptor into the block (the
 //! address of a monomorphised trampoline, the address of the user's `fn`, the `Pod`
 //! parameters, the arrays by name + segment id + layout, the chunk boundaries), then
 //! storing the *claim word* and bumping the *sequence word*. Nothing is serialised and no
 //! pipe is involved: a worker that is spinning sees the new sequence number within
-//! nanoseconds; one that is asleep on the futex of the sequence word is woken (the parent
+//! nanoseconds; one that is asleep on the futex of the sequence word is woken (the caller
 //! only calls `FUTEX_WAKE` when the sleeper counter says someone sleeps).
 //!
 //! Chunks are claimed dynamically by a compare-and-swap on the claim word, which packs the
@@ -15,8 +15,34 @@
 //! can never take a chunk of the next job, and the chunk it wins is always a chunk of the
 //! job whose descriptor is in the block. The caller is an executor too: after dispatching it
 //! claims chunks like a worker, then waits for the *done* counter to reach the number of
-//! chunks (spinning briefly, then sleeping on its futex with a timeout, checking with
-//! `waitpid(WNOHANG)` whether a worker died).
+//! chunks (spinning briefly, then sleeping on its futex with a timeout, and reading the
+//! exits the fork server reported in the workers' slots).
+//!
+//! # Processes
+//! - **Bound to its creator.** The pool records [`process_token`](proc::process_token)
+//!   when it is made. In any other process (a forked child holding an inherited copy) every
+//!   job and [`WorkerPool::check_workers`] return [`ErrorKind::WrongProcess`] before
+//!   touching the control block, and `Drop` leaves the workers alone.
+//! - **Workers come from a single-threaded place.** The fork server is forked once, when
+//!   the pool is made, and runs only ndshm code from then on: it forks the initial workers
+//!   and every replacement (on the caller's request), so no worker is ever forked from a
+//!   process where another thread might hold a lock.
+//! - **Death is what the kernel says.** The server is the workers' parent: it learns each
+//!   exit from a pidfd, reads the status with `waitid(WNOWAIT)`, stores it in the worker's
+//!   slot and only then reaps it. The caller never `waitpid`s a worker, so no `ECHILD`
+//!   (another reaper, `SIGCHLD` ignored, a forked child) is ever taken for a death; if the
+//!   server itself is gone, a worker counts as dead only when its pidfd says so.
+//! - **Join invariant.** A job method never returns while an executor may be inside one of
+//!   its chunks: each worker's slot names the chunk it is inside (cleared before the chunk
+//!   is counted done) and whether it is in the job at all; `join` returns when every chunk
+//!   is done, or, when workers died, when no executor that is not provably dead is in the
+//!   job (checked explicitly; the first case is a `debug_assert`).
+//! - **Orphans.** Only the caller holds the write end of the server's request pipe (a
+//!   private descriptor: ndshm's fork paths close it in children). When the caller dies,
+//!   however it dies, the server sees end of file, kills its workers (`SIGKILL`) and exits;
+//!   workers also die with the server (`PR_SET_PDEATHSIG`, from its only thread). Measured
+//!   on a 2-core machine: workers gone about 0.5 ms after the caller's `SIGKILL` mid-job
+//!   (`cargo test --test pool_soundness workers_die_promptly -- --nocapture`).
 //!
 //! Functions, not closures: the workers were forked before the job existed, so they cannot
 //! run a closure that captures the parent's state (its captures would live in the parent's
@@ -37,14 +63,20 @@
 //! Workers attach the job's arrays by name (without the process-wide registry, whose mutex
 //! they inherited from the parent) and cache the mapping keyed by the segment's unique id
 //! from its trailer, so page tables stay warm across jobs and a reused name never hits a
-//! stale mapping. A cached mapping is dropped when a worker going to sleep finds that its
-//! name no longer names that segment (the array was dropped), and the cache holds at most
-//! [`CACHE_ENTRIES`] mappings.
+//! stale mapping. A cached mapping whose name no longer names its segment (the array was
+//! dropped) is released when a job brings an array the worker does not hold (before it is
+//! mapped), at a job's first chunk when the last check is 50 ms old, and when an idle
+//! worker naps; the cache holds at most [`CACHE_ENTRIES`] mappings, and the fork server
+//! drops the `/dev/shm` mappings it inherited from the caller. Because workers attach by
+//! name, a job on an array whose name is gone (after `unlink`) is refused before dispatch
+//! with [`ErrorKind::NotFound`] (unless the previous job, less than 250 ms before, used
+//! that very segment: its workers still hold it).
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::mem::size_of;
+use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -61,7 +93,12 @@ use crate::fork::worker_failed;
 use crate::process::{fork_tracked, ChildResult};
 use crate::segment::{MapAccess, Segment};
 use crate::sys::fork::{self as sys_fork, AnonShared, Exit};
+use crate::sys::pidfd::Pidfd;
+use crate::sys::pipe::{self, PrivateFd};
 use crate::sys::{futex, proc, shm};
+
+mod server;
+use server::ServerState;
 
 /// Most workers one pool may have.
 pub const MAX_WORKERS: usize = 256;
@@ -80,8 +117,10 @@ const MAX_MSG: usize = 2048;
 const NO_FAILURE: u32 = u32::MAX;
 /// How long an executor spins before it sleeps on a futex.
 const SPIN: Duration = Duration::from_micros(20);
-/// How often a sleeping worker checks that its parent lives and its cache is fresh.
+/// How often a sleeping worker checks that its fork server lives and its cache is fresh.
 const WORKER_NAP: Duration = Duration::from_millis(500);
+/// How long after a job its arrays are taken as still held by the workers (half a nap).
+const VERIFIED_FOR: Duration = Duration::from_millis(250);
 /// How often the waiting caller checks that its workers live.
 const PARENT_NAP: Duration = Duration::from_millis(10);
 
@@ -107,15 +146,36 @@ fn unpack(word: u64) -> (u64, u64, u64) {
 struct Line<T>(T);
 
 /// What the control block says about one worker.
+///
+/// The worker writes `active`, `chunk` and `sleeping`; the fork server writes the rest
+/// (`pid`, `state`, the exit status, `gen`), and the caller only reads.
 #[repr(C, align(64))]
 struct Slot {
     pid: AtomicI32,
-    /// Sequence number of the job the worker takes part in; 0 between jobs.
+    /// Sequence number of the job the worker takes part in; 0 between jobs. Set before
+    /// the worker claims a chunk of the job, cleared after it stopped claiming.
     active: AtomicU32,
-    /// Chunk index + 1 of the chunk the worker runs; 0 when it runs none.
-    chunk: AtomicU32,
+    /// While the worker runs a chunk: `(job sequence number << 32) | (chunk index + 1)`;
+    /// 0 otherwise. Cleared before the chunk is counted done.
+    chunk: AtomicU64,
     /// 1 while the worker is counted in `sleepers`.
     sleeping: AtomicU32,
+    /// 0 (never spawned), `RUNNING` (pid is a live or unreaped worker), `EXITED` (the server
+    /// saw it end: `exit_kind`/`exit_value`), `FORK_FAILED` (`exit_value` is the errno).
+    state: AtomicU32,
+    /// 1: exited with code `exit_value`; 2: killed by signal `exit_value`.
+    exit_kind: AtomicU32,
+    exit_value: AtomicI32,
+    /// Bumped by the server after each spawn (success or failure) into this slot.
+    gen: AtomicU32,
+}
+
+const RUNNING: u32 = 1;
+const EXITED: u32 = 2;
+const FORK_FAILED: u32 = 3;
+
+fn chunk_tag(seq: u32, k: usize) -> u64 {
+    (u64::from(seq) << 32) | (k as u64 + 1)
 }
 
 /// Where an array of a job lives, as the parent describes it to the workers.
@@ -123,6 +183,9 @@ struct Slot {
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct ArrayDesc {
     segment_id: u64,
+    /// Device and inode of the segment's file (the name check before dispatch).
+    dev: u64,
+    ino: u64,
     /// Byte offset of the first element in the segment.
     offset: u64,
     /// Bytes of data from `offset`.
@@ -137,6 +200,8 @@ struct ArrayDesc {
 
 const EMPTY_ARRAY: ArrayDesc = ArrayDesc {
     segment_id: 0,
+    dev: 0,
+    ino: 0,
     offset: 0,
     nbytes: 0,
     writable: 0,
@@ -176,6 +241,8 @@ struct Control {
     done: Line<AtomicU32>,
     /// 1 while the caller is asleep (or about to sleep) on `done`.
     caller_sleeping: Line<AtomicU32>,
+    /// Futex word the fork server bumps after each change of a slot's `state`.
+    events: Line<AtomicU32>,
     shutdown: AtomicU32,
     /// Chunk of the first failure of the current job, or `NO_FAILURE`.
     failed_chunk: AtomicU32,
@@ -207,6 +274,9 @@ struct ChunkArgs<'a> {
 
 /// The user function of a `map_into` job.
 type MapIntoFn<T, D, U, E, P, R> = fn(Chunk, ArrayView<'_, T, D>, ArrayViewMut<'_, U, E>, &P) -> R;
+
+/// Finds where array `i` of a job (whose arrays are given) lives in the executing process.
+type Resolve<'r> = dyn FnMut(&[ArrayDesc], usize) -> std::result::Result<*mut u8, String> + 'r;
 
 /// Runs the user's function on one chunk (monomorphised per job type).
 type Trampoline = unsafe fn(&ChunkArgs<'_>) -> std::result::Result<(), String>;
@@ -317,14 +387,47 @@ struct Cached {
 }
 
 /// Mappings a worker keeps, by segment id.
-#[derive(Default)]
+///
+/// A mapping of a segment whose name is gone (the caller dropped or unlinked the array)
+/// would pin the segment's memory: stale mappings are dropped when a job brings an array
+/// the cache does not hold (before mapping it), at a job's first chunk when the last check
+/// is [`RECHECK`] old, and when the worker naps. The job's own arrays are never dropped.
 struct Cache {
     map: HashMap<u64, Cached>,
     clock: u64,
+    /// The job whose arrays were last resolved.
+    job: u32,
+    checked: Instant,
 }
 
+/// How old the last stale-mapping check of a busy worker may be.
+const RECHECK: Duration = Duration::from_millis(50);
+
 impl Cache {
-    fn resolve(&mut self, d: &ArrayDesc) -> std::result::Result<*mut u8, String> {
+    fn new() -> Cache {
+        Cache {
+            map: HashMap::new(),
+            clock: 0,
+            job: 0,
+            checked: Instant::now(),
+        }
+    }
+
+    /// Resolves array `i` of job `seq`, whose arrays are `all`.
+    fn resolve(
+        &mut self,
+        seq: u32,
+        all: &[ArrayDesc],
+        i: usize,
+    ) -> std::result::Result<*mut u8, String> {
+        if self.job != seq {
+            self.job = seq;
+            let miss = all.iter().any(|d| !self.map.contains_key(&d.segment_id));
+            if miss || self.checked.elapsed() >= RECHECK {
+                self.evict_stale(all);
+            }
+        }
+        let d = &all[i];
         self.clock += 1;
         let writable = d.writable != 0;
         let usable = self
@@ -378,10 +481,14 @@ impl Cache {
         Ok(unsafe { c.seg.as_ptr().add(d.offset as usize) })
     }
 
-    /// Drops mappings whose name no longer names their segment (the array was dropped).
-    fn evict_stale(&mut self) {
-        self.map
-            .retain(|_, c| shm::file_id_of_name(c.seg.name()) == Some(c.seg.file_id()));
+    /// Drops mappings whose name no longer names their segment (the array was dropped or
+    /// unlinked), except those of the arrays in `keep`.
+    fn evict_stale(&mut self, keep: &[ArrayDesc]) {
+        self.checked = Instant::now();
+        self.map.retain(|id, c| {
+            keep.iter().any(|d| d.segment_id == *id)
+                || shm::file_id_of_name(c.seg.name()) == Some(c.seg.file_id())
+        });
     }
 }
 
@@ -462,12 +569,14 @@ impl Block {
         }
     }
 
-    /// Runs chunk `k` of the current job with the arrays resolved by `resolve`.
-    fn run_chunk(
-        &self,
-        k: usize,
-        resolve: &mut dyn FnMut(usize, &ArrayDesc) -> std::result::Result<*mut u8, String>,
-    ) {
+    /// Runs chunk `k` of job `seq` with the arrays resolved by `resolve` (given the job's
+    /// arrays and the index of the one to resolve). `slot` is the worker's slot (`None` for
+    /// the caller): its `chunk` word says "inside chunk `k` of job `seq`" from before the
+    /// user's function runs until before the chunk is counted done.
+    fn run_chunk(&self, seq: u32, k: usize, slot: Option<&Slot>, resolve: &mut Resolve<'_>) {
+        if let Some(s) = slot {
+            s.chunk.store(chunk_tag(seq, k), Ordering::SeqCst);
+        }
         // SAFETY: this executor won chunk `k` of the current job, so the descriptor is
         // the current job's and the caller does not write it until the job is joined.
         let desc = unsafe { &*self.desc() };
@@ -482,13 +591,10 @@ impl Block {
                 ptr: std::ptr::null_mut(),
                 desc: &EMPTY_ARRAY,
             }; MAX_ARRAYS];
-            for (i, (r, d)) in arrays
-                .iter_mut()
-                .zip(&desc.arrays[..desc.n_arrays as usize])
-                .enumerate()
-            {
+            let all = &desc.arrays[..desc.n_arrays as usize];
+            for (i, (r, d)) in arrays.iter_mut().zip(all).enumerate() {
                 *r = ArrayRef {
-                    ptr: resolve(i, d)?,
+                    ptr: resolve(all, i)?,
                     desc: d,
                 };
             }
@@ -523,6 +629,10 @@ impl Block {
         if let Err(msg) = outcome {
             self.fail(k, &msg);
         }
+        if let Some(s) = slot {
+            // Before the done count: a caller that sees the chunk done sees it left.
+            s.chunk.store(0, Ordering::SeqCst);
+        }
         let ctl = self.ctl();
         ctl.done.0.fetch_add(1, Ordering::SeqCst);
         if ctl.caller_sleeping.0.load(Ordering::SeqCst) != 0 {
@@ -533,12 +643,13 @@ impl Block {
 
 /// A worker process's life: wait for a job, claim and run chunks, repeat. Never returns.
 ///
-/// Panics in chunks are caught (and reported) silently: `fork_with` installed, in the
-/// parent, a panic hook that stays quiet in forked children.
+/// Panics in chunks are caught (and reported) silently: `fork_tracked` installed, in the
+/// caller, a panic hook that stays quiet in forked children (the fork server is one, and
+/// the workers inherit that state from it). `parent` is the fork server's pid.
 fn worker_main(block: &Block, slot: usize, parent: i32, mut seen: u32) -> ! {
     let ctl = block.ctl();
     let me = &ctl.slots[slot];
-    let mut cache = Cache::default();
+    let mut cache = Cache::new();
     loop {
         let seq = wait_for_job(block, me, seen, parent, &mut cache);
         if ctl.shutdown.load(Ordering::Acquire) != 0 {
@@ -547,16 +658,14 @@ fn worker_main(block: &Block, slot: usize, parent: i32, mut seen: u32) -> ! {
         seen = seq;
         me.active.store(seq, Ordering::SeqCst);
         while let Some(k) = block.claim(seq) {
-            me.chunk.store(k as u32 + 1, Ordering::Relaxed);
-            block.run_chunk(k, &mut |_, d| cache.resolve(d));
-            me.chunk.store(0, Ordering::Relaxed);
+            block.run_chunk(seq, k, Some(me), &mut |all, i| cache.resolve(seq, all, i));
         }
-        me.active.store(0, Ordering::Release);
+        me.active.store(0, Ordering::SeqCst);
     }
 }
 
 /// Waits until the sequence word differs from `seen`: spins for `SPIN`, then sleeps on
-/// the futex (waking every `WORKER_NAP` to check that the parent lives and to drop
+/// the futex (waking every `WORKER_NAP` to check that the fork server lives and to drop
 /// stale mappings).
 fn wait_for_job(block: &Block, me: &Slot, seen: u32, parent: i32, cache: &mut Cache) -> u32 {
     let ctl = block.ctl();
@@ -586,10 +695,11 @@ fn wait_for_job(block: &Block, me: &Slot, seen: u32, parent: i32, cache: &mut Ca
             return s;
         }
         if proc::parent_pid() != parent {
-            // The pool's process died without stopping us: leave.
+            // The fork server died without stopping us (its death signal should have
+            // killed us already): leave.
             sys_fork::exit_now(0);
         }
-        cache.evict_stale();
+        cache.evict_stale(&[]);
     }
 }
 
@@ -597,7 +707,26 @@ fn wait_for_job(block: &Block, me: &Slot, seen: u32, parent: i32, cache: &mut Ca
 #[derive(Debug)]
 struct Worker {
     pid: i32,
+    /// The slot's spawn generation this worker was reported with.
+    gen: u32,
+    /// Says "ended" even when the fork server, which reports exits, is gone.
+    pidfd: Option<Pidfd>,
 }
+
+/// The fork server as the caller knows it.
+#[derive(Debug)]
+struct Server {
+    pid: i32,
+    pidfd: Option<Pidfd>,
+    /// Write end of the request pipe (only the caller holds it: its end of file tells the
+    /// server that the caller is gone).
+    requests: PrivateFd,
+}
+
+/// How long the caller waits for the fork server to report a spawn.
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `Drop` waits for the fork server to stop its workers and exit.
+const STOP_TIMEOUT_MS: i32 = 5000;
 
 /// How a dead worker ended, for the error.
 fn describe_exit(exit: Exit) -> String {
@@ -628,7 +757,9 @@ fn describe_exit(exit: Exit) -> String {
 /// and the chunk count, so a late worker never takes a chunk of the next job. Idle workers
 /// spin for 20 µs, then sleep on a futex; the caller wakes them only when a sleeper
 /// counter says someone sleeps. An idle pool uses no CPU after the spin window (workers
-/// wake twice a second to check that their parent lives).
+/// wake twice a second to release the mappings of dropped arrays). Workers and their
+/// replacements are forked by a single-threaded fork server that the pool starts once; it
+/// reaps them and reports their exits, and it kills them at once when the caller dies.
 ///
 /// # Memory ordering
 /// Dispatch and join are happens-before edges: everything the caller wrote before a job
@@ -649,13 +780,19 @@ fn describe_exit(exit: Exit) -> String {
 /// ```
 /// Failures: a chunk that panics or returns an error, and a worker that dies (a signal, an
 /// exit), make the job return [`ErrorKind::WorkerFailed`] naming the chunk and the cause,
-/// after every other executor has finished its chunks; a dead worker is reaped and
-/// replaced, so the next job runs. `Drop` stops and reaps every worker.
+/// after every other executor has left the job; a dead worker is reaped (by the fork
+/// server) and replaced, so the next job runs. `Drop` stops and reaps every worker.
+///
+/// # Processes
+/// A pool works only in the process that created it: in a forked child that inherited a
+/// copy, every job and [`check_workers`](Self::check_workers) return
+/// [`ErrorKind::WrongProcess`], and dropping the copy leaves the creator's workers alone.
+/// When the creating process dies, its workers are killed within milliseconds.
 ///
 /// Limits: a job's function must be part of the program when the pool forked (not from a
 /// library loaded later with `dlopen`); a worker stuck in an endless loop blocks the job,
-/// as a stuck thread blocks rayon; a pool serves the process that created it (a forked
-/// child that inherits a copy must not use it).
+/// as a stuck thread blocks rayon; arrays must keep their name while jobs use them
+/// (workers attach by name).
 ///
 /// # Examples
 /// ```
@@ -675,9 +812,20 @@ fn describe_exit(exit: Exit) -> String {
 pub struct WorkerPool {
     block: Box<Block>,
     workers: Vec<Option<Worker>>,
+    server: Option<Server>,
+    /// The creating process (see [`process_token`](proc::process_token)): jobs and `Drop`
+    /// act only there.
+    token: u64,
+    creator_pid: i32,
     seq: u32,
     inline_below: usize,
     progress: bool,
+    /// Segment ids of the arrays of the last dispatched job that succeeded, and when it
+    /// ended: every worker that needed them holds their mapping (an idle worker drops
+    /// mappings whose name is gone only after [`WORKER_NAP`]), so a job on them within
+    /// [`VERIFIED_FOR`] needs no name check.
+    verified: [u64; MAX_ARRAYS],
+    verified_at: Instant,
 }
 
 impl fmt::Debug for WorkerPool {
@@ -690,13 +838,15 @@ impl fmt::Debug for WorkerPool {
 }
 
 impl WorkerPool {
-    /// Forks `executors − 1` worker processes (the caller is the last executor; `1` makes
-    /// a pool that runs every chunk in the caller).
+    /// Starts `executors − 1` worker processes (the caller is the last executor; `1` makes
+    /// a pool that runs every chunk in the caller, with no process at all): forks the
+    /// pool's fork server, which forks the workers, and waits until they are up.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] when `executors` is 0 or above [`MAX_WORKERS`] + 1;
-    /// an OS error when mapping the control block or forking fails (workers already forked
-    /// are stopped and reaped).
+    /// an OS error when mapping the control block, making the request pipe or forking
+    /// fails (what was started is stopped and reaped); [`ErrorKind::Timeout`] when the
+    /// fork server did not report a worker within 30 s.
     pub fn new(executors: usize) -> Result<WorkerPool> {
         if executors == 0 || executors > MAX_WORKERS + 1 {
             return Err(Error::new(
@@ -713,16 +863,22 @@ impl WorkerPool {
         let mut pool = WorkerPool {
             block: Box::new(Block { mem }),
             workers: (0..executors - 1).map(|_| None).collect(),
+            server: None,
+            token: proc::process_token(),
+            creator_pid: proc::pid(),
             seq: 0,
             inline_below: 0,
             progress: false,
+            verified: [0; MAX_ARRAYS],
+            verified_at: Instant::now(),
         };
         pool.block
             .ctl()
             .failed_chunk
             .store(NO_FAILURE, Ordering::Relaxed);
-        for slot in 0..executors - 1 {
-            pool.spawn(slot)?;
+        if executors > 1 {
+            // On failure, `Drop` stops whatever was started.
+            pool.start_server(executors - 1)?;
         }
         Ok(pool)
     }
@@ -736,20 +892,146 @@ impl WorkerPool {
         WorkerPool::new(n.min(MAX_WORKERS + 1))
     }
 
-    fn spawn(&mut self, slot: usize) -> Result<()> {
-        let parent = proc::pid();
+    /// Forks the fork server, which forks the `n` workers, and waits until it has.
+    fn start_server(&mut self, n: usize) -> Result<()> {
+        let (read, write) =
+            pipe::pipe().map_err(|e| Error::os("cannot make the pool's request pipe", e))?;
+        let write = PrivateFd::new(write);
+        let caller_end = (!write.is_recorded()).then(|| write.as_raw_fd());
+        let requests = read.as_raw_fd();
+        let mut st = ServerState::new(n);
         let block: &Block = &self.block;
-        let s = &block.ctl().slots[slot];
-        s.active.store(0, Ordering::Relaxed);
-        s.chunk.store(0, Ordering::Relaxed);
-        s.sleeping.store(0, Ordering::Relaxed);
-        // The sequence number at the fork, read in the parent: the child may first run
-        // after the parent published its next job, which it must not take as seen.
-        let seen = block.ctl().seq.0.load(Ordering::SeqCst);
-        let pid = fork_tracked(|| worker_main(block, slot, parent, seen))?;
-        s.pid.store(pid, Ordering::Relaxed);
-        self.workers[slot] = Some(Worker { pid });
+        let me = proc::pid();
+        let pid = fork_tracked(|| server::server_main(block, requests, caller_end, me, &mut st))?;
+        drop(read);
+        // Our own unreaped child: the pidfd names it (see `Drop`).
+        let pidfd = Pidfd::open(pid).ok();
+        self.server = Some(Server {
+            pid,
+            pidfd,
+            requests: write,
+        });
+        for slot in 0..n {
+            self.await_spawn(slot, 0)?;
+        }
         Ok(())
+    }
+
+    /// Waits until the server reports a spawn into `slot` (its generation moves past
+    /// `old_gen`) and records the worker.
+    fn await_spawn(&mut self, slot: usize, old_gen: u32) -> Result<()> {
+        let ctl = self.block.ctl();
+        let s = &ctl.slots[slot];
+        let deadline = Instant::now() + SPAWN_TIMEOUT;
+        loop {
+            let events = ctl.events.0.load(Ordering::SeqCst);
+            let gen = s.gen.load(Ordering::Acquire);
+            if gen != old_gen {
+                let pid = s.pid.load(Ordering::Relaxed);
+                match s.state.load(Ordering::Acquire) {
+                    RUNNING | EXITED => {
+                        // The server marks a worker EXITED before it reaps it: if the slot
+                        // still says RUNNING for this generation after the pidfd is open,
+                        // the pidfd names this worker (or its zombie), not a reused pid.
+                        let pidfd = Pidfd::open(pid).ok().filter(|_| {
+                            s.state.load(Ordering::SeqCst) == RUNNING
+                                && s.gen.load(Ordering::SeqCst) == gen
+                        });
+                        self.workers[slot] = Some(Worker { pid, gen, pidfd });
+                        return Ok(());
+                    }
+                    _ => {
+                        self.workers[slot] = None;
+                        let errno = s.exit_value.load(Ordering::Relaxed);
+                        return Err(Error::os(
+                            "the pool's fork server could not fork a worker",
+                            std::io::Error::from_raw_os_error(errno),
+                        ));
+                    }
+                }
+            }
+            if self.server_gone() {
+                return Err(self.server_gone_error());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the pool's fork server did not start a worker within {} s",
+                        SPAWN_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            futex::wait(&ctl.events.0, events, Some(PARENT_NAP));
+        }
+    }
+
+    /// Asks the server for a new worker in `slot` (whose worker is gone) and waits for it.
+    fn respawn(&mut self, slot: usize) -> Result<()> {
+        self.workers[slot] = None;
+        // A new worker holds no mapping.
+        self.verified = [0; MAX_ARRAYS];
+        let gen = self.block.ctl().slots[slot].gen.load(Ordering::Acquire);
+        let Some(server) = &self.server else {
+            return Err(self.server_gone_error());
+        };
+        if self.server_gone() {
+            return Err(self.server_gone_error());
+        }
+        pipe::write_all(server.requests.as_raw_fd(), &(slot as u16).to_ne_bytes())
+            .map_err(|e| Error::os("cannot ask the pool's fork server for a worker", e))?;
+        self.await_spawn(slot, gen)
+    }
+
+    /// Whether the fork server has ended (then no worker will be replaced, and exits are
+    /// no longer reported).
+    fn server_gone(&self) -> bool {
+        self.server
+            .as_ref()
+            .is_some_and(|s| s.pidfd.as_ref().is_some_and(Pidfd::has_exited))
+    }
+
+    fn server_gone_error(&self) -> Error {
+        Error::new(
+            ErrorKind::WorkerFailed,
+            format!(
+                "the pool's fork server (process {}) has ended, so no worker can be                  replaced: drop this pool and make a new one",
+                self.server.as_ref().map_or(0, |s| s.pid)
+            ),
+        )
+    }
+
+    /// How the worker of `slot` ended, if it provably has: the server reported it, or
+    /// (once the server is gone) its pidfd says so. `None` while it may be running.
+    fn worker_exit(&self, slot: usize, server_gone: bool) -> Option<String> {
+        let w = self.workers[slot].as_ref()?;
+        let s = &self.block.ctl().slots[slot];
+        if s.gen.load(Ordering::Acquire) == w.gen && s.state.load(Ordering::Acquire) == EXITED {
+            let value = s.exit_value.load(Ordering::Relaxed);
+            let exit = match s.exit_kind.load(Ordering::Relaxed) {
+                2 => Exit::Signal(value),
+                _ => Exit::Code(value),
+            };
+            return Some(describe_exit(exit));
+        }
+        if server_gone && w.pidfd.as_ref().is_some_and(Pidfd::has_exited) {
+            return Some("ended; its exit status was lost with the pool's fork server".into());
+        }
+        None
+    }
+
+    /// `Err(WrongProcess)` unless the caller is the process that made the pool.
+    fn check_process(&self) -> Result<()> {
+        if proc::process_token() == self.token {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::WrongProcess,
+            format!(
+                "this WorkerPool belongs to process {} that created it; a copy inherited                  through fork cannot run jobs (its workers serve their creator): make a new                  pool in this process",
+                self.creator_pid
+            ),
+        ))
     }
 
     /// Number of executors: the workers plus the caller.
@@ -781,32 +1063,35 @@ impl WorkerPool {
     /// replaced. Jobs do this themselves when a worker dies during them.
     ///
     /// # Errors
-    /// An OS error when forking a replacement fails.
+    /// [`ErrorKind::WrongProcess`] in a process other than the pool's creator; an OS error
+    /// when forking a replacement fails; [`ErrorKind::WorkerFailed`] when the pool's fork
+    /// server has ended (make a new pool).
     pub fn check_workers(&mut self) -> Result<usize> {
+        self.check_process()?;
+        let server_gone = self.server_gone();
         let mut replaced = 0;
         for slot in 0..self.workers.len() {
-            if let Some(exit) = self.poll_worker(slot) {
-                let _ = exit;
-                self.spawn(slot)?;
+            let ended =
+                self.workers[slot].is_none() || self.worker_exit(slot, server_gone).is_some();
+            if ended {
+                self.respawn(slot)?;
                 replaced += 1;
             }
         }
         Ok(replaced)
     }
 
-    fn poll_worker(&mut self, slot: usize) -> Option<Exit> {
-        poll_worker(&self.block, &mut self.workers, slot)
-    }
-
     /// Applies `f` in place to each chunk of `array` along `plan`: `f(chunk, view, &params)`
     /// returns `()` or `Result<(), E>` with a displayable `E`.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`] when `plan` does not fit the array or `P` is larger
-    /// than [`MAX_PARAMS`]; [`ErrorKind::Unsupported`] for an array without an ndshm trailer
-    /// (made by another tool) or with more than [`MAX_DIMS`] dimensions;
-    /// [`ErrorKind::WorkerFailed`] naming the chunk and the cause when a chunk panicked or
-    /// returned an error, or its worker died.
+    /// [`ErrorKind::WrongProcess`] in a process other than the pool's creator (a forked
+    /// child holding an inherited copy); [`ErrorKind::InvalidArgument`] when `plan` does
+    /// not fit the array or `P` is larger than [`MAX_PARAMS`]; [`ErrorKind::Unsupported`]
+    /// for an array without an ndshm trailer (made by another tool) or with more than
+    /// [`MAX_DIMS`] dimensions; [`ErrorKind::NotFound`] for an array whose name is gone
+    /// (unlinked), which workers could not attach; [`ErrorKind::WorkerFailed`] naming the
+    /// chunk and the cause when a chunk panicked or returned an error, or its worker died.
     pub fn map<T, D, P, R>(
         &mut self,
         array: &mut SharedNdArray<T, D>,
@@ -820,6 +1105,7 @@ impl WorkerPool {
         P: Pod,
         R: ChildResult,
     {
+        self.check_process()?;
         plan.check_shape(array.shape(), "array", array.name())?;
         let out = describe(array, true)?;
         let ptr = array.data_ptr().cast::<u8>();
@@ -874,6 +1160,7 @@ impl WorkerPool {
         P: Pod,
         R: ChildResult,
     {
+        self.check_process()?;
         plan.check_shape(input.shape(), "input", input.name())?;
         plan.check_shape(output.shape(), "output", output.name())?;
         if input.segment_id() == output.segment_id() {
@@ -922,6 +1209,7 @@ impl WorkerPool {
         P: Pod,
         R: Pod,
     {
+        self.check_process()?;
         plan.check_shape(array.shape(), "array", array.name())?;
         let n = plan.num_chunks();
         if n.saturating_mul(size_of::<R>()) > MAX_RESULTS {
@@ -981,9 +1269,21 @@ impl WorkerPool {
         if n == 0 {
             return Ok(());
         }
-        // A worker killed between jobs is noticed by a job that has to wait for it; reap
-        // and replace such workers every 256 jobs too (a few µs per 256 jobs), so that
-        // none stays a zombie for long in a stream of quick jobs.
+        let inline = elements <= self.inline_below || self.workers.is_empty() || n == 1;
+        if !inline {
+            let fresh = arrays
+                .iter()
+                .all(|(d, _)| self.verified.contains(&d.segment_id))
+                && self.verified_at.elapsed() < VERIFIED_FOR;
+            if !fresh {
+                for (d, _) in arrays {
+                    check_named(d)?;
+                }
+            }
+        }
+        // A worker killed between jobs is noticed by a job that has to wait for it (the
+        // fork server reaps it at once); replace such workers every 256 jobs too (a few µs
+        // per 256 jobs), so that a stream of quick jobs does not run short of executors.
         if self.seq % 256 == 255 {
             self.check_workers()?;
         }
@@ -1021,7 +1321,6 @@ impl WorkerPool {
         let seq = self.seq;
         ctl.claim.0.store(pack(seq, 0, n as u64), Ordering::Release);
 
-        let inline = elements <= self.inline_below || self.workers.is_empty() || n == 1;
         if !inline {
             ctl.seq.0.store(seq, Ordering::SeqCst);
             if ctl.sleepers.0.load(Ordering::SeqCst) != 0 {
@@ -1034,7 +1333,7 @@ impl WorkerPool {
         }
         let progress = Progress::new(self.progress, n);
         while let Some(k) = block.claim(seq) {
-            block.run_chunk(k, &mut |i, _| Ok(local[i]));
+            block.run_chunk(seq, k, None, &mut |_, i| Ok(local[i]));
             progress.set(ctl.done.0.load(Ordering::Relaxed));
         }
         let dead = if inline {
@@ -1044,18 +1343,32 @@ impl WorkerPool {
         };
         progress.finish();
         let result = self.outcome(seq, &dead);
+        if !inline {
+            // Inline jobs leave the workers' mappings as they were.
+            self.verified = [0; MAX_ARRAYS];
+            if result.is_ok() {
+                for (v, (d, _)) in self.verified.iter_mut().zip(arrays) {
+                    *v = d.segment_id;
+                }
+                self.verified_at = Instant::now();
+            }
+        }
         for (slot, _) in &dead {
-            self.spawn(*slot)?;
+            self.respawn(*slot)?;
         }
         result
     }
 
     /// Waits until every chunk of job `seq` is done, or, when workers died, until every
-    /// live executor has left the job. Returns the dead workers (reaped) with how they
-    /// ended and the chunk they held.
+    /// live executor has left the job. Returns the dead workers with how they ended (the
+    /// server reaped them).
+    ///
+    /// Invariant: it never returns while an executor may be inside a chunk of job `seq`
+    /// (see [`may_be_in_job`](Self::may_be_in_job)). A worker counts as gone only when it
+    /// provably ended: its fork server (its parent) reported the exit, or its pidfd says
+    /// so. Nothing else (an `ECHILD`, a missing `/proc` entry) is taken for death.
     fn join(&mut self, seq: u32, n: u32, progress: &Progress) -> Vec<(usize, String)> {
         let block: &Block = &self.block;
-        let workers = &mut self.workers;
         let ctl = block.ctl();
         let start = Instant::now();
         let mut spins = 0u32;
@@ -1070,6 +1383,13 @@ impl WorkerPool {
         loop {
             let done = ctl.done.0.load(Ordering::Acquire);
             if done == n {
+                // Each executor clears its `chunk` word before it counts its chunk done,
+                // and the count is a chain of release RMWs: seeing `n` done, no one is left
+                // inside a chunk of this job.
+                debug_assert!(
+                    !(0..self.workers.len()).any(|slot| self.in_chunk(slot, seq, &dead)),
+                    "pool join: an executor is inside a chunk of a finished job"
+                );
                 return dead;
             }
             progress.set(done);
@@ -1079,30 +1399,51 @@ impl WorkerPool {
                 futex::wait(&ctl.done.0, done, Some(PARENT_NAP));
             }
             ctl.caller_sleeping.0.store(0, Ordering::SeqCst);
-            for slot in 0..workers.len() {
-                let held = ctl.slots[slot].chunk.load(Ordering::Acquire);
-                let active = ctl.slots[slot].active.load(Ordering::Acquire);
-                let pid = workers[slot].as_ref().map_or(0, |w| w.pid);
-                if let Some(exit) = poll_worker(block, workers, slot) {
-                    dead.push((slot, format!("{pid} {}", describe_exit(exit))));
-                    if active == seq && held != 0 {
-                        block.fail_for_dead(held as usize - 1, pid, &describe_exit(exit));
+            let server_gone = self.server_gone();
+            for slot in 0..self.workers.len() {
+                if dead.iter().any(|(d, _)| *d == slot) {
+                    continue;
+                }
+                if let Some(why) = self.worker_exit(slot, server_gone) {
+                    let pid = self.workers[slot].as_ref().map_or(0, |w| w.pid);
+                    // Its slot keeps what it last wrote: the chunk it was inside, if any.
+                    let held = ctl.slots[slot].chunk.load(Ordering::Acquire);
+                    if held >> 32 == u64::from(seq) && held as u32 != 0 {
+                        block.fail_for_dead(held as u32 as usize - 1, pid, &why);
                     }
+                    dead.push((slot, format!("{pid} {why}")));
                 }
             }
-            if !dead.is_empty() {
-                // Some chunks may never finish: wait until every claimable chunk is claimed
-                // and every live executor has left the job, then stop waiting.
-                // (The caller claimed chunks until none was left before joining, so every
-                // chunk is claimed: a live worker that is not active in the job holds none.)
-                let busy = workers.iter().enumerate().any(|(slot, w)| {
-                    w.is_some() && ctl.slots[slot].active.load(Ordering::Acquire) == seq
-                });
-                if !busy {
-                    return dead;
-                }
+            // With a dead worker some chunks never finish: stop waiting once no live
+            // executor is in the job any more. (The caller claimed chunks until none was
+            // left before joining, so every chunk is claimed: a live worker that is not
+            // active in the job holds none and can win none.) This condition *is* the
+            // invariant, checked explicitly.
+            if !dead.is_empty()
+                && !(0..self.workers.len()).any(|slot| self.may_be_in_job(slot, seq, &dead))
+            {
+                return dead;
             }
         }
+    }
+
+    /// Whether the worker of `slot` may be inside (or about to enter) a chunk of job
+    /// `seq`: it is not provably dead, and it entered the job without leaving it, or its
+    /// `chunk` word names a chunk of the job.
+    fn may_be_in_job(&self, slot: usize, seq: u32, dead: &[(usize, String)]) -> bool {
+        self.workers[slot].is_some()
+            && !dead.iter().any(|(d, _)| *d == slot)
+            && (self.block.ctl().slots[slot].active.load(Ordering::SeqCst) == seq
+                || self.in_chunk(slot, seq, dead))
+    }
+
+    /// Whether the worker of `slot`, not provably dead, is inside a chunk of job `seq`.
+    fn in_chunk(&self, slot: usize, seq: u32, dead: &[(usize, String)]) -> bool {
+        let c = self.block.ctl().slots[slot].chunk.load(Ordering::SeqCst);
+        self.workers[slot].is_some()
+            && !dead.iter().any(|(d, _)| *d == slot)
+            && c >> 32 == u64::from(seq)
+            && c as u32 != 0
     }
 
     /// The job's result: the first recorded failure, or a lost chunk of a dead worker.
@@ -1178,22 +1519,22 @@ fn set<T: PartialEq>(slot: &mut T, v: T) {
     }
 }
 
-/// Reaps worker `slot` if it has ended (fixing the sleeper count it may have left).
-fn poll_worker(block: &Block, workers: &mut [Option<Worker>], slot: usize) -> Option<Exit> {
-    let pid = workers[slot].as_ref()?.pid;
-    let exit = match sys_fork::wait_child(pid, true) {
-        Ok(Some(exit)) => exit,
-        Ok(None) => return None,
-        // ECHILD: someone else reaped it (a SIGCHLD handler): it is gone.
-        Err(_) => Exit::Code(-1),
-    };
-    cleanup::untrack_child(pid);
-    let ctl = block.ctl();
-    if ctl.slots[slot].sleeping.swap(0, Ordering::SeqCst) != 0 {
-        ctl.sleepers.0.fetch_sub(1, Ordering::SeqCst);
+/// `Err(NotFound)` unless the array's name still names its segment: workers attach by
+/// name.
+fn check_named(d: &ArrayDesc) -> Result<()> {
+    let name = String::from_utf8_lossy(&d.name[..d.name_len as usize]);
+    if shm::file_id_of_name(&name) == Some((d.dev, d.ino)) {
+        return Ok(());
     }
-    workers[slot] = None;
-    Some(exit)
+    Err(Error::new(
+        ErrorKind::NotFound,
+        format!(
+            "array '{name}' has no name in /dev/shm any more (it was unlinked, or the name \
+             now belongs to another segment), and pool workers attach arrays by name: run \
+             pool jobs before unlinking it, or use fork_chunks, whose children inherit the \
+             mapping"
+        ),
+    ))
 }
 
 /// Describes `array` for the workers.
@@ -1201,6 +1542,8 @@ fn describe<T: Element, D: Dimension, A: AccessMode>(
     array: &SharedNdArray<T, D, A>,
     writable: bool,
 ) -> Result<ArrayDesc> {
+    // A handle inherited through fork (another process's) is refused before dispatch.
+    array.check_bound_here()?;
     let seg = array.segment();
     if seg.segment_id() == 0 {
         return Err(Error::new(
@@ -1227,6 +1570,7 @@ fn describe<T: Element, D: Dimension, A: AccessMode>(
     let name = array.name().as_bytes();
     let mut d = EMPTY_ARRAY;
     d.segment_id = seg.segment_id();
+    (d.dev, d.ino) = seg.file_id();
     d.offset = (array.data_ptr() as usize - seg.as_ptr() as usize) as u64;
     d.nbytes = array.nbytes() as u64;
     d.writable = u32::from(writable);
@@ -1242,29 +1586,35 @@ fn describe<T: Element, D: Dimension, A: AccessMode>(
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
+        if proc::process_token() != self.token {
+            // A copy inherited through fork: the workers serve the creator. Only this
+            // process's own copies (of the control block mapping, of the descriptors) go.
+            return;
+        }
+        let Some(server) = self.server.take() else {
+            return;
+        };
         let ctl = self.block.ctl();
+        // Idle workers leave on their own; the server kills whatever is left anyway.
         ctl.shutdown.store(1, Ordering::SeqCst);
         self.seq = self.seq.wrapping_add(1).max(1);
         ctl.seq.0.store(self.seq, Ordering::SeqCst);
         futex::wake(&ctl.seq.0, i32::MAX);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        for slot in 0..self.workers.len() {
-            while self.workers[slot].is_some() {
-                if self.poll_worker(slot).is_some() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    if let Some(w) = &self.workers[slot] {
-                        let _ = sys_fork::send_signal(w.pid, libc::SIGKILL);
-                        let _ = sys_fork::wait_child(w.pid, false);
-                        cleanup::untrack_child(w.pid);
-                    }
-                    self.workers[slot] = None;
-                    break;
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
+        // (A server that is gone makes this an EPIPE error, which changes nothing.)
+        let _ = pipe::write_all(server.requests.as_raw_fd(), &server::SHUTDOWN.to_ne_bytes());
+        drop(server.requests);
+        // The server kills and reaps every worker, then exits.
+        let stopped = server
+            .pidfd
+            .as_ref()
+            .is_some_and(|fd| fd.wait_exited(STOP_TIMEOUT_MS));
+        if !stopped {
+            // Its workers die with it (their death signal).
+            let _ = sys_fork::send_signal(server.pid, libc::SIGKILL);
         }
+        // Our child: reap it (ECHILD if SIGCHLD is ignored: it reaped itself).
+        let _ = sys_fork::wait_child(server.pid, false);
+        cleanup::untrack_child(server.pid);
     }
 }
 
