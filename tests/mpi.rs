@@ -29,8 +29,8 @@ fn main() {
         if std::env::var_os("NDSHM_REQUIRE_MPI").is_some() {
             panic!("mpiexec not found but NDSHM_REQUIRE_MPI is set");
         }
-        println!("mpiexec not found: 3 MPI scenarios skipped");
-        println!("0 passed, 0 failed, 3 skipped");
+        println!("mpiexec not found: 4 MPI scenarios skipped");
+        println!("0 passed, 0 failed, 4 skipped");
         return;
     }
     let (mut passed, mut failed) = (0, 0);
@@ -59,6 +59,31 @@ fn main() {
             );
         } else {
             failed += 1;
+            println!("test {name} ... FAILED\n{text}");
+        }
+    }
+    // Two simulated nodes (own network, mount and UTS namespaces each, scripts/simnodes):
+    // node-local segments are really node-local.
+    let name = "simulated_nodes_hold_one_segment_each";
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/simnodes/run.sh");
+    let start = Instant::now();
+    let out = run_with_deadline(
+        Command::new(script)
+            .args(["2", "2", "env", &format!("{ROLE}={name}")])
+            .arg(std::env::current_exe().unwrap()),
+        Duration::from_secs(180),
+    );
+    match out {
+        Some((status, _)) if status.success() => {
+            passed += 1;
+            println!(
+                "test {name} ... ok ({:.1} s)",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        other => {
+            failed += 1;
+            let text = other.map(|(_, t)| t).unwrap_or_else(|| "timed out".into());
             println!("test {name} ... FAILED\n{text}");
         }
     }
@@ -129,6 +154,9 @@ fn rank_main(role: &str) {
     let universe = rsmpi::initialize().unwrap();
     let world = universe.world();
     let comm = NodeComm::split(&world).unwrap();
+    if role == "simulated_nodes_hold_one_segment_each" {
+        return simulated_nodes(&comm);
+    }
     assert_eq!(comm.node_size(), 2, "logical nodes of two ranks");
     assert_eq!(comm.nodes(), world.size() as usize / 2);
     let n = 10_001;
@@ -207,6 +235,35 @@ fn rank_main(role: &str) {
             unreachable!("the job is aborted when a rank is killed");
         }
         other => panic!("unknown role {other}"),
+    }
+    a.free();
+}
+
+/// On simulated nodes (separate /dev/shm each): the job works, and each node's /dev/shm
+/// holds exactly one ndshm segment of this job.
+fn simulated_nodes(comm: &NodeComm) {
+    assert_eq!(comm.nodes(), 2, "two simulated nodes");
+    assert_eq!(comm.node_size(), 2);
+    assert_eq!(comm.host(), format!("node{}", comm.node_index()));
+    let n = 5_000;
+    let plan = ChunkPlan::balanced(n, 8).unwrap();
+    let mut a = NodeArray::<u64, Ix1>::zeros(comm, n).unwrap();
+    a.for_each_chunk(&plan, |c, mut x| x.fill(c.index as u64 + 1))
+        .unwrap();
+    let prefix = a.name().rsplit_once("-node").unwrap().0.to_string();
+    let here = ndshm::list()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name.starts_with(&prefix))
+        .count();
+    assert_eq!(here, 1, "one segment of this job in this node's /dev/shm");
+    if let Some(g) = a.gather(&plan).unwrap() {
+        for c in plan.iter() {
+            assert!(g
+                .slice(ndarray::s![c.range()])
+                .iter()
+                .all(|&v| v == c.index as u64 + 1));
+        }
     }
     a.free();
 }
