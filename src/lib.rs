@@ -190,6 +190,8 @@ mod gc;
 mod info;
 mod list;
 mod map;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod namespace;
 mod npy;
 mod pipe;

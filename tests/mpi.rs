@@ -1,0 +1,269 @@
+//! MPI tests (feature `mpi`): this binary re-launches itself under `mpiexec` (MPICH) with
+//! logical nodes of two ranks, and each scenario runs on every rank.
+//!
+//! Run: `cargo test --features mpi --test mpi` (needs `mpiexec` on the PATH; `.ci/run`
+//! installs MPICH). Without the `NDSHM_REQUIRE_MPI` variable a missing `mpiexec` is
+//! reported as skipped, never as passed.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ndarray::{Array1, Ix1};
+use ndshm::mpi::{rsmpi, NodeArray, NodeComm, RANKS_PER_NODE_ENV};
+use ndshm::{ChunkPlan, ErrorKind};
+use rsmpi::traits::*;
+
+const ROLE: &str = "NDSHM_MPI_TEST_ROLE";
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE) {
+        rank_main(&role);
+        return;
+    }
+    let scenarios = [
+        ("squares_match_a_serial_run", 4, true),
+        ("a_failing_chunk_is_reported_on_every_rank", 4, true),
+        ("a_killed_rank_leaves_only_reclaimable_segments", 4, false),
+    ];
+    if Command::new("mpiexec").arg("--version").output().is_err() {
+        if std::env::var_os("NDSHM_REQUIRE_MPI").is_some() {
+            panic!("mpiexec not found but NDSHM_REQUIRE_MPI is set");
+        }
+        println!("mpiexec not found: 4 MPI scenarios skipped");
+        println!("0 passed, 0 failed, 4 skipped");
+        return;
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for (name, ranks, must_succeed) in scenarios {
+        let start = Instant::now();
+        let out = run_with_deadline(
+            Command::new("mpiexec")
+                .args(["-n", &ranks.to_string()])
+                .args(["-genv", RANKS_PER_NODE_ENV, "2"])
+                .args(["-genv", ROLE, name])
+                .args(["-genv", "NDSHM_MPI_MARKER", marker_path().to_str().unwrap()])
+                .arg(std::env::current_exe().unwrap()),
+            Duration::from_secs(120),
+        );
+        let ok = match &out {
+            Some((status, _)) if must_succeed => status.success(),
+            Some((status, _)) => !status.success() && check_after_kill(),
+            None => false,
+        };
+        let text = out.map(|(_, t)| t).unwrap_or_else(|| "timed out".into());
+        if ok {
+            passed += 1;
+            println!(
+                "test {name} ... ok ({:.1} s)",
+                start.elapsed().as_secs_f64()
+            );
+        } else {
+            failed += 1;
+            println!("test {name} ... FAILED\n{text}");
+        }
+    }
+    // Two simulated nodes (own network, mount and UTS namespaces each, scripts/simnodes):
+    // node-local segments are really node-local.
+    let name = "simulated_nodes_hold_one_segment_each";
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/simnodes/run.sh");
+    let start = Instant::now();
+    let out = run_with_deadline(
+        Command::new(script)
+            .args(["2", "2", "env", &format!("{ROLE}={name}")])
+            .arg(std::env::current_exe().unwrap()),
+        Duration::from_secs(180),
+    );
+    match out {
+        Some((status, _)) if status.success() => {
+            passed += 1;
+            println!(
+                "test {name} ... ok ({:.1} s)",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        other => {
+            failed += 1;
+            let text = other.map(|(_, t)| t).unwrap_or_else(|| "timed out".into());
+            println!("test {name} ... FAILED\n{text}");
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// Runs `cmd`, killing it after `deadline`; `None` when it had to be killed.
+fn run_with_deadline(
+    cmd: &mut Command,
+    deadline: Duration,
+) -> Option<(std::process::ExitStatus, String)> {
+    let dir = std::env::temp_dir().join(format!("ndshm-mpi-test-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let log = dir.join("out.txt");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = cmd
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("mpiexec starts");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    status.map(|s| (s, text))
+}
+
+/// After a rank was SIGKILLed, the job's segments have dead owners: gc removes them all.
+fn check_after_kill() -> bool {
+    let Ok(marker) = std::fs::read_to_string(marker_path()) else {
+        return false;
+    };
+    let _ = std::fs::remove_file(marker_path());
+    let prefix = marker.trim().to_string();
+    let left: Vec<_> = ndshm::list()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name.starts_with(&prefix))
+        .collect();
+    let removed = ndshm::gc_matching(|s| s.name.starts_with(&prefix)).unwrap();
+    let after = ndshm::list()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name.starts_with(&prefix))
+        .count();
+    !left.is_empty() && removed.len() == left.len() && after == 0
+}
+
+/// Where rank 0 of the kill scenario writes its job's segment-name prefix for the test.
+fn marker_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ndshm-mpi-kill-marker-{}", std::process::id()))
+}
+
+fn rank_main(role: &str) {
+    let universe = rsmpi::initialize().unwrap();
+    let world = universe.world();
+    let comm = NodeComm::split(&world).unwrap();
+    if role == "simulated_nodes_hold_one_segment_each" {
+        return simulated_nodes(&comm);
+    }
+    assert_eq!(comm.node_size(), 2, "logical nodes of two ranks");
+    assert_eq!(comm.nodes(), world.size() as usize / 2);
+    let n = 10_001;
+    let plan = ChunkPlan::balanced(n, 13).unwrap();
+    let mut a = NodeArray::<f64, Ix1>::zeros(&comm, n).unwrap();
+    let input = (comm.world_rank() == 0).then(|| Array1::range(0.0, n as f64, 1.0));
+    a.replicate(input.as_ref().map(|x| x.view())).unwrap();
+    match role {
+        "squares_match_a_serial_run" => {
+            // Every node holds the whole input after replicate.
+            assert_eq!(a.view()[n - 1], (n - 1) as f64);
+            a.for_each_chunk(&plan, |_, mut x| x.mapv_inplace(|v| v * v))
+                .unwrap();
+            let sums = a
+                .map_reduce(&plan, |c, x| [c.index as f64, x.sum()])
+                .unwrap();
+            assert!(sums.iter().enumerate().all(|(i, s)| s[0] == i as f64));
+            let g = a.gather(&plan).unwrap();
+            if comm.world_rank() == 0 {
+                let serial = Array1::range(0.0, n as f64, 1.0).mapv(|v| v * v);
+                assert_eq!(g.unwrap(), serial);
+                let total: f64 = sums.iter().map(|s| s[1]).sum();
+                assert_eq!(total, serial.sum());
+            } else {
+                assert!(g.is_none());
+            }
+            // Scatter puts each node's block back from rank 0.
+            let fresh = (comm.world_rank() == 0).then(|| Array1::from_elem(n, 7.0));
+            a.scatter(&plan, fresh.as_ref().map(|x| x.view())).unwrap();
+            let g = a.gather(&plan).unwrap();
+            if let Some(g) = g {
+                assert!(g.iter().all(|&v| v == 7.0));
+            }
+        }
+        "a_failing_chunk_is_reported_on_every_rank" => {
+            let err = a
+                .for_each_chunk(&plan, |c, _| -> Result<(), String> {
+                    if c.index == 11 {
+                        Err("bad input in chunk 11".into())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::WorkerFailed);
+            assert!(
+                err.message().contains("chunk 11") && err.message().contains("rank "),
+                "{err}"
+            );
+            let err = a
+                .map_reduce(&plan, |c, _| {
+                    assert!(c.index != 3, "chunk 3 panics");
+                    0u8
+                })
+                .unwrap_err();
+            assert!(err.message().contains("chunk 3 panics"), "{err}");
+            // The job goes on after a failure: nobody is stuck in a collective.
+            a.for_each_chunk(&plan, |_, mut x| x.fill(1.0)).unwrap();
+            if let Some(g) = a.gather(&plan).unwrap() {
+                assert!(g.iter().all(|&v| v == 1.0));
+            }
+        }
+        "a_killed_rank_leaves_only_reclaimable_segments" => {
+            if comm.world_rank() == 0 {
+                let prefix = a.name().rsplit_once("-node").unwrap().0.to_string();
+                let marker = std::env::var_os("NDSHM_MPI_MARKER").expect("set by the test");
+                std::fs::write(marker, prefix).unwrap();
+            }
+            world.barrier();
+            if comm.world_rank() == 3 {
+                // SAFETY: raise has no preconditions; SIGKILL ends this rank at once.
+                unsafe { libc::raise(libc::SIGKILL) };
+            }
+            // The others wait in a collective until Hydra aborts the job.
+            world.barrier();
+            unreachable!("the job is aborted when a rank is killed");
+        }
+        other => panic!("unknown role {other}"),
+    }
+    a.free();
+}
+
+/// On simulated nodes (separate /dev/shm each): the job works, and each node's /dev/shm
+/// holds exactly one ndshm segment of this job.
+fn simulated_nodes(comm: &NodeComm) {
+    assert_eq!(comm.nodes(), 2, "two simulated nodes");
+    assert_eq!(comm.node_size(), 2);
+    assert_eq!(comm.host(), format!("node{}", comm.node_index()));
+    let n = 5_000;
+    let plan = ChunkPlan::balanced(n, 8).unwrap();
+    let mut a = NodeArray::<u64, Ix1>::zeros(comm, n).unwrap();
+    a.for_each_chunk(&plan, |c, mut x| x.fill(c.index as u64 + 1))
+        .unwrap();
+    let prefix = a.name().rsplit_once("-node").unwrap().0.to_string();
+    let here = ndshm::list()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name.starts_with(&prefix))
+        .count();
+    assert_eq!(here, 1, "one segment of this job in this node's /dev/shm");
+    if let Some(g) = a.gather(&plan).unwrap() {
+        for c in plan.iter() {
+            assert!(g
+                .slice(ndarray::s![c.range()])
+                .iter()
+                .all(|&v| v == c.index as u64 + 1));
+        }
+    }
+    a.free();
+}
