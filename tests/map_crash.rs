@@ -314,9 +314,9 @@ fn scribble(name: &Name, offset: u64, bytes: &[u8]) {
     f.write_all(bytes).unwrap();
 }
 
-/// The bytes from the end of the map's header to the start of its trailer.
+/// The bytes from the end of the map's header (64) to the start of its trailer (192).
 fn table_len(name: &Name) -> u64 {
-    std::fs::metadata(name.path()).unwrap().len() - 128 - 64
+    std::fs::metadata(name.path()).unwrap().len() - 192 - 64
 }
 
 /// Runs every map operation on segment `name` in a child with a deadline: each must
