@@ -20,8 +20,9 @@
 //! ```
 //!
 //! ## Segments
-//! Every segment ndshm makes ends with a fixed 128-byte trailer (magic, kind, format
-//! version, a unique id, owner pid and start time, persistent flag, room for a lock), where
+//! Every segment ndshm makes ends with a fixed 192-byte trailer (magic, kind, format
+//! version 2, a unique id, the owner's pid, lease and pid namespace, persistent flag, the
+//! segment's robust pthread mutex), where
 //! numpy does not look. An array segment starts with a standard `.npy` header, padded so
 //! that the data begins 64-byte aligned. Segments are built under a temporary name and
 //! published with `renameat2(RENAME_NOREPLACE)`, so an opener never sees a half-written
@@ -127,6 +128,13 @@
 //! assert!(a.as_slice().unwrap().iter().all(|&v| v == 10.0));
 //! # Ok::<(), ndshm::Error>(())
 //! ```
+//! ## Beyond one machine
+//! With the `mpi` feature, the `mpi` module runs the same [`ChunkPlan`] jobs on MPI ranks
+//! across nodes, with one node-shared segment per node (node rank 0 creates it, the others
+//! attach by name): `NodeComm::split`, `NodeArray::{for_each_chunk, map_reduce, replicate,
+//! scatter, gather}`. Failures on any rank are agreed on collectively and reported on
+//! every rank.
+//!
 //! ## Sharing state between processes
 //! The counterparts of Python's `multiprocessing` primitives, each in a named segment
 //! (attach by name from any process) or in anonymous shared memory (inherited by forked
