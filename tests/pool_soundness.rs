@@ -1,6 +1,9 @@
 //! The pool is bound to its process, learns of worker deaths only from the kernel (through
 //! its fork server), dies with its caller, and does not pin the memory of dropped arrays.
 
+// Opts this test binary in to forking on the harness's threads (see tests/common).
+mod common;
+
 use std::cell::RefCell;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
