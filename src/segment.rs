@@ -744,11 +744,22 @@ impl Drop for Segment {
             // Before unmapping: a fork after this point must not cover the freed range.
             shm::forget_fork_exclusion(self.map.as_mut_ptr());
         }
+        // Read the trailer only if the file still covers the mapping: a segment truncated
+        // behind our back (breaking `open`'s contract) must not turn this drop into a
+        // SIGBUS.
+        let intact = self
+            .file
+            .metadata()
+            .is_ok_and(|m| m.len() >= self.len() as u64);
         // SAFETY: the handle is bound to this process and being dropped: `file` is dropped
         // exactly once, here, and nothing uses it afterwards.
         unsafe { ManuallyDrop::drop(&mut self.file) };
-        // SAFETY: a validated trailer ends the mapping, which is still mapped.
-        if self.info.is_some() && unsafe { trailer::lock_held_here(self.as_ptr(), self.len()) } {
+        // SAFETY: a validated trailer ends the mapping, which is still mapped, and the file
+        // behind it is long enough (checked above) for the read not to fault.
+        if intact
+            && self.info.is_some()
+            && unsafe { trailer::lock_held_here(self.as_ptr(), self.len()) }
+        {
             // A leaked guard: a thread's robust list runs through this memory. Keep it.
             return;
         }
