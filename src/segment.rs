@@ -754,12 +754,12 @@ impl Drop for Segment {
         // SAFETY: the handle is bound to this process and being dropped: `file` is dropped
         // exactly once, here, and nothing uses it afterwards.
         unsafe { ManuallyDrop::drop(&mut self.file) };
-        // SAFETY: a validated trailer ends the mapping, which is still mapped, and the file
-        // behind it is long enough (checked above) for the read not to fault.
-        if intact
+        let held = intact
             && self.info.is_some()
-            && unsafe { trailer::lock_held_here(self.as_ptr(), self.len()) }
-        {
+            // SAFETY: a validated trailer ends the mapping, which is still mapped, and the
+            // file behind it is long enough (checked above) for the read not to fault.
+            && unsafe { trailer::lock_held_here(self.as_ptr(), self.len()) };
+        if held {
             // A leaked guard: a thread's robust list runs through this memory. Keep it.
             return;
         }
