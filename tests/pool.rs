@@ -428,8 +428,19 @@ fn a_worker_killed_between_jobs_is_reaped_and_replaced() {
             .unwrap();
     }
     assert_eq!(a.as_slice().unwrap()[999], 999.0 + 256.0);
-    // The fork server reports an exit while the worker is still a zombie (so its pid
-    // cannot be reused meanwhile), then reaps it: reaped shortly after, never left.
+    // The fork server learns of the death from the worker's pidfd and reports it in the
+    // control block; the pool replaces a reported worker at its next check (every 256th
+    // job, check_workers, or a job that has to wait). Under load the report may come after
+    // the 256th job: check until it has.
+    assert!(
+        within_deadline(|| {
+            pool.check_workers().unwrap();
+            !pool.worker_pids().contains(&victim)
+        }),
+        "the killed worker {victim} was never replaced"
+    );
+    // The server reports while the worker is still a zombie (so its pid cannot be reused
+    // meanwhile), then reaps it: reaped shortly after, never left.
     assert!(
         within_deadline(|| std::fs::metadata(format!("/proc/{victim}")).is_err()),
         "the killed worker {victim} was never reaped"
