@@ -1,0 +1,163 @@
+//! Process-level tests of `ArrayQueue`: who owns a queued array (and reclaims it after a
+//! crash), gets that fail without destroying anything, a queue moved into a child, names
+//! reused while queued; and `open_raw_reserved` of a sparse segment on a full `/dev/shm`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{join_within, Name};
+use ndarray::{Ix1, Ix2};
+use ndshm::{ArrayQueue, ErrorKind, Process, Queue, SharedNdArray};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `f` in a forked child and fails the test if it fails or hangs. Queues made inside
+/// are held by that child alone: the test binary's other threads fork children of their
+/// own, which would otherwise inherit the queue's presence and keep it from draining.
+fn isolated(f: impl FnOnce() -> ndshm::Result<()> + 'static) {
+    join_within(Process::spawn(f).unwrap(), LIMIT).unwrap();
+}
+
+#[test]
+fn array_handles_move_between_processes_and_leftovers_are_unlinked() {
+    let a = Name::new("arr-a");
+    let b = Name::new("arr-b");
+    let qname = Name::new("arrq");
+    let (a_name, b_name, q_name) = (a.0.clone(), b.0.clone(), qname.0.clone());
+    isolated(move || {
+        let q = ArrayQueue::create(&q_name, 4)?;
+        q.put(SharedNdArray::<i64, Ix1>::from_elem(&a_name, 10, 3)?)?;
+        q.put(SharedNdArray::<i64, Ix1>::from_elem(&b_name, 10, 4)?)?;
+        // An unrelated-style receiver: attaches the queue by name, takes one array.
+        let n = q_name.clone();
+        join_within(
+            Process::spawn(move || -> ndshm::Result<()> {
+                let q = ArrayQueue::open(&n)?;
+                // SAFETY: the sender gave the array up.
+                let got = unsafe { q.get::<i64, Ix1>()? };
+                assert_eq!(got.view().sum(), 30);
+                assert!(got.is_owner());
+                Ok(())
+            })?,
+            LIMIT,
+        )?;
+        // The receiver owned it and unlinked it on drop.
+        assert_eq!(
+            ndshm::info(&a_name).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        // The second is still in flight; dropping the last handle of the queue unlinks it.
+        assert!(ndshm::info(&b_name).is_ok());
+        drop(q);
+        assert_eq!(
+            ndshm::info(&b_name).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn queued_arrays_of_a_sigkilled_queue_owner_are_reclaimed_by_gc() {
+    let names: Vec<Name> = (0..3).map(|i| Name::new(&format!("aq-kill-{i}"))).collect();
+    let ready = Queue::<u64>::new(2).unwrap();
+    let result = ndshm::scope(|s| {
+        let pid = s.spawn(|| -> ndshm::Result<()> {
+            let q = ArrayQueue::new(4)?;
+            for n in &names {
+                q.put(SharedNdArray::<f64, Ix1>::from_elem(n, 100, 1.0)?)?;
+            }
+            ready.put(1).unwrap();
+            loop {
+                std::thread::park(); // until SIGKILLed
+            }
+        })?;
+        assert_eq!(ready.get_timeout(LIMIT), Ok(1), "the owner never got ready");
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        Ok(())
+    });
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::WorkerFailed);
+    // The queue's owner is gone: its queued arrays are garbage, and gc says so.
+    let mine = |s: &ndshm::SegmentInfo| names.iter().any(|n| n.0 == s.name);
+    let removed = ndshm::gc_matching(mine).unwrap();
+    assert_eq!(removed.len(), 3, "gc reclaimed {removed:?}");
+    for n in &names {
+        assert_eq!(ndshm::info(n).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+}
+
+#[test]
+fn a_type_mismatch_leaves_the_array_in_the_queue() {
+    let n = Name::new("aq-typo");
+    let q = ArrayQueue::new(2).unwrap();
+    q.put(SharedNdArray::<f64, Ix1>::from_elem(&n, 10, 2.5).unwrap())
+        .unwrap();
+    // SAFETY (all gets): the sender gave the array up; nobody else writes it.
+    let typo = unsafe { q.get::<f32, Ix1>() }.unwrap_err();
+    assert_eq!(typo.kind(), ErrorKind::TypeMismatch, "{typo}");
+    assert!(typo.message().contains("put back"), "{typo}");
+    let dims = unsafe { q.get::<f64, Ix2>() }.unwrap_err();
+    assert_eq!(dims.kind(), ErrorKind::DimensionMismatch, "{dims}");
+    assert_eq!(q.len(), 1);
+    let a = unsafe { q.get::<f64, Ix1>() }.unwrap();
+    assert_eq!(a.view().sum(), 25.0);
+    assert!(a.is_owner());
+    drop(a);
+    assert_eq!(ndshm::info(&n).unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn an_array_queue_moved_into_a_spawned_process_keeps_its_arrays() {
+    // The parent drops its copy of the closure (and of the queue) right after each fork;
+    // that must not drain the queue under the child.
+    for i in 0..20 {
+        let n = Name::new(&format!("aq-moved-{i}"));
+        let q = ArrayQueue::new(1).unwrap();
+        q.put(SharedNdArray::<f64, Ix1>::from_elem(&n, 1000, i as f64).unwrap())
+            .unwrap();
+        let child = Process::spawn(move || -> ndshm::Result<()> {
+            // SAFETY: the sender gave the array up.
+            let a = unsafe { q.get_timeout::<f64, Ix1>(Duration::from_secs(10))? };
+            assert_eq!(a.view().sum(), 1000.0 * i as f64);
+            Ok(())
+        })
+        .unwrap();
+        join_within(child, LIMIT).unwrap_or_else(|e| panic!("run {i}: {e}"));
+        // The child became the owner and unlinked it.
+        assert_eq!(ndshm::info(&n).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+}
+
+#[test]
+fn a_reused_name_is_never_attached_nor_unlinked_by_the_queue() {
+    let (n, m, e) = (
+        Name::new("aq-reused-get"),
+        Name::new("aq-reused-drop"),
+        Name::new("aq-reused-drained"),
+    );
+    let (n, m, e) = (n.0.clone(), m.0.clone(), e.0.clone());
+    isolated(move || {
+        let q = ArrayQueue::new(4)?;
+        // While queued, the array is removed and another segment takes its name.
+        q.put(SharedNdArray::<f64, Ix1>::from_elem(&n, 4, 1.0)?)?;
+        ndshm::unlink(&n)?;
+        let other = SharedNdArray::<f64, Ix1>::from_elem(&n, 4, 7.0)?;
+        // SAFETY: nobody else writes these arrays.
+        let err = unsafe { q.get::<f64, Ix1>() }.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        assert_eq!(ndshm::info(&n)?.segment_id, other.segment_id());
+        assert_eq!(other.view().sum(), 28.0);
+        // The same at the drain, when the last handle goes.
+        q.put(SharedNdArray::<f64, Ix1>::from_elem(&m, 4, 1.0)?)?;
+        ndshm::unlink(&m)?;
+        let other2 = SharedNdArray::<f64, Ix1>::from_elem(&m, 4, 7.0)?;
+        q.put(SharedNdArray::<f64, Ix1>::from_elem(&e, 4, 1.0)?)?;
+        drop(q);
+        assert_eq!(ndshm::info(&m)?.segment_id, other2.segment_id());
+        // ... while a queued array that kept its name was drained.
+        assert_eq!(ndshm::info(&e).unwrap_err().kind(), ErrorKind::NotFound);
+        Ok(())
+    });
+}
