@@ -161,3 +161,94 @@ fn a_reused_name_is_never_attached_nor_unlinked_by_the_queue() {
         Ok(())
     });
 }
+
+/// Set in the re-run inside a private 4 MiB `/dev/shm`.
+const SMALL_SHM: &str = "NDSHM_TEST_SMALL_SHM";
+
+#[test]
+fn open_raw_reserved_of_a_sparse_segment_on_a_full_dev_shm_is_no_space() {
+    let test = "open_raw_reserved_of_a_sparse_segment_on_a_full_dev_shm_is_no_space";
+    if std::env::var_os(SMALL_SHM).is_some() {
+        return sparse_segment_on_a_full_dev_shm();
+    }
+    // Re-run this test in a private mount namespace with a 4 MiB tmpfs over /dev/shm.
+    let spawned = std::process::Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=4m ndshm-test /dev/shm || { echo NDSHM_SKIP; exit 0; }; \
+             exec \"$0\" \"$@\"",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(SMALL_SHM, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED {test}: cannot run unshare ({e})");
+            return;
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{test} in a private /dev/shm still ran after 60 s (a hang)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    if stdout.contains("NDSHM_SKIP") || (!out.status.success() && stderr.starts_with("unshare")) {
+        eprintln!("SKIPPED {test}: no private tmpfs for /dev/shm here: {stderr}");
+        return;
+    }
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "the re-run failed: stdout {stdout}, stderr {stderr}"
+    );
+}
+
+/// Inside the private 4 MiB `/dev/shm`.
+fn sparse_segment_on_a_full_dev_shm() {
+    const MIB: usize = 1 << 20;
+    let st = nix::sys::statvfs::statvfs("/dev/shm").unwrap();
+    let total = st.blocks() as u64 * st.fragment_size() as u64;
+    assert!(
+        total <= 8 * MIB as u64,
+        "not in the small /dev/shm: {total} bytes"
+    );
+    // What Python's SharedMemory(create=True, size=3 MiB) does: ftruncate, no blocks.
+    let sparse = Name::new("aq-sparse");
+    std::fs::File::create(sparse.path())
+        .unwrap()
+        .set_len(3 * MIB as u64)
+        .unwrap();
+    let filler = SharedNdArray::<u8, Ix1>::zeros(&Name::new("aq-filler").0, 2 * MIB).unwrap();
+    // SAFETY (all opens): nobody else uses these segments.
+    let err = unsafe { SharedNdArray::<u8, Ix1>::open_raw_reserved(&sparse, 3 * MIB) }.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoSpace, "{err}");
+    // What the docs say happens without reserving: the first write past the free space
+    // kills the writer with SIGBUS.
+    let n = sparse.0.clone();
+    let writer = Process::spawn(move || -> ndshm::Result<()> {
+        let mut a = unsafe { SharedNdArray::<u8, Ix1>::open_raw(&n, 3 * MIB)? };
+        a.view_mut().fill(1);
+        Ok(())
+    })
+    .unwrap();
+    let died = join_within(writer, LIMIT).unwrap_err();
+    assert!(died.message().contains("SIGBUS"), "{died}");
+    // With room again, reserving succeeds and every page can be written.
+    drop(filler);
+    let mut a = unsafe { SharedNdArray::<u8, Ix1>::open_raw_reserved(&sparse, 3 * MIB) }.unwrap();
+    a.view_mut().fill(2);
+    assert_eq!(a.view().iter().map(|&x| x as usize).sum::<usize>(), 6 * MIB);
+}
