@@ -44,9 +44,12 @@ const ID_LEN: usize = 8;
 /// description holding a kernel lock (a forked child's copy shares it with the parent
 /// until it exits); a dropping handle that finds no other holder drains the queue.
 /// Processes that attached a named queue with [`open`](ArrayQueue::open) are not counted:
-/// keep the owner's handle (or a child holding it) alive until they are done. Arrays the
-/// last handle could not drain (a holder was killed, say) stay owned by the queue's owner
-/// process and are reclaimed by `gc` once it has ended.
+/// keep the owner's handle (or a child holding it) alive until they are done. Any child
+/// forked while a handle existed counts as a holder until it drops its copy or exits, even
+/// one forked for other work: the queue is then drained by the last of them. Arrays no
+/// handle drained (the last holder was killed, or two holders let go at the same instant
+/// and each saw the other) stay owned by the queue's owner process and are reclaimed by
+/// `gc` once it has ended.
 ///
 /// A get that fails because the queued array is of another element type or dimension
 /// ([`ErrorKind::TypeMismatch`], [`ErrorKind::DimensionMismatch`], …) destroys nothing:

@@ -147,14 +147,17 @@ fn a_reused_name_is_never_attached_nor_unlinked_by_the_queue() {
         let other_id = other.segment_id();
         other.persist();
         drop(other); // so that the queue could attach it (and, before, claim it)
-        // SAFETY: nobody else writes these arrays.
+                     // SAFETY: nobody else writes these arrays.
         let err = unsafe { q.get::<f64, Ix1>() }.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
         assert_eq!(ndshm::info(&n)?.segment_id, other_id);
         // SAFETY: as above.
         let mut other = unsafe { SharedNdArray::<f64, Ix1>::open(&n)? };
         assert_eq!(other.view().sum(), 28.0);
-        assert!(!other.is_owner(), "the failed get claimed the other segment");
+        assert!(
+            !other.is_owner(),
+            "the failed get claimed the other segment"
+        );
         other.unlink()?;
         // The same at the drain, when the last handle goes.
         q.put(SharedNdArray::<f64, Ix1>::from_elem(&m, 4, 1.0)?)?;
