@@ -89,6 +89,28 @@ fn queued_arrays_of_a_sigkilled_queue_owner_are_reclaimed_by_gc() {
 }
 
 #[test]
+fn an_array_put_by_a_child_that_exits_is_kept_for_the_live_queue_owner() {
+    let n = Name::new("aq-putter-exits");
+    let q = ArrayQueue::new(2).unwrap();
+    ndshm::scope(|s| {
+        s.spawn(|| q.put(SharedNdArray::<u32, Ix1>::from_elem(&n, 8, 5)?))?;
+        Ok(())
+    })
+    .unwrap();
+    // The putter has ended; the array is the (live) queue owner's now, not garbage.
+    let removed = ndshm::gc_matching(|s| s.name == n.0).unwrap();
+    assert!(removed.is_empty(), "gc took a queued array: {removed:?}");
+    assert_eq!(
+        ndshm::info(&n).unwrap().owner_pid,
+        std::process::id() as i32
+    );
+    // SAFETY: the sender gave the array up.
+    let a = unsafe { q.get::<u32, Ix1>() }.unwrap();
+    assert_eq!(a.view().sum(), 40);
+    assert!(a.is_owner());
+}
+
+#[test]
 fn a_type_mismatch_leaves_the_array_in_the_queue() {
     let n = Name::new("aq-typo");
     let q = ArrayQueue::new(2).unwrap();
