@@ -369,6 +369,13 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// type is `T` (the seed's pattern of passing name, shape and dtype out of band).
     /// The data starts at byte 0, in C order.
     ///
+    /// # Sparse segments
+    /// Such tools size the segment with `ftruncate` and reserve nothing: its pages get
+    /// their memory on first write. When `/dev/shm` is full by then, that write kills the
+    /// process with `SIGBUS` — no error can be returned from a store to memory. Attach
+    /// with [`open_raw_reserved`](Self::open_raw_reserved) to reserve the blocks up front
+    /// and get [`ErrorKind::NoSpace`] instead.
+    ///
     /// # Safety
     /// As [`open`](Self::open).
     ///
@@ -409,6 +416,43 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
             offset: 0,
             _marker: PhantomData,
         })
+    }
+
+    /// [`open_raw`](Self::open_raw), then reserves the blocks of the whole segment
+    /// (`posix_fallocate`), so that writing it can never fail for lack of space in
+    /// `/dev/shm`: a sparse segment (see [Sparse segments](Self::open_raw#sparse-segments))
+    /// on a full `/dev/shm` is a [`ErrorKind::NoSpace`] error here, not a `SIGBUS` later.
+    /// The contents are unchanged; blocks already there cost nothing.
+    ///
+    /// # Safety
+    /// As [`open`](Self::open).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NoSpace`] when `/dev/shm` has no room for the missing blocks (the
+    /// segment is left as it was), and the errors of [`open_raw`](Self::open_raw).
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-open-raw-reserved-{}", std::process::id());
+    /// # let path = std::path::Path::new("/dev/shm").join(&name);
+    /// // What Python's SharedMemory(create=True, size=4096) does: a sparse file.
+    /// std::fs::File::create(&path)?.set_len(4096)?;
+    /// // SAFETY: no other process uses this segment in this example.
+    /// let mut a = unsafe {
+    ///     ndshm::SharedNdArray::<u8, ndarray::Ix1>::open_raw_reserved(&name, 4096)?
+    /// };
+    /// a.view_mut().fill(1); // cannot SIGBUS: the pages are reserved
+    /// ndshm::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub unsafe fn open_raw_reserved(
+        name: &str,
+        shape: impl IntoDimension<Dim = D>,
+    ) -> Result<Self> {
+        // SAFETY: forwarded to our caller.
+        let a = unsafe { Self::open_raw(name, shape)? };
+        a.seg.reserve()?;
+        Ok(a)
     }
 
     /// Copies a `.npy` file (as numpy's `np.save` writes it) into a new segment `name`.

@@ -2,6 +2,7 @@
 //! copy) to whichever process `get`s it, which becomes the owner that unlinks it.
 
 use std::fmt;
+use std::fs::File;
 use std::time::Duration;
 
 use ndarray::Dimension;
@@ -10,19 +11,49 @@ use crate::array::SharedNdArray;
 use crate::dtype::Element;
 use crate::error::{Error, ErrorKind, Result};
 use crate::queue::ByteQueue;
-use crate::segment::MAX_NAME_LEN;
+use crate::segment::{MapAccess, OwnerFields, Segment, MAX_NAME_LEN, TEMP_PREFIX};
+use crate::sys::{lease, proc, shm};
+use crate::trailer::{Trailer, TRAILER_LEN};
+
+/// Bytes of a message before the name: the segment id, little-endian.
+const ID_LEN: usize = 8;
 
 /// A bounded queue of shared arrays: Python pickles an array to pass it through a
-/// `Queue`; here only its name travels.
+/// `Queue`; here only its name (and its segment id) travels.
 ///
-/// [`put`](ArrayQueue::put) takes the array handle by value: the sender gives up the name
-/// (the segment is kept, marked persistent while in flight) and the receiver of
-/// [`get`](ArrayQueue::get) attaches it by name and becomes its owner, which unlinks it
-/// when dropped. Arrays still in the queue when the queue's owner drops it are unlinked
-/// then, so nothing leaks.
+/// # Ownership
+/// [`put`](ArrayQueue::put) takes the array handle by value. While the array is queued it
+/// belongs to the *queue's owner* process (the one that made the queue with
+/// [`new`](ArrayQueue::new) or [`create`](ArrayQueue::create)): its trailer names that
+/// process as owner, and it is not persistent. The receiver of [`get`](ArrayQueue::get)
+/// attaches it and becomes its owner, which unlinks it when dropped. So an array is never
+/// without an owner `gc` can judge: if the queue's owner dies (even by `SIGKILL`) with
+/// arrays queued, they are garbage once the kernel has released its lease, and `gc` (or the
+/// crash watchdog) removes them.
 ///
-/// Moving an array into a forked child's closure is not the way to send it: the parent
-/// drops its copy of the closure right after the fork. `put` it in the sender instead.
+/// Each message carries the array's segment id besides its name: a name that was removed
+/// and reused by another segment is never attached nor unlinked by the queue.
+///
+/// # Dropping the queue
+/// Arrays still queued are unlinked when the *last* handle to the queue goes, counting the
+/// copies forked children inherited: moving an `ArrayQueue` into a
+/// [`Process::spawn`](crate::Process::spawn) closure (Python's
+/// `Process(target=f, args=(q,))`) works, because the parent dropping its copy of the
+/// closure right after the fork finds the child's copy still there and leaves the queue
+/// alone. What tells: every handle made by `new`/`create` shares one open file
+/// description holding a kernel lock (a forked child's copy shares it with the parent
+/// until it exits); a dropping handle that finds no other holder drains the queue.
+/// Processes that attached a named queue with [`open`](ArrayQueue::open) are not counted:
+/// keep the owner's handle (or a child holding it) alive until they are done. Any child
+/// forked while a handle existed counts as a holder until it drops its copy or exits, even
+/// one forked for other work: the queue is then drained by the last of them. Arrays no
+/// handle drained (the last holder was killed, or two holders let go at the same instant
+/// and each saw the other) stay owned by the queue's owner process and are reclaimed by
+/// `gc` once it has ended.
+///
+/// A get that fails because the queued array is of another element type or dimension
+/// ([`ErrorKind::TypeMismatch`], [`ErrorKind::DimensionMismatch`], …) destroys nothing:
+/// the array goes back to the queue (at its tail).
 ///
 /// # Examples
 /// ```
@@ -47,69 +78,190 @@ use crate::segment::MAX_NAME_LEN;
 /// ```
 pub struct ArrayQueue {
     names: ByteQueue,
+    /// The queue owner's process, recorded as owner of every queued array.
+    owner: OwnerFields,
+    /// Handles made by `new`/`create` (and their forked copies): an unnamed file whose
+    /// open file description holds a shared OFD lock while any copy of this fd is open.
+    presence: Option<File>,
+    /// Another description of the same file, holding no lock: tests for other holders.
+    probe: Option<File>,
+}
+
+/// An unnamed tmpfs file, locked through `presence`, and a second description `probe`.
+fn presence_file() -> Result<(File, File)> {
+    let tmp = format!(
+        "{TEMP_PREFIX}{}-L{:x}-aq-{:x}",
+        proc::pid(),
+        lease::mine(),
+        proc::random_u64()
+    );
+    let ctx = |e| Error::os("cannot make the array queue's presence file in /dev/shm", e);
+    let presence = shm::create_excl(&tmp, 0o600).map_err(ctx)?;
+    let rest = lease::lock_file(&presence).and_then(|()| shm::open_existing(&tmp, false));
+    let _ = shm::unlink(&tmp);
+    Ok((presence, rest.map_err(ctx)?))
+}
+
+fn encode(id: u64, name: &str) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(ID_LEN + name.len());
+    msg.extend_from_slice(&id.to_le_bytes());
+    msg.extend_from_slice(name.as_bytes());
+    msg
+}
+
+fn decode(msg: &[u8]) -> Result<(u64, &str)> {
+    let corrupt = || {
+        Error::new(
+            ErrorKind::Corrupt,
+            "a message in the array queue is not a segment id and name: the queue's memory \
+             was overwritten (or it is not an array queue)",
+        )
+    };
+    if msg.len() <= ID_LEN {
+        return Err(corrupt());
+    }
+    let (id, name) = msg.split_at(ID_LEN);
+    let id = u64::from_le_bytes(id.try_into().map_err(|_| corrupt())?);
+    let name = std::str::from_utf8(name).map_err(|_| corrupt())?;
+    crate::segment::validate_name(name).map_err(|_| corrupt())?;
+    Ok((id, name))
+}
+
+/// The open file of segment `name` if it is still the segment with id `id`.
+fn still_named(name: &str, id: u64) -> Option<File> {
+    let file = shm::open_for_inspection(name).ok()?;
+    let len = file.metadata().ok()?.len();
+    if len < TRAILER_LEN as u64 {
+        return None;
+    }
+    let mut tail = [0u8; TRAILER_LEN];
+    let got = shm::read_at(&file, &mut tail, len - TRAILER_LEN as u64).ok()?;
+    let info = Trailer::parse(&tail, usize::try_from(len).ok()?).ok()??;
+    (got == TRAILER_LEN && info.segment_id == id).then_some(file)
+}
+
+/// Unlinks queued array `name` if it still is segment `id` (never another segment that
+/// took the name since).
+fn unlink_queued(name: &str, id: u64) {
+    if let Some(file) = still_named(name, id) {
+        if shm::file_id(&file).ok() == shm::file_id_of_name(name) {
+            let _ = shm::unlink(name);
+        }
+    }
 }
 
 impl ArrayQueue {
+    fn owned(names: ByteQueue) -> Result<Self> {
+        let (presence, probe) = presence_file()?;
+        Ok(ArrayQueue {
+            names,
+            owner: OwnerFields::this_process(),
+            presence: Some(presence),
+            probe: Some(probe),
+        })
+    }
+
     /// An anonymous queue of up to `capacity` arrays, shared with children forked later.
+    /// The calling process is the queue's owner (see [Ownership](ArrayQueue#ownership)).
     ///
     /// # Errors
     /// As [`ByteQueue::new`].
     pub fn new(capacity: usize) -> Result<Self> {
-        Ok(ArrayQueue {
-            names: ByteQueue::new(capacity, MAX_NAME_LEN)?,
-        })
+        Self::owned(ByteQueue::new(capacity, ID_LEN + MAX_NAME_LEN)?)
     }
 
-    /// Creates queue segment `name` for up to `capacity` arrays.
+    /// Creates queue segment `name` for up to `capacity` arrays; the calling process is
+    /// the queue's owner.
     ///
     /// # Errors
     /// As [`ByteQueue::create`].
     pub fn create(name: &str, capacity: usize) -> Result<Self> {
-        Ok(ArrayQueue {
-            names: ByteQueue::create(name, capacity, MAX_NAME_LEN)?,
-        })
+        Self::owned(ByteQueue::create(name, capacity, ID_LEN + MAX_NAME_LEN)?)
     }
 
-    /// Attaches queue segment `name`.
+    /// Attaches queue segment `name`. Arrays put through this handle belong to the
+    /// queue's owner (as its trailer records it) while they are queued. Dropping this
+    /// handle never drains the queue.
     ///
     /// # Errors
     /// As [`ByteQueue::open`].
     pub fn open(name: &str) -> Result<Self> {
+        let names = ByteQueue::open(name)?;
+        let access = MapAccess {
+            writable: false,
+            populate: false,
+            register: false,
+        };
+        let info = Segment::open(name, access)?.info().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidHeader,
+                format!("segment '{name}' has no ndshm trailer, so it is not an array queue"),
+            )
+        })?;
         Ok(ArrayQueue {
-            names: ByteQueue::open(name)?,
+            names,
+            owner: OwnerFields::of_info(&info),
+            presence: None,
+            probe: None,
         })
     }
 
-    /// Moves `array` into the queue, waiting while it is full.
+    /// Moves `array` into the queue, waiting while it is full. From now on the array
+    /// belongs to the queue's owner process until a receiver takes it.
     ///
     /// # Errors
     /// [`ErrorKind::Closed`]; the array is then unlinked if this handle owned it.
     /// [`ErrorKind::WrongProcess`] for a handle made by another process (inherited through
-    /// `fork`): it is dropped without effect.
+    /// `fork`): it is dropped without effect. [`ErrorKind::InvalidArgument`] for a segment
+    /// without an ndshm trailer (a plain `.npy` file attached by name).
     pub fn put<T: Element, D: Dimension>(&self, mut array: SharedNdArray<T, D>) -> Result<()> {
         array.check_bound_here()?;
+        let msg = encode(array.segment_id(), array.name());
         let owned = array.is_owner();
-        array.persist();
-        let name = array.name().to_string();
-        drop(array);
-        self.names.put(name.as_bytes()).inspect_err(|_| {
+        // Hand over before the message is visible: a receiver claims it after that.
+        let before = array.segment_mut().hand_over(self.owner)?;
+        self.names.put(&msg).inspect_err(|_| {
             if owned {
-                let _ = crate::segment::unlink(&name);
+                let _ = array.segment_mut().unlink();
+            } else {
+                array.segment().restore_owner(before);
             }
         })
     }
 
-    fn attach<T: Element, D: Dimension>(name: Vec<u8>) -> Result<SharedNdArray<T, D>> {
-        let name = String::from_utf8(name).map_err(|_| {
-            Error::new(
-                ErrorKind::InvalidHeader,
-                "an array name in the queue is not UTF-8",
-            )
-        })?;
+    /// Attaches the array of message `msg`, taken from the queue; on a failure other than
+    /// "gone", the message goes back to the queue.
+    ///
+    /// # Safety
+    /// As [`get`](Self::get).
+    unsafe fn take<T: Element, D: Dimension>(&self, msg: Vec<u8>) -> Result<SharedNdArray<T, D>> {
+        let (id, name) = decode(&msg)?;
         // SAFETY: forwarded to the caller of `get`.
-        let mut a = unsafe { SharedNdArray::<T, D>::open(&name)? };
-        a.segment_mut().take_ownership();
-        Ok(a)
+        match unsafe { SharedNdArray::<T, D>::open(name) } {
+            Ok(mut a) if a.segment_id() == id => {
+                a.segment_mut().take_ownership();
+                Ok(a)
+            }
+            // Dropping `a` leaves the other segment alone: it does not own it.
+            Ok(_) => Err(gone(name)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(gone(name)),
+            Err(_) if still_named(name, id).is_none() => Err(gone(name)),
+            Err(e) => {
+                let kept = match self.names.try_put(&msg) {
+                    Ok(()) => "the array was put back at the tail of the queue".to_string(),
+                    Err(_) => format!(
+                        "the queue is full or closed, so the array was left as segment \
+                         '{name}', owned by the queue's owner process (attach it with \
+                         SharedNdArray::open and the right type, or let gc reclaim it once \
+                         that process has ended)"
+                    ),
+                };
+                Err(Error::new(
+                    e.kind(),
+                    format!("{}; nothing was destroyed: {kept}", e.message()),
+                ))
+            }
+        }
     }
 
     /// Takes the next array, waiting while the queue is empty; the caller becomes its
@@ -120,12 +272,16 @@ impl ArrayQueue {
     /// here (the sender gave its handle up; other handles attached by name must keep out).
     ///
     /// # Errors
-    /// [`ErrorKind::Closed`] when closed and empty; the errors of
-    /// [`SharedNdArray::open`] ([`ErrorKind::TypeMismatch`], …), in which case the array's
-    /// segment is unlinked.
+    /// [`ErrorKind::Closed`] when closed and empty. [`ErrorKind::NotFound`] when the
+    /// queued array was removed meanwhile (by `ndshm rm`, or by `gc` after the queue's owner
+    /// died), even if its name now names another segment, which is left alone. The other
+    /// errors of [`SharedNdArray::open`] ([`ErrorKind::TypeMismatch`],
+    /// [`ErrorKind::DimensionMismatch`], …): the array then goes back to the tail of the
+    /// queue, untouched.
     pub unsafe fn get<T: Element, D: Dimension>(&self) -> Result<SharedNdArray<T, D>> {
-        let name = self.names.get()?;
-        Self::attach_or_unlink(name)
+        let msg = self.names.get()?;
+        // SAFETY: forwarded to our caller.
+        unsafe { self.take(msg) }
     }
 
     /// [`get`](Self::get), waiting at most `timeout`.
@@ -139,15 +295,9 @@ impl ArrayQueue {
         &self,
         timeout: Duration,
     ) -> Result<SharedNdArray<T, D>> {
-        let name = self.names.get_timeout(timeout)?;
-        Self::attach_or_unlink(name)
-    }
-
-    fn attach_or_unlink<T: Element, D: Dimension>(name: Vec<u8>) -> Result<SharedNdArray<T, D>> {
-        let text = String::from_utf8_lossy(&name).into_owned();
-        Self::attach(name).inspect_err(|_| {
-            let _ = crate::segment::unlink(&text);
-        })
+        let msg = self.names.get_timeout(timeout)?;
+        // SAFETY: forwarded to our caller.
+        unsafe { self.take(msg) }
     }
 
     /// Closes the queue (see [`Queue::close`](crate::Queue::close)).
@@ -166,13 +316,31 @@ impl ArrayQueue {
     }
 }
 
+fn gone(name: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!(
+            "the queued array '{name}' was removed while it was queued (by `ndshm rm`, or by \
+             gc after the queue's owner process died); a segment now under that name, if \
+             any, is another one and was left alone"
+        ),
+    )
+}
+
 impl Drop for ArrayQueue {
     fn drop(&mut self) {
-        if self.names.region_is_owner_here() {
-            while let Ok(name) = self.names.try_get() {
-                if let Ok(name) = std::str::from_utf8(&name) {
-                    let _ = crate::segment::unlink(name);
-                }
+        let Some(probe) = self.probe.take() else {
+            return; // attached by name: never drains
+        };
+        // Close this process's copy of the shared description; other copies keep its
+        // lock.
+        drop(self.presence.take());
+        if lease::file_is_locked(&probe).unwrap_or(true) {
+            return; // another process still holds the queue
+        }
+        while let Ok(msg) = self.names.try_get() {
+            if let Ok((id, name)) = decode(&msg) {
+                unlink_queued(name, id);
             }
         }
     }
@@ -182,6 +350,8 @@ impl fmt::Debug for ArrayQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ArrayQueue")
             .field("queue", &self.names)
+            .field("owner_pid", &self.owner.pid)
+            .field("made_here", &self.names.region_is_owner_here())
             .finish()
     }
 }

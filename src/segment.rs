@@ -673,6 +673,69 @@ impl Segment {
         }
     }
 
+    /// Hands the segment over to the process whose owner fields are `to` (pid, start
+    /// time, lease, pid namespace, as a trailer records them): this handle stops owning
+    /// the name, the trailer names `to` as the owner, and the segment is not persistent,
+    /// so `gc` reclaims it once that process has ended, unless someone claims it first
+    /// ([`take_ownership`](Self::take_ownership)). Returns the owner fields and the
+    /// persistent flag it replaced, for [`restore_owner`](Self::restore_owner).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for a read-only handle or a segment without an ndshm
+    /// trailer (a plain `.npy` file): its owner cannot be recorded.
+    pub(crate) fn hand_over(&mut self, to: OwnerFields) -> Result<(OwnerFields, bool)> {
+        let t = match self.trailer() {
+            Some(t) if self.writable => t,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "segment '{}' is read-only or has no ndshm trailer, so its owner \
+                         cannot be handed over: only writable ndshm arrays can be moved",
+                        self.name
+                    ),
+                ))
+            }
+        };
+        let before = (
+            OwnerFields::of(t),
+            t.persistent.load(Ordering::Acquire) != 0,
+        );
+        to.store(t);
+        t.set_persistent(false);
+        self.disown();
+        Ok(before)
+    }
+
+    /// Undoes [`hand_over`](Self::hand_over) on a handle that did not own the name.
+    pub(crate) fn restore_owner(&self, (owner, persistent): (OwnerFields, bool)) {
+        if let Some(t) = self.trailer().filter(|_| self.writable) {
+            owner.store(t);
+            t.set_persistent(persistent);
+        }
+    }
+
+    /// Reserves the blocks of the whole segment (`posix_fallocate`): a segment another
+    /// tool made sparse (`ftruncate` only, as Python's `SharedMemory` does) then cannot
+    /// fail on a later first write for lack of space in `/dev/shm`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NoSpace`] when `/dev/shm` has no room for the missing blocks; an OS
+    /// error otherwise (a read-only handle: `EBADF`).
+    pub(crate) fn reserve(&self) -> Result<()> {
+        let len = self.map.len() as u64;
+        shm::reserve(&self.file, len).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                no_space(&self.name, len, shm::free_space().unwrap_or(0))
+            } else {
+                Error::os(
+                    format!("cannot reserve the {len} bytes of segment '{}'", self.name),
+                    e,
+                )
+            }
+        })
+    }
+
     /// Removes the name now, if it still names this segment; the mapping stays usable.
     pub(crate) fn unlink(&mut self) -> Result<()> {
         self.disown();
@@ -702,6 +765,54 @@ impl Segment {
     pub(crate) fn prefault(&self) -> Result<()> {
         shm::prefault(&self.map, self.writable)
             .map_err(|e| Error::os(format!("cannot prefault segment '{}'", self.name), e))
+    }
+}
+
+/// The owner fields of a trailer: who unlinks the segment, and whose death makes it
+/// garbage for `gc` (the lease decides; the rest is for display).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OwnerFields {
+    pub(crate) pid: i32,
+    pub(crate) start: u64,
+    pub(crate) lease: u64,
+    pub(crate) pidns: u64,
+}
+
+impl OwnerFields {
+    /// The calling process.
+    pub(crate) fn this_process() -> OwnerFields {
+        OwnerFields {
+            pid: proc::pid(),
+            start: proc::self_start_time(),
+            lease: crate::sys::lease::mine(),
+            pidns: proc::pid_namespace(),
+        }
+    }
+
+    /// The owner recorded in a validated trailer copy.
+    pub(crate) fn of_info(info: &TrailerInfo) -> OwnerFields {
+        OwnerFields {
+            pid: info.owner_pid,
+            start: info.owner_start,
+            lease: info.owner_lease,
+            pidns: info.owner_pidns,
+        }
+    }
+
+    fn of(t: &Trailer) -> OwnerFields {
+        OwnerFields {
+            pid: t.owner_pid.load(Ordering::Acquire),
+            start: t.owner_start.load(Ordering::Relaxed),
+            lease: t.owner_lease.load(Ordering::Relaxed),
+            pidns: t.owner_pidns.load(Ordering::Relaxed),
+        }
+    }
+
+    fn store(self, t: &Trailer) {
+        t.owner_start.store(self.start, Ordering::Relaxed);
+        t.owner_pidns.store(self.pidns, Ordering::Relaxed);
+        t.owner_lease.store(self.lease, Ordering::Relaxed);
+        t.owner_pid.store(self.pid, Ordering::Release);
     }
 }
 

@@ -275,39 +275,6 @@ fn random_sigkill_of_producers_never_corrupts_messages() {
     assert_eq!(q.get().unwrap(), b"still works");
 }
 
-#[test]
-fn array_handles_move_between_processes_and_leftovers_are_unlinked() {
-    use ndarray::Ix1;
-    use ndshm::{ArrayQueue, SharedNdArray};
-    let a = Name::new("arr-a");
-    let b = Name::new("arr-b");
-    let qname = Name::new("arrq");
-    let q = ArrayQueue::create(&qname.0, 4).unwrap();
-    q.put(SharedNdArray::<i64, Ix1>::from_elem(&a.0, 10, 3).unwrap())
-        .unwrap();
-    q.put(SharedNdArray::<i64, Ix1>::from_elem(&b.0, 10, 4).unwrap())
-        .unwrap();
-    // An unrelated-style receiver: attaches the queue by name, takes one array.
-    let n = qname.0.clone();
-    Process::spawn(move || -> ndshm::Result<()> {
-        let q = ArrayQueue::open(&n)?;
-        // SAFETY: the sender gave the array up.
-        let got = unsafe { q.get::<i64, Ix1>()? };
-        assert_eq!(got.view().sum(), 30);
-        assert!(got.is_owner());
-        Ok(())
-    })
-    .unwrap()
-    .join()
-    .unwrap();
-    // The receiver owned it and unlinked it on drop.
-    assert_eq!(ndshm::info(&a.0).unwrap_err().kind(), ErrorKind::NotFound);
-    // The second is still in flight; dropping the queue's owner unlinks it.
-    assert!(ndshm::info(&b.0).is_ok());
-    drop(q);
-    assert_eq!(ndshm::info(&b.0).unwrap_err().kind(), ErrorKind::NotFound);
-}
-
 /// CPU time (user + system, clock ticks) of process `pid`.
 fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
