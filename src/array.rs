@@ -420,7 +420,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
 
     /// [`open_raw`](Self::open_raw), then reserves the blocks of the whole segment
     /// (`posix_fallocate`), so that writing it can never fail for lack of space in
-    /// `/dev/shm`: a sparse segment (see [Sparse segments](Self::open_raw#sparse-segments))
+    /// `/dev/shm`: a sparse segment (see "Sparse segments" under [`open_raw`](Self::open_raw))
     /// on a full `/dev/shm` is a [`ErrorKind::NoSpace`] error here, not a `SIGBUS` later.
     /// The contents are unchanged; blocks already there cost nothing.
     ///
