@@ -3,13 +3,25 @@
 //! Two rings of slots (one per direction, the same ring as [`Queue`](crate::Queue)'s), in
 //! one named segment or in anonymous shared memory that forked children inherit. A message
 //! of any length is sent as one or more slot-sized chunks, each slot starting with a byte
-//! that says whether more chunks follow, so `recv` returns exactly what one `send` sent.
-//! Like Python's, each end is meant for one process at a time: two processes sending on
-//! the same end at once may interleave the chunks of long messages.
+//! that says whether it is a message's first chunk and whether more follow, so `recv`
+//! returns exactly what one `send` sent.
+//!
+//! Senders of long messages on one end take turns: such a sender holds the direction's
+//! *sender word* (its lease, see the crate docs) from its message's first chunk to its
+//! last, so two processes (or threads) sending on the same end never interleave their
+//! chunks; a sender that died holding it is passed over. A one-chunk message needs no turn
+//! (it cannot be torn): it may arrive between the chunks of another sender's long message,
+//! and is received first. A receiver in the middle of a message checks, at least every
+//! [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD), whether that sender died; then
+//! it drops the partial message, counts it in [`Connection::lost`], and goes on waiting for
+//! the next message (within its timeout). A timed or `try_` receive that runs out of time
+//! in the middle of a message keeps what it has received for the next receive on that end.
+//! Receive on one thread at a time per end ([`ErrorKind::WouldDeadlock`] otherwise).
 
+use std::cell::UnsafeCell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
@@ -194,9 +206,17 @@ fn attach(region: Region, len: usize) -> Result<Shared> {
 pub struct Connection {
     shared: Arc<Shared>,
     end: usize,
-    /// A message a timed receive returned before its last chunk came.
-    partial: Mutex<Partial>,
+    /// A message a timed receive returned before its last chunk came; only touched by the
+    /// thread that set `receiving`.
+    partial: UnsafeCell<Partial>,
+    /// Whether a thread of this process is receiving on this end (one at a time).
+    receiving: AtomicBool,
 }
+
+// SAFETY: `partial` is only accessed by the thread that swapped `receiving` from false to
+// true (Acquire), until it stores false (Release): one thread at a time; the rest is
+// `Sync` (atomics in shared memory, an `Arc`).
+unsafe impl Sync for Connection {}
 
 fn fail(e: Fail, sending: bool) -> Error {
     match (e, sending) {
@@ -278,6 +298,15 @@ struct Partial {
     active: bool,
 }
 
+/// Clears a connection's `receiving` flag (also on unwind).
+struct Receiving<'a>(&'a AtomicBool);
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// This process's turn to send on one direction: the ring's sender word holds its lease
 /// until the message's last chunk is in (released on drop).
 struct Turn<'a>(&'a AtomicU64);
@@ -296,7 +325,8 @@ impl Connection {
         Connection {
             shared,
             end,
-            partial: Mutex::new(Partial::default()),
+            partial: UnsafeCell::new(Partial::default()),
+            receiving: AtomicBool::new(false),
         }
     }
 
@@ -350,14 +380,15 @@ impl Connection {
     }
 
     fn send_wait(&self, msg: &[u8], wait: Wait) -> Result<()> {
-        let _turn = self.take_turn(wait)?;
         let tx = self.tx();
         let chunk = tx.slot_size() - 1;
         if msg.len() <= chunk {
+            // One chunk: it cannot interleave with another, no turn needed.
             return tx
                 .put_parts(&[&[FIRST], msg], wait)
                 .map_err(|e| fail(e, true));
         }
+        let _turn = self.take_turn(wait)?;
         let mut chunks = msg.chunks(chunk).peekable();
         let mut first = true;
         while let Some(c) = chunks.next() {
@@ -391,17 +422,17 @@ impl Connection {
     }
 
     fn recv_wait(&self, sink: &mut impl Sink, wait: Wait) -> Result<usize> {
-        let mut partial = match self.partial.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::new(
-                    ErrorKind::WouldDeadlock,
-                    "another thread of this process is receiving on this end of the pipe: \
-                     receive on one thread at a time",
-                ))
-            }
-        };
+        if self.receiving.swap(true, Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::WouldDeadlock,
+                "another thread of this process is receiving on this end of the pipe: \
+                 receive on one thread at a time",
+            ));
+        }
+        let _receiving = Receiving(&self.receiving);
+        // SAFETY: this thread set `receiving` (above) and clears it when `_receiving`
+        // drops, after the last use of `partial`: no other thread touches it meanwhile.
+        let partial = unsafe { &mut *self.partial.get() };
         sink.clear();
         let mut active = std::mem::take(&mut partial.active);
         if active {
@@ -422,12 +453,23 @@ impl Connection {
             let mut dropped = false;
             let r = rx.get(w, |m| {
                 let (flag, data) = m.split_first().map_or((FIRST, &[][..]), |(f, d)| (*f, d));
-                if flag & FIRST != 0 {
-                    if active {
-                        // The message before was cut short by its sender's death.
+                if flag & FIRST != 0 && active {
+                    if flag & MORE == 0 {
+                        // A one-chunk message (sent without a turn) between two chunks of
+                        // a long one: deliver it, keep the long one for the next receive.
+                        partial.bytes = sink.save();
+                        partial.active = true;
                         sink.clear();
-                        dropped = true;
+                        sink.extend(data);
+                        done = true;
+                        return;
                     }
+                    // Long messages take turns: the one before was cut short by its
+                    // sender's death.
+                    sink.clear();
+                    dropped = true;
+                }
+                if flag & FIRST != 0 {
                     active = true;
                 }
                 if active {
@@ -468,26 +510,32 @@ impl Connection {
         }
     }
 
-    /// Sends a byte message (any length), waiting for room.
+    /// Sends a byte message (any length), waiting for room and for its turn (see the
+    /// module docs).
     ///
     /// # Errors
-    /// [`ErrorKind::Closed`].
+    /// [`ErrorKind::Closed`], [`ErrorKind::Corrupt`].
     pub fn send_bytes(&self, msg: &[u8]) -> Result<()> {
         self.send_wait(msg, Wait::Until(None))
     }
 
-    /// Sends a byte message if there is room for its first chunk now.
+    /// Sends a byte message if there is room for its first chunk now (the rest waits for
+    /// room).
     ///
     /// # Errors
-    /// [`ErrorKind::Full`], [`ErrorKind::Closed`].
+    /// [`ErrorKind::Full`] (also while another process or thread is sending a message on
+    /// this end), [`ErrorKind::Closed`], [`ErrorKind::Corrupt`].
     pub fn try_send_bytes(&self, msg: &[u8]) -> Result<()> {
         self.send_wait(msg, Wait::No)
     }
 
-    /// Receives a byte message, waiting for one.
+    /// Receives a byte message, waiting for one. A message whose sender died part-way is
+    /// dropped and counted in [`lost`](Self::lost) (see the module docs).
     ///
     /// # Errors
-    /// [`ErrorKind::Closed`] when the other end closed and everything was received.
+    /// [`ErrorKind::Closed`] when the other end closed and everything was received;
+    /// [`ErrorKind::WouldDeadlock`] when another thread of this process is receiving on
+    /// this end; [`ErrorKind::Corrupt`] when the pipe's shared memory was overwritten.
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         self.recv_wait(&mut buf, Wait::Until(None))?;
@@ -503,20 +551,23 @@ impl Connection {
         self.recv_wait(buf, Wait::Until(None))
     }
 
-    /// Receives a byte message if one is there now.
+    /// Receives a byte message if one is there now, whole or completing the part an
+    /// earlier timed receive got.
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`] when none is, [`ErrorKind::Closed`].
+    /// [`ErrorKind::Timeout`] when none is (what arrived of a long message is kept for the
+    /// next receive), and as [`recv_bytes`](Self::recv_bytes).
     pub fn try_recv_bytes(&self) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         self.recv_wait(&mut buf, Wait::No)?;
         Ok(buf)
     }
 
-    /// Receives a byte message, waiting at most `timeout`.
+    /// Receives a byte message, waiting at most `timeout` (plus a few milliseconds).
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`], [`ErrorKind::Closed`].
+    /// [`ErrorKind::Timeout`] (what arrived of a long message is kept for the next
+    /// receive), and as [`recv_bytes`](Self::recv_bytes).
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         let wait = Wait::Until(Instant::now().checked_add(timeout));

@@ -13,12 +13,31 @@
 //! Blocking calls spin about 20 µs, then sleep on a futex that the other side bumps only
 //! when someone sleeps: an idle endpoint burns no CPU after its spin window.
 //!
+//! # Semantics
+//! - An item whose `put` returned `Ok` is delivered at most once, and is lost only if the
+//!   consumer that took it dies inside `get` (then [`lost`](Queue::lost) counts it): never
+//!   duplicated. An item whose producer died before `put` returned may be lost (counted
+//!   too); a `put` whose callback panicked publishes its slot as lost.
+//! - Blocking calls spin about 20 µs, then sleep; they never burn a core while they wait,
+//!   whoever they wait for.
+//! - `try_` calls return in bounded time (about a millisecond at worst, microseconds
+//!   normally) and `_timeout` calls within their timeout plus a few milliseconds, even
+//!   when a peer died, is stalled, or the shared memory was overwritten.
+//! - When a live but stalled peer holds the slot an operation needs (a consumer inside a
+//!   slow [`get_with`](ByteQueue::get_with) callback, a process stopped mid-`put`), `try_get`
+//!   reports empty and `try_put` full; blocking calls sleep until it moves on.
+//! - No access is ever out of bounds: indices and lengths read from shared memory are
+//!   validated, every loop is bounded. Run-time state no queue can have (random bytes over
+//!   the segment) gives [`ErrorKind::Corrupt`] ([`ByteQueue`], pipes) or reads as closed
+//!   ([`Queue`]'s typed errors), never a hang or a panic.
+//!
 //! # A peer that dies mid-operation
 //! Before it claims a position, a producer writes its *lease* into the slot (`writer`), and
 //! a consumer likewise (`reader`): a word naming the process that the kernel vouches for
 //! (see the crate docs, "Crashes and signals"), not a pid, which another pid namespace
-//! would not see and which can be reused. A process that waits on a slot for more than
-//! [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD) checks the lease recorded there.
+//! would not see and which can be reused. Any call that finds a slot in its way held (a
+//! `try_` call at once, a waiting call at least every
+//! [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD)) checks the lease recorded there.
 //! Only a holder that is provably dead loses its slot: if a producer died after claiming a
 //! slot but before publishing it, that one slot is marked *lost* and skipped by consumers:
 //! the item that producer was putting is not delivered (it was never completely put), every
@@ -951,7 +970,9 @@ impl Shared {
 /// is delivered exactly once.
 ///
 /// Opening by name is safe: a slot's bytes are only touched by the one process that the
-/// sequence protocol gives it to, and everything else is atomic.
+/// sequence protocol gives it to, and everything else is atomic. A queue whose shared
+/// memory was overwritten with values no queue has reads as closed (`Closed` errors, the
+/// item handed back), in bounded time; see the module docs, "Semantics".
 ///
 /// # Examples
 /// ```

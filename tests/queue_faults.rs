@@ -290,14 +290,30 @@ fn two_processes_sending_long_messages_on_one_end_do_not_interleave() {
                     }
                 })?;
             }
-            for _ in 0..40 {
+            // A third sends one-chunk messages meanwhile: they may come between the
+            // chunks of a long message, and arrive whole, as does the long message.
+            s.spawn(|| {
+                for _ in 0..20 {
+                    b.send_bytes(&[3u8; 10]).unwrap();
+                }
+            })?;
+            let (mut long, mut short) = (0, 0);
+            for _ in 0..60 {
                 let m = a.recv_bytes()?;
-                assert_eq!(m.len(), 1000);
-                assert!(m.iter().all(|&x| x == m[0]), "chunks of two messages mixed");
+                if m.len() == 10 {
+                    assert_eq!(m, [3u8; 10]);
+                    short += 1;
+                } else {
+                    assert_eq!(m.len(), 1000);
+                    assert!(m.iter().all(|&x| x == m[0]), "chunks of two messages mixed");
+                    long += 1;
+                }
             }
+            assert_eq!((long, short), (40, 20));
             Ok(())
         })
         .unwrap();
+        assert_eq!(a.lost(), 0);
     });
 }
 
