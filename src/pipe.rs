@@ -3,11 +3,24 @@
 //! Two rings of slots (one per direction, the same ring as [`Queue`](crate::Queue)'s), in
 //! one named segment or in anonymous shared memory that forked children inherit. A message
 //! of any length is sent as one or more slot-sized chunks, each slot starting with a byte
-//! that says whether more chunks follow, so `recv` returns exactly what one `send` sent.
-//! Like Python's, each end is meant for one process at a time: two processes sending on
-//! the same end at once may interleave the chunks of long messages.
+//! that says whether it is a message's first chunk and whether more follow, so `recv`
+//! returns exactly what one `send` sent.
+//!
+//! Senders of long messages on one end take turns: such a sender holds the direction's
+//! *sender word* (its lease, see the crate docs) from its message's first chunk to its
+//! last, so two processes (or threads) sending on the same end never interleave their
+//! chunks; a sender that died holding it is passed over. A one-chunk message needs no turn
+//! (it cannot be torn): it may arrive between the chunks of another sender's long message,
+//! and is received first. A receiver in the middle of a message checks, at least every
+//! [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD), whether that sender died; then
+//! it drops the partial message, counts it in [`Connection::lost`], and goes on waiting for
+//! the next message (within its timeout). A timed or `try_` receive that runs out of time
+//! in the middle of a message keeps what it has received for the next receive on that end.
+//! Receive on one thread at a time per end ([`ErrorKind::WouldDeadlock`] otherwise).
 
+use std::cell::UnsafeCell;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,10 +30,14 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::queue::{ring_layout, Fail, Ring, Wait};
 use crate::region::Region;
 use crate::segment::CreateOptions;
+use crate::sync::lock::LIVENESS_PERIOD;
+use crate::sys::lease::{self, Liveness};
 use crate::trailer::SegmentKind;
 
+/// Chunk flags (the first byte of each slot): more chunks of this message follow.
 const MORE: u8 = 1;
-const LAST: u8 = 0;
+/// The first chunk of a message.
+const FIRST: u8 = 2;
 /// Tag of pipe rings.
 const PIPE_TAG: u64 = u64::from_le_bytes(*b"ndshmPIP");
 
@@ -85,11 +102,8 @@ impl Pipe {
         let (len, init) = layout(slots, chunk)?;
         let shared = Arc::new(attach(Region::anonymous(2 * len, init)?, len)?);
         Ok((
-            Connection {
-                shared: Arc::clone(&shared),
-                end: 0,
-            },
-            Connection { shared, end: 1 },
+            Connection::new(Arc::clone(&shared), 0),
+            Connection::new(shared, 1),
         ))
     }
 
@@ -114,10 +128,7 @@ impl Pipe {
     ) -> Result<Connection> {
         let (len, init) = layout(slots, chunk)?;
         let region = Region::create(name, SegmentKind::Pipe, 2 * len, opts, init)?;
-        Ok(Connection {
-            shared: Arc::new(attach(region, len)?),
-            end: 0,
-        })
+        Ok(Connection::new(Arc::new(attach(region, len)?), 0))
     }
 
     /// Attaches pipe segment `name` and returns its second end. Safe, as for queues.
@@ -128,10 +139,7 @@ impl Pipe {
     pub fn open(name: &str) -> Result<Connection> {
         let region = Region::open(name, SegmentKind::Pipe, 0)?;
         let len = region.payload_len() / 2;
-        Ok(Connection {
-            shared: Arc::new(attach(region, len)?),
-            end: 1,
-        })
+        Ok(Connection::new(Arc::new(attach(region, len)?), 1))
     }
 }
 
@@ -198,7 +206,17 @@ fn attach(region: Region, len: usize) -> Result<Shared> {
 pub struct Connection {
     shared: Arc<Shared>,
     end: usize,
+    /// A message a timed receive returned before its last chunk came; only touched by the
+    /// thread that set `receiving`.
+    partial: UnsafeCell<Partial>,
+    /// Whether a thread of this process is receiving on this end (one at a time).
+    receiving: AtomicBool,
 }
+
+// SAFETY: `partial` is only accessed by the thread that swapped `receiving` from false to
+// true (Acquire), until it stores false (Release): one thread at a time; the rest is
+// `Sync` (atomics in shared memory, an `Arc`).
+unsafe impl Sync for Connection {}
 
 fn fail(e: Fail, sending: bool) -> Error {
     match (e, sending) {
@@ -214,10 +232,104 @@ fn fail(e: Fail, sending: bool) -> Error {
             Error::new(ErrorKind::Timeout, "no message arrived in time")
         }
         (Fail::WouldBlock, true) => Error::new(ErrorKind::Full, "the pipe is full"),
+        (Fail::Corrupt, _) => Error::new(
+            ErrorKind::Corrupt,
+            "the pipe's shared memory holds positions no pipe has (it was overwritten); \
+             it cannot be used any more: make a new one",
+        ),
     }
 }
 
+/// Where a receive puts the chunks of a message.
+trait Sink {
+    fn clear(&mut self);
+    fn extend(&mut self, data: &[u8]);
+    fn len(&self) -> usize;
+    /// The bytes received so far, to resume from in the next call.
+    fn save(&mut self) -> Vec<u8>;
+}
+
+impl Sink for Vec<u8> {
+    fn clear(&mut self) {
+        Vec::clear(self)
+    }
+    fn extend(&mut self, data: &[u8]) {
+        self.extend_from_slice(data)
+    }
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn save(&mut self) -> Vec<u8> {
+        std::mem::take(self)
+    }
+}
+
+/// Receives a `Pod` value in place; counts the bytes of longer messages without keeping
+/// them.
+struct PodSink<'a> {
+    bytes: &'a mut [u8],
+    n: usize,
+}
+
+impl Sink for PodSink<'_> {
+    fn clear(&mut self) {
+        self.n = 0;
+    }
+    fn extend(&mut self, data: &[u8]) {
+        if let Some(dst) = self.bytes.get_mut(self.n..self.n + data.len()) {
+            dst.copy_from_slice(data);
+        }
+        self.n += data.len();
+    }
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn save(&mut self) -> Vec<u8> {
+        let mut v = self.bytes[..self.n.min(self.bytes.len())].to_vec();
+        v.resize(self.n, 0);
+        v
+    }
+}
+
+/// A message cut short by a previous call's timeout, resumed by the next receive.
+#[derive(Default)]
+struct Partial {
+    bytes: Vec<u8>,
+    active: bool,
+}
+
+/// Clears a connection's `receiving` flag (also on unwind).
+struct Receiving<'a>(&'a AtomicBool);
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// This process's turn to send on one direction: the ring's sender word holds its lease
+/// until the message's last chunk is in (released on drop).
+struct Turn<'a>(&'a AtomicU64);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
+    }
+}
+
+/// How long a sender waiting for its turn sleeps between tries.
+const TURN_NAP: Duration = Duration::from_micros(50);
+
 impl Connection {
+    fn new(shared: Arc<Shared>, end: usize) -> Connection {
+        Connection {
+            shared,
+            end,
+            partial: UnsafeCell::new(Partial::default()),
+            receiving: AtomicBool::new(false),
+        }
+    }
+
     fn tx(&self) -> &Ring {
         &self.shared.rings[self.end]
     }
@@ -226,67 +338,204 @@ impl Connection {
         &self.shared.rings[1 - self.end]
     }
 
+    /// Waits for this process's turn to send (see [`Turn`]): another process (or thread)
+    /// sending a message on this end finishes first; a sender that died mid-message is
+    /// passed over.
+    fn take_turn(&self, wait: Wait) -> Result<Turn<'_>> {
+        let word = self.tx().sender();
+        let me = lease::holder();
+        let mut checked = Instant::now();
+        loop {
+            let other = match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Ok(Turn(word)),
+                Err(other) => other,
+            };
+            if self.tx().is_closed() {
+                return Err(fail(Fail::Closed, true));
+            }
+            let deadline = match wait {
+                Wait::No => Some(Instant::now()),
+                Wait::Until(d) => d,
+            };
+            if checked.elapsed() >= LIVENESS_PERIOD || matches!(wait, Wait::No) {
+                checked = Instant::now();
+                if other != me && lease::check(other) == Liveness::Dead {
+                    // Its partial message is dropped by the receiver.
+                    let _ = word.compare_exchange(other, 0, Ordering::Relaxed, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::new(
+                    if matches!(wait, Wait::No) {
+                        ErrorKind::Full
+                    } else {
+                        ErrorKind::Timeout
+                    },
+                    "another process or thread is sending a message on this end of the pipe",
+                ));
+            }
+            std::thread::sleep(TURN_NAP);
+        }
+    }
+
     fn send_wait(&self, msg: &[u8], wait: Wait) -> Result<()> {
-        let chunk = self.tx().slot_size() - 1;
+        let tx = self.tx();
+        let chunk = tx.slot_size() - 1;
         if msg.len() <= chunk {
-            return self
-                .tx()
-                .put_parts(&[&[LAST], msg], wait)
+            // One chunk: it cannot interleave with another, no turn needed.
+            return tx
+                .put_parts(&[&[FIRST], msg], wait)
                 .map_err(|e| fail(e, true));
         }
+        let _turn = self.take_turn(wait)?;
         let mut chunks = msg.chunks(chunk).peekable();
         let mut first = true;
         while let Some(c) = chunks.next() {
-            let flag = if chunks.peek().is_some() { MORE } else { LAST };
+            let mut flag = if chunks.peek().is_some() { MORE } else { 0 };
+            if first {
+                flag |= FIRST;
+            }
             // Once the first chunk is in, the rest must follow: wait for room.
             let w = if first { wait } else { Wait::Until(None) };
-            self.tx()
-                .put_parts(&[&[flag], c], w)
-                .map_err(|e| fail(e, true))?;
+            tx.put_parts(&[&[flag], c], w).map_err(|e| fail(e, true))?;
             first = false;
         }
         Ok(())
     }
 
-    fn recv_wait(&self, buf: &mut Vec<u8>, wait: Wait) -> Result<usize> {
-        buf.clear();
-        let mut w = wait;
+    /// Whether the message being received will never be completed: its sender died (or
+    /// finished, and nothing is left in the ring).
+    fn sender_gone(&self) -> bool {
+        let rx = self.rx();
+        let word = rx.sender();
+        let s = word.load(Ordering::Acquire);
+        if s == 0 {
+            // The last chunk goes in before the word is cleared.
+            return rx.is_empty_now();
+        }
+        if lease::check(s) == Liveness::Dead {
+            let _ = word.compare_exchange(s, 0, Ordering::Relaxed, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    fn recv_wait(&self, sink: &mut impl Sink, wait: Wait) -> Result<usize> {
+        if self.receiving.swap(true, Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::WouldDeadlock,
+                "another thread of this process is receiving on this end of the pipe: \
+                 receive on one thread at a time",
+            ));
+        }
+        let _receiving = Receiving(&self.receiving);
+        // SAFETY: this thread set `receiving` (above) and clears it when `_receiving`
+        // drops, after the last use of `partial`: no other thread touches it meanwhile.
+        let partial = unsafe { &mut *self.partial.get() };
+        sink.clear();
+        let mut active = std::mem::take(&mut partial.active);
+        if active {
+            sink.extend(&partial.bytes);
+            partial.bytes = Vec::new();
+        }
+        let rx = self.rx();
         loop {
-            let more = self
-                .rx()
-                .get(w, |m| {
-                    let (flag, data) = m.split_first().map_or((LAST, &[][..]), |(f, d)| (*f, d));
-                    buf.extend_from_slice(data);
-                    flag == MORE
-                })
-                .map_err(|e| fail(e, false))?;
-            if !more {
-                return Ok(buf.len());
+            // In the middle of a message, wait in slices to notice a sender that died.
+            let w = match wait {
+                Wait::Until(d) if active => {
+                    let slice = Instant::now() + LIVENESS_PERIOD;
+                    Wait::Until(Some(d.map_or(slice, |d| d.min(slice))))
+                }
+                w => w,
+            };
+            let mut done = false;
+            let mut dropped = false;
+            let r = rx.get(w, |m| {
+                let (flag, data) = m.split_first().map_or((FIRST, &[][..]), |(f, d)| (*f, d));
+                if flag & FIRST != 0 && active {
+                    if flag & MORE == 0 {
+                        // A one-chunk message (sent without a turn) between two chunks of
+                        // a long one: deliver it, keep the long one for the next receive.
+                        partial.bytes = sink.save();
+                        partial.active = true;
+                        sink.clear();
+                        sink.extend(data);
+                        done = true;
+                        return;
+                    }
+                    // Long messages take turns: the one before was cut short by its
+                    // sender's death.
+                    sink.clear();
+                    dropped = true;
+                }
+                if flag & FIRST != 0 {
+                    active = true;
+                }
+                if active {
+                    sink.extend(data);
+                    done = flag & MORE == 0;
+                }
+            });
+            if dropped {
+                rx.count_lost();
             }
-            w = Wait::Until(None);
+            match r {
+                Ok(()) if done => return Ok(sink.len()),
+                Ok(()) => {}
+                Err(Fail::WouldBlock | Fail::Timeout) if active => {
+                    if self.sender_gone() {
+                        sink.clear();
+                        active = false;
+                        rx.count_lost();
+                        continue;
+                    }
+                    let over = match wait {
+                        Wait::No => true,
+                        Wait::Until(d) => d.is_some_and(|d| Instant::now() >= d),
+                    };
+                    if over {
+                        partial.bytes = sink.save();
+                        partial.active = true;
+                        return Err(fail(Fail::Timeout, false));
+                    }
+                }
+                Err(e) => {
+                    if active {
+                        rx.count_lost();
+                    }
+                    return Err(fail(e, false));
+                }
+            }
         }
     }
 
-    /// Sends a byte message (any length), waiting for room.
+    /// Sends a byte message (any length), waiting for room and for its turn (see the
+    /// module docs).
     ///
     /// # Errors
-    /// [`ErrorKind::Closed`].
+    /// [`ErrorKind::Closed`], [`ErrorKind::Corrupt`].
     pub fn send_bytes(&self, msg: &[u8]) -> Result<()> {
         self.send_wait(msg, Wait::Until(None))
     }
 
-    /// Sends a byte message if there is room for its first chunk now.
+    /// Sends a byte message if there is room for its first chunk now (the rest waits for
+    /// room).
     ///
     /// # Errors
-    /// [`ErrorKind::Full`], [`ErrorKind::Closed`].
+    /// [`ErrorKind::Full`] (also while another process or thread is sending a message on
+    /// this end), [`ErrorKind::Closed`], [`ErrorKind::Corrupt`].
     pub fn try_send_bytes(&self, msg: &[u8]) -> Result<()> {
         self.send_wait(msg, Wait::No)
     }
 
-    /// Receives a byte message, waiting for one.
+    /// Receives a byte message, waiting for one. A message whose sender died part-way is
+    /// dropped and counted in [`lost`](Self::lost) (see the module docs).
     ///
     /// # Errors
-    /// [`ErrorKind::Closed`] when the other end closed and everything was received.
+    /// [`ErrorKind::Closed`] when the other end closed and everything was received;
+    /// [`ErrorKind::WouldDeadlock`] when another thread of this process is receiving on
+    /// this end; [`ErrorKind::Corrupt`] when the pipe's shared memory was overwritten.
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         self.recv_wait(&mut buf, Wait::Until(None))?;
@@ -302,20 +551,23 @@ impl Connection {
         self.recv_wait(buf, Wait::Until(None))
     }
 
-    /// Receives a byte message if one is there now.
+    /// Receives a byte message if one is there now, whole or completing the part an
+    /// earlier timed receive got.
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`] when none is, [`ErrorKind::Closed`].
+    /// [`ErrorKind::Timeout`] when none is (what arrived of a long message is kept for the
+    /// next receive), and as [`recv_bytes`](Self::recv_bytes).
     pub fn try_recv_bytes(&self) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         self.recv_wait(&mut buf, Wait::No)?;
         Ok(buf)
     }
 
-    /// Receives a byte message, waiting at most `timeout`.
+    /// Receives a byte message, waiting at most `timeout` (plus a few milliseconds).
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`], [`ErrorKind::Closed`].
+    /// [`ErrorKind::Timeout`] (what arrived of a long message is kept for the next
+    /// receive), and as [`recv_bytes`](Self::recv_bytes).
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         let wait = Wait::Until(Instant::now().checked_add(timeout));
@@ -360,31 +612,13 @@ impl Connection {
     /// message is not the size of a `T` (it is consumed).
     pub fn recv<T: Pod>(&self) -> Result<T> {
         let mut v = T::zeroed();
-        let mut n = 0usize;
-        let mut too_long = false;
-        let mut w = Wait::Until(None);
         let size = std::mem::size_of::<T>();
-        loop {
-            let more = self
-                .rx()
-                .get(w, |m| {
-                    let (flag, data) = m.split_first().map_or((LAST, &[][..]), |(f, d)| (*f, d));
-                    let bytes = bytemuck::bytes_of_mut(&mut v);
-                    if n + data.len() <= size {
-                        bytes[n..n + data.len()].copy_from_slice(data);
-                    } else {
-                        too_long = true;
-                    }
-                    n += data.len();
-                    flag == MORE
-                })
-                .map_err(|e| fail(e, false))?;
-            if !more {
-                break;
-            }
-            w = Wait::Until(None);
-        }
-        if too_long || n != size {
+        let mut sink = PodSink {
+            bytes: bytemuck::bytes_of_mut(&mut v),
+            n: 0,
+        };
+        let n = self.recv_wait(&mut sink, Wait::Until(None))?;
+        if n != size {
             return Err(Error::new(
                 ErrorKind::TypeMismatch,
                 format!(
@@ -430,6 +664,14 @@ impl Connection {
     /// Whether a message is waiting (Python's `poll()` without a timeout).
     pub fn poll(&self) -> bool {
         !self.rx().is_empty_now()
+    }
+
+    /// Messages this end will never receive whole: a message whose sender died after
+    /// sending part of it is dropped by the receiver (a receive that was collecting it goes
+    /// on waiting for the next message, within its timeout) and counted here, as is a
+    /// chunk whose sender died while writing it. Never reset.
+    pub fn lost(&self) -> u64 {
+        self.rx().lost()
     }
 
     /// Closes the connection in both directions (see the type's docs).

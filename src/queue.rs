@@ -13,12 +13,31 @@
 //! Blocking calls spin about 20 µs, then sleep on a futex that the other side bumps only
 //! when someone sleeps: an idle endpoint burns no CPU after its spin window.
 //!
+//! # Semantics
+//! - An item whose `put` returned `Ok` is delivered at most once, and is lost only if the
+//!   consumer that took it dies inside `get` (then [`lost`](Queue::lost) counts it): never
+//!   duplicated. An item whose producer died before `put` returned may be lost (counted
+//!   too); a `put` whose callback panicked publishes its slot as lost.
+//! - Blocking calls spin about 20 µs, then sleep; they never burn a core while they wait,
+//!   whoever they wait for.
+//! - `try_` calls return in bounded time (about a millisecond at worst, microseconds
+//!   normally) and `_timeout` calls within their timeout plus a few milliseconds, even
+//!   when a peer died, is stalled, or the shared memory was overwritten.
+//! - When a live but stalled peer holds the slot an operation needs (a consumer inside a
+//!   slow [`get_with`](ByteQueue::get_with) callback, a process stopped mid-`put`), `try_get`
+//!   reports empty and `try_put` full; blocking calls sleep until it moves on.
+//! - No access is ever out of bounds: indices and lengths read from shared memory are
+//!   validated, every loop is bounded. Run-time state no queue can have (random bytes over
+//!   the segment) gives [`ErrorKind::Corrupt`] ([`ByteQueue`], pipes) or reads as closed
+//!   ([`Queue`]'s typed errors), never a hang or a panic.
+//!
 //! # A peer that dies mid-operation
 //! Before it claims a position, a producer writes its *lease* into the slot (`writer`), and
 //! a consumer likewise (`reader`): a word naming the process that the kernel vouches for
 //! (see the crate docs, "Crashes and signals"), not a pid, which another pid namespace
-//! would not see and which can be reused. A process that waits on a slot for more than
-//! [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD) checks the lease recorded there.
+//! would not see and which can be reused. Any call that finds a slot in its way held (a
+//! `try_` call at once, a waiting call at least every
+//! [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD)) checks the lease recorded there.
 //! Only a holder that is provably dead loses its slot: if a producer died after claiming a
 //! slot but before publishing it, that one slot is marked *lost* and skipped by consumers:
 //! the item that producer was putting is not delivered (it was never completely put), every
@@ -56,6 +75,9 @@ const H_CAP: usize = 8;
 const H_SLOT_SIZE: usize = 16;
 const H_STRIDE: usize = 24;
 const H_TAG: usize = 32;
+/// Pipes only: the lease of the process sending a message on this ring, 0 when none. In
+/// the header's first cache line, which holds constants otherwise: only senders write it.
+const H_SENDER: usize = 40;
 const H_HEAD: usize = 64;
 const H_TAIL: usize = 128;
 const H_CLOSED: usize = 192;
@@ -83,6 +105,8 @@ pub(crate) enum Fail {
     WouldBlock,
     Timeout,
     Closed,
+    /// The shared state holds values no sane ring has (overwritten memory).
+    Corrupt,
 }
 
 /// How long an operation may wait.
@@ -281,8 +305,20 @@ impl Ring {
         }
     }
 
-    /// One attempt to put `bytes` (length already checked).
+    /// The word a pipe's sender holds while it sends a message (its lease; 0: none).
+    pub(crate) fn sender(&self) -> &AtomicU64 {
+        self.word(H_SENDER)
+    }
+
+    /// Counts an item lost (a message dropped by a pipe's receiver, for instance).
+    pub(crate) fn count_lost(&self) {
+        self.word(H_LOST).fetch_add(1, Ordering::Relaxed);
+    }
+
     /// One attempt to put an item of `len <= slot_size` bytes, written in place by `fill`.
+    ///
+    /// Bounded: it returns after at most [`STUCK`] retries that see no progress (the same
+    /// position), whatever the shared memory holds.
     fn try_put_once(
         &self,
         len: usize,
@@ -290,15 +326,19 @@ impl Ring {
     ) -> std::result::Result<(), Fail> {
         let me = lease::holder();
         let head = self.word(H_HEAD);
+        let cap = self.cap as i64;
         let mut tries = 0u32;
+        let mut stuck = Stuck::new();
         loop {
             if self.is_closed() {
                 return Err(Fail::Closed);
             }
             let pos = head.load(Ordering::Relaxed);
+            stuck.at(pos)?;
             let slot = self.slot(pos);
             let seq = slot.seq.load(Ordering::Acquire);
-            if seq == pos {
+            let d = seq.wrapping_sub(pos) as i64;
+            if d == 0 {
                 match slot
                     .writer
                     .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -325,13 +365,19 @@ impl Ring {
                     }
                 }
                 if head
-                    .compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .compare_exchange(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
                 {
-                    let publish = Publish {
+                    let mut publish = Publish {
                         ring: self,
                         pos,
                         len,
+                        filled: false,
                     };
                     // SAFETY: we claimed position `pos`: no other process reads or writes
                     // this slot's data until we publish `pos + 1` (`publish` does, even if
@@ -339,31 +385,42 @@ impl Ring {
                     let buf = unsafe { std::slice::from_raw_parts_mut(self.data(pos), len) };
                     let fill = fill.take().expect("the callback is only taken once");
                     fill(buf);
+                    publish.filled = true;
                     drop(publish);
                     return Ok(());
                 }
                 slot.writer.store(0, Ordering::Relaxed);
-            } else if seq < pos {
-                // The slot still holds the item of position pos - cap: full.
+            } else if d == -cap || d == 1 - cap {
+                // The slot still holds the item of position pos - cap (being written, in
+                // the queue, or being taken): full.
                 return Err(Fail::WouldBlock);
+            } else if d < 0 {
+                // No sane ring has a slot more than a lap behind `head`.
+                return Err(Fail::Corrupt);
             }
+            // d > 0: `head` moved on since we read it.
             std::hint::spin_loop();
         }
     }
 
-    /// One attempt to take an item, handing its bytes to `f` in place.
+    /// One attempt to take an item, handing its bytes to `f` in place. Bounded as
+    /// [`try_put_once`](Self::try_put_once).
     fn try_get_once<R>(
         &self,
         f: &mut Option<impl FnOnce(&[u8]) -> R>,
     ) -> std::result::Result<R, Fail> {
         let me = lease::holder();
         let tail = self.word(H_TAIL);
+        let cap = self.cap as i64;
         let mut tries = 0u32;
+        let mut stuck = Stuck::new();
         loop {
             let pos = tail.load(Ordering::Relaxed);
+            stuck.at(pos)?;
             let slot = self.slot(pos);
             let seq = slot.seq.load(Ordering::Acquire);
-            if seq == pos + 1 {
+            let d = seq.wrapping_sub(pos.wrapping_add(1)) as i64;
+            if d == 0 {
                 match slot
                     .reader
                     .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -388,7 +445,12 @@ impl Ring {
                     }
                 }
                 if tail
-                    .compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .compare_exchange(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
                 {
                     let release = Release { ring: self, pos };
@@ -397,42 +459,57 @@ impl Ring {
                         drop(release);
                         continue;
                     }
-                    let len = (len as usize).min(self.slot_size);
+                    if len as usize > self.slot_size {
+                        // No producer writes such a length: the slot was overwritten.
+                        // Its item cannot be delivered; the slot goes on to the next lap.
+                        self.count_lost();
+                        drop(release);
+                        return Err(Fail::Corrupt);
+                    }
                     // SAFETY: we claimed position `pos`, published (Acquire above): no
                     // other process touches this slot's data until we free it (`release`
-                    // frees it even if `f` panics); `len <= slot_size`.
-                    let bytes = unsafe { std::slice::from_raw_parts(self.data(pos), len) };
+                    // frees it even if `f` panics); `len <= slot_size` (checked above).
+                    let bytes = unsafe { std::slice::from_raw_parts(self.data(pos), len as usize) };
                     let f = f.take().expect("the callback is only taken once");
                     let out = f(bytes);
                     drop(release);
                     return Ok(out);
                 }
                 slot.reader.store(0, Ordering::Relaxed);
-            } else if seq == pos {
-                // Empty, or a producer is still writing it.
+            } else if d == -1 || d == -cap {
+                // Empty (d == -1: nothing put at `pos` yet, or a producer is still writing
+                // it), or the previous lap's item is still being taken by a consumer
+                // (d == -cap): nothing to take now, whoever holds the slot.
                 // `closed` first: reading `head` would pull the producers' cache line.
                 if self.is_closed() && self.word(H_HEAD).load(Ordering::Acquire) == pos {
                     // Check again: a put may have landed just before close.
-                    if slot.seq.load(Ordering::Acquire) == pos {
+                    if slot.seq.load(Ordering::Acquire) == seq {
                         return Err(Fail::Closed);
                     }
                     continue;
                 }
                 return Err(Fail::WouldBlock);
+            } else if d < 0 {
+                // No sane ring has a slot more than a lap behind `tail`.
+                return Err(Fail::Corrupt);
             }
+            // d > 0: `tail` moved on since we read it.
             std::hint::spin_loop();
         }
     }
 
     /// Frees slots whose producer or consumer died mid-operation (see the module docs): only
-    /// when the holder's lease says it is dead, never when it is alive or unknown.
-    fn recover(&self) {
+    /// when the holder's lease says it is dead, never when it is alive or unknown. Returns
+    /// whether it freed one. Cheap unless a slot is held: a few loads, and a liveness check
+    /// (a few system calls) only of a holder that blocks the queue.
+    fn recover(&self) -> bool {
         let me = lease::holder();
+        let mut freed = false;
         // A producer that claimed the slot at `tail` and died before publishing it.
         let pos = self.word(H_TAIL).load(Ordering::Acquire);
         let slot = self.slot(pos);
         if slot.seq.load(Ordering::Acquire) == pos
-            && self.word(H_HEAD).load(Ordering::Acquire) > pos
+            && self.word(H_HEAD).load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
         {
             let w = slot.writer.load(Ordering::Relaxed);
             if w != 0
@@ -443,17 +520,18 @@ impl Ring {
                     .is_ok()
             {
                 slot.len.store(LOST, Ordering::Relaxed);
-                self.word(H_LOST).fetch_add(1, Ordering::Relaxed);
-                slot.seq.swap(pos + 1, Ordering::SeqCst);
+                self.count_lost();
+                slot.seq.swap(pos.wrapping_add(1), Ordering::SeqCst);
                 self.notify(H_GET_WAITERS, H_PUT_EVENT);
+                freed = true;
             }
         }
         // A consumer that claimed the slot before `head`'s and died before freeing it.
         let head = self.word(H_HEAD).load(Ordering::Acquire);
         if let Some(old) = head.checked_sub(self.cap) {
             let slot = self.slot(head);
-            if slot.seq.load(Ordering::Acquire) == old + 1
-                && self.word(H_TAIL).load(Ordering::Acquire) > old
+            if slot.seq.load(Ordering::Acquire) == old.wrapping_add(1)
+                && self.word(H_TAIL).load(Ordering::Acquire).wrapping_sub(old) as i64 > 0
             {
                 let r = slot.reader.load(Ordering::Relaxed);
                 if r != 0
@@ -463,15 +541,17 @@ impl Ring {
                         .compare_exchange(r, me, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok()
                 {
-                    self.word(H_LOST).fetch_add(1, Ordering::Relaxed);
+                    self.count_lost();
                     Release {
                         ring: self,
                         pos: old,
                     }
                     .free();
+                    freed = true;
                 }
             }
         }
+        freed
     }
 
     /// Puts `bytes`, waiting as `wait` allows.
@@ -505,6 +585,10 @@ impl Ring {
             other => return other,
         }
         let Wait::Until(deadline) = wait else {
+            // Full now; unless a dead consumer held the slot: then once more.
+            if self.recover() {
+                return self.try_put_once(len, &mut fill);
+            }
             return Err(Fail::WouldBlock);
         };
         self.block(deadline, H_PUT_WAITERS, H_GET_EVENT, || {
@@ -524,6 +608,10 @@ impl Ring {
             other => return other,
         }
         let Wait::Until(deadline) = wait else {
+            // Empty now; unless a dead peer held the slot: then once more.
+            if self.recover() {
+                return self.try_get_once(&mut f);
+            }
             return Err(Fail::WouldBlock);
         };
         self.block(deadline, H_GET_WAITERS, H_PUT_EVENT, || {
@@ -531,7 +619,8 @@ impl Ring {
         })
     }
 
-    /// Spins ~20 µs retrying `attempt`, then sleeps on `event` between attempts.
+    /// Spins ~20 µs retrying `attempt`, then sleeps on `event` between attempts, and
+    /// recovers slots of dead peers at least every [`LIVENESS_PERIOD`] while it waits.
     fn block<R>(
         &self,
         deadline: Option<Instant>,
@@ -554,6 +643,7 @@ impl Ring {
         }
         let waiters = self.word32(waiters);
         let event = self.word32(event);
+        let mut recovered = start;
         loop {
             waiters.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
@@ -574,33 +664,68 @@ impl Ring {
                     left.min(LIVENESS_PERIOD)
                 }
             };
-            let woken = futex::wait(event, ev, Some(slice));
+            futex::wait(event, ev, Some(slice));
             waiters.fetch_sub(1, Ordering::SeqCst);
-            if !woken {
+            // Wake-ups for other slots must not postpone recovery forever.
+            if recovered.elapsed() >= LIVENESS_PERIOD {
                 self.recover();
+                recovered = Instant::now();
             }
         }
     }
 }
 
-/// Publishes a claimed slot; if the producer's callback panicked, publishes it as lost.
+/// Counts retries of one attempt that see the same position: a sane ring moves on (or
+/// the attempt returns) well within [`STUCK`] of them; a ring that does not is corrupted.
+struct Stuck {
+    last: u64,
+    same: u32,
+}
+
+/// See [`Stuck`]: about a millisecond of spinning.
+const STUCK: u32 = 1 << 14;
+
+impl Stuck {
+    fn new() -> Stuck {
+        Stuck { last: 0, same: 0 }
+    }
+
+    fn at(&mut self, pos: u64) -> std::result::Result<(), Fail> {
+        if pos != self.last {
+            self.last = pos;
+            self.same = 0;
+            return Ok(());
+        }
+        self.same += 1;
+        if self.same > STUCK {
+            return Err(Fail::Corrupt);
+        }
+        Ok(())
+    }
+}
+
+/// Publishes a claimed slot; if the producer's callback did not return (it panicked),
+/// publishes it as lost.
 struct Publish<'a> {
     ring: &'a Ring,
     pos: u64,
     len: usize,
+    /// Set once the callback returned: recorded, not guessed from `thread::panicking`
+    /// (a `put` from a `Drop` that runs during unwinding completes normally).
+    filled: bool,
 }
 
 impl Drop for Publish<'_> {
     fn drop(&mut self) {
         let slot = self.ring.slot(self.pos);
-        let len = if std::thread::panicking() {
-            self.ring.word(H_LOST).fetch_add(1, Ordering::Relaxed);
-            LOST
-        } else {
+        let len = if self.filled {
             self.len as u32
+        } else {
+            self.ring.count_lost();
+            LOST
         };
         slot.len.store(len, Ordering::Relaxed);
-        slot.seq.swap(self.pos + 1, Ordering::SeqCst);
+        slot.seq.swap(self.pos.wrapping_add(1), Ordering::SeqCst);
         self.ring.notify(H_GET_WAITERS, H_PUT_EVENT);
     }
 }
@@ -622,9 +747,19 @@ impl Drop for Release<'_> {
         let slot = self.ring.slot(self.pos);
         slot.writer.store(0, Ordering::Relaxed);
         slot.reader.store(0, Ordering::Relaxed);
-        slot.seq.swap(self.pos + self.ring.cap, Ordering::SeqCst);
+        slot.seq
+            .swap(self.pos.wrapping_add(self.ring.cap), Ordering::SeqCst);
         self.ring.notify(H_PUT_WAITERS, H_GET_EVENT);
     }
+}
+
+/// The error of a call that found the ring's shared state corrupted.
+pub(crate) fn corrupt() -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        "the queue's shared memory holds positions no queue has (it was overwritten); \
+         the queue cannot be used any more: make a new one",
+    )
 }
 
 fn deadline(timeout: Duration) -> Wait {
@@ -835,7 +970,9 @@ impl Shared {
 /// is delivered exactly once.
 ///
 /// Opening by name is safe: a slot's bytes are only touched by the one process that the
-/// sequence protocol gives it to, and everything else is atomic.
+/// sequence protocol gives it to, and everything else is atomic. A queue whose shared
+/// memory was overwritten with values no queue has reads as closed (`Closed` errors, the
+/// item handed back), in bounded time; see the module docs, "Semantics".
 ///
 /// # Examples
 /// ```
@@ -944,7 +1081,7 @@ impl<T: Pod> Queue<T> {
     pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
         match self.ring().put(bytemuck::bytes_of(&item), Wait::No) {
             Ok(()) => Ok(()),
-            Err(Fail::Closed) => Err(TryPutError::Closed(item)),
+            Err(Fail::Closed | Fail::Corrupt) => Err(TryPutError::Closed(item)),
             Err(_) => Err(TryPutError::Full(item)),
         }
     }
@@ -963,7 +1100,7 @@ impl<T: Pod> Queue<T> {
             .put(bytemuck::bytes_of(&item), deadline(timeout))
         {
             Ok(()) => Ok(()),
-            Err(Fail::Closed) => Err(PutTimeoutError::Closed(item)),
+            Err(Fail::Closed | Fail::Corrupt) => Err(PutTimeoutError::Closed(item)),
             Err(_) => Err(PutTimeoutError::Timeout(item)),
         }
     }
@@ -984,7 +1121,7 @@ impl<T: Pod> Queue<T> {
     /// [`TryGetError::Empty`], or [`TryGetError::Closed`] when closed and empty.
     pub fn try_get(&self) -> std::result::Result<T, TryGetError> {
         self.ring().get(Wait::No, Self::read).map_err(|e| match e {
-            Fail::Closed => TryGetError::Closed,
+            Fail::Closed | Fail::Corrupt => TryGetError::Closed,
             _ => TryGetError::Empty,
         })
     }
@@ -997,7 +1134,7 @@ impl<T: Pod> Queue<T> {
         self.ring()
             .get(deadline(timeout), Self::read)
             .map_err(|e| match e {
-                Fail::Closed => GetTimeoutError::Closed,
+                Fail::Closed | Fail::Corrupt => GetTimeoutError::Closed,
                 _ => GetTimeoutError::Timeout,
             })
     }
@@ -1077,6 +1214,7 @@ fn map_fail(e: Fail, what: &str) -> Error {
             format!("the queue stayed {what} until the timeout"),
         ),
         Fail::Closed => Error::new(ErrorKind::Closed, "the queue is closed"),
+        Fail::Corrupt => corrupt(),
     }
 }
 
@@ -1208,6 +1346,7 @@ impl ByteQueue {
             Fail::WouldBlock => Error::new(ErrorKind::Timeout, "the queue is empty now"),
             Fail::Timeout => Error::new(ErrorKind::Timeout, "nothing arrived before the timeout"),
             Fail::Closed => Error::new(ErrorKind::Closed, "the queue is closed and empty"),
+            Fail::Corrupt => corrupt(),
         }
     }
 
