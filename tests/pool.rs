@@ -3,9 +3,9 @@
 mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Name;
+use common::{within_deadline, Name};
 use ndarray::{Ix1, Ix2};
 use ndshm::{Chunk, ChunkPlan, ErrorKind, SharedNdArray, SharedValue, WorkerPool};
 
@@ -192,21 +192,6 @@ fn inline_shortcut_gives_the_same_result() {
     for (i, &v) in a.as_slice().unwrap().iter().enumerate() {
         assert_eq!(v, (i * i) as f64, "index {i}");
     }
-}
-
-/// How long a step may take before the test fails instead of hanging.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Polls `cond` until it holds (true) or `DEADLINE` passes (false).
-fn within_deadline(mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > DEADLINE {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
 }
 
 /// The flag a worker raises when it starts a chunk of job `token` of test process `parent`.

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::Name;
-use std::time::{Duration, Instant};
+use common::{within_deadline, Name};
+use std::time::Duration;
 
 use ndshm::{
     ByteQueue, ErrorKind, GetError, GetTimeoutError, Process, Queue, SharedValue, TryGetError,
@@ -125,21 +125,6 @@ fn named_queue_across_processes_and_errors() {
         Queue::<u8>::new(0).unwrap_err().kind(),
         ErrorKind::InvalidArgument
     );
-}
-
-/// How long a step may take before the test fails instead of hanging.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Polls `cond` until it holds (true) or `DEADLINE` passes (false).
-fn within_deadline(mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > DEADLINE {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
 }
 
 /// Whether `pid` is blocked in the `futex` system call (asleep on a queue, for a consumer).

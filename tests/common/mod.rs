@@ -178,3 +178,18 @@ pub fn join_within(mut p: ndshm::Process, limit: std::time::Duration) -> ndshm::
     }
     p.join()
 }
+
+/// How long a polled step may take before the test fails instead of hanging.
+pub const POLL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Polls `cond` every millisecond until it holds (true) or [`POLL_DEADLINE`] passes (false).
+pub fn within_deadline(mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !cond() {
+        if start.elapsed() > POLL_DEADLINE {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    true
+}
