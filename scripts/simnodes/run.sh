@@ -21,8 +21,12 @@ hub="$tag-hub"
 net=10.213.$(( $$ % 200 + 20 ))
 
 cleanup() {
-    for ((i = 0; i < nodes; i++)); do ip netns del "$tag-node$i" 2>/dev/null || true; done
-    ip netns del "$hub" 2>/dev/null || true
+    # Whatever still runs in the namespaces (a rank stuck in MPI_Finalize, Hydra's proxies,
+    # which are session leaders of their own) is ended with them: no orphan outlives a run.
+    for ns in "$hub" $(for ((i = 0; i < nodes; i++)); do echo "$tag-node$i"; done); do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+        ip netns del "$ns" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 work=$(mktemp -d)
@@ -65,10 +69,15 @@ chmod +x "$work/launch.sh"
 # mpiexec in the hub namespace, with /etc/hosts naming the nodes (private mount namespace).
 # UCX over TCP on each node's eth0: its shared-memory transports would take two nodes of
 # one machine for one node.
+# In the background, so that a TERM to this script (a caller's deadline) runs the cleanup
+# at once, which ends everything in the namespaces.
 ip netns exec "$hub" unshare --mount --propagation private sh -c '
     mount --bind "$1" /etc/hosts && shift &&
     exec "$@"' sh "$hosts" \
     mpiexec -launcher ssh -launcher-exec "$work/launch.sh" -f "$work/hostfile" \
         -iface br0 -n $((nodes * ppn)) -ppn "$ppn" \
         -genv UCX_TLS tcp,self -genv UCX_NET_DEVICES eth0 \
-        "$@"
+        "$@" &
+job=$!
+trap 'exit 143' TERM INT
+wait $job
