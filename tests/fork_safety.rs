@@ -11,6 +11,16 @@ use std::time::Duration;
 use ndarray::Ix1;
 use ndshm::{fork_chunks, ErrorKind, Process, SharedNdArray};
 
+/// Fails the calling test, with the re-run's output, unless the fresh re-run passed.
+fn assert_fresh_run_passed(out: std::process::Output) {
+    assert!(
+        out.status.success(),
+        "fresh run failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn assert_clear_refusal(err: &ndshm::Error, api: &str) {
     assert_eq!(err.kind(), ErrorKind::ForkWithThreads, "{err}");
     let msg = err.to_string();
@@ -32,11 +42,7 @@ fn logger_thread_plus_println_in_a_child_is_a_clear_error_not_a_hang() {
             "logger_thread_plus_println_in_a_child_is_a_clear_error_not_a_hang",
             Duration::from_secs(30),
         );
-        assert!(
-            out.status.success(),
-            "fresh run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_fresh_run_passed(out);
         return;
     }
     // A "logger" thread that holds the stdout lock until told to stop.
@@ -86,12 +92,7 @@ fn single_threaded_process_needs_no_opt_in() {
             "single_threaded_process_needs_no_opt_in",
             Duration::from_secs(60),
         );
-        assert!(
-            out.status.success(),
-            "fresh run failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_fresh_run_passed(out);
         return;
     }
     // This process runs the test on a harness thread, so it has other threads and has not
@@ -145,12 +146,7 @@ fn unreadable_proc_requires_the_opt_in() {
             "unreadable_proc_requires_the_opt_in",
             Duration::from_secs(60),
         );
-        assert!(
-            out.status.success(),
-            "fresh run failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_fresh_run_passed(out);
         return;
     }
     assert!(
