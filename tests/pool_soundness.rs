@@ -78,21 +78,32 @@ fn barrier_then_pid(_: Chunk, mut x: ArrayViewMut1<'_, i64>, p: &Params) -> Resu
     Ok(())
 }
 
-/// Runs a job in which each of the pool's executors takes one chunk, and returns the pids
-/// that ran them (sorted).
-fn executors_taking_part(pool: &mut WorkerPool, round: u64) -> Vec<i64> {
+/// Maps `barrier_then_pid` over `a` in one chunk per executor: round `round` of
+/// `counter`'s barrier, so every executor takes exactly one chunk.
+fn barrier_job(
+    pool: &mut WorkerPool,
+    a: &mut SharedNdArray<i64, Ix1>,
+    counter: &Counter,
+    round: u64,
+) {
     let n = pool.executors();
-    let counter = Counter::new("barrier");
-    let mut a = SharedNdArray::<i64, Ix1>::zeros(&name("pids"), n).unwrap();
-    let p = params(&counter.0, n as u64);
-    let _ = round;
+    let plan = ChunkPlan::balanced(a.len(), n).unwrap();
     pool.map(
-        &mut a,
-        &ChunkPlan::balanced(n, n).unwrap(),
-        p,
+        a,
+        &plan,
+        params(&counter.0, round * n as u64),
         barrier_then_pid,
     )
     .unwrap();
+}
+
+/// Runs a job in which each of the pool's executors takes one chunk, and returns the pids
+/// that ran them (sorted).
+fn executors_taking_part(pool: &mut WorkerPool) -> Vec<i64> {
+    let n = pool.executors();
+    let counter = Counter::new("barrier");
+    let mut a = SharedNdArray::<i64, Ix1>::zeros(&name("pids"), n).unwrap();
+    barrier_job(pool, &mut a, &counter, 1);
     let mut pids = a.as_slice().unwrap().to_vec();
     pids.sort_unstable();
     pids
@@ -147,7 +158,7 @@ fn a_pool_used_from_a_forked_child_is_refused() {
     // The parent's pool still runs every executor, and lost no worker.
     assert_eq!(pool.check_workers().unwrap(), 0);
     let want = expected_executors(&pool);
-    assert_eq!(executors_taking_part(&mut pool, 1), want);
+    assert_eq!(executors_taking_part(&mut pool), want);
 }
 
 #[test]
@@ -163,8 +174,8 @@ fn a_child_dropping_an_inherited_pool_leaves_the_parents_workers_alone() {
     assert_eq!(pool.worker_pids(), before);
     assert_eq!(pool.check_workers().unwrap(), 0);
     let want = expected_executors(&pool);
-    for round in 0..3 {
-        assert_eq!(executors_taking_part(&mut pool, round), want);
+    for _ in 0..3 {
+        assert_eq!(executors_taking_part(&mut pool), want);
     }
 }
 
@@ -402,21 +413,13 @@ fn dropped_arrays_are_not_pinned_by_workers() {
         return;
     }
     let counter = Counter::new("pin-barrier");
-    let n = pool.executors();
     let len = (12 << 20) / 8;
     let mut dropped: Vec<String> = Vec::new();
     for round in 1..=8u64 {
         let nm = name("pin");
         let mut a = SharedNdArray::<i64, Ix1>::zeros(&nm, len).unwrap();
         // Every executor runs one chunk, so every worker resolves this job's array.
-        let p = params(&counter.0, round * n as u64);
-        pool.map(
-            &mut a,
-            &ChunkPlan::balanced(len, n).unwrap(),
-            p,
-            barrier_then_pid,
-        )
-        .unwrap();
+        barrier_job(&mut pool, &mut a, &counter, round);
         for pid in pool.worker_pids() {
             let maps = maps_of(pid).unwrap();
             for d in &dropped {
@@ -476,26 +479,12 @@ fn small_dev_shm_loop() {
         round += 1;
         let mut a = SharedNdArray::<i64, Ix1>::zeros(&name("small"), len)
             .unwrap_or_else(|e| panic!("array {round} of 12 MiB: {e}"));
-        let p = params(&counter.0, round * n as u64);
-        pool.map(
-            &mut a,
-            &ChunkPlan::balanced(len, n).unwrap(),
-            p,
-            barrier_then_pid,
-        )
-        .unwrap();
+        barrier_job(&mut pool, &mut a, &counter, round);
     }
     // The next job (on a small array) releases the last dropped one in every worker.
     round += 1;
     let mut b = SharedNdArray::<i64, Ix1>::zeros(&name("small-last"), n).unwrap();
-    let p = params(&counter.0, round * n as u64);
-    pool.map(
-        &mut b,
-        &ChunkPlan::balanced(n, n).unwrap(),
-        p,
-        barrier_then_pid,
-    )
-    .unwrap();
+    barrier_job(&mut pool, &mut b, &counter, round);
     let used = dev_shm_used();
     ndshm::write_stdout(&format!(
         "/dev/shm bytes in use after 16 dropped 12 MiB arrays, pool alive: {used}\n"
