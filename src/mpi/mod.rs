@@ -232,6 +232,26 @@ impl NodeComm {
         Err(Error::new(ErrorKind::WorkerFailed, msgs.join("\n")))
     }
 
+    /// Agrees on one step that some ranks take (`Some(outcome)`) and others skip (`None`):
+    /// collective; every rank gets the error when any rank's step failed, naming it.
+    fn agree_on<A>(&self, what: &str, outcome: Option<Result<A>>) -> Result<Option<A>> {
+        let mut failure = Vec::new();
+        let value = match outcome {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(e)) => {
+                failure.push(format!(
+                    "rank {} on {} {what}: {e}",
+                    self.world_rank(),
+                    self.host
+                ));
+                None
+            }
+        };
+        self.agree(failure)?;
+        Ok(value)
+    }
+
     fn next_name(&self) -> String {
         let n = self.arrays.get();
         self.arrays.set(n + 1);
@@ -295,37 +315,25 @@ impl<'c, T: Element, D: Dimension> NodeArray<'c, T, D> {
     pub fn zeros(comm: &'c NodeComm, shape: impl IntoDimension<Dim = D>) -> Result<Self> {
         let shape = shape.into_dimension();
         let name = comm.next_name();
-        let mut created = None;
-        let mut failure = Vec::new();
-        if comm.is_leader() {
-            match SharedNdArray::<T, D>::zeros(&name, shape.clone()) {
-                Ok(a) => created = Some(a),
-                Err(e) => failure.push(format!(
-                    "rank {} on {} could not create node array '{name}': {e}",
-                    comm.world_rank(),
-                    comm.host
-                )),
-            }
-        }
-        // Attach only once the leader has published (or failed): agree on the leader's
-        // outcome first, so nobody waits for a segment that will never exist.
-        comm.agree(failure)?;
-        let mut failure = Vec::new();
-        if created.is_none() {
-            // SAFETY: every rank of the node writes the array only inside the `&mut self`
-            // collectives of `NodeArray`, which split the work into disjoint chunks and
-            // fence with barriers (module docs, "Who may write when").
-            match unsafe { SharedNdArray::<T, D>::open(&name) } {
-                Ok(a) => created = Some(a),
-                Err(e) => failure.push(format!(
-                    "rank {} on {} could not attach node array '{name}': {e}",
-                    comm.world_rank(),
-                    comm.host
-                )),
-            }
-        }
-        comm.agree(failure)?;
-        let array = created.expect("created or attached, or agree returned the error");
+        let created = comm.agree_on(
+            &format!("could not create node array '{name}'"),
+            comm.is_leader()
+                .then(|| SharedNdArray::<T, D>::zeros(&name, shape.clone())),
+        )?;
+        // Attach only once the leader has published (or failed): the agreement above comes
+        // first, so nobody waits for a segment that will never exist.
+        let attached = comm.agree_on(
+            &format!("could not attach node array '{name}'"),
+            created.is_none().then(|| {
+                // SAFETY: every rank of the node writes the array only inside the `&mut self`
+                // collectives of `NodeArray`, which split the work into disjoint chunks and
+                // fence with barriers (module docs, "Who may write when").
+                unsafe { SharedNdArray::<T, D>::open(&name) }
+            }),
+        )?;
+        let array = created
+            .or(attached)
+            .expect("created or attached, or agree_on returned the error");
         Ok(NodeArray { comm, array })
     }
 
