@@ -188,62 +188,52 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod array;
-mod array_queue;
-mod chunk;
-mod cleanup;
-mod dtype;
+mod element;
 mod error;
-mod fork;
-mod gc;
-mod info;
-mod list;
-mod map;
+mod ipc;
+mod lifecycle;
+mod manager;
 #[cfg(feature = "mpi")]
 pub mod mpi;
-mod namespace;
-mod npy;
-mod pipe;
-mod pool;
-mod process;
-mod queue;
-mod region;
+mod parallel;
 mod segment;
-mod signals;
 mod sync;
 mod sys;
-mod trailer;
-mod watchdog;
 
+pub use array::lock::ArrayLockGuard;
 pub use array::{
     open_dyn, AccessMode, DynSharedArray, ReadOnly, ReadOnlyNdArray, ReadWrite, SharedNdArray,
 };
-pub use array_queue::ArrayQueue;
-pub use chunk::{Chunk, ChunkPlan, CACHE_LINE, MAX_CHUNKS};
-pub use dtype::{DType, Element};
+pub use element::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
-pub use fork::{fork_chunks, fork_chunks_into, fork_chunks_with, MAX_FORKED_CHUNKS};
-pub use gc::{gc, gc_matching, stale};
-pub use info::{info, list, OwnerStatus, SegmentInfo};
-pub use list::SharedList;
-pub use map::{KeyBytes, MapKey, SharedMap, MAX_KEY_LEN};
-pub use namespace::{SharedStruct, StructGuard};
-pub use pipe::{Connection, Pipe};
-pub use pool::{WorkerPool, CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS};
-pub use process::{
-    allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope,
-    SpawnWithError,
-};
-pub use queue::{
+pub use ipc::array_queue::ArrayQueue;
+pub use ipc::pipe::{Connection, Pipe};
+pub use ipc::queue::{
     ByteQueue, GetError, GetTimeoutError, PutError, PutTimeoutError, Queue, TryGetError,
     TryPutError,
 };
+pub use lifecycle::gc::{gc, gc_matching, stale};
+pub use lifecycle::info::{info, list, OwnerStatus, SegmentInfo};
+pub use lifecycle::signals::{die_with_parent, SignalCleanup};
+pub use lifecycle::watchdog::CrashCleanup;
+pub use manager::list::SharedList;
+pub use manager::map::{KeyBytes, MapKey, SharedMap, MAX_KEY_LEN};
+pub use manager::shared_struct::{SharedStruct, StructGuard};
+pub use parallel::chunk::{Chunk, ChunkPlan, CACHE_LINE, MAX_CHUNKS};
+pub use parallel::fork_chunks::{
+    fork_chunks, fork_chunks_into, fork_chunks_with, MAX_FORKED_CHUNKS,
+};
+pub use parallel::pool::{
+    WorkerPool, CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS,
+};
+pub use parallel::process::{
+    allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope,
+    SpawnWithError,
+};
+pub use segment::trailer::SegmentKind;
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};
-pub use signals::{die_with_parent, SignalCleanup};
-pub use sync::array_lock::ArrayLockGuard;
 pub use sync::lock::{Lock, LockGuard};
 pub use sync::value::{AtomicElement, SharedValue};
-pub use trailer::SegmentKind;
-pub use watchdog::CrashCleanup;
 
 /// Re-export of the `ndarray` version ndshm's views come from.
 pub use ndarray;

@@ -51,10 +51,10 @@ use bytemuck::Pod;
 use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, IntoDimension, Slice};
 
 use crate::array::SharedNdArray;
-use crate::chunk::{Chunk, ChunkPlan};
-use crate::dtype::Element;
+use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::ChildResult;
+use crate::parallel::chunk::{Chunk, ChunkPlan};
+use crate::parallel::process::ChildResult;
 
 /// Re-export of the rsmpi version this module is built on.
 pub use ::mpi as rsmpi;

@@ -10,11 +10,11 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::region::Region;
+use crate::segment::region::Region;
+use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 use crate::sys::mutex::{LockError, OwnerDied, RobustMutex};
 use crate::sys::proc;
-use crate::trailer::SegmentKind;
 
 /// How often a queue waiter checks whether a slot's holder still lives. (A [`Lock`] needs
 /// no such period: the kernel hands a dead holder's lock to the next waiter at once.)

@@ -1,6 +1,6 @@
-//! Process-shared synchronisation: the robust [`Lock`](lock::Lock), atomic shared values
-//! ([`SharedValue`](value::SharedValue)), and the lock every array carries.
+//! Process-shared synchronisation: the robust [`Lock`](lock::Lock) and atomic shared values
+//! ([`SharedValue`](value::SharedValue)). (The lock every array carries is in `array::lock`;
+//! the raw robust mutex all of them rest on is `sys::mutex`.)
 
-pub(crate) mod array_lock;
 pub(crate) mod lock;
 pub(crate) mod value;

@@ -5,12 +5,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
-use crate::dtype::{DType, Element};
+use crate::element::{DType, Element};
 use crate::error::{Error, ErrorKind, Result};
-use crate::region::Region;
+use crate::segment::region::Region;
+use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 use crate::sync::lock::LockGuard;
-use crate::trailer::SegmentKind;
 
 mod private {
     pub trait Sealed {}

@@ -444,9 +444,9 @@ mod tests {
         let shared = crate::sys::fork::AnonShared::new(8).unwrap();
         // SAFETY: 8 zeroed, page-aligned bytes shared with the child, accessed atomically.
         let word = unsafe { &*(shared.as_ptr() as *const AtomicU64) };
-        let report = crate::process::Report::new().unwrap();
-        let pid = crate::process::fork_with(|| {
-            crate::process::run_child(&report, || {
+        let report = crate::parallel::process::Report::new().unwrap();
+        let pid = crate::parallel::process::fork_with(|| {
+            crate::parallel::process::run_child(&report, || {
                 let child = mine();
                 assert_ne!(child, 0);
                 assert_ne!(child, parent, "a forked child must claim its own lease");

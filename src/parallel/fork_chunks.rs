@@ -23,10 +23,10 @@
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
 use crate::array::{AccessMode, SharedNdArray};
-use crate::chunk::{Chunk, ChunkPlan};
-use crate::dtype::Element;
+use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
-use crate::process::{check_fork_allowed, Child, ChildResult};
+use crate::parallel::chunk::{Chunk, ChunkPlan};
+use crate::parallel::process::{check_fork_allowed, Child, ChildResult};
 
 /// Forks `workers` children, each running `f` on one chunk of a balanced split of `array`
 /// along axis 0, and waits for all of them.

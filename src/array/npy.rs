@@ -5,8 +5,11 @@
 //! numpy itself does. The parser accepts versions 1.0, 2.0 and 3.0 and the Python-literal
 //! dictionary numpy writes; it never panics and never reads out of bounds, whatever the bytes.
 
-use crate::dtype::DType;
+use std::fs::File;
+
+use crate::element::DType;
 use crate::error::{Error, ErrorKind, Result};
+use crate::sys::shm;
 
 /// The six magic bytes every `.npy` file starts with.
 pub(crate) const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -407,6 +410,40 @@ fn parse_dict(text: &str) -> Result<NpyHeader> {
             "npy header: missing one of the keys descr, fortran_order, shape",
         )),
     }
+}
+
+/// The most bytes a `.npy` header may span: `NpyHeader::parse` accepts up to 1 MiB of text.
+const MAX_HEADER_BYTES: u64 = 1 << 21;
+
+/// Reads the `.npy` header at the start of `file` with `pread` and parses it; `len` is the
+/// number of content bytes the header may span (the payload, or the whole file).
+///
+/// Headers are read from the file, never through a mapping: other processes may write the
+/// segment meanwhile, and a slice over memory they write would be a data race (and a
+/// truncated file would fault). Parsing works on the private copy.
+///
+/// The outer error is the OS error of the read; the inner result is
+/// [`NpyHeader::parse`]'s, unchanged.
+pub(crate) fn read_npy_header(
+    file: &File,
+    len: u64,
+) -> std::io::Result<Result<(NpyHeader, usize)>> {
+    let read = |want: u64| -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; usize::try_from(want).unwrap_or(usize::MAX)];
+        let got = shm::read_at(file, &mut buf, 0)?;
+        buf.truncate(got);
+        Ok(buf)
+    };
+    // Headers are 64 to a few hundred bytes: read one page, and all that a header may span
+    // only when that page holds no whole header.
+    const FIRST: u64 = 4096;
+    let head = read(len.min(FIRST))?;
+    Ok(match NpyHeader::parse(&head) {
+        Err(e) if e.kind() == ErrorKind::Truncated && len > FIRST && head.len() as u64 == FIRST => {
+            NpyHeader::parse(&read(len.min(MAX_HEADER_BYTES))?)
+        }
+        parsed => parsed,
+    })
 }
 
 #[cfg(test)]

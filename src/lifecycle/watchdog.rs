@@ -5,8 +5,8 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::error::Result;
-use crate::gc;
-use crate::process::fork_with;
+use crate::lifecycle::gc;
+use crate::parallel::process::fork_with;
 use crate::sys::{fork, lease, proc};
 
 /// A watchdog for the segments this process owns: while the guard lives, a small forked

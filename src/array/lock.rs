@@ -7,11 +7,11 @@ use std::time::Duration;
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
 use crate::array::{ReadWrite, SharedNdArray};
-use crate::dtype::Element;
+use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
+use crate::segment::trailer::{LOCK_AREA_OFFSET, TRAILER_LEN};
 use crate::sync::lock::LockGuard;
 use crate::sys::mutex::RobustMutex;
-use crate::trailer::{LOCK_AREA_OFFSET, TRAILER_LEN};
 
 fn raw_lock<'a, T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&'a RobustMutex> {
     let seg = a.segment();

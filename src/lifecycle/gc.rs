@@ -32,11 +32,11 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 
 use crate::error::{Error, Result};
-use crate::info::{describe, in_other_pid_namespace, OwnerStatus, SegmentInfo};
+use crate::lifecycle::info::{describe, in_other_pid_namespace, OwnerStatus, SegmentInfo};
+use crate::segment::trailer::{Trailer, TrailerInfo, TRAILER_LEN};
 use crate::segment::TEMP_PREFIX;
 use crate::sys::lease::{self, Liveness};
 use crate::sys::{proc, shm};
-use crate::trailer::{Trailer, TrailerInfo, TRAILER_LEN};
 
 /// Seconds an unlocked temporary segment without a usable lease in its name must have gone
 /// unwritten before gc removes it (its creator locks it right after creating it; this
@@ -330,8 +330,8 @@ impl Candidate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::trailer::SegmentKind;
     use crate::segment::{CreateOptions, Segment};
-    use crate::trailer::SegmentKind;
     use std::os::unix::fs::FileExt;
 
     /// A segment (persistent, so that its handle leaves the name) whose trailer names an
@@ -407,7 +407,7 @@ mod tests {
         let seg = segment_owned_by(&name, 0);
         assert!(inspect(&name).is_none());
         assert_eq!(
-            crate::info(&name).unwrap().owner_status,
+            crate::lifecycle::info::info(&name).unwrap().owner_status,
             OwnerStatus::Unknown
         );
         drop(seg);

@@ -55,12 +55,12 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::region::{type_tag, Region};
+use crate::segment::region::{type_tag, Region};
+use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 use crate::sync::lock::{LIVENESS_PERIOD, SPIN};
 use crate::sys::futex;
 use crate::sys::lease::{self, Liveness};
-use crate::trailer::SegmentKind;
 
 /// Ring format 2: 64-bit slot holders (leases; format 1 recorded 32-bit pids).
 const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ02");

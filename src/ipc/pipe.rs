@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::queue::{ring_layout, Fail, Ring, Wait};
-use crate::region::Region;
+use crate::ipc::queue::{ring_layout, Fail, Ring, Wait};
+use crate::segment::region::Region;
+use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 use crate::sync::lock::LIVENESS_PERIOD;
 use crate::sys::lease::{self, Liveness};
-use crate::trailer::SegmentKind;
 
 /// Chunk flags (the first byte of each slot): more chunks of this message follow.
 const MORE: u8 = 1;

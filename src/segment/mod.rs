@@ -1,6 +1,10 @@
 //! A named POSIX shared-memory segment: creation with atomic publication, attachment,
 //! ownership (who unlinks), and the one mapping every higher type is built on.
 
+pub(crate) mod owned;
+pub(crate) mod region;
+pub(crate) mod trailer;
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
@@ -10,10 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::MmapRaw;
 
-use crate::cleanup;
 use crate::error::{Error, ErrorKind, Result};
+use crate::segment::trailer::{SegmentKind, Trailer, TrailerInfo, TRAILER_LEN};
 use crate::sys::{proc, shm};
-use crate::trailer::{self, SegmentKind, Trailer, TrailerInfo, TRAILER_LEN};
 
 /// Longest segment name accepted, in bytes (Linux `NAME_MAX`).
 pub const MAX_NAME_LEN: usize = 255;
@@ -384,7 +387,7 @@ impl Segment {
         tmp.armed = false;
         let info = Trailer::parse(&trailer_bytes, total)?;
         if !opts.persistent {
-            cleanup::track_segment(name);
+            owned::track_segment(name);
         }
         Ok(Segment::new(
             name,
@@ -652,7 +655,7 @@ impl Segment {
     /// the owner in the trailer.
     pub(crate) fn take_ownership(&mut self) {
         if !self.owner {
-            cleanup::track_segment(&self.name);
+            owned::track_segment(&self.name);
         }
         self.owner = true;
         if self.writable {
@@ -756,7 +759,7 @@ impl Segment {
     /// Stops owning the name (it will not be unlinked by this handle).
     fn disown(&mut self) {
         if self.owner {
-            cleanup::untrack_segment(&self.name);
+            owned::untrack_segment(&self.name);
         }
         self.owner = false;
     }
@@ -843,7 +846,7 @@ impl Drop for Segment {
             return;
         }
         if self.owner && self.made_by == me {
-            cleanup::untrack_segment(&self.name);
+            owned::untrack_segment(&self.name);
             if shm::file_id_of_name(&self.name) == Some(self.file_id) {
                 let _ = shm::unlink(&self.name);
             }

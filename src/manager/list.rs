@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytemuck::Pod;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::region::{header_word, type_tag, Region};
+use crate::segment::region::{header_word, type_tag, Region};
+use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
-use crate::trailer::SegmentKind;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMLS1");
 const HEADER: usize = 64;

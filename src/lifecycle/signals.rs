@@ -8,10 +8,10 @@
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
-use crate::cleanup;
 use crate::error::{Error, ErrorKind, Result};
+use crate::segment::owned;
+use crate::segment::trailer::{Trailer, TRAILER_LEN};
 use crate::sys::{lease, proc, signal};
-use crate::trailer::{Trailer, TRAILER_LEN};
 
 /// The signals [`SignalCleanup::install`] handles.
 const DEFAULT_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
@@ -80,16 +80,16 @@ extern "C" fn on_fatal_signal(sig: libc::c_int) {
 /// with `SIGKILL`, and reaps them all.
 fn stop_children() {
     let mut any = false;
-    cleanup::for_each_child(|pid| {
+    owned::for_each_child(|pid| {
         signal::kill(pid, libc::SIGTERM);
         any = true;
     });
     let mut waited = 0;
     while any && waited < GRACE_MS {
         any = false;
-        cleanup::for_each_child(|pid| {
+        owned::for_each_child(|pid| {
             if signal::reap(pid, false) {
-                cleanup::untrack_child(pid);
+                owned::untrack_child(pid);
             } else {
                 any = true;
             }
@@ -99,10 +99,10 @@ fn stop_children() {
             waited += POLL_MS;
         }
     }
-    cleanup::for_each_child(|pid| signal::kill(pid, libc::SIGKILL));
-    cleanup::for_each_child(|pid| {
+    owned::for_each_child(|pid| signal::kill(pid, libc::SIGKILL));
+    owned::for_each_child(|pid| {
         signal::reap(pid, true);
-        cleanup::untrack_child(pid);
+        owned::untrack_child(pid);
     });
 }
 
@@ -117,7 +117,7 @@ fn unlink_owned_segments() {
     let me = unsafe { libc::getpid() };
     let my_lease = lease::mine_if_claimed();
     let my_start = proc::self_start_time_cached();
-    cleanup::for_each_segment(|name| {
+    owned::for_each_segment(|name| {
         let mut tail = [0u8; TRAILER_LEN];
         if !signal::read_tail(name, &mut tail) {
             return;

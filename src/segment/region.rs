@@ -4,11 +4,11 @@
 //! then the trailer whose `lock` area holds the region's robust lock.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::segment::trailer::{self, SegmentKind, LOCK_AREA_OFFSET, TRAILER_LEN};
 use crate::segment::{CreateOptions, MapAccess, Segment};
 use crate::sys::fork::AnonShared;
 use crate::sys::mutex::RobustMutex;
 use crate::sys::proc;
-use crate::trailer::{self, SegmentKind, LOCK_AREA_OFFSET, TRAILER_LEN};
 
 enum Backing {
     Named(Segment),

@@ -10,7 +10,7 @@ use std::ops::Range;
 use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, Slice};
 
 use crate::array::{AccessMode, SharedNdArray};
-use crate::dtype::Element;
+use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The size of a cache line on the machines ndshm targets (x86-64, aarch64), in bytes.

@@ -85,12 +85,12 @@ use bytemuck::Pod;
 use ndarray::{ArrayView, ArrayViewMut, Dimension, ShapeBuilder};
 
 use crate::array::{AccessMode, SharedNdArray};
-use crate::chunk::{Chunk, ChunkPlan, MAX_CHUNKS};
-use crate::cleanup;
-use crate::dtype::Element;
+use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
-use crate::fork::worker_failed;
-use crate::process::{fork_tracked, ChildResult};
+use crate::parallel::chunk::{Chunk, ChunkPlan, MAX_CHUNKS};
+use crate::parallel::fork_chunks::worker_failed;
+use crate::parallel::process::{fork_tracked, ChildResult};
+use crate::segment::owned;
 use crate::segment::{MapAccess, Segment};
 use crate::sys::fork::{self as sys_fork, AnonShared, Exit};
 use crate::sys::pidfd::Pidfd;
@@ -1614,7 +1614,7 @@ impl Drop for WorkerPool {
         }
         // Our child: reap it (ECHILD if SIGCHLD is ignored: it reaped itself).
         let _ = sys_fork::wait_child(server.pid, false);
-        cleanup::untrack_child(server.pid);
+        owned::untrack_child(server.pid);
     }
 }
 

@@ -9,9 +9,9 @@ use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
 use bytemuck::Pod;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::region::{header_word, type_tag, Region};
+use crate::segment::region::{header_word, type_tag, Region};
+use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
-use crate::trailer::SegmentKind;
 
 /// The longest key, in bytes (a string key's UTF-8 length).
 pub const MAX_KEY_LEN: usize = 32;

@@ -6,13 +6,12 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 
-use crate::dtype::DType;
+use crate::element::DType;
 use crate::error::{Error, ErrorKind, Result};
-use crate::npy::NpyHeader;
+use crate::segment::trailer::{SegmentKind, Trailer, TrailerInfo, TRAILER_LEN};
 use crate::segment::{validate_name, TEMP_PREFIX};
 use crate::sys::lease::{self, Liveness};
 use crate::sys::{proc, shm};
-use crate::trailer::{SegmentKind, Trailer, TrailerInfo, TRAILER_LEN};
 
 /// Whether a segment's owner runs, as the kernel vouches for it.
 ///
@@ -223,7 +222,7 @@ pub(crate) fn describe(name: &str, file: &File) -> Result<SegmentInfo> {
         }
     }
     if matches!(out.kind, None | Some(SegmentKind::Array)) {
-        match read_npy_header(file, payload.unwrap_or(len)).map_err(read_err)? {
+        match crate::array::npy::read_npy_header(file, payload.unwrap_or(len)).map_err(read_err)? {
             Ok((h, offset)) => {
                 let have = usize::try_from(payload.unwrap_or(len)).unwrap_or(usize::MAX);
                 h.check_fits(name, offset, have, payload.is_some())?;
@@ -241,40 +240,6 @@ pub(crate) fn describe(name: &str, file: &File) -> Result<SegmentInfo> {
         }
     }
     Ok(out)
-}
-
-/// The most bytes a `.npy` header may span: `NpyHeader::parse` accepts up to 1 MiB of text.
-const MAX_HEADER_BYTES: u64 = 1 << 21;
-
-/// Reads the `.npy` header at the start of `file` with `pread` and parses it; `len` is the
-/// number of content bytes the header may span (the payload, or the whole file).
-///
-/// Headers are read from the file, never through a mapping: other processes may write the
-/// segment meanwhile, and a slice over memory they write would be a data race (and a
-/// truncated file would fault). Parsing works on the private copy.
-///
-/// The outer error is the OS error of the read; the inner result is
-/// [`NpyHeader::parse`]'s, unchanged.
-pub(crate) fn read_npy_header(
-    file: &File,
-    len: u64,
-) -> std::io::Result<Result<(NpyHeader, usize)>> {
-    let read = |want: u64| -> std::io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; usize::try_from(want).unwrap_or(usize::MAX)];
-        let got = shm::read_at(file, &mut buf, 0)?;
-        buf.truncate(got);
-        Ok(buf)
-    };
-    // Headers are 64 to a few hundred bytes: read one page, and all that a header may span
-    // only when that page holds no whole header.
-    const FIRST: u64 = 4096;
-    let head = read(len.min(FIRST))?;
-    Ok(match NpyHeader::parse(&head) {
-        Err(e) if e.kind() == ErrorKind::Truncated && len > FIRST && head.len() as u64 == FIRST => {
-            NpyHeader::parse(&read(len.min(MAX_HEADER_BYTES))?)
-        }
-        parsed => parsed,
-    })
 }
 
 /// Lists the ndshm segments in `/dev/shm` (those with an ndshm trailer), sorted by name.

@@ -9,11 +9,11 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use crate::error::{foreign_handle_panic, Error, ErrorKind, Result};
-use crate::region::{header_word, type_tag, Region};
+use crate::segment::region::{header_word, type_tag, Region};
+use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 use crate::sync::lock::LockGuard;
 use crate::sys::proc;
-use crate::trailer::SegmentKind;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMST1");
 const HEADER: usize = 64;

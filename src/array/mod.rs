@@ -1,5 +1,8 @@
 //! `SharedNdArray<T, D>`: a typed n-dimensional array in a named shared-memory segment.
 
+pub(crate) mod lock;
+pub(crate) mod npy;
+
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -10,13 +13,12 @@ use ndarray::{
     ArrayBase, ArrayView, ArrayViewMut, Data, Dimension, IntoDimension, IxDyn, ShapeBuilder,
 };
 
-use crate::dtype::{DType, Element};
+use crate::array::npy::NpyHeader;
+use crate::element::{DType, Element};
 use crate::error::{foreign_handle_panic, Error, ErrorKind, Result};
-use crate::info;
-use crate::npy::{self, NpyHeader};
+use crate::segment::trailer::SegmentKind;
 use crate::segment::{CreateOptions, MapAccess, Segment};
 use crate::sys::shm;
-use crate::trailer::SegmentKind;
 
 mod private {
     pub trait Sealed {}
@@ -100,7 +102,7 @@ fn with_order<D: Dimension>(dim: D, fortran: bool) -> ndarray::Shape<D> {
 fn read_header(seg: &Segment) -> Result<(NpyHeader, usize)> {
     seg.expect_kind(SegmentKind::Array)?;
     let avail = seg.payload_len();
-    let (header, offset) = info::read_npy_header(seg.file(), avail as u64)
+    let (header, offset) = npy::read_npy_header(seg.file(), avail as u64)
         .map_err(|e| Error::os(format!("cannot read segment '{}'", seg.name()), e))?
         .map_err(|e| {
             Error::new(

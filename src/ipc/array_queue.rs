@@ -8,12 +8,12 @@ use std::time::Duration;
 use ndarray::Dimension;
 
 use crate::array::SharedNdArray;
-use crate::dtype::Element;
+use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
-use crate::queue::ByteQueue;
+use crate::ipc::queue::ByteQueue;
+use crate::segment::trailer::{Trailer, TRAILER_LEN};
 use crate::segment::{MapAccess, OwnerFields, Segment, MAX_NAME_LEN, TEMP_PREFIX};
 use crate::sys::{lease, proc, shm};
-use crate::trailer::{Trailer, TRAILER_LEN};
 
 /// Bytes of a message before the name: the segment id, little-endian.
 const ID_LEN: usize = 8;

@@ -9,9 +9,9 @@ use std::sync::Once;
 use ndarray::Dimension;
 
 use crate::array::{AccessMode, SharedNdArray};
-use crate::cleanup;
-use crate::dtype::Element;
+use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
+use crate::segment::owned;
 use crate::sys::fork::{self, AnonShared, Exit, Forked};
 
 const REPORT_LEN: usize = 4096;
@@ -164,7 +164,7 @@ fn fork_impl(child: impl FnOnce(), track: bool) -> Result<i32> {
     match forked {
         Ok(Forked::Parent(pid)) => {
             if track {
-                cleanup::track_child(pid);
+                owned::track_child(pid);
             }
             fork::restore_signal_mask(blocked);
             Ok(pid)
@@ -342,7 +342,7 @@ impl Child {
     }
 
     fn ended(&mut self, end: End) {
-        cleanup::untrack_child(self.pid);
+        owned::untrack_child(self.pid);
         self.end = Some(end);
         self.pidfd = None;
     }
