@@ -40,8 +40,10 @@ fn main() {
 /// Creates a persistent 1000 x 3 array of "weather" readings: row i is
 /// (temperature, humidity, pressure) = (i % 40, i % 100, 1000 + i % 50).
 fn create(name: &str) -> ndshm::Result<()> {
-    let opts = CreateOptions::new().persistent(true);
-    let mut a = SharedNdArray::<f64, Ix2>::zeros_with(name, (ROWS, COLS), &opts)?;
+    let mut a = SharedNdArray::<f64, Ix2>::zeros(
+        CreateOptions::named(name).persistent(true),
+        (ROWS, COLS),
+    )?;
     for (i, mut row) in a.view_mut().axis_iter_mut(Axis(0)).enumerate() {
         row[0] = (i % 40) as f64;
         row[1] = (i % 100) as f64;

@@ -63,10 +63,12 @@ fn wait_exited(fd: &OwnedFd, timeout_ms: i32) -> bool {
 
 fn trial(i: usize) -> ndshm::Result<Duration> {
     let tag = format!("pool-orphans-{}-{i}", std::process::id());
-    let persistent = CreateOptions::new().persistent(true);
     let started = format!("{tag}-started");
-    drop(SharedValue::<u64>::create_with(&started, 0, &persistent)?);
-    let pids = SharedValue::<u64>::create(&format!("{tag}-pids"), 0)?;
+    drop(SharedValue::<u64>::create(
+        CreateOptions::named(&started).persistent(true),
+        0,
+    )?);
+    let pids = SharedValue::<u64>::create(format!("{tag}-pids"), 0)?;
     let (pids_name, started_name, array) = (
         pids.name().unwrap_or_default().to_string(),
         started.clone(),

@@ -181,9 +181,9 @@ fn dump_and_save_need_only_read_permission() {
     let dir = TempDir::new("cli-ro");
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
     let name = Name::new("cli-ro");
-    let opts = ndshm::CreateOptions::new().mode(0o644);
     let src = ndarray::array![[1u16, 2, 3], [4, 5, 6]];
-    let _a = SharedNdArray::from_array_with(&name, &src, &opts).unwrap();
+    let _a =
+        SharedNdArray::from_array(ndshm::CreateOptions::named(&name).mode(0o644), &src).unwrap();
     // Another user may read the segment but not write it: `dump` and `save` only read,
     // so they map it read-only and work.
     let as_nobody = |args: &[&str]| {

@@ -51,8 +51,8 @@ fn a_sigkilled_owners_segments_are_removed_by_its_watchdog() {
     let child = Process::spawn(move || {
         let watch = CrashCleanup::spawn().unwrap();
         // The persistent one also records the watchdog's pid for the test.
-        let opts = CreateOptions::new().persistent(true);
-        let mut p = SharedNdArray::<i64, Ix1>::zeros_with(&k, 1, &opts).unwrap();
+        let mut p =
+            SharedNdArray::<i64, Ix1>::zeros(CreateOptions::named(&k).persistent(true), 1).unwrap();
         p.view_mut()[0] = watch.pid() as i64;
         // SAFETY: nobody writes this segment during the test.
         let _att = unsafe { SharedNdArray::<u8, Ix1>::open(&a) }.unwrap();

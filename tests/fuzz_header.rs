@@ -215,11 +215,14 @@ fn npy_file(
 
 /// A valid ndshm segment (header, data, trailer) made by the crate itself.
 fn ndshm_segment(name: &str, dtype: DType, shape: &[usize], fortran: bool) -> Vec<u8> {
-    let opts = CreateOptions::new().fortran_order(fortran);
     let dim = IxDyn(shape);
     macro_rules! make {
         ($t:ty) => {
-            SharedNdArray::<$t, IxDyn>::zeros_with(name, dim, &opts).map(|a| {
+            SharedNdArray::<$t, IxDyn>::zeros(
+                CreateOptions::named(name).fortran_order(fortran),
+                dim,
+            )
+            .map(|a| {
                 let bytes = std::fs::read(shm_path(name)).unwrap();
                 drop(a); // unlinks
                 bytes

@@ -104,8 +104,8 @@ fn exited_without_drop_is_removed_and_persistent_is_kept() {
     Process::spawn(move || {
         let a = SharedNdArray::<u32, Ix1>::zeros(&g, 10).unwrap();
         std::mem::forget(a); // ends with _exit: no Drop ran, the owner is gone
-        let opts = CreateOptions::new().persistent(true);
-        let b = SharedNdArray::<u32, Ix1>::zeros_with(&k, 10, &opts).unwrap();
+        let b = SharedNdArray::<u32, Ix1>::zeros(CreateOptions::named(&k).persistent(true), 10)
+            .unwrap();
         std::mem::forget(b);
     })
     .unwrap()

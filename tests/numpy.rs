@@ -205,8 +205,8 @@ fn fortran_segment_made_by_ndshm_reads_in_numpy() {
     let Some(py) = python() else { return };
     let name = Name::new("np-fortran");
     let src = Array2::from_shape_fn((3, 2), |(i, j)| (i * 2 + j) as i64);
-    let _a = SharedNdArray::from_array_with(&name, &src, &CreateOptions::new().fortran_order(true))
-        .unwrap();
+    let _a =
+        SharedNdArray::from_array(CreateOptions::named(&name).fortran_order(true), &src).unwrap();
     let out = run_py(
         &py,
         "import sys, numpy as np; a = np.load('/dev/shm/' + sys.argv[1], mmap_mode='r'); print(a.flags.f_contiguous, a.tolist())",

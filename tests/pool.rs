@@ -205,8 +205,7 @@ fn token() -> (i32, Name) {
     static T: AtomicU32 = AtomicU32::new(1);
     let token = T.fetch_add(1, Ordering::Relaxed) as i32;
     let flag = Name(started_flag(std::process::id() as i32, token));
-    let opts = ndshm::CreateOptions::new().persistent(true);
-    SharedValue::<u32>::create_with(&flag, 0, &opts).unwrap();
+    SharedValue::<u32>::create(ndshm::CreateOptions::named(&flag).persistent(true), 0).unwrap();
     (token, flag)
 }
 
@@ -496,8 +495,11 @@ fn limits_are_typed_errors_and_progress_is_harmless() {
 #[test]
 fn fortran_order_arrays() {
     let mut pool = WorkerPool::new(2).unwrap();
-    let opts = ndshm::CreateOptions::new().fortran_order(true);
-    let mut a = SharedNdArray::<f32, Ix2>::zeros_with(&name("fortran"), (5, 6), &opts).unwrap();
+    let mut a = SharedNdArray::<f32, Ix2>::zeros(
+        ndshm::CreateOptions::named(name("fortran")).fortran_order(true),
+        (5, 6),
+    )
+    .unwrap();
     assert!(a.is_fortran_order());
     let plan = ChunkPlan::balanced_along(a.shape(), 1, 3).unwrap();
     pool.map(&mut a, &plan, (), |c, mut v, _: &()| {

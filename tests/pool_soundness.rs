@@ -39,8 +39,10 @@ struct Counter(String);
 impl Counter {
     fn new(tag: &str) -> Counter {
         let nm = name(tag);
-        let opts = ndshm::CreateOptions::new().persistent(true);
-        drop(SharedValue::<u64>::create_with(&nm, 0, &opts).unwrap());
+        drop(
+            SharedValue::<u64>::create(ndshm::CreateOptions::named(&nm).persistent(true), 0)
+                .unwrap(),
+        );
         Counter(nm)
     }
 
@@ -295,9 +297,9 @@ fn has_exited(fd: &OwnedFd, timeout_ms: i32) -> bool {
 /// request pipe's write end included) for up to 10 s.
 fn orphan_lifetime(holder: bool) -> Duration {
     let started = Counter::new("started");
-    let w0 = SharedValue::<i64>::create(&name("w0"), 0).unwrap();
-    let w1 = SharedValue::<i64>::create(&name("w1"), 0).unwrap();
-    let held = SharedValue::<i64>::create(&name("holder"), 0).unwrap();
+    let w0 = SharedValue::<i64>::create(name("w0"), 0).unwrap();
+    let w1 = SharedValue::<i64>::create(name("w1"), 0).unwrap();
+    let held = SharedValue::<i64>::create(name("holder"), 0).unwrap();
     let release = Counter::new("release");
     let (ns, n0, n1, nh, nr) = (
         started.0.clone(),

@@ -48,9 +48,8 @@ fn segments_are_0600_by_default_and_modes_are_exact() {
                 return Err(format!("default mode {mode:o} under umask {umask:o}"));
             }
             drop(x);
-            let opts = CreateOptions::new().mode(0o640);
-            let y =
-                SharedNdArray::<u8, Ix1>::zeros_with(&b2, 8, &opts).map_err(|e| e.to_string())?;
+            let y = SharedNdArray::<u8, Ix1>::zeros(CreateOptions::named(&b2).mode(0o640), 8)
+                .map_err(|e| e.to_string())?;
             let mode = std::fs::metadata(path(&b2)).unwrap().mode() & 0o7777;
             if mode != 0o640 {
                 return Err(format!("asked 640, got {mode:o} under umask {umask:o}"));
@@ -192,14 +191,16 @@ fn another_users_segment_is_permission_denied() {
     let (private, shared, stale) = (name("private"), name("shared"), name("stale"));
     let _c = Cleanup(vec![private.clone(), shared.clone(), stale.clone()]);
     let a = SharedNdArray::<f64, Ix1>::from_elem(&private, 16, 2.5).unwrap();
-    let opts = CreateOptions::new().mode(0o644);
-    let b = SharedNdArray::<f64, Ix1>::from_elem_with(&shared, 16, 2.5, &opts).unwrap();
+    let b =
+        SharedNdArray::<f64, Ix1>::from_elem(CreateOptions::named(&shared).mode(0o644), 16, 2.5)
+            .unwrap();
     // A stale root segment (its owner died) that nobody can read, and so judge stale, but
     // may not remove (/dev/shm is sticky).
     let s2 = stale.clone();
     Process::spawn(move || {
-        let opts = CreateOptions::new().mode(0o644);
-        std::mem::forget(SharedNdArray::<u8, Ix1>::zeros_with(&s2, 8, &opts).unwrap());
+        std::mem::forget(
+            SharedNdArray::<u8, Ix1>::zeros(CreateOptions::named(&s2).mode(0o644), 8).unwrap(),
+        );
     })
     .unwrap()
     .join()

@@ -81,8 +81,8 @@ fn from_elem_from_array_and_views() {
 fn fortran_order_round_trip() {
     let (n1, n2) = (Name::new("f1"), Name::new("f2"));
     let src = Array2::from_shape_fn((3, 4), |(i, j)| (i * 10 + j) as u16);
-    let opts = CreateOptions::new().fortran_order(true);
-    let mut a = SharedNdArray::from_array_with(&n1, &src, &opts).unwrap();
+    let mut a =
+        SharedNdArray::from_array(CreateOptions::named(&n1).fortran_order(true), &src).unwrap();
     assert!(a.is_fortran_order());
     assert!(
         a.as_slice().is_none(),
@@ -97,7 +97,8 @@ fn fortran_order_round_trip() {
     let mut b = unsafe { SharedNdArray::<u16, Ix2>::open(&n1) }.unwrap();
     assert_eq!(b.view()[[2, 3]], 99);
     assert_eq!(b.view()[[1, 2]], 12);
-    let z = SharedNdArray::<u8, Ix2>::zeros_with(&n2, (2, 3), &opts).unwrap();
+    let z = SharedNdArray::<u8, Ix2>::zeros(CreateOptions::named(&n2).fortran_order(true), (2, 3))
+        .unwrap();
     assert_eq!(z.view().strides(), &[1, 2]);
     drop(z);
     b.unlink().unwrap();
@@ -194,8 +195,8 @@ fn read_only_and_prefault() {
     assert!(!r.is_owner());
     drop(r);
     ndshm::unlink(&name).unwrap();
-    let opts = CreateOptions::new().prefault(true);
-    let b = SharedNdArray::<f64, Ix1>::zeros_with(&name, 4096, &opts).unwrap();
+    let b =
+        SharedNdArray::<f64, Ix1>::zeros(CreateOptions::named(&name).prefault(true), 4096).unwrap();
     assert_eq!(b.view().sum(), 0.0);
 }
 
@@ -205,8 +206,7 @@ fn segments_are_0600_unless_asked() {
     let _a = SharedNdArray::<u8, Ix1>::zeros(&n1, 1).unwrap();
     let mode = std::fs::metadata(n1.path()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let opts = CreateOptions::new().mode(0o644);
-    let _b = SharedNdArray::<u8, Ix1>::zeros_with(&n2, 1, &opts).unwrap();
+    let _b = SharedNdArray::<u8, Ix1>::zeros(CreateOptions::named(&n2).mode(0o644), 1).unwrap();
     let mode = std::fs::metadata(n2.path()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
 }

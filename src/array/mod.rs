@@ -159,9 +159,13 @@ fn dim_from_shape<D: Dimension>(name: &str, shape: &[usize]) -> Result<D> {
 impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// Creates segment `name` holding an array of `shape` filled with zeros.
     ///
+    /// `segment` is the new segment's name (`&str` or `String`), or [`CreateOptions`] for
+    /// other options: permission bits, persistence, prefault, Fortran order, or a generated
+    /// unique name ([`CreateOptions::unique`]).
+    ///
     /// The caller owns the segment: dropping the handle unlinks it (see
-    /// [`persist`](Self::persist)). The segment gets mode `0o600`; use
-    /// [`zeros_with`](Self::zeros_with) for other options.
+    /// [`persist`](Self::persist)). The segment gets mode `0o600` unless the options say
+    /// otherwise.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidName`], [`ErrorKind::AlreadyExists`], [`ErrorKind::SizeOverflow`],
@@ -175,30 +179,11 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// assert_eq!(a.as_slice(), Some(&[0, 0, 0, 0, 0][..]));
     /// # Ok::<(), ndshm::Error>(())
     /// ```
-    pub fn zeros(name: &str, shape: impl IntoDimension<Dim = D>) -> Result<Self> {
-        Self::zeros_with(name, shape, &CreateOptions::new())
-    }
-
-    /// [`zeros`](Self::zeros) with options (mode, persistence, prefault, Fortran order).
-    ///
-    /// # Errors
-    /// As [`zeros`](Self::zeros).
-    ///
-    /// # Examples
-    /// ```
-    /// use ndshm::{CreateOptions, SharedNdArray};
-    /// # let name = format!("doc-zeros-with-{}", std::process::id());
-    /// let opts = CreateOptions::new().mode(0o640).fortran_order(true);
-    /// let a = SharedNdArray::<f32, ndarray::Ix2>::zeros_with(&name, (2, 3), &opts)?;
-    /// assert!(a.is_fortran_order());
-    /// # Ok::<(), ndshm::Error>(())
-    /// ```
-    pub fn zeros_with(
-        name: &str,
+    pub fn zeros(
+        segment: impl Into<CreateOptions>,
         shape: impl IntoDimension<Dim = D>,
-        opts: &CreateOptions,
     ) -> Result<Self> {
-        Self::create(name, shape.into_dimension(), opts, |_| {})
+        Self::create(&segment.into(), shape.into_dimension(), |_| {})
     }
 
     /// Creates segment `name` holding an array of `shape` with every element `elem`.
@@ -213,21 +198,14 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// assert_eq!(a.view().sum(), 28.0);
     /// # Ok::<(), ndshm::Error>(())
     /// ```
-    pub fn from_elem(name: &str, shape: impl IntoDimension<Dim = D>, elem: T) -> Result<Self> {
-        Self::from_elem_with(name, shape, elem, &CreateOptions::new())
-    }
-
-    /// [`from_elem`](Self::from_elem) with options.
-    ///
-    /// # Errors
-    /// As [`zeros`](Self::zeros).
-    pub fn from_elem_with(
-        name: &str,
+    pub fn from_elem(
+        segment: impl Into<CreateOptions>,
         shape: impl IntoDimension<Dim = D>,
         elem: T,
-        opts: &CreateOptions,
     ) -> Result<Self> {
-        Self::create(name, shape.into_dimension(), opts, |data| data.fill(elem))
+        Self::create(&segment.into(), shape.into_dimension(), |data| {
+            data.fill(elem)
+        })
     }
 
     /// Creates segment `name` holding a copy of `array` (any ndarray: owned, view, slice
@@ -245,40 +223,21 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// assert_eq!(a.view(), src.t());
     /// # Ok::<(), ndshm::Error>(())
     /// ```
-    pub fn from_array<S>(name: &str, array: &ArrayBase<S, D>) -> Result<Self>
+    pub fn from_array<S>(segment: impl Into<CreateOptions>, array: &ArrayBase<S, D>) -> Result<Self>
     where
         S: Data<Elem = T>,
     {
-        Self::from_array_with(name, array, &CreateOptions::new())
-    }
-
-    /// [`from_array`](Self::from_array) with options.
-    ///
-    /// # Errors
-    /// As [`zeros`](Self::zeros).
-    pub fn from_array_with<S>(
-        name: &str,
-        array: &ArrayBase<S, D>,
-        opts: &CreateOptions,
-    ) -> Result<Self>
-    where
-        S: Data<Elem = T>,
-    {
+        let opts = segment.into();
         let dim = array.raw_dim();
         let fortran = opts.fortran_order;
-        Self::create(name, dim.clone(), opts, |data| {
+        Self::create(&opts, dim.clone(), |data| {
             if let Ok(mut dst) = ArrayViewMut::from_shape(with_order(dim, fortran), data) {
                 dst.assign(array);
             }
         })
     }
 
-    fn create(
-        name: &str,
-        dim: D,
-        opts: &CreateOptions,
-        fill: impl FnOnce(&mut [T]),
-    ) -> Result<Self> {
+    fn create(opts: &CreateOptions, dim: D, fill: impl FnOnce(&mut [T])) -> Result<Self> {
         let header = NpyHeader {
             dtype: T::DTYPE,
             fortran_order: opts.fortran_order,
@@ -293,7 +252,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
                 format!("array of shape {:?} is too large", header.shape),
             )
         })?;
-        let seg = Segment::create(name, SegmentKind::Array, payload, opts, |bytes| {
+        let seg = Segment::create(opts, SegmentKind::Array, payload, |bytes| {
             let (head, data) = bytes.split_at_mut(offset);
             head.copy_from_slice(&encoded);
             let data: &mut [T] = bytemuck::try_cast_slice_mut(data).map_err(|e| {
@@ -477,22 +436,18 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// # std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok::<(), ndshm::Error>(())
     /// ```
-    pub fn load(name: &str, path: impl AsRef<Path>) -> Result<Self> {
-        Self::load_with(name, path, &CreateOptions::new())
-    }
-
-    /// [`load`](Self::load) with options (the layout comes from the file).
-    ///
-    /// # Errors
-    /// As [`load`](Self::load).
-    pub fn load_with(name: &str, path: impl AsRef<Path>, opts: &CreateOptions) -> Result<Self> {
-        let (seg, header, offset) = load_segment(name, path.as_ref(), opts, |h| {
+    pub fn load(segment: impl Into<CreateOptions>, path: impl AsRef<Path>) -> Result<Self> {
+        let opts = segment.into();
+        let name = opts.describe_name();
+        let name = name.as_str();
+        let (seg, header, offset) = load_segment(path.as_ref(), &opts, |h| {
             if h.dtype != T::DTYPE {
                 return Err(type_mismatch(name, h.dtype, T::DTYPE));
             }
             dim_from_shape::<D>(name, &h.shape).map(drop)
         })?;
-        let dim = dim_from_shape(name, &header.shape)?;
+        let name = seg.name().to_owned();
+        let dim = dim_from_shape(&name, &header.shape)?;
         Ok(SharedNdArray {
             seg,
             dim,
@@ -551,7 +506,6 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
 /// Creates segment `name` from a `.npy` file: reads and checks the header, lets `check`
 /// refuse it before anything is created, then reads the data straight into the segment.
 fn load_segment(
-    name: &str,
     path: &Path,
     opts: &CreateOptions,
     check: impl FnOnce(&NpyHeader) -> Result<()>,
@@ -590,20 +544,14 @@ fn load_segment(
     };
     let encoded = ours.encode();
     let offset = encoded.len();
-    let seg = Segment::create(
-        name,
-        SegmentKind::Array,
-        offset + data_bytes,
-        opts,
-        |bytes| {
-            let (h, data) = bytes.split_at_mut(offset);
-            h.copy_from_slice(&encoded);
-            let from_head = head.len().saturating_sub(file_offset).min(data_bytes);
-            data[..from_head].copy_from_slice(&head[file_offset..file_offset + from_head]);
-            file.read_exact(&mut data[from_head..])
-                .map_err(|e| Error::os(ctx("cannot read the data of"), e))
-        },
-    )?;
+    let seg = Segment::create(opts, SegmentKind::Array, offset + data_bytes, |bytes| {
+        let (h, data) = bytes.split_at_mut(offset);
+        h.copy_from_slice(&encoded);
+        let from_head = head.len().saturating_sub(file_offset).min(data_bytes);
+        data[..from_head].copy_from_slice(&head[file_offset..file_offset + from_head]);
+        file.read_exact(&mut data[from_head..])
+            .map_err(|e| Error::os(ctx("cannot read the data of"), e))
+    })?;
     Ok((seg, header, offset))
 }
 
@@ -947,8 +895,8 @@ impl DynSharedArray {
     ///
     /// # Errors
     /// As [`SharedNdArray::load`].
-    pub fn load(name: &str, path: impl AsRef<Path>, opts: &CreateOptions) -> Result<Self> {
-        let (seg, header, offset) = load_segment(name, path.as_ref(), opts, |_| Ok(()))?;
+    pub fn load(segment: impl Into<CreateOptions>, path: impl AsRef<Path>) -> Result<Self> {
+        let (seg, header, offset) = load_segment(path.as_ref(), &segment.into(), |_| Ok(()))?;
         Ok(DynSharedArray {
             seg,
             header,

@@ -121,11 +121,11 @@ fn run(command: Command) -> CliResult {
             let shape = parse_shape(&shape)?;
             let mode = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
                 .map_err(|_| format!("--mode {mode:?} is not an octal number such as 600"))?;
-            let opts = CreateOptions::new()
+            let opts = CreateOptions::named(&name)
                 .persistent(true)
                 .mode(mode)
                 .fortran_order(fortran);
-            create(&name, dtype, &shape, fill, &opts)?;
+            create(dtype, &shape, fill, &opts)?;
             println!("{}", ndshm::validate_name(&name)?);
         }
         Command::Info { name } => {
@@ -207,7 +207,7 @@ fn run(command: Command) -> CliResult {
             }
         }
         Command::Load { name, file } => {
-            let array = DynSharedArray::load(&name, &file, &CreateOptions::new().persistent(true))?;
+            let array = DynSharedArray::load(CreateOptions::named(&name).persistent(true), &file)?;
             println!("{}", array.name());
         }
         Command::Save { name, file } => {
@@ -307,20 +307,9 @@ fn parse_shape(text: &str) -> Result<Vec<usize>, String> {
         .collect()
 }
 
-fn create(
-    name: &str,
-    dtype: DType,
-    shape: &[usize],
-    fill: Fill,
-    opts: &CreateOptions,
-) -> CliResult {
-    fn typed<T: Element>(
-        name: &str,
-        shape: &[usize],
-        fill: Fill,
-        opts: &CreateOptions,
-    ) -> ndshm::Result<()> {
-        let mut a = SharedNdArray::<T, IxDyn>::zeros_with(name, IxDyn(shape), opts)?;
+fn create(dtype: DType, shape: &[usize], fill: Fill, opts: &CreateOptions) -> CliResult {
+    fn typed<T: Element>(shape: &[usize], fill: Fill, opts: &CreateOptions) -> ndshm::Result<()> {
+        let mut a = SharedNdArray::<T, IxDyn>::zeros(opts, IxDyn(shape))?;
         if let Fill::Arange = fill {
             for (i, x) in a.view_mut().iter_mut().enumerate() {
                 *x = T::from_f64(i as f64);
@@ -329,18 +318,18 @@ fn create(
         Ok(())
     }
     Ok(match dtype {
-        DType::I8 => typed::<i8>(name, shape, fill, opts),
-        DType::U8 => typed::<u8>(name, shape, fill, opts),
-        DType::I16 => typed::<i16>(name, shape, fill, opts),
-        DType::U16 => typed::<u16>(name, shape, fill, opts),
-        DType::I32 => typed::<i32>(name, shape, fill, opts),
-        DType::U32 => typed::<u32>(name, shape, fill, opts),
-        DType::I64 => typed::<i64>(name, shape, fill, opts),
-        DType::U64 => typed::<u64>(name, shape, fill, opts),
-        DType::F32 => typed::<f32>(name, shape, fill, opts),
-        DType::F64 => typed::<f64>(name, shape, fill, opts),
-        DType::C64 => typed::<num_complex::Complex32>(name, shape, fill, opts),
-        DType::C128 => typed::<num_complex::Complex64>(name, shape, fill, opts),
+        DType::I8 => typed::<i8>(shape, fill, opts),
+        DType::U8 => typed::<u8>(shape, fill, opts),
+        DType::I16 => typed::<i16>(shape, fill, opts),
+        DType::U16 => typed::<u16>(shape, fill, opts),
+        DType::I32 => typed::<i32>(shape, fill, opts),
+        DType::U32 => typed::<u32>(shape, fill, opts),
+        DType::I64 => typed::<i64>(shape, fill, opts),
+        DType::U64 => typed::<u64>(shape, fill, opts),
+        DType::F32 => typed::<f32>(shape, fill, opts),
+        DType::F64 => typed::<f64>(shape, fill, opts),
+        DType::C64 => typed::<num_complex::Complex32>(shape, fill, opts),
+        DType::C128 => typed::<num_complex::Complex64>(shape, fill, opts),
         other => return Err(format!("dtype {other} is not supported by create").into()),
     }?)
 }

@@ -112,22 +112,13 @@ impl Pipe {
     ///
     /// # Errors
     /// As [`with_capacity`](Pipe::with_capacity), plus the errors of segment creation.
-    pub fn create(name: &str, slots: usize, chunk: usize) -> Result<Connection> {
-        Self::create_with(name, slots, chunk, &CreateOptions::new())
-    }
-
-    /// [`create`](Pipe::create) with options.
-    ///
-    /// # Errors
-    /// As [`create`](Pipe::create).
-    pub fn create_with(
-        name: &str,
+    pub fn create(
+        segment: impl Into<CreateOptions>,
         slots: usize,
         chunk: usize,
-        opts: &CreateOptions,
     ) -> Result<Connection> {
         let (len, init) = layout(slots, chunk)?;
-        let region = Region::create(name, SegmentKind::Pipe, 2 * len, opts, init)?;
+        let region = Region::create(&segment.into(), SegmentKind::Pipe, 2 * len, init)?;
         Ok(Connection::new(Arc::new(attach(region, len)?), 0))
     }
 

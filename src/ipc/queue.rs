@@ -911,16 +911,15 @@ struct Shared {
 
 impl Shared {
     fn make(
-        name: Option<&str>,
+        named: Option<CreateOptions>,
         capacity: usize,
         slot_size: usize,
         tag: u64,
-        opts: &CreateOptions,
     ) -> Result<Shared> {
         let (_, _, len) = ring_layout(capacity, slot_size)?;
         let init = |mem: &mut [u8]| Ring::init(mem, capacity, slot_size, tag);
-        let region = match name {
-            Some(name) => Region::create(name, SegmentKind::Queue, len, opts, init)?,
+        let region = match named {
+            Some(opts) => Region::create(&opts, SegmentKind::Queue, len, init)?,
             None => Region::anonymous(len, init)?,
         };
         Self::attach(region, tag)
@@ -1004,34 +1003,20 @@ impl<T: Pod> Queue<T> {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for a zero capacity, an OS error when mapping fails.
     pub fn new(capacity: usize) -> Result<Self> {
-        Self::make(None, capacity, &CreateOptions::new())
+        Self::make(None, capacity)
     }
 
     /// Creates queue segment `name` of at least `capacity` items.
     ///
     /// # Errors
     /// As [`new`](Self::new), plus the errors of segment creation.
-    pub fn create(name: &str, capacity: usize) -> Result<Self> {
-        Self::make(Some(name), capacity, &CreateOptions::new())
+    pub fn create(segment: impl Into<CreateOptions>, capacity: usize) -> Result<Self> {
+        Self::make(Some(segment.into()), capacity)
     }
 
-    /// [`create`](Self::create) with options.
-    ///
-    /// # Errors
-    /// As [`create`](Self::create).
-    pub fn create_with(name: &str, capacity: usize, opts: &CreateOptions) -> Result<Self> {
-        Self::make(Some(name), capacity, opts)
-    }
-
-    fn make(name: Option<&str>, capacity: usize, opts: &CreateOptions) -> Result<Self> {
+    fn make(named: Option<CreateOptions>, capacity: usize) -> Result<Self> {
         Ok(Queue {
-            shared: Shared::make(
-                name,
-                capacity,
-                std::mem::size_of::<T>(),
-                type_tag::<T>(),
-                opts,
-            )?,
+            shared: Shared::make(named, capacity, std::mem::size_of::<T>(), type_tag::<T>())?,
             _marker: PhantomData,
         })
     }
@@ -1225,7 +1210,7 @@ impl ByteQueue {
     /// [`ErrorKind::InvalidArgument`] for a zero capacity or a slot size over 4 GiB.
     pub fn new(capacity: usize, slot_size: usize) -> Result<Self> {
         Ok(ByteQueue {
-            shared: Shared::make(None, capacity, slot_size, BYTES_TAG, &CreateOptions::new())?,
+            shared: Shared::make(None, capacity, slot_size, BYTES_TAG)?,
         })
     }
 
@@ -1233,22 +1218,13 @@ impl ByteQueue {
     ///
     /// # Errors
     /// As [`new`](Self::new), plus the errors of segment creation.
-    pub fn create(name: &str, capacity: usize, slot_size: usize) -> Result<Self> {
-        Self::create_with(name, capacity, slot_size, &CreateOptions::new())
-    }
-
-    /// [`create`](Self::create) with options.
-    ///
-    /// # Errors
-    /// As [`create`](Self::create).
-    pub fn create_with(
-        name: &str,
+    pub fn create(
+        segment: impl Into<CreateOptions>,
         capacity: usize,
         slot_size: usize,
-        opts: &CreateOptions,
     ) -> Result<Self> {
         Ok(ByteQueue {
-            shared: Shared::make(Some(name), capacity, slot_size, BYTES_TAG, opts)?,
+            shared: Shared::make(Some(segment.into()), capacity, slot_size, BYTES_TAG)?,
         })
     }
 

@@ -337,8 +337,8 @@ mod tests {
     /// A segment (persistent, so that its handle leaves the name) whose trailer names an
     /// owner with lease `owner`, and is not persistent.
     fn segment_owned_by(name: &str, owner: u64) -> Segment {
-        let opts = CreateOptions::new().persistent(true);
-        let seg = Segment::create(name, SegmentKind::Value, 8, &opts, |_| Ok(())).unwrap();
+        let opts = CreateOptions::named(name).persistent(true);
+        let seg = Segment::create(&opts, SegmentKind::Value, 8, |_| Ok(())).unwrap();
         set_owner(name, owner);
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -366,7 +366,7 @@ mod tests {
         drop(old);
         shm::unlink(&name).unwrap();
         // A live process re-creates the name between gc's check and its removal.
-        let fresh = Segment::create(&name, SegmentKind::Value, 8, &CreateOptions::new(), |_| {
+        let fresh = Segment::create(&CreateOptions::named(&name), SegmentKind::Value, 8, |_| {
             Ok(())
         })
         .unwrap();
@@ -462,7 +462,7 @@ mod tests {
     fn create_holds_a_lock_on_the_temporary_segment_while_it_builds_it() {
         let name = format!("gc-unit-{}-building", proc::pid());
         let marker = proc::random_u64().to_le_bytes();
-        let seg = Segment::create(&name, SegmentKind::Value, 8, &CreateOptions::new(), |b| {
+        let seg = Segment::create(&CreateOptions::named(&name), SegmentKind::Value, 8, |b| {
             b[..8].copy_from_slice(&marker);
             // Find our own temporary file among this process's open files by its content.
             let mut found = 0;

@@ -87,17 +87,10 @@ impl<T: Pod> SharedList<T> {
     ///
     /// # Errors
     /// As [`new`](Self::new), plus the errors of segment creation.
-    pub fn create(name: &str, capacity: usize) -> Result<Self> {
-        Self::create_with(name, capacity, &CreateOptions::new())
-    }
-
-    /// [`create`](Self::create) with options.
-    ///
-    /// # Errors
-    /// As [`create`](Self::create).
-    pub fn create_with(name: &str, capacity: usize, opts: &CreateOptions) -> Result<Self> {
+    pub fn create(segment: impl Into<CreateOptions>, capacity: usize) -> Result<Self> {
+        let opts = &segment.into();
         let len = Self::layout(capacity)?;
-        let region = Region::create(name, SegmentKind::List, len, opts, Self::init(capacity))?;
+        let region = Region::create(opts, SegmentKind::List, len, Self::init(capacity))?;
         Ok(Self::wrap(region, capacity))
     }
 

@@ -317,18 +317,11 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     /// As [`new`](Self::new), plus the errors of segment creation.
-    pub fn create(name: &str, capacity: usize) -> Result<Self> {
-        Self::create_with(name, capacity, &CreateOptions::new())
-    }
-
-    /// [`create`](Self::create) with options.
-    ///
-    /// # Errors
-    /// As [`create`](Self::create).
-    pub fn create_with(name: &str, capacity: usize, opts: &CreateOptions) -> Result<Self> {
+    pub fn create(segment: impl Into<CreateOptions>, capacity: usize) -> Result<Self> {
+        let opts = &segment.into();
         let (slots, stride, len) = Self::layout(capacity)?;
         let init = Self::init(capacity, slots, stride);
-        let region = Region::create(name, SegmentKind::Map, len, opts, init)?;
+        let region = Region::create(opts, SegmentKind::Map, len, init)?;
         Ok(Self::wrap(region, capacity, slots, stride))
     }
 

@@ -109,23 +109,10 @@ impl<T: Pod> SharedStruct<T> {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] when `T` needs more than 4096-byte alignment, and the
     /// errors of segment creation.
-    pub fn create(name: &str, value: T) -> Result<Self> {
-        Self::create_with(name, value, &CreateOptions::new())
-    }
-
-    /// [`create`](Self::create) with options.
-    ///
-    /// # Errors
-    /// As [`create`](Self::create).
-    pub fn create_with(name: &str, value: T, opts: &CreateOptions) -> Result<Self> {
+    pub fn create(segment: impl Into<CreateOptions>, value: T) -> Result<Self> {
+        let opts = &segment.into();
         Self::check_align()?;
-        let region = Region::create(
-            name,
-            SegmentKind::Struct,
-            Self::len(),
-            opts,
-            Self::init(value),
-        )?;
+        let region = Region::create(opts, SegmentKind::Struct, Self::len(), Self::init(value))?;
         Ok(Self::wrap(region))
     }
 

@@ -1,6 +1,7 @@
 //! A named POSIX shared-memory segment: creation with atomic publication, attachment,
 //! ownership (who unlinks), and the one mapping every higher type is built on.
 
+pub(crate) mod options;
 pub(crate) mod owned;
 pub(crate) mod region;
 pub(crate) mod trailer;
@@ -17,6 +18,7 @@ use memmap2::MmapRaw;
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::trailer::{SegmentKind, Trailer, TrailerInfo, TRAILER_LEN};
 use crate::sys::{proc, shm};
+pub use options::CreateOptions;
 
 /// Longest segment name accepted, in bytes (Linux `NAME_MAX`).
 pub const MAX_NAME_LEN: usize = 255;
@@ -74,59 +76,6 @@ pub fn validate_name(name: &str) -> Result<&str> {
         ));
     }
     Ok(stripped)
-}
-
-/// How a segment is created.
-#[derive(Debug, Clone)]
-pub struct CreateOptions {
-    pub(crate) mode: u32,
-    pub(crate) persistent: bool,
-    pub(crate) prefault: bool,
-    pub(crate) fortran_order: bool,
-}
-
-impl Default for CreateOptions {
-    fn default() -> Self {
-        CreateOptions::new()
-    }
-}
-
-impl CreateOptions {
-    /// Defaults: mode `0o600`, owned (unlinked on drop), no prefault, C order.
-    pub fn new() -> CreateOptions {
-        CreateOptions {
-            mode: 0o600,
-            persistent: false,
-            prefault: false,
-            fortran_order: false,
-        }
-    }
-
-    /// Permission bits of the new segment (default `0o600`: only its user may open it).
-    /// They are set exactly, whatever the umask.
-    pub fn mode(mut self, mode: u32) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// A persistent segment outlives its creator: `Drop` does not unlink it and `gc` leaves
-    /// it; remove it with `unlink` or `ndshm rm`.
-    pub fn persistent(mut self, persistent: bool) -> Self {
-        self.persistent = persistent;
-        self
-    }
-
-    /// Fault in the page tables at creation (`MAP_POPULATE`), so first touches cost nothing.
-    pub fn prefault(mut self, prefault: bool) -> Self {
-        self.prefault = prefault;
-        self
-    }
-
-    /// Lay arrays out in Fortran (column-major) order instead of C order.
-    pub fn fortran_order(mut self, fortran: bool) -> Self {
-        self.fortran_order = fortran;
-        self
-    }
 }
 
 /// How an existing segment is attached.
@@ -318,13 +267,22 @@ impl Segment {
     /// The caller is the owner: dropping the returned segment unlinks it (unless
     /// `opts.persistent`).
     pub(crate) fn create(
-        name: &str,
+        opts: &CreateOptions,
         kind: SegmentKind,
         payload_len: usize,
-        opts: &CreateOptions,
         init: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<Segment> {
-        let name = validate_name(name)?;
+        // A generated name is drawn again while it is taken (64 random bits: a second draw
+        // is already astronomically unlikely; 16 bound the loop).
+        const DRAWS: usize = 16;
+        let mut owned_name = opts.next_name()?;
+        for _ in 1..DRAWS {
+            if !(opts.retries_taken_names() && shm::file_id_of_name(&owned_name).is_some()) {
+                break;
+            }
+            owned_name = opts.next_name()?;
+        }
+        let name = owned_name.as_str();
         let total = trailer::segment_len(payload_len).ok_or_else(|| {
             Error::new(
                 ErrorKind::SizeOverflow,
@@ -373,16 +331,27 @@ impl Segment {
         let token = proc::process_token();
         // Register before publishing: nobody can hold this inode yet.
         register(token, file_id, name)?;
-        match shm::publish(&tmp.name, name) {
-            Ok(()) => {}
-            Err(e) => {
-                deregister(token, file_id);
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    return Err(exists(name));
+        let mut draws = 1;
+        let name = loop {
+            match shm::publish(&tmp.name, &owned_name) {
+                Ok(()) => break owned_name.as_str(),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if !opts.retries_taken_names() || draws == DRAWS {
+                        deregister(token, file_id);
+                        return Err(exists(&owned_name));
+                    }
+                    draws += 1;
+                    owned_name = opts.next_name()?;
                 }
-                return Err(Error::os(format!("cannot publish segment '{name}'"), e));
+                Err(e) => {
+                    deregister(token, file_id);
+                    return Err(Error::os(
+                        format!("cannot publish segment '{owned_name}'"),
+                        e,
+                    ));
+                }
             }
-        }
+        };
         let mut tmp = tmp;
         tmp.armed = false;
         let info = Trailer::parse(&trailer_bytes, total)?;
@@ -942,10 +911,9 @@ mod tests {
         let a = SharedNdArray::<u8, ndarray::Ix1>::zeros(&n, 8).unwrap();
         assert!(a.segment().kept_from_children.load(Ordering::Relaxed));
         let q = Segment::create(
-            &name("plain"),
+            &CreateOptions::named(name("plain")),
             SegmentKind::Queue,
             8,
-            &CreateOptions::new(),
             |_| Ok(()),
         )
         .unwrap();

@@ -36,15 +36,15 @@ impl std::fmt::Debug for Region {
 }
 
 impl Region {
-    /// Creates segment `name` of `kind`; `init` fills the zeroed payload before publication.
+    /// Creates the named segment `opts` describe, of `kind`; `init` fills the zeroed payload
+    /// before publication.
     pub(crate) fn create(
-        name: &str,
+        opts: &CreateOptions,
         kind: SegmentKind,
         payload_len: usize,
-        opts: &CreateOptions,
         init: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<Region> {
-        let seg = Segment::create(name, kind, payload_len, opts, init)?;
+        let seg = Segment::create(opts, kind, payload_len, init)?;
         Ok(Region {
             backing: Some(Backing::Named(seg)),
             payload_len,

@@ -290,17 +290,9 @@ impl Lock {
     /// # Errors
     /// The errors of segment creation ([`ErrorKind::AlreadyExists`],
     /// [`ErrorKind::InvalidName`], …).
-    pub fn create(name: &str) -> Result<Lock> {
-        Self::create_with(name, &CreateOptions::new())
-    }
-
-    /// [`create`](Lock::create) with options (mode, persistence).
-    ///
-    /// # Errors
-    /// As [`create`](Lock::create).
-    pub fn create_with(name: &str, opts: &CreateOptions) -> Result<Lock> {
+    pub fn create(segment: impl Into<CreateOptions>) -> Result<Lock> {
         Ok(Lock {
-            region: Region::create(name, SegmentKind::Lock, 0, opts, |_| Ok(()))?,
+            region: Region::create(&segment.into(), SegmentKind::Lock, 0, |_| Ok(()))?,
         })
     }
 

@@ -211,17 +211,10 @@ impl<T: AtomicElement> SharedValue<T> {
     ///
     /// # Errors
     /// The errors of segment creation ([`ErrorKind::AlreadyExists`], …).
-    pub fn create(name: &str, value: T) -> Result<Self> {
-        Self::create_with(name, value, &CreateOptions::new())
-    }
-
-    /// [`create`](Self::create) with options.
-    ///
-    /// # Errors
-    /// As [`create`](Self::create).
-    pub fn create_with(name: &str, value: T, opts: &CreateOptions) -> Result<Self> {
+    pub fn create(segment: impl Into<CreateOptions>, value: T) -> Result<Self> {
+        let opts = &segment.into();
         let init = Self::init(value);
-        let region = Region::create(name, SegmentKind::Value, PAYLOAD, opts, |p| init(p))?;
+        let region = Region::create(opts, SegmentKind::Value, PAYLOAD, |p| init(p))?;
         Ok(Self::wrap(region))
     }
 

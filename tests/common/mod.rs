@@ -33,6 +33,12 @@ impl std::ops::Deref for Name {
     }
 }
 
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl Drop for Name {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.path());

@@ -1,0 +1,153 @@
+//! [`CreateOptions`]: what every named segment is created with — its name (given, or
+//! generated), permission bits, persistence, prefaulting and, for arrays, memory order.
+
+use crate::error::Result;
+use crate::segment::validate_name;
+use crate::sys::proc;
+
+/// How a named segment is created: the one options mechanism of every `create`-style
+/// constructor (`SharedNdArray::zeros`, `Queue::create`, `Lock::create`, …).
+///
+/// Those constructors take `impl Into<CreateOptions>`, so a plain name is enough — a
+/// `&str` or `String` converts into the default options for that name — and the options
+/// are spelled only when something differs from the defaults (mode `0o600`, owned by the
+/// creator and unlinked when its handle drops, no prefault, C order):
+///
+/// ```
+/// use ndshm::{CreateOptions, SharedNdArray};
+/// # let name = format!("doc-options-{}", std::process::id());
+/// // Just a name: the defaults.
+/// let a = SharedNdArray::<f64, ndarray::Ix2>::zeros(&name, (2, 3))?;
+/// drop(a);
+/// // Options: readable by the group, Fortran order.
+/// let opts = CreateOptions::named(&name).mode(0o640).fortran_order(true);
+/// let b = SharedNdArray::<f64, ndarray::Ix2>::zeros(opts, (2, 3))?;
+/// assert!(b.is_fortran_order());
+/// // No name of your own: a unique one is generated, as Python's SharedMemory(create=True).
+/// let c = SharedNdArray::<u8, ndarray::Ix1>::zeros(CreateOptions::unique(), 16)?;
+/// assert!(c.name().starts_with("ndshm-"));
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub(crate) name: NameChoice,
+    pub(crate) mode: u32,
+    pub(crate) persistent: bool,
+    pub(crate) prefault: bool,
+    pub(crate) fortran_order: bool,
+}
+
+/// Where a new segment's name comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum NameChoice {
+    /// The caller's name: creation fails with `AlreadyExists` if it is taken.
+    Given(String),
+    /// A fresh name under this prefix, drawn again if one is taken.
+    Unique(String),
+}
+
+/// Prefix of generated names ([`CreateOptions::unique`]).
+pub(crate) const UNIQUE_PREFIX: &str = "ndshm-";
+
+impl CreateOptions {
+    /// Default options for a segment named `name` (a leading `/` is allowed, as in
+    /// `shm_open`; the name is checked when the segment is created: see
+    /// [`validate_name`](crate::validate_name)).
+    pub fn named(name: impl AsRef<str>) -> CreateOptions {
+        CreateOptions::with_name(NameChoice::Given(name.as_ref().to_owned()))
+    }
+
+    /// Default options for a segment whose name ndshm generates: `ndshm-` and 16 random hex
+    /// digits (Python's `SharedMemory(create=True)` without a name). A generated name that is
+    /// taken is drawn again. The handle's `name()` tells it, to pass to other processes.
+    pub fn unique() -> CreateOptions {
+        CreateOptions::with_name(NameChoice::Unique(UNIQUE_PREFIX.to_owned()))
+    }
+
+    /// Like [`unique`](Self::unique), with your own prefix: `<prefix>` and 16 random hex
+    /// digits (so `ndshm ls` groups a program's segments).
+    pub fn unique_with_prefix(prefix: impl Into<String>) -> CreateOptions {
+        CreateOptions::with_name(NameChoice::Unique(prefix.into()))
+    }
+
+    fn with_name(name: NameChoice) -> CreateOptions {
+        CreateOptions {
+            name,
+            mode: 0o600,
+            persistent: false,
+            prefault: false,
+            fortran_order: false,
+        }
+    }
+
+    /// Permission bits of the new segment (default `0o600`: only its user may open it).
+    /// They are set exactly, whatever the umask.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// A persistent segment outlives its creator: `Drop` does not unlink it and `gc` leaves
+    /// it; remove it with `unlink` or `ndshm rm`.
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
+    }
+
+    /// Fault in the page tables at creation (`MAP_POPULATE`), so first touches cost nothing.
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+
+    /// Lay arrays out in Fortran (column-major) order instead of C order (arrays only;
+    /// other segments ignore it).
+    pub fn fortran_order(mut self, fortran: bool) -> Self {
+        self.fortran_order = fortran;
+        self
+    }
+
+    /// The name to try next: the given one (validated), or a freshly drawn unique one.
+    pub(crate) fn next_name(&self) -> Result<String> {
+        match &self.name {
+            NameChoice::Given(n) => Ok(validate_name(n)?.to_owned()),
+            NameChoice::Unique(prefix) => {
+                let n = format!("{prefix}{:016x}", proc::random_u64());
+                Ok(validate_name(&n)?.to_owned())
+            }
+        }
+    }
+
+    /// Whether a taken name is drawn again (generated names) rather than an error.
+    pub(crate) fn retries_taken_names(&self) -> bool {
+        matches!(self.name, NameChoice::Unique(_))
+    }
+
+    /// The name for messages, before one is drawn.
+    pub(crate) fn describe_name(&self) -> String {
+        match &self.name {
+            NameChoice::Given(n) => n.clone(),
+            NameChoice::Unique(p) => format!("{p}<unique>"),
+        }
+    }
+}
+
+/// Any borrowed name (`&str`, `&String`, `&Box<str>`, a type that is `AsRef<str>`): default
+/// options for that name.
+impl<S: AsRef<str> + ?Sized> From<&S> for CreateOptions {
+    fn from(name: &S) -> CreateOptions {
+        CreateOptions::named(name.as_ref())
+    }
+}
+
+impl From<String> for CreateOptions {
+    fn from(name: String) -> CreateOptions {
+        CreateOptions::named(name)
+    }
+}
+
+impl From<&CreateOptions> for CreateOptions {
+    fn from(opts: &CreateOptions) -> CreateOptions {
+        opts.clone()
+    }
+}
