@@ -92,10 +92,43 @@ fn named_value_across_processes_and_kind_mismatch() {
     .unwrap()
     .join()
     .unwrap();
-    // Same process: one handle per segment.
+}
+
+#[test]
+fn sync_and_ipc_objects_open_by_name_as_often_as_the_program_likes() {
+    // Two independent parts of one process may both open "jobs" (only arrays keep one
+    // handle per process: their `&mut` views must not alias).
+    let v = Name::new("twice-value");
+    let creator = SharedValue::<u64>::create(&v, 1).unwrap();
+    let a = SharedValue::<u64>::open(&v).unwrap();
+    let b = SharedValue::<u64>::open(&v).unwrap();
+    a.fetch_add(1);
+    b.fetch_add(1);
+    assert_eq!(creator.load(), 3);
+    drop((a, b));
     assert_eq!(
-        SharedValue::<u64>::open(&name.0).unwrap_err().kind(),
-        ErrorKind::AlreadyOpen
+        creator.load(),
+        3,
+        "an attached handle's drop changes nothing"
+    );
+    let q = Name::new("twice-queue");
+    let producer = Queue::<u64>::create(&q, 4).unwrap();
+    let consumer = Queue::<u64>::open(&q).unwrap();
+    let other = Queue::<u64>::open(&q).unwrap();
+    producer.put(5).unwrap();
+    producer.put(6).unwrap();
+    assert_eq!(consumer.get().unwrap(), 5);
+    assert_eq!(other.get().unwrap(), 6);
+    let l = Name::new("twice-lock");
+    let lock = Lock::create(&l).unwrap();
+    let again = Lock::open(&l).unwrap();
+    let g = lock.lock();
+    assert!(again.is_locked());
+    drop(g);
+    drop(again);
+    assert!(
+        std::path::Path::new("/dev/shm").join(&l.0).exists(),
+        "only the creator unlinks"
     );
 }
 

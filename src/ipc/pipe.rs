@@ -170,8 +170,8 @@ fn attach(region: Region, len: usize) -> Result<Shared> {
     // as `region`, which `Shared` keeps with the rings, and are only accessed via Ring.
     let (a, b) = unsafe {
         (
-            Ring::attach(region.payload(), len, &what)?,
-            Ring::attach(region.payload().add(len), len, &what)?,
+            Ring::attach(region.payload_ptr(), len, &what)?,
+            Ring::attach(region.payload_ptr().add(len), len, &what)?,
         )
     };
     if a.tag() != PIPE_TAG || b.tag() != PIPE_TAG || a.slot_size() != b.slot_size() {

@@ -935,7 +935,7 @@ impl Shared {
             .map_or("anonymous queue".into(), |n| format!("queue '{n}'"));
         // SAFETY: the region's payload is page-aligned and mapped for as long as `region`
         // lives, which `Shared` ties to the ring; queue memory is only accessed via Ring.
-        let ring = unsafe { Ring::attach(region.payload(), region.payload_len(), &what)? };
+        let ring = unsafe { Ring::attach(region.payload_ptr(), region.payload_len(), &what)? };
         if ring.tag() != tag {
             return Err(Error::new(
                 ErrorKind::TypeMismatch,

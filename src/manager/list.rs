@@ -139,7 +139,7 @@ impl<T: Pod> SharedList<T> {
     fn len_word(&self) -> &AtomicU64 {
         // SAFETY: the header lies inside the payload (validated), 8-byte aligned; the
         // length is only accessed atomically.
-        unsafe { &*(self.region.payload().add(H_LEN) as *const AtomicU64) }
+        unsafe { &*(self.region.payload_ptr().add(H_LEN) as *const AtomicU64) }
     }
 
     fn item_ptr(&self, i: usize) -> *mut T {
@@ -147,7 +147,7 @@ impl<T: Pod> SharedList<T> {
         // SAFETY: `i < cap`, and the payload holds `HEADER + cap * size` bytes.
         unsafe {
             self.region
-                .payload()
+                .payload_ptr()
                 .add(HEADER + i * std::mem::size_of::<T>())
                 .cast()
         }

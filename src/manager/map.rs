@@ -371,7 +371,7 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
 
     fn wrap(region: Region, cap: usize, slots: usize, stride: usize) -> Self {
         SharedMap {
-            base: region.payload(),
+            base: region.payload_ptr(),
             region,
             cap,
             slots,

@@ -156,7 +156,7 @@ impl<T: Pod> SharedStruct<T> {
         // `bytemuck::from_bytes` casts cannot fail.
         let bytes = unsafe {
             std::slice::from_raw_parts_mut(
-                self.region.payload().add(Self::data_offset()),
+                self.region.payload_ptr().add(Self::data_offset()),
                 std::mem::size_of::<T>(),
             )
         };

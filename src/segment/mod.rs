@@ -4,6 +4,7 @@
 pub(crate) mod options;
 pub(crate) mod owned;
 pub(crate) mod region;
+pub(crate) mod shared_mem;
 pub(crate) mod trailer;
 
 use std::collections::BTreeSet;
@@ -92,6 +93,12 @@ impl MapAccess {
         writable: true,
         populate: false,
         register: true,
+    };
+    /// The sync, ipc and manager types: read-write, any number of handles per process.
+    pub(crate) const SHARED_OBJECT: MapAccess = MapAccess {
+        writable: true,
+        populate: false,
+        register: false,
     };
     pub(crate) const READ_ONLY: MapAccess = MapAccess {
         writable: false,
@@ -329,15 +336,22 @@ impl Segment {
         }
         let file_id = shm::file_id(&file).map_err(|e| Error::os("fstat", e))?;
         let token = proc::process_token();
-        // Register before publishing: nobody can hold this inode yet.
-        register(token, file_id, name)?;
+        // Arrays have one handle per process (aliasing `&mut` views); the sync, ipc and
+        // manager types may be opened as often as a program likes. Register before
+        // publishing: nobody can hold this inode yet.
+        let registered = kind == SegmentKind::Array;
+        if registered {
+            register(token, file_id, name)?;
+        }
         let mut draws = 1;
         let name = loop {
             match shm::publish(&tmp.name, &owned_name) {
                 Ok(()) => break owned_name.as_str(),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if !opts.retries_taken_names() || draws == DRAWS {
-                        deregister(token, file_id);
+                        if registered {
+                            deregister(token, file_id);
+                        }
                         return Err(exists(&owned_name));
                     }
                     draws += 1;
@@ -364,7 +378,7 @@ impl Segment {
             file,
             file_id,
             true,
-            true,
+            registered,
             !opts.persistent,
             info,
             token,

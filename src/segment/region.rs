@@ -4,6 +4,7 @@
 //! then the trailer whose `lock` area holds the region's robust lock.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::segment::shared_mem::SharedMem;
 use crate::segment::trailer::{self, SegmentKind, LOCK_AREA_OFFSET, TRAILER_LEN};
 use crate::segment::{CreateOptions, MapAccess, Segment};
 use crate::sys::fork::AnonShared;
@@ -55,7 +56,7 @@ impl Region {
     /// Attaches segment `name`, which must be of `kind`; the payload must be at least
     /// `min_len` bytes (the caller validates the rest of its header).
     pub(crate) fn open(name: &str, kind: SegmentKind, min_len: usize) -> Result<Region> {
-        let seg = Segment::open(name, MapAccess::READ_WRITE)?;
+        let seg = Segment::open(name, MapAccess::SHARED_OBJECT)?;
         seg.expect_kind(kind)?;
         let payload_len = seg.payload_len();
         if payload_len < min_len {
@@ -114,8 +115,24 @@ impl Region {
         }
     }
 
-    /// Start of the payload (page-aligned).
-    pub(crate) fn payload(&self) -> *mut u8 {
+    /// The whole mapping: payload, padding, trailer.
+    fn mem(&self) -> SharedMem<'_> {
+        let (base, len) = self.base_and_len();
+        // SAFETY: `base..base + len` is this region's mapping (named segment or anonymous),
+        // readable and writable, mapped while `self` lives (the backing is only taken in
+        // `drop`); within this process the sync, ipc and manager types reach it only
+        // through SharedMem.
+        unsafe { SharedMem::new(base, len) }
+    }
+
+    /// The payload: the bytes before the trailer, page-aligned.
+    pub(crate) fn payload(&self) -> SharedMem<'_> {
+        self.mem().sub(0, self.payload_len)
+    }
+
+    /// Start of the payload as a raw pointer: transitional, for code not yet moved onto
+    /// [`payload`](Self::payload) (to be removed).
+    pub(crate) fn payload_ptr(&self) -> *mut u8 {
         self.base_and_len().0
     }
 
@@ -124,21 +141,12 @@ impl Region {
         self.payload_len
     }
 
-    fn trailer_ptr(&self) -> *mut u8 {
-        let (base, len) = self.base_and_len();
-        // SAFETY: every backing is `segment_len(payload) = round_up(payload, 64) +
-        // TRAILER_LEN` bytes long (checked at open by the trailer parser), so
-        // `len - TRAILER_LEN` is in bounds.
-        unsafe { base.add(len - TRAILER_LEN) }
-    }
-
     /// The region's robust lock (the trailer's lock area).
     pub(crate) fn lock(&self) -> &RobustMutex {
-        // SAFETY: the trailer is 64-byte aligned and lies inside the mapping, which lives
-        // as long as `&self`; its 64-byte lock area is used only as a RobustMutex, by every
-        // process (initialised before the segment was published or the region shared; an
-        // area that was not is refused by the mutex itself).
-        unsafe { RobustMutex::from_ptr(self.trailer_ptr().add(LOCK_AREA_OFFSET)) }
+        let mem = self.mem();
+        // Every backing is `segment_len(payload) = round_up(payload, 64) + TRAILER_LEN`
+        // bytes long (checked at open by the trailer parser): the trailer is its tail.
+        mem.robust_mutex(mem.len() - TRAILER_LEN + LOCK_AREA_OFFSET)
     }
 
     /// Whether this handle is the one that decides the fate of the contents: the owner of a
@@ -196,11 +204,8 @@ pub(crate) fn type_tag<T>() -> u64 {
 /// Reads the `u64` at byte `off` of a region's payload (header words written before the
 /// segment was published and never changed since).
 pub(crate) fn header_word(region: &Region, off: usize) -> u64 {
-    assert!(off + 8 <= region.payload_len() && off % 8 == 0);
-    // SAFETY: in bounds and 8-byte aligned (asserted; the payload is page-aligned); the
-    // word is only read atomically here and written before publication.
-    unsafe {
-        (*(region.payload().add(off) as *const std::sync::atomic::AtomicU64))
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
+    region
+        .payload()
+        .u64(off)
+        .load(std::sync::atomic::Ordering::Acquire)
 }

@@ -229,8 +229,8 @@ impl<T: AtomicElement> SharedValue<T> {
         // SAFETY: the payload is at least PAYLOAD bytes (checked by `Region::open`) and
         // page-aligned, so bytes 8..16 are an aligned u64; it was written before the
         // segment was published and is only read since.
-        let code =
-            unsafe { AtomicU64::from_ptr(region.payload().add(8).cast()) }.load(Ordering::Acquire);
+        let code = unsafe { AtomicU64::from_ptr(region.payload_ptr().add(8).cast()) }
+            .load(Ordering::Acquire);
         if code != dtype_code(T::DTYPE) {
             let found = (code as usize)
                 .checked_sub(1)
@@ -251,7 +251,7 @@ impl<T: AtomicElement> SharedValue<T> {
     }
 
     fn ptr(&self) -> *mut u8 {
-        self.region.payload()
+        self.region.payload_ptr()
     }
 
     /// The current value (Python's `v.value`).
