@@ -232,7 +232,8 @@ pub use parallel::process::{
 };
 pub use segment::trailer::SegmentKind;
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};
-pub use sync::lock::{Lock, LockGuard};
+pub use sync::lock::Lock;
+pub use sync::raw_lock::LockGuard;
 pub use sync::value::{AtomicElement, SharedValue};
 
 /// Re-export of the `ndarray` version ndshm's views come from.

@@ -5,6 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+
 use bytemuck::Pod;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -98,7 +99,8 @@ impl<T: Pod> SharedList<T> {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`], [`ErrorKind::TypeMismatch`],
-    /// [`ErrorKind::InvalidHeader`], [`ErrorKind::AlreadyOpen`].
+    /// [`ErrorKind::InvalidHeader`]. (A list may be opened any number of times, in this
+    /// process too.)
     pub fn open(name: &str) -> Result<Self> {
         let region = Region::open(name, SegmentKind::List, HEADER)?;
         let bad = |why: &str| {
@@ -137,20 +139,20 @@ impl<T: Pod> SharedList<T> {
     }
 
     fn len_word(&self) -> &AtomicU64 {
-        // SAFETY: the header lies inside the payload (validated), 8-byte aligned; the
-        // length is only accessed atomically.
-        unsafe { &*(self.region.payload_ptr().add(H_LEN) as *const AtomicU64) }
+        self.region.payload().u64(H_LEN)
     }
 
-    fn item_ptr(&self, i: usize) -> *mut T {
+    /// Where item `i` starts in the payload (unaligned: the items follow a 64-byte
+    /// header); `i < cap`, and the payload holds `HEADER + cap * size` bytes (validated).
+    fn item_offset(&self, i: usize) -> usize {
         debug_assert!(i < self.cap);
-        // SAFETY: `i < cap`, and the payload holds `HEADER + cap * size` bytes.
-        unsafe {
-            self.region
-                .payload_ptr()
-                .add(HEADER + i * std::mem::size_of::<T>())
-                .cast()
-        }
+        HEADER + i * std::mem::size_of::<T>()
+    }
+
+    /// Item `i`, which was published (below the length read with Acquire) and so never
+    /// changes again.
+    fn read_item(&self, i: usize) -> T {
+        self.region.payload().read_pod(self.item_offset(i))
     }
 
     /// Appends `item` and returns its index.
@@ -169,9 +171,9 @@ impl<T: Pod> SharedList<T> {
                 ),
             ));
         }
-        // SAFETY: index `len` is not yet published, and we hold the lock, so no other
-        // process reads or writes it; unaligned write: the items follow a 64-byte header.
-        unsafe { self.item_ptr(len).write_unaligned(item) };
+        // Index `len` is not yet published and we hold the lock: no other process reads
+        // or writes it.
+        self.region.payload().write_pod(self.item_offset(len), &item);
         self.len_word().store(len as u64 + 1, Ordering::Release);
         Ok(len)
     }
@@ -193,8 +195,7 @@ impl<T: Pod> SharedList<T> {
 
     /// Item `i`, if there is one.
     pub fn get(&self, i: usize) -> Option<T> {
-        // SAFETY: `i < len`: the item was published (Acquire in `len`) and never changes.
-        (i < self.len()).then(|| unsafe { self.item_ptr(i).read_unaligned() })
+        (i < self.len()).then(|| self.read_item(i))
     }
 
     /// A copy of all items, in the order they were pushed.
@@ -205,8 +206,7 @@ impl<T: Pod> SharedList<T> {
     /// The items present now, in order.
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
         let n = self.len();
-        // SAFETY: as in `get`.
-        (0..n).map(move |i| unsafe { self.item_ptr(i).read_unaligned() })
+        (0..n).map(move |i| self.read_item(i))
     }
 
     /// The segment name, or `None` for an anonymous list.

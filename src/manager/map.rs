@@ -10,6 +10,7 @@ use bytemuck::Pod;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::region::{header_word, type_tag, Region};
+use crate::segment::shared_mem::SharedMem;
 use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 
@@ -246,20 +247,11 @@ enum Probe {
 /// ```
 pub struct SharedMap<K: MapKey, V: Pod> {
     region: Region,
-    /// The region's payload, cached: the mapping does not move while `region` lives.
-    base: *mut u8,
     cap: usize,
     slots: usize,
     stride: usize,
     _marker: PhantomData<fn(K) -> V>,
 }
-
-// SAFETY: `base` points into the mapping that `region` (Send and Sync) keeps alive and in
-// place; header words are accessed only through atomics and entries only under the map's
-// lock, from any thread or process alike.
-unsafe impl<K: MapKey, V: Pod> Send for SharedMap<K, V> {}
-// SAFETY: as above.
-unsafe impl<K: MapKey, V: Pod> Sync for SharedMap<K, V> {}
 
 impl<K: MapKey, V: Pod> SharedMap<K, V> {
     /// (slots, entry stride, payload length) of a map of `capacity` entries.
@@ -329,7 +321,8 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`], [`ErrorKind::TypeMismatch`]
-    /// (other key or value type), [`ErrorKind::InvalidHeader`], [`ErrorKind::AlreadyOpen`].
+    /// (other key or value type), [`ErrorKind::InvalidHeader`]. (A map may be opened any
+    /// number of times, in this process too.)
     pub fn open(name: &str) -> Result<Self> {
         let region = Region::open(name, SegmentKind::Map, HEADER)?;
         if header_word(&region, 0) != MAGIC {
@@ -371,7 +364,6 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
 
     fn wrap(region: Region, cap: usize, slots: usize, stride: usize) -> Self {
         SharedMap {
-            base: region.payload_ptr(),
             region,
             cap,
             slots,
@@ -393,56 +385,59 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     #[doc(hidden)]
     pub const __FAULT_EXIT: i32 = FAULT_EXIT;
 
+    fn mem(&self) -> SharedMem<'_> {
+        self.region.payload()
+    }
+
+    /// Header word at `off` (`off + 8 <= HEADER`), only ever accessed atomically.
     fn word(&self, off: usize) -> &AtomicU64 {
-        // SAFETY: header words lie in the validated payload (`off + 8 <= HEADER`), 8-byte
-        // aligned (the payload is page-aligned); they are only accessed atomically.
-        unsafe { &*(self.base.add(off) as *const AtomicU64) }
+        self.region.payload().u64(off)
     }
 
     fn log(&self) -> &AtomicU64 {
         self.word(H_LOG)
     }
 
-    /// Entry `i` of the table; `i == slots` is the log entry.
-    fn entry_ptr(&self, i: usize) -> *mut u8 {
+    /// Where entry `i` of the table starts; `i == slots` is the log entry. The payload
+    /// holds `HEADER + (slots + 1) * stride` bytes (checked at creation and at open), and
+    /// HEADER and the stride are multiples of 8, so the state word is aligned.
+    fn entry(&self, i: usize) -> usize {
         assert!(i <= self.slots, "map entry {i} out of range");
-        // SAFETY: `i <= slots`, so the entry lies inside the payload, which holds `HEADER +
-        // (slots + 1) * stride` bytes (checked at creation and at open).
-        unsafe { self.base.add(HEADER + i * self.stride) }
+        HEADER + i * self.stride
     }
 
     fn state(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: the entry is in bounds (`entry_ptr`) and 8-byte aligned (HEADER and the
-        // stride are multiples of 8); its state word is only accessed atomically.
-        unsafe { &*(self.entry_ptr(i) as *const AtomicU32) }
+        self.region.payload().u32(self.entry(i))
     }
 
-    /// The body of entry `i` (key length, key, value).
-    ///
-    /// Only called with the map's lock held, which makes this process the only one
-    /// touching entries; `&self` access is sound because the returned slice never outlives
-    /// the lock guard of the calling method, and callers hold one body slice at a time.
-    #[allow(clippy::mut_from_ref)]
-    fn body(&self, i: usize) -> &mut [u8] {
-        // SAFETY: the entry is in bounds (`entry_ptr`) and `stride - E_BODY` bytes follow
-        // its state word inside it; the lock gives this process exclusive access (above).
-        unsafe {
-            std::slice::from_raw_parts_mut(self.entry_ptr(i).add(E_BODY), self.stride - E_BODY)
-        }
+    /// Offset of the body of entry `i` (key length, key, value); entry bodies are read and
+    /// written only with the map's lock held, which makes this process the only one
+    /// touching them.
+    fn body(&self, i: usize) -> usize {
+        self.entry(i) + E_BODY
     }
 
-    fn key_of(body: &[u8]) -> &[u8] {
-        let n = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
-        &body[B_KEY..B_KEY + n.min(MAX_KEY_LEN)]
+    /// The key of entry `i` (its bytes, and how many of them are used).
+    fn key_of(&self, i: usize) -> ([u8; MAX_KEY_LEN], usize) {
+        let mem = self.mem();
+        let n = mem.read_pod::<u32>(self.body(i)) as usize;
+        let mut key = [0u8; MAX_KEY_LEN];
+        mem.read(self.body(i) + B_KEY, &mut key);
+        (key, n.min(MAX_KEY_LEN))
     }
 
-    fn value_of(body: &[u8]) -> V {
-        bytemuck::pod_read_unaligned(&body[B_VALUE..B_VALUE + std::mem::size_of::<V>()])
+    /// Whether entry `i` holds `key`.
+    fn has_key(&self, i: usize, key: &[u8]) -> bool {
+        let (k, n) = self.key_of(i);
+        &k[..n] == key
     }
 
-    fn set_value_bytes(body: &mut [u8], value: &V) {
-        body[B_VALUE..B_VALUE + std::mem::size_of::<V>()]
-            .copy_from_slice(bytemuck::bytes_of(value));
+    fn value_of(&self, i: usize) -> V {
+        self.mem().read_pod(self.body(i) + B_VALUE)
+    }
+
+    fn set_value(&self, i: usize, value: &V) {
+        self.mem().write_pod(self.body(i) + B_VALUE, value);
     }
 
     fn corrupt(&self, what: impl fmt::Display) -> Error {
@@ -480,8 +475,8 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         let i = (log & LOG_INDEX) as usize;
         match log & LOG_OP {
             LOG_SET if i < self.slots && self.state(i).load(Ordering::Relaxed) == FULL => {
-                let v = Self::value_of(self.body(self.slots));
-                Self::set_value_bytes(self.body(i), &v);
+                let v = self.value_of(self.slots);
+                self.set_value(i, &v);
                 publish(self.log(), LOG_RECOUNT);
             }
             LOG_HOLE if i < self.slots => self.close_hole(i, LOG_RECOUNT)?,
@@ -517,7 +512,7 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         let mut i = fnv1a(key) as usize & mask;
         for _ in 0..self.slots {
             match self.state(i).load(Ordering::Relaxed) {
-                FULL if Self::key_of(self.body(i)) == key => return Ok(Probe::Found(i)),
+                FULL if self.has_key(i, key) => return Ok(Probe::Found(i)),
                 FULL => {}
                 EMPTY => return Ok(Probe::Vacant(i)),
                 s => return Err(self.corrupt(format_args!("slot {i} has state word {s}"))),
@@ -545,21 +540,16 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
                 }
                 FULL if j == hole => break,
                 FULL => {
-                    let home = fnv1a(Self::key_of(self.body(j))) as usize & mask;
+                    let (key, n) = self.key_of(j);
+                    let home = fnv1a(&key[..n]) as usize & mask;
                     // The entry may move back iff the hole lies on its probe path
                     // [home, j): no lookup of it would then stop at the hole.
                     if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
-                        let len = self.stride - E_BODY;
-                        // SAFETY: both bodies are in bounds (`entry_ptr`), `len` bytes
-                        // long, and distinct (`j != hole`, both < slots); the lock gives
-                        // this process exclusive access to them.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                self.entry_ptr(j).add(E_BODY),
-                                self.entry_ptr(hole).add(E_BODY),
-                                len,
-                            );
-                        }
+                        // Both bodies are distinct (`j != hole`, both < slots); the lock
+                        // gives this process exclusive access to them.
+                        let mut body = vec![0u8; self.stride - E_BODY];
+                        self.mem().read(self.body(j), &mut body);
+                        self.mem().write(self.body(hole), &body);
                         publish(self.state(hole), FULL);
                         publish(self.log(), LOG_HOLE | j as u64);
                         hole = j;
@@ -602,11 +592,11 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     fn insert_locked(&self, kb: &[u8; MAX_KEY_LEN], n: usize, value: V) -> Result<Option<V>> {
         let i = match self.find(&kb[..n])? {
             Probe::Found(i) => {
-                let old = Self::value_of(self.body(i));
+                let old = self.value_of(i);
                 // Redo record first: the replacement is never torn.
-                Self::set_value_bytes(self.body(self.slots), &value);
+                self.set_value(self.slots, &value);
                 publish(self.log(), LOG_SET | i as u64);
-                Self::set_value_bytes(self.body(i), &value);
+                self.set_value(i, &value);
                 publish(self.log(), 0);
                 return Ok(Some(old));
             }
@@ -630,9 +620,9 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
             ));
         }
         let body = self.body(i);
-        body[0..4].copy_from_slice(&(n as u32).to_le_bytes());
-        body[B_KEY..B_KEY + MAX_KEY_LEN].copy_from_slice(kb);
-        Self::set_value_bytes(body, &value);
+        self.mem().write_pod(body, &(n as u32));
+        self.mem().write(body + B_KEY, kb);
+        self.set_value(i, &value);
         crash_point();
         // The commit: a holder that dies before it leaves the slot empty.
         publish(self.state(i), FULL);
@@ -654,7 +644,7 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         self.with_lock(|ok| {
             ok?;
             Ok(match self.find(&kb[..n])? {
-                Probe::Found(i) => Some(Self::value_of(self.body(i))),
+                Probe::Found(i) => Some(self.value_of(i)),
                 Probe::Vacant(_) => None,
             })
         })
@@ -693,7 +683,7 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
                     "its length word says {len} while it holds the key"
                 )));
             }
-            let v = Self::value_of(self.body(i));
+            let v = self.value_of(i);
             // The commit: from here the entry is gone, and the hole gets closed.
             publish(self.log(), LOG_HOLE | i as u64);
             self.close_hole(i, 0)?;
@@ -716,7 +706,7 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         self.with_lock(|ok| {
             ok?;
             let old = match self.find(&kb[..n])? {
-                Probe::Found(i) => Self::value_of(self.body(i)),
+                Probe::Found(i) => self.value_of(i),
                 Probe::Vacant(_) => default,
             };
             let v = f(old);
@@ -747,8 +737,8 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
             (0..self.slots)
                 .filter(|&i| self.state(i).load(Ordering::Relaxed) == FULL)
                 .map(|i| {
-                    let body = self.body(i);
-                    (K::from_key_bytes(Self::key_of(body)), Self::value_of(body))
+                    let (key, n) = self.key_of(i);
+                    (K::from_key_bytes(&key[..n]), self.value_of(i))
                 })
                 .collect()
         })

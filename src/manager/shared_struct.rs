@@ -10,6 +10,7 @@ use bytemuck::Pod;
 
 use crate::error::{foreign_handle_panic, Error, ErrorKind, Result};
 use crate::segment::region::{header_word, type_tag, Region};
+use crate::segment::shared_mem::SharedMem;
 use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 use crate::sync::lock::LockGuard;
@@ -55,7 +56,7 @@ pub struct SharedStruct<T: Pod> {
 
 impl<T: Pod> SharedStruct<T> {
     /// Where the value starts in the (page-aligned) payload: after the header, at a
-    /// multiple of `align_of::<T>()`, so that the guard can hand out `&T`/`&mut T`.
+    /// multiple of `align_of::<T>()` (the layout every process agrees on).
     fn data_offset() -> usize {
         HEADER.max(std::mem::align_of::<T>())
     }
@@ -120,8 +121,8 @@ impl<T: Pod> SharedStruct<T> {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`], [`ErrorKind::TypeMismatch`],
-    /// [`ErrorKind::AlreadyOpen`], [`ErrorKind::InvalidArgument`] (as for
-    /// [`create`](Self::create)).
+    /// [`ErrorKind::InvalidArgument`] (as for [`create`](Self::create)). (A struct may be
+    /// opened any number of times, in this process too.)
     pub fn open(name: &str) -> Result<Self> {
         Self::check_align()?;
         let region = Region::open(name, SegmentKind::Struct, Self::len())?;
@@ -147,36 +148,80 @@ impl<T: Pod> SharedStruct<T> {
         }
     }
 
+    /// The guard for a lock just taken: a copy of the value, written back when the guard
+    /// is dropped if it was changed.
     fn guard<'a>(&'a self, lock: LockGuard<'a>) -> StructGuard<'a, T> {
-        // SAFETY: the payload holds data_offset() + size_of::<T>() bytes (checked at
-        // open/create); the lock we hold makes this the only reference to the data in any
-        // process or thread until the guard drops. The payload is page-aligned and
-        // data_offset() is a multiple of align_of::<T>() (at most a page: checked at
-        // construction), so the slice is aligned for T and the guard's
-        // `bytemuck::from_bytes` casts cannot fail.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(
-                self.region.payload_ptr().add(Self::data_offset()),
-                std::mem::size_of::<T>(),
-            )
-        };
+        // The payload holds data_offset() + size_of::<T>() bytes (checked at open/create).
+        let mem = self
+            .region
+            .payload()
+            .sub(Self::data_offset(), std::mem::size_of::<T>());
         StructGuard {
-            lock,
-            bytes,
+            value: mem.read_pod(0),
+            dirty: false,
+            mem,
             token: proc::process_token(),
-            _marker: PhantomData,
+            lock,
         }
     }
 
-    /// Locks and gives `&mut T` access.
+    /// Locks (waiting as long as a live thread of any process holds the lock) and gives
+    /// `&mut T` access through the guard.
+    ///
+    /// # Panics
+    /// When this thread holds the lock already (not reentrant: use
+    /// [`lock_timeout`](Self::lock_timeout) to get [`ErrorKind::WouldDeadlock`] instead),
+    /// or the lock is broken beyond repair by a foreign program.
+    ///
+    /// # Examples
+    /// ```
+    /// let n = ndshm::SharedStruct::new(0u64)?;
+    /// {
+    ///     let mut g = n.lock();
+    ///     *g += 41;
+    ///     *g += 1;
+    /// } // written back and unlocked here
+    /// assert_eq!(n.load(), 42);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn lock(&self) -> StructGuard<'_, T> {
         self.guard(self.region.lock().lock_guard())
+    }
+
+    /// [`lock`](Self::lock) without waiting: `None` when a live thread holds the lock,
+    /// this one included.
+    ///
+    /// # Panics
+    /// When the lock is broken beyond repair by a foreign program.
+    ///
+    /// # Examples
+    /// ```
+    /// let n = ndshm::SharedStruct::new(0u64)?;
+    /// let held = n.lock();
+    /// assert!(n.try_lock().is_none()); // held, by this very thread
+    /// drop(held);
+    /// *n.try_lock().expect("free now") = 7;
+    /// assert_eq!(n.load(), 7);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> Option<StructGuard<'_, T>> {
+        self.region.lock().try_lock_guard().map(|g| self.guard(g))
     }
 
     /// [`lock`](Self::lock), waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`].
+    /// [`ErrorKind::Timeout`] when a live thread held the lock all that time,
+    /// [`ErrorKind::WouldDeadlock`] at once when it is this thread.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let n = ndshm::SharedStruct::new([0u32; 4])?;
+    /// n.lock_timeout(Duration::from_secs(1))?[2] = 5;
+    /// assert_eq!(n.load(), [0, 0, 5, 0]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<StructGuard<'_, T>> {
         let g = self
             .region
@@ -203,16 +248,41 @@ impl<T: Pod> SharedStruct<T> {
 
 /// Exclusive access to a [`SharedStruct`]'s value; dropping it unlocks.
 ///
+/// The guard holds a copy of the value, taken under the lock; changes made through it are
+/// written back to shared memory when it is dropped (before the unlock), so no other
+/// process can see them half-done unless this one dies in the middle of the write-back
+/// (then the next locker sees [`owner_died`](StructGuard::owner_died)).
+///
 /// The guard works only in the process that locked: a copy inherited through `fork`
-/// panics on dereference (naming the rule) and releases nothing when dropped. (The
-/// `SharedStruct` itself stays usable in forked children: lock it there.)
+/// panics on dereference (naming the rule) and neither writes back nor releases anything
+/// when dropped. (The `SharedStruct` itself stays usable in forked children: lock it
+/// there.)
+///
+/// # Examples
+/// ```
+/// #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[repr(C)]
+/// struct Stats { n: u64, sum: f64 }
+/// let stats = ndshm::SharedStruct::new(Stats { n: 0, sum: 0.0 })?;
+/// let mut g = stats.lock();
+/// g.n += 1;
+/// g.sum += 2.5;
+/// assert!(!g.owner_died());
+/// drop(g);
+/// assert_eq!(stats.load().sum, 2.5);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub struct StructGuard<'a, T: Pod> {
-    // Declared first so that it is dropped (unlocked) after `bytes` is no longer used.
-    lock: LockGuard<'a>,
-    bytes: &'a mut [u8],
+    /// The value as this process sees it while it holds the lock.
+    value: T,
+    /// Whether `value` was handed out mutably (then it is written back).
+    dirty: bool,
+    /// Where the value lives in shared memory.
+    mem: SharedMem<'a>,
     /// Token of the process that took the lock.
     token: u64,
-    _marker: PhantomData<&'a mut T>,
+    /// Dropped (unlocked) after `Drop::drop` wrote the value back.
+    lock: LockGuard<'a>,
 }
 
 impl<T: Pod> StructGuard<'_, T> {
@@ -234,14 +304,24 @@ impl<T: Pod> Deref for StructGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         self.assert_bound_here();
-        bytemuck::from_bytes(self.bytes)
+        &self.value
     }
 }
 
 impl<T: Pod> DerefMut for StructGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         self.assert_bound_here();
-        bytemuck::from_bytes_mut(self.bytes)
+        self.dirty = true;
+        &mut self.value
+    }
+}
+
+impl<T: Pod> Drop for StructGuard<'_, T> {
+    fn drop(&mut self) {
+        // A copy inherited through fork holds no lock: it must not write.
+        if self.dirty && self.token == proc::process_token() {
+            self.mem.write_pod(0, &self.value);
+        }
     }
 }
 

@@ -1,210 +1,15 @@
-//! The robust process-shared lock every region carries ([`RobustMutex`] in the trailer's
-//! lock area), the guard that holds it ([`LockGuard`]), and [`Lock`], a standalone lock
-//! segment (Python's `multiprocessing.Lock`).
-//!
-//! The lock itself is a glibc `pthread_mutex_t` (see [`crate::sys::mutex`]); this module
-//! turns its outcomes into guards and typed errors.
+//! [`Lock`], a standalone robust lock segment (Python's `multiprocessing.Lock`). The guard
+//! and the lock protocol it rests on are in `sync::raw_lock`.
 
 use std::fmt;
-use std::marker::PhantomData;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::segment::region::Region;
 use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
-use crate::sys::mutex::{LockError, OwnerDied, RobustMutex};
-use crate::sys::proc;
-
-/// How often a queue waiter checks whether a slot's holder still lives. (A [`Lock`] needs
-/// no such period: the kernel hands a dead holder's lock to the next waiter at once.)
-pub(crate) const LIVENESS_PERIOD: Duration = Duration::from_millis(20);
-/// How long a contended `lock` spins before it sleeps (waking a sleeping process costs
-/// ~20 µs).
-pub(crate) const SPIN: Duration = crate::sys::mutex::SPIN;
-
-/// The error for a lock that could not be taken; `what` names it ("the lock", "the
-/// value's lock"…).
-fn lock_error(e: LockError, what: &str) -> Error {
-    match e {
-        LockError::WouldDeadlock => Error::new(
-            ErrorKind::WouldDeadlock,
-            format!(
-                "{what} is already held by this thread, and ndshm locks are not reentrant \
-                 (locking it again would wait for itself forever); drop the first guard first"
-            ),
-        ),
-        LockError::NotRecoverable => Error::os(
-            format!(
-                "{what} can never be locked again: a holder released it after its previous \
-                 owner died without marking it consistent (a program other than ndshm did \
-                 that); recreate the segment"
-            ),
-            e.to_io(),
-        ),
-        LockError::NotInitialised => Error::new(
-            ErrorKind::InvalidHeader,
-            format!(
-                "{what} was never initialised (the segment was not made by this version of \
-                 ndshm, or its trailer was overwritten); recreate the segment"
-            ),
-        ),
-        LockError::Os(_) => Error::os(format!("cannot lock {what}"), e.to_io()),
-    }
-}
-
-/// Ways to take a region's lock as a [`LockGuard`] (the lock plumbing every container
-/// shares).
-impl RobustMutex {
-    fn guard(&self, owner_died: OwnerDied) -> LockGuard<'_> {
-        LockGuard {
-            mutex: self,
-            token: proc::process_token(),
-            owner_died,
-            _not_send: PhantomData,
-        }
-    }
-
-    /// Locks, waiting as long as a live thread holds the lock.
-    ///
-    /// # Panics
-    /// When this thread holds the lock already (not reentrant), or the lock is broken
-    /// (see [`lock_error`]): a call without a `Result` cannot report either otherwise.
-    pub(crate) fn lock_guard(&self) -> LockGuard<'_> {
-        match self.lock(None) {
-            Ok(Some(died)) => self.guard(died),
-            Ok(None) => unreachable!("no deadline, so lock() cannot time out"),
-            Err(e) => panic!("{}", lock_error(e, "the lock")),
-        }
-    }
-
-    /// Locks if no live thread holds the lock, without waiting. `None` also when this
-    /// very thread holds it, as `std::sync::Mutex::try_lock` says `WouldBlock` then.
-    ///
-    /// # Panics
-    /// When the lock is broken (see [`lock_error`]).
-    pub(crate) fn try_lock_guard(&self) -> Option<LockGuard<'_>> {
-        match self.try_lock() {
-            Ok(got) => got.map(|died| self.guard(died)),
-            Err(LockError::WouldDeadlock) => None,
-            Err(e) => panic!("{}", lock_error(e, "the lock")),
-        }
-    }
-
-    /// [`lock_guard`](Self::lock_guard) for callers that return a `Result`: every failure
-    /// is an error naming `what`.
-    pub(crate) fn lock_guard_or_error(&self, what: &str) -> Result<LockGuard<'_>> {
-        match self.lock(None) {
-            Ok(Some(died)) => Ok(self.guard(died)),
-            Ok(None) => unreachable!("no deadline, so lock() cannot time out"),
-            Err(e) => Err(lock_error(e, what)),
-        }
-    }
-
-    /// [`try_lock_guard`](Self::try_lock_guard) for callers that return a `Result`.
-    pub(crate) fn try_lock_guard_or_error(&self, what: &str) -> Result<Option<LockGuard<'_>>> {
-        match self.try_lock() {
-            Ok(got) => Ok(got.map(|died| self.guard(died))),
-            Err(LockError::WouldDeadlock) => Ok(None),
-            Err(e) => Err(lock_error(e, what)),
-        }
-    }
-
-    /// Locks, waiting at most `timeout`; `what` names the lock in errors.
-    pub(crate) fn lock_timeout_guard(
-        &self,
-        timeout: Duration,
-        what: &str,
-    ) -> Result<LockGuard<'_>> {
-        let deadline = Instant::now().checked_add(timeout);
-        match self.lock(deadline) {
-            Ok(Some(died)) => Ok(self.guard(died)),
-            Ok(None) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "{what} stayed locked by another live thread for {timeout:?}; wait longer \
-                     or find out why it holds the lock so long"
-                ),
-            )),
-            Err(e) => Err(lock_error(e, what)),
-        }
-    }
-}
-
-/// Held while a [`Lock`] (or a value's, array's or container's own lock) is locked;
-/// dropping it unlocks.
-///
-/// [`owner_died`](LockGuard::owner_died) says whether the previous owner died while
-/// holding the lock (killed, crashed, `_exit` in the middle of an update, or a thread that
-/// ended without unlocking): the data it protects may then be half-updated, and the new
-/// owner should check or repair it. The lock itself is consistent and stays usable.
-///
-/// # Bound to its thread and its process
-/// A robust mutex is owned by a *thread*: the kernel knows its holder through that
-/// thread's robust list, and only that thread may unlock it. So a guard is `!Send`: it
-/// cannot be moved to (or dropped on) another thread.
-///
-/// ```compile_fail
-/// let lock = ndshm::Lock::new()?;
-/// let guard = lock.lock();
-/// std::thread::scope(|s| {
-///     s.spawn(move || drop(guard)); // error: `*const ()` cannot be sent between threads
-/// });
-/// # Ok::<(), ndshm::Error>(())
-/// ```
-///
-/// A guard is also bound to the process that took the lock: it records the process's
-/// token, and a copy inherited through `fork` (the child's copy of a guard its parent held
-/// at the fork) releases nothing when dropped — the child's thread does not own the lock,
-/// and the parent's thread still does, until the parent's guard goes.
-///
-/// Leaking a guard (`mem::forget`) leaves the lock held until the thread ends (then the
-/// next locker sees [`owner_died`](LockGuard::owner_died)). It also keeps the lock's memory
-/// mapped after its handle is dropped, for as long as the process lives: glibc links the
-/// locks a thread holds into the thread's robust list *through the locks' own memory*, so
-/// that memory must outlive the thread's hold.
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct LockGuard<'a> {
-    mutex: &'a RobustMutex,
-    /// The process that took the lock.
-    token: u64,
-    owner_died: bool,
-    /// `!Send`: the locking thread must unlock.
-    _not_send: PhantomData<*const ()>,
-}
-
-// SAFETY: a shared `&LockGuard` only reads `owner_died`; nothing reachable through it
-// unlocks or touches the mutex from another thread (`Drop` needs the guard by value, which
-// `!Send` keeps on the locking thread).
-unsafe impl Sync for LockGuard<'_> {}
-
-impl LockGuard<'_> {
-    /// Whether the previous owner died while holding the lock, so that what it protects
-    /// may be half-updated.
-    pub fn owner_died(&self) -> bool {
-        self.owner_died
-    }
-}
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        if proc::process_token() != self.token {
-            // A copy inherited through fork: the lock belongs to the parent's thread.
-            return;
-        }
-        // SAFETY: this guard was made by a successful lock in this process, and being
-        // `!Send` it is dropped on the thread that took the lock, exactly once.
-        unsafe { self.mutex.unlock() }
-    }
-}
-
-impl fmt::Debug for LockGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockGuard")
-            .field("owner_died", &self.owner_died)
-            .finish()
-    }
-}
+pub(crate) use crate::sync::raw_lock::LockGuard;
+pub(crate) use crate::sync::raw_lock::{LIVENESS_PERIOD, SPIN};
 
 /// A robust process-shared mutex: Python's `multiprocessing.Lock`, in a named segment
 /// (attach by name from any process) or in anonymous shared memory (inherited by forked
@@ -241,7 +46,7 @@ impl fmt::Debug for LockGuard<'_> {
 ///
 /// A thread that locks it again while it holds it gets an error instead of waiting for
 /// itself forever (the mutex is of type `PTHREAD_MUTEX_ERRORCHECK`):
-/// [`lock_timeout`](Lock::lock_timeout) returns [`ErrorKind::WouldDeadlock`],
+/// [`lock_timeout`](Lock::lock_timeout) returns [`ErrorKind::WouldDeadlock`](crate::ErrorKind::WouldDeadlock),
 /// [`try_lock`](Lock::try_lock) returns `None` and [`lock`](Lock::lock) panics, naming the
 /// rule.
 ///
@@ -288,8 +93,8 @@ impl Lock {
     /// Creates lock segment `name`; other processes [`open`](Lock::open) it by name.
     ///
     /// # Errors
-    /// The errors of segment creation ([`ErrorKind::AlreadyExists`],
-    /// [`ErrorKind::InvalidName`], …).
+    /// The errors of segment creation ([`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists),
+    /// [`ErrorKind::InvalidName`](crate::ErrorKind::InvalidName), …).
     pub fn create(segment: impl Into<CreateOptions>) -> Result<Lock> {
         Ok(Lock {
             region: Region::create(&segment.into(), SegmentKind::Lock, 0, |_| Ok(()))?,
@@ -302,8 +107,9 @@ impl Lock {
     /// glibc's `pthread_mutex_*` calls.
     ///
     /// # Errors
-    /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`] when `name` is not a lock,
-    /// [`ErrorKind::AlreadyOpen`] when this process holds it already.
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound),
+    /// [`ErrorKind::KindMismatch`](crate::ErrorKind::KindMismatch) when `name` is not a lock.
+    /// (A lock may be opened any number of times, in this process too.)
     pub fn open(name: &str) -> Result<Lock> {
         Ok(Lock {
             region: Region::open(name, SegmentKind::Lock, 0)?,
@@ -314,7 +120,7 @@ impl Lock {
     ///
     /// # Panics
     /// When this thread holds the lock already (locks are not reentrant: use
-    /// [`lock_timeout`](Lock::lock_timeout) to get [`ErrorKind::WouldDeadlock`] instead), or
+    /// [`lock_timeout`](Lock::lock_timeout) to get [`ErrorKind::WouldDeadlock`](crate::ErrorKind::WouldDeadlock) instead), or
     /// when the lock is broken beyond repair by a foreign program (see the type's docs).
     pub fn lock(&self) -> LockGuard<'_> {
         self.region.lock().lock_guard()
@@ -332,8 +138,8 @@ impl Lock {
     /// Locks, waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`] when a live thread held the lock all that time,
-    /// [`ErrorKind::WouldDeadlock`] at once when it is this thread.
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when a live thread held the lock all that time,
+    /// [`ErrorKind::WouldDeadlock`](crate::ErrorKind::WouldDeadlock) at once when it is this thread.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
         self.region.lock().lock_timeout_guard(timeout, "the lock")
     }
@@ -367,6 +173,8 @@ impl fmt::Debug for Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+    use std::time::Instant;
 
     #[test]
     fn lock_unlock_try() {

@@ -1,6 +1,8 @@
-//! Process-shared synchronisation: the robust [`Lock`](lock::Lock) and atomic shared values
-//! ([`SharedValue`](value::SharedValue)). (The lock every array carries is in `array::lock`;
-//! the raw robust mutex all of them rest on is `sys::mutex`.)
+//! Process-shared synchronisation: the raw lock protocol every lock-like type shares
+//! ([`LockGuard`](raw_lock::LockGuard), in `raw_lock`), the robust [`Lock`](lock::Lock) and
+//! atomic shared values ([`SharedValue`](value::SharedValue)). (The lock every array
+//! carries is in `array::lock`; the raw robust mutex all of them rest on is `sys::mutex`.)
 
 pub(crate) mod lock;
+pub(crate) mod raw_lock;
 pub(crate) mod value;

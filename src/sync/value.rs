@@ -2,18 +2,33 @@
 //! Python's `multiprocessing.Value`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI16, AtomicI32, AtomicI64, AtomicI8};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use crate::element::{DType, Element};
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::region::Region;
+use crate::segment::shared_mem::SharedMem;
 use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 use crate::sync::lock::LockGuard;
 
 mod private {
-    pub trait Sealed {}
+    use crate::segment::shared_mem::SharedMem;
+    use std::sync::atomic::Ordering;
+
+    /// The atomic operations of an [`AtomicElement`](super::AtomicElement), on the value
+    /// word at the start of a `SharedMem` window (sealed: only ndshm implements it).
+    #[allow(private_interfaces)]
+    pub trait Sealed: Sized {
+        fn load_in(mem: SharedMem<'_>, order: Ordering) -> Self;
+        fn store_in(mem: SharedMem<'_>, v: Self, order: Ordering);
+        fn swap_in(mem: SharedMem<'_>, v: Self, order: Ordering) -> Self;
+        fn fetch_add_in(mem: SharedMem<'_>, v: Self, order: Ordering) -> Self;
+        fn fetch_sub_in(mem: SharedMem<'_>, v: Self, order: Ordering) -> Self;
+        fn compare_exchange_in(mem: SharedMem<'_>, cur: Self, new: Self) -> Result<Self, Self>;
+    }
 }
 
 /// An element type with atomic operations: `i8 u8 i16 u16 i32 u32 i64 u64 f32 f64`.
@@ -21,96 +36,80 @@ mod private {
 /// Integers use the hardware atomic of their width (`fetch_add` wraps around, as
 /// `AtomicI32::fetch_add` does); floats are stored as their bits in an atomic of their
 /// width, and `fetch_add` is a compare-and-swap loop on those bits.
-pub trait AtomicElement: Element + private::Sealed {
-    #[doc(hidden)]
-    /// # Safety
-    /// `p` is aligned for `Self`, valid for `'static`, and only ever accessed atomically.
-    unsafe fn load_at(p: *mut u8, order: Ordering) -> Self;
-    #[doc(hidden)]
-    /// # Safety
-    /// As `load_at`.
-    unsafe fn store_at(p: *mut u8, v: Self, order: Ordering);
-    #[doc(hidden)]
-    /// # Safety
-    /// As `load_at`.
-    unsafe fn swap_at(p: *mut u8, v: Self, order: Ordering) -> Self;
-    #[doc(hidden)]
-    /// # Safety
-    /// As `load_at`.
-    unsafe fn fetch_add_at(p: *mut u8, v: Self, order: Ordering) -> Self;
-    #[doc(hidden)]
-    /// # Safety
-    /// As `load_at`.
-    unsafe fn fetch_sub_at(p: *mut u8, v: Self, order: Ordering) -> Self;
-    #[doc(hidden)]
-    /// # Safety
-    /// As `load_at`.
-    unsafe fn compare_exchange_at(p: *mut u8, cur: Self, new: Self) -> Result<Self, Self>;
-}
+///
+/// # Examples
+/// ```
+/// use ndshm::{AtomicElement, SharedValue};
+/// fn bump<T: AtomicElement>(v: &SharedValue<T>, by: T) -> T {
+///     v.fetch_add(by)
+/// }
+/// let ints = SharedValue::new(1u32)?;
+/// let floats = SharedValue::new(0.5f64)?;
+/// assert_eq!(bump(&ints, 2), 1);
+/// assert_eq!(bump(&floats, 0.25), 0.5);
+/// assert_eq!((ints.load(), floats.load()), (3, 0.75));
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub trait AtomicElement: Element + private::Sealed {}
 
 macro_rules! atomic_int {
     ($($t:ty => $a:ty),* $(,)?) => {$(
-        impl private::Sealed for $t {}
-        impl AtomicElement for $t {
-            unsafe fn load_at(p: *mut u8, order: Ordering) -> Self {
-                // SAFETY: forwarded: `p` is aligned, live and only accessed atomically.
-                unsafe { <$a>::from_ptr(p.cast()) }.load(order) as $t
+        #[allow(private_interfaces)] // sealed: the methods are unreachable outside ndshm
+        impl private::Sealed for $t {
+            fn load_in(mem: SharedMem<'_>, order: Ordering) -> Self {
+                mem.atomic::<$a>(0).load(order)
             }
-            unsafe fn store_at(p: *mut u8, v: Self, order: Ordering) {
-                // SAFETY: as in `load_at`.
-                unsafe { <$a>::from_ptr(p.cast()) }.store(v as _, order)
+            fn store_in(mem: SharedMem<'_>, v: Self, order: Ordering) {
+                mem.atomic::<$a>(0).store(v, order)
             }
-            unsafe fn swap_at(p: *mut u8, v: Self, order: Ordering) -> Self {
-                // SAFETY: as in `load_at`.
-                unsafe { <$a>::from_ptr(p.cast()) }.swap(v as _, order) as $t
+            fn swap_in(mem: SharedMem<'_>, v: Self, order: Ordering) -> Self {
+                mem.atomic::<$a>(0).swap(v, order)
             }
-            unsafe fn fetch_add_at(p: *mut u8, v: Self, order: Ordering) -> Self {
-                // SAFETY: as in `load_at`. Two's complement: unsigned wrapping addition of
-                // the bits is signed wrapping addition.
-                unsafe { <$a>::from_ptr(p.cast()) }.fetch_add(v as _, order) as $t
+            fn fetch_add_in(mem: SharedMem<'_>, v: Self, order: Ordering) -> Self {
+                mem.atomic::<$a>(0).fetch_add(v, order)
             }
-            unsafe fn fetch_sub_at(p: *mut u8, v: Self, order: Ordering) -> Self {
-                // SAFETY: as in `fetch_add_at`.
-                unsafe { <$a>::from_ptr(p.cast()) }.fetch_sub(v as _, order) as $t
+            fn fetch_sub_in(mem: SharedMem<'_>, v: Self, order: Ordering) -> Self {
+                mem.atomic::<$a>(0).fetch_sub(v, order)
             }
-            unsafe fn compare_exchange_at(p: *mut u8, cur: Self, new: Self) -> Result<Self, Self> {
-                // SAFETY: as in `load_at`.
-                unsafe { <$a>::from_ptr(p.cast()) }
-                    .compare_exchange(cur as _, new as _, Ordering::AcqRel, Ordering::Acquire)
-                    .map(|v| v as $t)
-                    .map_err(|v| v as $t)
+            fn compare_exchange_in(mem: SharedMem<'_>, cur: Self, new: Self) -> Result<Self, Self> {
+                mem.atomic::<$a>(0)
+                    .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire)
             }
         }
+        impl AtomicElement for $t {}
     )*};
 }
 
 atomic_int! {
-    i8 => AtomicU8, u8 => AtomicU8, i16 => AtomicU16, u16 => AtomicU16,
-    i32 => AtomicU32, u32 => AtomicU32, i64 => AtomicU64, u64 => AtomicU64,
+    i8 => AtomicI8, u8 => AtomicU8, i16 => AtomicI16, u16 => AtomicU16,
+    i32 => AtomicI32, u32 => AtomicU32, i64 => AtomicI64, u64 => AtomicU64,
+}
+
+/// The failure ordering that goes with a compare-and-swap's success ordering `order`.
+fn failure_order(order: Ordering) -> Ordering {
+    match order {
+        Ordering::Release => Ordering::Relaxed,
+        Ordering::AcqRel => Ordering::Acquire,
+        o => o,
+    }
 }
 
 macro_rules! atomic_float {
     ($($t:ty => $a:ty),* $(,)?) => {$(
-        impl private::Sealed for $t {}
-        impl AtomicElement for $t {
-            unsafe fn load_at(p: *mut u8, order: Ordering) -> Self {
-                // SAFETY: forwarded: `p` is aligned, live and only accessed atomically.
-                <$t>::from_bits(unsafe { <$a>::from_ptr(p.cast()) }.load(order))
+        #[allow(private_interfaces)] // sealed: the methods are unreachable outside ndshm
+        impl private::Sealed for $t {
+            fn load_in(mem: SharedMem<'_>, order: Ordering) -> Self {
+                <$t>::from_bits(mem.atomic::<$a>(0).load(order))
             }
-            unsafe fn store_at(p: *mut u8, v: Self, order: Ordering) {
-                // SAFETY: as in `load_at`.
-                unsafe { <$a>::from_ptr(p.cast()) }.store(v.to_bits(), order)
+            fn store_in(mem: SharedMem<'_>, v: Self, order: Ordering) {
+                mem.atomic::<$a>(0).store(v.to_bits(), order)
             }
-            unsafe fn swap_at(p: *mut u8, v: Self, order: Ordering) -> Self {
-                // SAFETY: as in `load_at`.
-                <$t>::from_bits(unsafe { <$a>::from_ptr(p.cast()) }.swap(v.to_bits(), order))
+            fn swap_in(mem: SharedMem<'_>, v: Self, order: Ordering) -> Self {
+                <$t>::from_bits(mem.atomic::<$a>(0).swap(v.to_bits(), order))
             }
-            unsafe fn fetch_add_at(p: *mut u8, v: Self, order: Ordering) -> Self {
-                // SAFETY: as in `load_at`.
-                let a = unsafe { <$a>::from_ptr(p.cast()) };
-                let fail = if order == Ordering::Release { Ordering::Relaxed } else {
-                    match order { Ordering::AcqRel => Ordering::Acquire, o => o }
-                };
+            fn fetch_add_in(mem: SharedMem<'_>, v: Self, order: Ordering) -> Self {
+                let a = mem.atomic::<$a>(0);
+                let fail = failure_order(order);
                 let mut cur = a.load(Ordering::Relaxed);
                 loop {
                     let new = (<$t>::from_bits(cur) + v).to_bits();
@@ -120,18 +119,17 @@ macro_rules! atomic_float {
                     }
                 }
             }
-            unsafe fn fetch_sub_at(p: *mut u8, v: Self, order: Ordering) -> Self {
-                // SAFETY: forwarded.
-                unsafe { Self::fetch_add_at(p, -v, order) }
+            fn fetch_sub_in(mem: SharedMem<'_>, v: Self, order: Ordering) -> Self {
+                Self::fetch_add_in(mem, -v, order)
             }
-            unsafe fn compare_exchange_at(p: *mut u8, cur: Self, new: Self) -> Result<Self, Self> {
-                // SAFETY: as in `load_at`.
-                unsafe { <$a>::from_ptr(p.cast()) }
+            fn compare_exchange_in(mem: SharedMem<'_>, cur: Self, new: Self) -> Result<Self, Self> {
+                mem.atomic::<$a>(0)
                     .compare_exchange(cur.to_bits(), new.to_bits(), Ordering::AcqRel, Ordering::Acquire)
                     .map(<$t>::from_bits)
                     .map_err(<$t>::from_bits)
             }
         }
+        impl AtomicElement for $t {}
     )*};
 }
 
@@ -222,15 +220,12 @@ impl<T: AtomicElement> SharedValue<T> {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`] when `name` is not a value,
-    /// [`ErrorKind::TypeMismatch`] when it holds another element type,
-    /// [`ErrorKind::AlreadyOpen`].
+    /// [`ErrorKind::TypeMismatch`] when it holds another element type. (A value may be
+    /// opened any number of times, in this process too.)
     pub fn open(name: &str) -> Result<Self> {
         let region = Region::open(name, SegmentKind::Value, PAYLOAD)?;
-        // SAFETY: the payload is at least PAYLOAD bytes (checked by `Region::open`) and
-        // page-aligned, so bytes 8..16 are an aligned u64; it was written before the
-        // segment was published and is only read since.
-        let code = unsafe { AtomicU64::from_ptr(region.payload_ptr().add(8).cast()) }
-            .load(Ordering::Acquire);
+        // Written before the segment was published, only read since.
+        let code = region.payload().u64(8).load(Ordering::Acquire);
         if code != dtype_code(T::DTYPE) {
             let found = (code as usize)
                 .checked_sub(1)
@@ -250,39 +245,35 @@ impl<T: AtomicElement> SharedValue<T> {
         })
     }
 
-    fn ptr(&self) -> *mut u8 {
-        self.region.payload_ptr()
+    /// The value word (at the start of the page-aligned payload, so aligned for any
+    /// width).
+    fn mem(&self) -> SharedMem<'_> {
+        self.region.payload()
     }
 
     /// The current value (Python's `v.value`).
     pub fn load(&self) -> T {
-        // SAFETY: the payload is page-aligned, 8 bytes long, lives as long as `&self`, and
-        // every process accesses it only through these atomic operations.
-        unsafe { T::load_at(self.ptr(), Ordering::Acquire) }
+        T::load_in(self.mem(), Ordering::Acquire)
     }
 
     /// Sets the value.
     pub fn store(&self, value: T) {
-        // SAFETY: as in `load`.
-        unsafe { T::store_at(self.ptr(), value, Ordering::Release) }
+        T::store_in(self.mem(), value, Ordering::Release)
     }
 
     /// Sets the value and returns the previous one.
     pub fn swap(&self, value: T) -> T {
-        // SAFETY: as in `load`.
-        unsafe { T::swap_at(self.ptr(), value, Ordering::AcqRel) }
+        T::swap_in(self.mem(), value, Ordering::AcqRel)
     }
 
     /// Adds `delta` atomically (wrapping for integers) and returns the previous value.
     pub fn fetch_add(&self, delta: T) -> T {
-        // SAFETY: as in `load`.
-        unsafe { T::fetch_add_at(self.ptr(), delta, Ordering::AcqRel) }
+        T::fetch_add_in(self.mem(), delta, Ordering::AcqRel)
     }
 
     /// Subtracts `delta` atomically and returns the previous value.
     pub fn fetch_sub(&self, delta: T) -> T {
-        // SAFETY: as in `load`.
-        unsafe { T::fetch_sub_at(self.ptr(), delta, Ordering::AcqRel) }
+        T::fetch_sub_in(self.mem(), delta, Ordering::AcqRel)
     }
 
     /// Stores `new` if the value is `current` (bitwise for floats); returns the previous
@@ -291,8 +282,7 @@ impl<T: AtomicElement> SharedValue<T> {
     /// # Errors
     /// `Err(actual)` when the value was not `current`.
     pub fn compare_exchange(&self, current: T, new: T) -> std::result::Result<T, T> {
-        // SAFETY: as in `load`.
-        unsafe { T::compare_exchange_at(self.ptr(), current, new) }
+        T::compare_exchange_in(self.mem(), current, new)
     }
 
     /// Applies `f` atomically (a compare-and-swap loop) and returns the previous value.

@@ -446,6 +446,71 @@ fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
+/// A lock taken by the calling thread: dropping it unlocks. The safe face of
+/// [`RobustMutex::unlock`], for the guards of `sync::raw_lock`.
+///
+/// Made only by [`RobustMutex::try_hold`] and [`RobustMutex::hold`] after a successful
+/// lock on this thread; `!Send` (the unlock must happen on the locking thread, which owns
+/// the robust mutex); a copy inherited through `fork` (same bytes, another process)
+/// releases nothing, as the child's thread does not own the lock.
+pub(crate) struct Held<'a> {
+    mutex: &'a RobustMutex,
+    /// The [`proc::process_token`] of the process that took the lock.
+    token: u64,
+    /// `!Send` but `Sync` (a `&Held` can do nothing): the locking thread must unlock.
+    _not_send: std::marker::PhantomData<std::sync::MutexGuard<'static, ()>>,
+}
+
+impl RobustMutex {
+    fn held(&self) -> Held<'_> {
+        Held {
+            mutex: self,
+            token: proc::process_token(),
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// [`try_lock`](Self::try_lock), handing back the hold: `Ok(Some((hold, owner_died)))`.
+    ///
+    /// # Errors
+    /// As [`try_lock`](Self::try_lock).
+    pub(crate) fn try_hold(&self) -> Result<Option<(Held<'_>, OwnerDied)>, LockError> {
+        Ok(self.try_lock()?.map(|died| (self.held(), died)))
+    }
+
+    /// [`lock`](Self::lock), handing back the hold; `Ok(None)` when `deadline` passed.
+    ///
+    /// # Errors
+    /// As [`lock`](Self::lock).
+    pub(crate) fn hold(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(Held<'_>, OwnerDied)>, LockError> {
+        Ok(self.lock(deadline)?.map(|died| (self.held(), died)))
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if proc::process_token() != self.token {
+            // A copy inherited through fork: the lock belongs to the parent's thread.
+            return;
+        }
+        // SAFETY: a `Held` is made only right after this thread took the lock (`hold`,
+        // `try_hold`); being `!Send` it is dropped on that thread, once, and the token
+        // check above skips the copies a fork makes in other processes. So the calling
+        // thread holds the lock, as `unlock` requires.
+        unsafe { self.mutex.unlock() }
+    }
+}
+
+impl std::fmt::Debug for Held<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
