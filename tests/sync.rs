@@ -133,6 +133,79 @@ fn sync_and_ipc_objects_open_by_name_as_often_as_the_program_likes() {
 }
 
 #[test]
+fn shared_value_float_fetch_add_is_atomic_across_processes() {
+    let name = Name::new("float-sum");
+    let sum = SharedValue::<f64>::create(&name.0, 0.0).unwrap();
+    let down = SharedValue::<f32>::new(0.0).unwrap();
+    let children: Vec<Process> = (0..3)
+        .map(|_| {
+            let n = name.0.clone();
+            Process::spawn(move || -> ndshm::Result<()> {
+                let sum = SharedValue::<f64>::open(&n)?;
+                for _ in 0..20_000 {
+                    sum.fetch_add(1.0);
+                }
+                Ok(())
+            })
+            .unwrap()
+        })
+        .collect();
+    // Meanwhile this process subtracts from an anonymous f32 with two threads.
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..10_000 {
+                    down.fetch_sub(0.5);
+                }
+            });
+        }
+    });
+    for c in children {
+        c.join().unwrap();
+    }
+    // Whole numbers and halves below 2^24 are exact: any lost update would show.
+    assert_eq!(sum.load(), 60_000.0);
+    assert_eq!(down.load(), -10_000.0);
+}
+
+#[test]
+fn every_lock_like_type_answers_a_relock_on_its_own_thread_the_same_way() {
+    let lock = Lock::new().unwrap();
+    let value = SharedValue::<u64>::new(0).unwrap();
+    let shared = ndshm::SharedStruct::new(0u64).unwrap();
+    let t = Duration::from_secs(30);
+    let start = std::time::Instant::now();
+    {
+        let _g = lock.lock();
+        assert!(lock.try_lock().is_none());
+        assert_eq!(
+            lock.lock_timeout(t).unwrap_err().kind(),
+            ErrorKind::WouldDeadlock
+        );
+    }
+    {
+        let _g = value.lock();
+        assert!(value.try_lock().is_none());
+        assert_eq!(
+            value.lock_timeout(t).unwrap_err().kind(),
+            ErrorKind::WouldDeadlock
+        );
+    }
+    {
+        let _g = shared.lock();
+        assert!(shared.try_lock().is_none());
+        assert_eq!(
+            shared.lock_timeout(t).unwrap_err().kind(),
+            ErrorKind::WouldDeadlock
+        );
+    }
+    assert!(start.elapsed() < Duration::from_secs(20), "a relock waited");
+    // And all three are free again.
+    assert!(lock.try_lock().is_some() && value.try_lock().is_some());
+    assert!(shared.try_lock().is_some());
+}
+
+#[test]
 fn sigkilled_holder_next_lock_reports_owner_died() {
     let name = Name::new("lock");
     let lock = Lock::create(&name.0).unwrap();

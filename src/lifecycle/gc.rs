@@ -110,6 +110,15 @@ pub fn gc() -> Result<Vec<SegmentInfo>> {
 ///
 /// # Errors
 /// As [`gc`].
+///
+/// # Examples
+/// ```
+/// // Only the stale segments under this program's prefix (nothing removed when none is).
+/// let prefix = format!("doc-gc-matching-{}-", std::process::id());
+/// let removed = ndshm::gc_matching(|s| s.name.starts_with(&prefix))?;
+/// assert!(removed.iter().all(|s| s.name.starts_with(&prefix) && s.is_stale()));
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub fn gc_matching(mut select: impl FnMut(&SegmentInfo) -> bool) -> Result<Vec<SegmentInfo>> {
     gc_where(|c| select(&c.info))
 }

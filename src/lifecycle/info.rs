@@ -19,6 +19,16 @@ use crate::sys::{proc, shm};
 /// the owning process and drops when it exits, recorded in the segment's trailer) says so,
 /// whatever pid namespace the owner and the asker run in. See the crate docs, "Crashes and
 /// signals".
+///
+/// # Examples
+/// ```
+/// use ndshm::{CreateOptions, OwnerStatus, SharedValue};
+/// let v = SharedValue::create(CreateOptions::unique(), 0u32)?;
+/// let info = ndshm::info(v.name().unwrap())?;
+/// assert_eq!(info.owner_status, OwnerStatus::Alive); // this process holds its lease
+/// assert_eq!(info.owner_status.to_string(), "alive");
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OwnerStatus {
@@ -33,6 +43,11 @@ pub enum OwnerStatus {
 
 impl OwnerStatus {
     /// Lower-case word, as `ndshm ls` prints it: `alive`, `dead` or `unknown`.
+    ///
+    /// # Examples
+    /// ```
+    /// assert_eq!(ndshm::OwnerStatus::Dead.as_str(), "dead");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             OwnerStatus::Alive => "alive",
@@ -65,6 +80,18 @@ pub(crate) fn in_other_pid_namespace(t: &TrailerInfo) -> bool {
 }
 
 /// What a segment is, read from its trailer and (for arrays) its `.npy` header.
+///
+/// # Examples
+/// ```
+/// use ndshm::{CreateOptions, SegmentKind, SharedList};
+/// let list = SharedList::<u64>::create(CreateOptions::unique(), 100)?;
+/// let info = ndshm::info(list.name().unwrap())?;
+/// assert_eq!(info.kind, Some(SegmentKind::List));
+/// assert_eq!(info.dtype, None); // not an array
+/// assert!(!info.persistent && !info.is_stale());
+/// assert_eq!(info.layout(), "-");
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
     /// The segment's name.
@@ -105,12 +132,26 @@ impl SegmentInfo {
     /// Whether `gc` would remove it: an ndshm segment, not persistent, whose owner is
     /// provably dead ([`OwnerStatus::Dead`]; an [`Unknown`](OwnerStatus::Unknown) owner is
     /// never stale).
+    ///
+    /// # Examples
+    /// ```
+    /// let mine = ndshm::SharedValue::create(ndshm::CreateOptions::unique(), 1i64)?;
+    /// assert!(!ndshm::info(mine.name().unwrap())?.is_stale()); // its owner (we) runs
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn is_stale(&self) -> bool {
         self.kind.is_some() && !self.persistent && self.owner_status == OwnerStatus::Dead
     }
 
     /// The owner's status in words, as `ndshm ls` and `ndshm info` print it: `alive`,
     /// `alive, in another pid namespace (pid N there)`, `dead` or `unknown`.
+    ///
+    /// # Examples
+    /// ```
+    /// let mine = ndshm::Lock::create(ndshm::CreateOptions::unique())?;
+    /// assert_eq!(ndshm::info(mine.name().unwrap())?.owner_text(), "alive");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn owner_text(&self) -> String {
         match (self.owner_status, self.owner_in_other_pid_namespace) {
             (OwnerStatus::Alive, true) => format!(
@@ -122,6 +163,14 @@ impl SegmentInfo {
     }
 
     /// `C` or `F` for arrays, `-` otherwise.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{CreateOptions, SharedNdArray};
+    /// let a = SharedNdArray::<f32, ndarray::Ix2>::zeros(CreateOptions::unique(), (2, 3))?;
+    /// assert_eq!(ndshm::info(a.name())?.layout(), "C");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn layout(&self) -> &'static str {
         match (self.dtype, self.fortran_order) {
             (None, _) => "-",
@@ -247,6 +296,14 @@ pub(crate) fn describe(name: &str, file: &File) -> Result<SegmentInfo> {
 ///
 /// # Errors
 /// An OS error reading `/dev/shm`.
+///
+/// # Examples
+/// ```
+/// let q = ndshm::SharedValue::create(ndshm::CreateOptions::unique(), 0u8)?;
+/// let all = ndshm::list()?;
+/// assert!(all.iter().any(|s| Some(s.name.as_str()) == q.name()));
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub fn list() -> Result<Vec<SegmentInfo>> {
     let dir = std::fs::read_dir(shm::SHM_DIR).map_err(|e| Error::os("cannot read /dev/shm", e))?;
     let mut out = Vec::new();

@@ -59,8 +59,8 @@ static INSTALLED: Mutex<Installed> = Mutex::new(Installed {
 /// The handler: async-signal-safe only (atomics, `kill`, `waitpid`, `nanosleep`, `open`,
 /// `pread`, `close`, `unlink`, `sigaction`, `raise`); no allocation, no lock.
 extern "C" fn on_fatal_signal(sig: libc::c_int) {
-    // SAFETY: getpid is async-signal-safe.
-    let me = unsafe { libc::getpid() };
+    // getpid (std::process::id) is async-signal-safe.
+    let me = proc::pid();
     let prev = CLEANING.load(Ordering::Acquire);
     if prev == me
         || CLEANING
@@ -113,8 +113,8 @@ fn stop_children() {
 /// process in another pid namespace. Only when neither this process nor the segment has a
 /// lease (none could be claimed) does the handler fall back to pid and start time.
 fn unlink_owned_segments() {
-    // SAFETY: getpid is async-signal-safe.
-    let me = unsafe { libc::getpid() };
+    // getpid (std::process::id) is async-signal-safe.
+    let me = proc::pid();
     let my_lease = lease::mine_if_claimed();
     let my_start = proc::self_start_time_cached();
     owned::for_each_segment(|name| {
@@ -177,6 +177,15 @@ impl SignalCleanup {
     ///
     /// # Errors
     /// An OS error from `sigaction`.
+    ///
+    /// # Examples
+    /// ```
+    /// let cleanup = ndshm::SignalCleanup::install()?;
+    /// let again = ndshm::SignalCleanup::install()?; // guards nest: one installation
+    /// drop(again);
+    /// drop(cleanup); // the previous dispositions are back
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn install() -> Result<SignalCleanup> {
         Self::install_for(&DEFAULT_SIGNALS)
     }
@@ -190,6 +199,18 @@ impl SignalCleanup {
     /// caught or reports a fault (`SIGKILL`, `SIGSTOP`, `SIGSEGV`, `SIGBUS`, `SIGILL`,
     /// `SIGFPE`, `SIGABRT`), a real-time signal or an unknown number; an OS error from
     /// `sigaction` (then no disposition was changed).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ErrorKind, SignalCleanup};
+    /// const SIGQUIT: i32 = 3;
+    /// const SIGCHLD: i32 = 17;
+    /// let _cleanup = SignalCleanup::install_for(&[SIGQUIT])?;
+    /// // A signal whose default action does not end the process is refused.
+    /// let err = SignalCleanup::install_for(&[SIGCHLD]).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn install_for(signals: &[i32]) -> Result<SignalCleanup> {
         for &sig in signals {
             if !CATCHABLE.contains(&sig) {
@@ -221,11 +242,11 @@ impl SignalCleanup {
                 if ignored {
                     continue;
                 }
-                // SAFETY: `on_fatal_signal` is async-signal-safe (see its doc).
-                let old =
-                    unsafe { signal::install(sig, on_fatal_signal, &block) }.map_err(|e| {
-                        Error::os(format!("cannot install a handler for signal {sig}"), e)
-                    })?;
+                // `on_fatal_signal` is async-signal-safe (see its doc), as `install_handler`
+                // requires.
+                let old = signal::install_handler(sig, on_fatal_signal, &block).map_err(|e| {
+                    Error::os(format!("cannot install a handler for signal {sig}"), e)
+                })?;
                 fresh.push((sig, old));
             }
             Ok(())

@@ -46,6 +46,14 @@ impl CrashCleanup {
     ///
     /// # Errors
     /// An OS error when `fork` fails.
+    ///
+    /// # Examples
+    /// ```
+    /// let watch = ndshm::CrashCleanup::spawn()?;
+    /// // ... create segments; if this process is killed, the watchdog removes them ...
+    /// drop(watch); // stops and reaps the watchdog
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn spawn() -> Result<CrashCleanup> {
         let parent = proc::pid();
         // Claimed here, before the fork: the segments this process owns record this lease.
@@ -58,6 +66,13 @@ impl CrashCleanup {
     }
 
     /// The watchdog's pid.
+    ///
+    /// # Examples
+    /// ```
+    /// let watch = ndshm::CrashCleanup::spawn()?;
+    /// assert!(watch.pid() > 0 && watch.pid() != std::process::id() as i32);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn pid(&self) -> i32 {
         self.pid
     }
@@ -67,10 +82,10 @@ impl CrashCleanup {
 /// the parent to end, remove what it still owns (by lease `owner`; nothing when it has
 /// none).
 fn watch(parent: i32, owner: u64) {
-    let _ = nix::unistd::setsid();
-    // SAFETY: this forked process never touches the handles it inherited from its parent;
-    // it only reads /dev/shm through gc, which opens files itself.
-    unsafe { proc::unmap_shm_mappings() };
+    let _ = proc::new_session();
+    // This forked process never touches the handles it inherited from its parent: it only
+    // reads /dev/shm through gc, which opens files itself.
+    proc::unmap_inherited_shm_mappings();
     proc::wait_for_parent_exit(parent);
     // The parent is gone, but a child it forked an instant before it died may not have run
     // its fork handler yet, which closes the child's copy of the parent's lease fd: until

@@ -5,7 +5,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-
 use bytemuck::Pod;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -79,6 +78,13 @@ impl<T: Pod> SharedList<T> {
     ///
     /// # Errors
     /// [`ErrorKind::SizeOverflow`], or an OS error when mapping fails.
+    ///
+    /// # Examples
+    /// ```
+    /// let list = ndshm::SharedList::<f64>::new(3)?;
+    /// assert_eq!((list.len(), list.capacity()), (0, 3));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn new(capacity: usize) -> Result<Self> {
         let region = Region::anonymous(Self::layout(capacity)?, Self::init(capacity))?;
         Ok(Self::wrap(region, capacity))
@@ -88,6 +94,16 @@ impl<T: Pod> SharedList<T> {
     ///
     /// # Errors
     /// As [`new`](Self::new), plus the errors of segment creation.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{CreateOptions, SharedList};
+    /// let list = SharedList::<u32>::create(CreateOptions::unique(), 8)?;
+    /// list.push(7)?;
+    /// let same = SharedList::<u32>::open(list.name().unwrap())?; // as another process would
+    /// assert_eq!(same.to_vec(), [7]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn create(segment: impl Into<CreateOptions>, capacity: usize) -> Result<Self> {
         let opts = &segment.into();
         let len = Self::layout(capacity)?;
@@ -101,6 +117,17 @@ impl<T: Pod> SharedList<T> {
     /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`], [`ErrorKind::TypeMismatch`],
     /// [`ErrorKind::InvalidHeader`]. (A list may be opened any number of times, in this
     /// process too.)
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ErrorKind, SharedList};
+    /// # let name = format!("doc-list-open-{}", std::process::id());
+    /// let list = SharedList::<i64>::create(&name, 4)?;
+    /// assert_eq!(SharedList::<i64>::open(&name)?.capacity(), 4);
+    /// let wrong = SharedList::<f64>::open(&name).unwrap_err();
+    /// assert_eq!(wrong.kind(), ErrorKind::TypeMismatch);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn open(name: &str) -> Result<Self> {
         let region = Region::open(name, SegmentKind::List, HEADER)?;
         let bad = |why: &str| {
@@ -159,6 +186,15 @@ impl<T: Pod> SharedList<T> {
     ///
     /// # Errors
     /// [`ErrorKind::Full`] when the list holds `capacity` items already.
+    ///
+    /// # Examples
+    /// ```
+    /// let list = ndshm::SharedList::<u8>::new(2)?;
+    /// assert_eq!(list.push(10)?, 0);
+    /// assert_eq!(list.push(20)?, 1);
+    /// assert_eq!(list.push(30).unwrap_err().kind(), ndshm::ErrorKind::Full);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn push(&self, item: T) -> Result<usize> {
         let _g = self.region.lock().lock_guard();
         let len = (self.len_word().load(Ordering::Acquire) as usize).min(self.cap);
@@ -173,7 +209,9 @@ impl<T: Pod> SharedList<T> {
         }
         // Index `len` is not yet published and we hold the lock: no other process reads
         // or writes it.
-        self.region.payload().write_pod(self.item_offset(len), &item);
+        self.region
+            .payload()
+            .write_pod(self.item_offset(len), &item);
         self.len_word().store(len as u64 + 1, Ordering::Release);
         Ok(len)
     }
@@ -194,6 +232,15 @@ impl<T: Pod> SharedList<T> {
     }
 
     /// Item `i`, if there is one.
+    ///
+    /// # Examples
+    /// ```
+    /// let list = ndshm::SharedList::<i32>::new(4)?;
+    /// list.push(-1)?;
+    /// assert_eq!(list.get(0), Some(-1));
+    /// assert_eq!(list.get(1), None);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn get(&self, i: usize) -> Option<T> {
         (i < self.len()).then(|| self.read_item(i))
     }
@@ -204,6 +251,16 @@ impl<T: Pod> SharedList<T> {
     }
 
     /// The items present now, in order.
+    ///
+    /// # Examples
+    /// ```
+    /// let list = ndshm::SharedList::<u16>::new(4)?;
+    /// for x in [3, 1, 2] {
+    ///     list.push(x)?;
+    /// }
+    /// assert_eq!(list.iter().sum::<u16>(), 6);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
         let n = self.len();
         (0..n).map(move |i| self.read_item(i))

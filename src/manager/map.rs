@@ -110,12 +110,31 @@ mod private {
 /// What a key is made of: integer keys are their 8 little-endian bytes, string keys their
 /// UTF-8 bytes (at most [`MAX_KEY_LEN`]). Implemented for `u64 i64 u32 i32 usize`, `str`
 /// and `String`.
+///
+/// # Examples
+/// ```
+/// let by_name = ndshm::SharedMap::<String, u32>::new(4)?;
+/// by_name.insert("alice", 1)?; // &str borrows a String key
+/// let by_id = ndshm::SharedMap::<u64, f64>::new(4)?;
+/// by_id.insert(&42, 0.5)?;
+/// let too_long = "k".repeat(ndshm::MAX_KEY_LEN + 1);
+/// assert_eq!(by_name.insert(&too_long, 2).unwrap_err().kind(), ndshm::ErrorKind::InvalidArgument);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub trait KeyBytes: private::Sealed {
     #[doc(hidden)]
     fn key_bytes(&self, out: &mut [u8; MAX_KEY_LEN]) -> Result<usize>;
 }
 
 /// A key type a [`SharedMap`] stores (owned: integers and `String`).
+///
+/// # Examples
+/// ```
+/// let map = ndshm::SharedMap::<i32, u8>::new(4)?;
+/// map.insert(&-7, 1)?;
+/// assert_eq!(map.to_vec(), [(-7, 1)]); // keys come back as their owned type
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub trait MapKey: KeyBytes + Sized {
     #[doc(hidden)]
     fn from_key_bytes(bytes: &[u8]) -> Self;
@@ -299,6 +318,13 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for a zero capacity, [`ErrorKind::SizeOverflow`].
+    ///
+    /// # Examples
+    /// ```
+    /// let map = ndshm::SharedMap::<u64, u64>::new(100)?;
+    /// assert_eq!((map.len(), map.capacity()), (0, 100));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn new(capacity: usize) -> Result<Self> {
         let (slots, stride, len) = Self::layout(capacity)?;
         let region = Region::anonymous(len, Self::init(capacity, slots, stride))?;
@@ -309,6 +335,16 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     /// As [`new`](Self::new), plus the errors of segment creation.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{CreateOptions, SharedMap};
+    /// let map = SharedMap::<String, i64>::create(CreateOptions::unique(), 16)?;
+    /// map.insert("x", 1)?;
+    /// let same = SharedMap::<String, i64>::open(map.name().unwrap())?; // as another process would
+    /// assert_eq!(same.get("x")?, Some(1));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn create(segment: impl Into<CreateOptions>, capacity: usize) -> Result<Self> {
         let opts = &segment.into();
         let (slots, stride, len) = Self::layout(capacity)?;
@@ -323,6 +359,17 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`], [`ErrorKind::TypeMismatch`]
     /// (other key or value type), [`ErrorKind::InvalidHeader`]. (A map may be opened any
     /// number of times, in this process too.)
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ErrorKind, SharedMap};
+    /// # let name = format!("doc-map-open-{}", std::process::id());
+    /// let map = SharedMap::<u32, f32>::create(&name, 8)?;
+    /// assert_eq!(SharedMap::<u32, f32>::open(&name)?.capacity(), 8);
+    /// let wrong = SharedMap::<String, f32>::open(&name).unwrap_err();
+    /// assert_eq!(wrong.kind(), ErrorKind::TypeMismatch);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn open(name: &str) -> Result<Self> {
         let region = Region::open(name, SegmentKind::Map, HEADER)?;
         if header_word(&region, 0) != MAGIC {
@@ -576,6 +623,15 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     /// [`ErrorKind::Full`] when `key` is new and the map holds `capacity` entries,
     /// [`ErrorKind::InvalidArgument`] for a string key over [`MAX_KEY_LEN`] bytes,
     /// [`ErrorKind::Corrupt`] when the map's shared state was overwritten.
+    ///
+    /// # Examples
+    /// ```
+    /// let map = ndshm::SharedMap::<String, u8>::new(1)?;
+    /// assert_eq!(map.insert("a", 1)?, None);
+    /// assert_eq!(map.insert("a", 2)?, Some(1)); // replaced
+    /// assert_eq!(map.insert("b", 3).unwrap_err().kind(), ndshm::ErrorKind::Full);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn insert<Q>(&self, key: &Q, value: V) -> Result<Option<V>>
     where
         K: Borrow<Q>,
@@ -635,6 +691,15 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for a string key over [`MAX_KEY_LEN`] bytes,
     /// [`ErrorKind::Corrupt`] when the map's shared state was overwritten.
+    ///
+    /// # Examples
+    /// ```
+    /// let map = ndshm::SharedMap::<u64, [f32; 2]>::new(8)?;
+    /// map.insert(&1, [0.5, 1.5])?;
+    /// assert_eq!(map.get(&1)?, Some([0.5, 1.5]));
+    /// assert_eq!(map.get(&2)?, None);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn get<Q>(&self, key: &Q) -> Result<Option<V>>
     where
         K: Borrow<Q>,
@@ -654,6 +719,14 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     /// As [`get`](Self::get).
+    ///
+    /// # Examples
+    /// ```
+    /// let map = ndshm::SharedMap::<String, u8>::new(8)?;
+    /// map.insert("here", 0)?;
+    /// assert!(map.contains_key("here")? && !map.contains_key("there")?);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn contains_key<Q>(&self, key: &Q) -> Result<bool>
     where
         K: Borrow<Q>,
@@ -666,6 +739,16 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     /// As [`get`](Self::get).
+    ///
+    /// # Examples
+    /// ```
+    /// let map = ndshm::SharedMap::<i64, i64>::new(8)?;
+    /// map.insert(&5, 25)?;
+    /// assert_eq!(map.remove(&5)?, Some(25));
+    /// assert_eq!(map.remove(&5)?, None);
+    /// assert!(map.is_empty());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn remove<Q>(&self, key: &Q) -> Result<Option<V>>
     where
         K: Borrow<Q>,
@@ -697,6 +780,16 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     ///
     /// # Errors
     /// As [`insert`](Self::insert).
+    ///
+    /// # Examples
+    /// ```
+    /// let words = ndshm::SharedMap::<String, u32>::new(16)?;
+    /// for w in ["a", "b", "a"] {
+    ///     words.update(w, 0, |n| n + 1)?; // one step under the lock: no lost update
+    /// }
+    /// assert_eq!(words.get("a")?, Some(2));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn update<Q>(&self, key: &Q, default: V, f: impl FnOnce(V) -> V) -> Result<V>
     where
         K: Borrow<Q>,
@@ -732,6 +825,18 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     }
 
     /// A snapshot of all entries (in table order; sort it for a stable order).
+    ///
+    /// # Examples
+    /// ```
+    /// let map = ndshm::SharedMap::<u32, u32>::new(8)?;
+    /// for k in [3, 1, 2] {
+    ///     map.insert(&k, k * 10)?;
+    /// }
+    /// let mut all = map.to_vec();
+    /// all.sort();
+    /// assert_eq!(all, [(1, 10), (2, 20), (3, 30)]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn to_vec(&self) -> Vec<(K, V)> {
         self.with_lock(|_| {
             (0..self.slots)

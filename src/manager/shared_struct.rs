@@ -10,7 +10,7 @@ use bytemuck::Pod;
 
 use crate::error::{foreign_handle_panic, Error, ErrorKind, Result};
 use crate::segment::region::{header_word, type_tag, Region};
-use crate::segment::shared_mem::SharedMem;
+use crate::segment::shared_mem::LockedPod;
 use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 use crate::sync::lock::LockGuard;
@@ -97,6 +97,13 @@ impl<T: Pod> SharedStruct<T> {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] when `T` needs more than 4096-byte alignment; an OS
     /// error when mapping fails.
+    ///
+    /// # Examples
+    /// ```
+    /// let n = ndshm::SharedStruct::new([0u64; 8])?;
+    /// assert_eq!(n.load(), [0; 8]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn new(value: T) -> Result<Self> {
         Self::check_align()?;
         Ok(Self::wrap(Region::anonymous(
@@ -110,6 +117,16 @@ impl<T: Pod> SharedStruct<T> {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] when `T` needs more than 4096-byte alignment, and the
     /// errors of segment creation.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{CreateOptions, SharedStruct};
+    /// let s = SharedStruct::create(CreateOptions::unique(), 1u32)?;
+    /// let same = SharedStruct::<u32>::open(s.name().unwrap())?; // as another process would
+    /// same.store(5);
+    /// assert_eq!(s.load(), 5);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn create(segment: impl Into<CreateOptions>, value: T) -> Result<Self> {
         let opts = &segment.into();
         Self::check_align()?;
@@ -123,6 +140,17 @@ impl<T: Pod> SharedStruct<T> {
     /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`], [`ErrorKind::TypeMismatch`],
     /// [`ErrorKind::InvalidArgument`] (as for [`create`](Self::create)). (A struct may be
     /// opened any number of times, in this process too.)
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ErrorKind, SharedStruct};
+    /// # let name = format!("doc-struct-open-{}", std::process::id());
+    /// let s = SharedStruct::create(&name, 1.5f64)?;
+    /// assert_eq!(SharedStruct::<f64>::open(&name)?.load(), 1.5);
+    /// let wrong = SharedStruct::<u32>::open(&name).unwrap_err();
+    /// assert_eq!(wrong.kind(), ErrorKind::TypeMismatch);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn open(name: &str) -> Result<Self> {
         Self::check_align()?;
         let region = Region::open(name, SegmentKind::Struct, Self::len())?;
@@ -148,20 +176,18 @@ impl<T: Pod> SharedStruct<T> {
         }
     }
 
-    /// The guard for a lock just taken: a copy of the value, written back when the guard
-    /// is dropped if it was changed.
+    /// The guard for the struct's lock just taken: the value, in place.
     fn guard<'a>(&'a self, lock: LockGuard<'a>) -> StructGuard<'a, T> {
-        // The payload holds data_offset() + size_of::<T>() bytes (checked at open/create).
-        let mem = self
-            .region
-            .payload()
-            .sub(Self::data_offset(), std::mem::size_of::<T>());
+        let (held, owner_died) = lock.into_parts();
+        // The payload holds data_offset() + size_of::<T>() bytes (checked at open/create),
+        // data_offset() is a multiple of align_of::<T>() and the payload is page-aligned
+        // (align_of::<T>() <= a page: checked at construction). `held` is the region's own
+        // lock, which guards the value in every process (lock_pod's contract).
+        let value = self.region.payload().lock_pod(Self::data_offset(), held);
         StructGuard {
-            value: mem.read_pod(0),
-            dirty: false,
-            mem,
+            value,
+            owner_died,
             token: proc::process_token(),
-            lock,
         }
     }
 
@@ -180,7 +206,7 @@ impl<T: Pod> SharedStruct<T> {
     ///     let mut g = n.lock();
     ///     *g += 41;
     ///     *g += 1;
-    /// } // written back and unlocked here
+    /// } // unlocked here
     /// assert_eq!(n.load(), 42);
     /// # Ok::<(), ndshm::Error>(())
     /// ```
@@ -231,11 +257,26 @@ impl<T: Pod> SharedStruct<T> {
     }
 
     /// A copy of the value (under the lock).
+    ///
+    /// # Examples
+    /// ```
+    /// let s = ndshm::SharedStruct::new(3i16)?;
+    /// assert_eq!(s.load(), 3);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn load(&self) -> T {
         *self.lock()
     }
 
     /// Replaces the value (under the lock).
+    ///
+    /// # Examples
+    /// ```
+    /// let s = ndshm::SharedStruct::new([0u8; 3])?;
+    /// s.store([1, 2, 3]);
+    /// assert_eq!(s.load(), [1, 2, 3]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn store(&self, value: T) {
         *self.lock() = value;
     }
@@ -246,17 +287,16 @@ impl<T: Pod> SharedStruct<T> {
     }
 }
 
-/// Exclusive access to a [`SharedStruct`]'s value; dropping it unlocks.
+/// Exclusive access to a [`SharedStruct`]'s value, in place in shared memory; dropping it
+/// unlocks.
 ///
-/// The guard holds a copy of the value, taken under the lock; changes made through it are
-/// written back to shared memory when it is dropped (before the unlock), so no other
-/// process can see them half-done unless this one dies in the middle of the write-back
-/// (then the next locker sees [`owner_died`](StructGuard::owner_died)).
+/// Writes through the guard go straight to shared memory: if the holder dies in the middle
+/// of an update, the next locker sees what it wrote so far, and
+/// [`owner_died`](StructGuard::owner_died) tells it so.
 ///
 /// The guard works only in the process that locked: a copy inherited through `fork`
-/// panics on dereference (naming the rule) and neither writes back nor releases anything
-/// when dropped. (The `SharedStruct` itself stays usable in forked children: lock it
-/// there.)
+/// panics on dereference (naming the rule) and releases nothing when dropped. (The
+/// `SharedStruct` itself stays usable in forked children: lock it there.)
 ///
 /// # Examples
 /// ```
@@ -273,16 +313,11 @@ impl<T: Pod> SharedStruct<T> {
 /// # Ok::<(), ndshm::Error>(())
 /// ```
 pub struct StructGuard<'a, T: Pod> {
-    /// The value as this process sees it while it holds the lock.
-    value: T,
-    /// Whether `value` was handed out mutably (then it is written back).
-    dirty: bool,
-    /// Where the value lives in shared memory.
-    mem: SharedMem<'a>,
+    /// The value, borrowed under the lock (unlocks when dropped).
+    value: LockedPod<'a, T>,
+    owner_died: bool,
     /// Token of the process that took the lock.
     token: u64,
-    /// Dropped (unlocked) after `Drop::drop` wrote the value back.
-    lock: LockGuard<'a>,
 }
 
 impl<T: Pod> StructGuard<'_, T> {
@@ -296,7 +331,7 @@ impl<T: Pod> StructGuard<'_, T> {
 
     /// Whether the previous holder died while holding the lock.
     pub fn owner_died(&self) -> bool {
-        self.lock.owner_died()
+        self.owner_died
     }
 }
 
@@ -311,17 +346,7 @@ impl<T: Pod> Deref for StructGuard<'_, T> {
 impl<T: Pod> DerefMut for StructGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         self.assert_bound_here();
-        self.dirty = true;
         &mut self.value
-    }
-}
-
-impl<T: Pod> Drop for StructGuard<'_, T> {
-    fn drop(&mut self) {
-        // A copy inherited through fork holds no lock: it must not write.
-        if self.dirty && self.token == proc::process_token() {
-            self.mem.write_pod(0, &self.value);
-        }
     }
 }
 

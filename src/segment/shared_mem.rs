@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};
 
 use bytemuck::Pod;
 
-use crate::sys::mutex::{RobustMutex, AREA_LEN};
+use crate::sys::mutex::{Held, RobustMutex, AREA_LEN};
 
 /// A window `[ptr, ptr + len)` on a shared mapping that lives at least as long as `'a`.
 #[derive(Clone, Copy)]
@@ -246,6 +246,59 @@ impl<'a> SharedMem<'a> {
         // SAFETY: in bounds (checked), mapped writable for 'a; exclusive while it lives
         // (the caller's contract).
         unsafe { std::slice::from_raw_parts_mut(p, len) }
+    }
+
+    /// The `T` at byte `off` as a zero-copy `&mut T` for as long as `held` is held: the
+    /// in-place access of `SharedStruct`'s guard. `held` is moved in, so each hold yields
+    /// one such borrow; `off` must be aligned for `T` (checked, as for atomics).
+    ///
+    /// Crate-internal contract (what makes the `&mut T` exclusive): `held` is the lock that
+    /// guards these bytes, and every process reads and writes them only while holding that
+    /// lock — the layout of a struct segment, whose value is reached only under the
+    /// region's lock. Callers pass the region's own lock, never another.
+    #[track_caller]
+    pub(crate) fn lock_pod<T: Pod>(&self, off: usize, held: Held<'a>) -> LockedPod<'a, T> {
+        let p = self.check(off, size_of::<T>(), align_of::<T>(), "locked value");
+        LockedPod {
+            // In bounds, so non-null (the window is).
+            ptr: NonNull::new(p.cast::<T>()).expect("in-bounds pointer is non-null"),
+            _held: held,
+            _memory: PhantomData,
+        }
+    }
+}
+
+/// A `T` in shared memory, borrowed exclusively while a robust lock is held (see
+/// [`SharedMem::lock_pod`]); dropping it unlocks.
+pub(crate) struct LockedPod<'a, T> {
+    ptr: NonNull<T>,
+    /// Unlocks when dropped, after the last use of `ptr` (`!Send`: the locking thread).
+    _held: Held<'a>,
+    _memory: PhantomData<&'a mut T>,
+}
+
+impl<T: Pod> std::ops::Deref for LockedPod<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: `ptr` is in bounds, aligned for T and mapped for 'a (checked in
+        // `lock_pod`); every bit pattern is a valid T (Pod); no process writes these bytes
+        // while the lock is held by this thread (lock_pod's contract), and in this process
+        // the only path to them is this LockedPod, which owns the hold.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: Pod> std::ops::DerefMut for LockedPod<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only borrow of the value, and
+        // no other process reads or writes it while the lock is held (lock_pod's contract).
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T> std::fmt::Debug for LockedPod<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LockedPod")
     }
 }
 

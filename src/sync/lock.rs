@@ -84,6 +84,13 @@ impl Lock {
     ///
     /// # Errors
     /// An OS error when the shared mapping fails.
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = ndshm::Lock::new()?;
+    /// assert_eq!(lock.name(), None); // anonymous: forked children share it
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn new() -> Result<Lock> {
         Ok(Lock {
             region: Region::anonymous(0, |_| Ok(()))?,
@@ -95,6 +102,17 @@ impl Lock {
     /// # Errors
     /// The errors of segment creation ([`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists),
     /// [`ErrorKind::InvalidName`](crate::ErrorKind::InvalidName), …).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{CreateOptions, Lock};
+    /// let lock = Lock::create(CreateOptions::unique())?; // removed when `lock` is dropped
+    /// let name = lock.name().expect("a named lock");
+    /// let same = Lock::open(name)?; // as another process would
+    /// let _guard = same.lock();
+    /// assert!(lock.is_locked());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn create(segment: impl Into<CreateOptions>) -> Result<Lock> {
         Ok(Lock {
             region: Region::create(&segment.into(), SegmentKind::Lock, 0, |_| Ok(()))?,
@@ -110,6 +128,16 @@ impl Lock {
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound),
     /// [`ErrorKind::KindMismatch`](crate::ErrorKind::KindMismatch) when `name` is not a lock.
     /// (A lock may be opened any number of times, in this process too.)
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-lock-open-{}", std::process::id());
+    /// let lock = ndshm::Lock::create(&name)?;
+    /// let same = ndshm::Lock::open(&name)?; // any number of times, here or elsewhere
+    /// drop(same.lock());
+    /// assert!(ndshm::Lock::open("no-such-lock-anywhere").is_err());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn open(name: &str) -> Result<Lock> {
         Ok(Lock {
             region: Region::open(name, SegmentKind::Lock, 0)?,
@@ -122,6 +150,15 @@ impl Lock {
     /// When this thread holds the lock already (locks are not reentrant: use
     /// [`lock_timeout`](Lock::lock_timeout) to get [`ErrorKind::WouldDeadlock`](crate::ErrorKind::WouldDeadlock) instead), or
     /// when the lock is broken beyond repair by a foreign program (see the type's docs).
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = ndshm::Lock::new()?;
+    /// let guard = lock.lock();
+    /// assert!(!guard.owner_died());
+    /// drop(guard); // unlocks
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn lock(&self) -> LockGuard<'_> {
         self.region.lock().lock_guard()
     }
@@ -131,6 +168,16 @@ impl Lock {
     ///
     /// # Panics
     /// When the lock is broken beyond repair by a foreign program.
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = ndshm::Lock::new()?;
+    /// let guard = lock.try_lock().expect("free");
+    /// assert!(lock.try_lock().is_none()); // held (by this very thread)
+    /// drop(guard);
+    /// assert!(lock.try_lock().is_some());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn try_lock(&self) -> Option<LockGuard<'_>> {
         self.region.lock().try_lock_guard()
     }
@@ -140,22 +187,66 @@ impl Lock {
     /// # Errors
     /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when a live thread held the lock all that time,
     /// [`ErrorKind::WouldDeadlock`](crate::ErrorKind::WouldDeadlock) at once when it is this thread.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let lock = ndshm::Lock::new()?;
+    /// let guard = lock.lock_timeout(Duration::from_secs(1))?;
+    /// // Locking again on the same thread would wait for itself: an error, at once.
+    /// let again = lock.lock_timeout(Duration::from_secs(10)).unwrap_err();
+    /// assert_eq!(again.kind(), ndshm::ErrorKind::WouldDeadlock);
+    /// drop(guard);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
         self.region.lock().lock_timeout_guard(timeout, "the lock")
     }
 
     /// Whether some live thread holds the lock now (a snapshot, for diagnostics). The lock of
     /// a holder that died reads as free: the next locker takes it at once.
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = ndshm::Lock::new()?;
+    /// assert!(!lock.is_locked());
+    /// let _g = lock.lock();
+    /// assert!(lock.is_locked());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn is_locked(&self) -> bool {
         self.region.lock().is_locked()
     }
 
     /// How many times the lock was taken over from a dead owner since it was created.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{Lock, Process};
+    /// # let name = format!("doc-lock-recoveries-{}", std::process::id());
+    /// let lock = Lock::create(&name)?;
+    /// // A child that ends holding the lock: the kernel hands it on.
+    /// Process::spawn(move || -> ndshm::Result<()> {
+    ///     std::mem::forget(Lock::open(&name)?.lock());
+    ///     Ok(())
+    /// })?
+    /// .join()?;
+    /// assert!(lock.lock().owner_died());
+    /// assert_eq!(lock.recoveries(), 1);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn recoveries(&self) -> u64 {
         self.region.lock().recoveries()
     }
 
     /// The segment name, or `None` for an anonymous lock.
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = ndshm::Lock::create(ndshm::CreateOptions::unique_with_prefix("doc-lock"))?;
+    /// assert!(lock.name().unwrap().starts_with("doc-lock"));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn name(&self) -> Option<&str> {
         self.region.name()
     }

@@ -158,6 +158,22 @@ impl RobustMutex {
 /// mapped after its handle is dropped, for as long as the process lives: glibc links the
 /// locks a thread holds into the thread's robust list *through the locks' own memory*, so
 /// that memory must outlive the thread's hold.
+///
+/// # Examples
+/// ```
+/// use ndshm::{Lock, Process};
+/// # let name = format!("doc-lockguard-{}", std::process::id());
+/// let lock = Lock::create(&name)?;
+/// // This child ends holding the lock (as if killed in its critical section).
+/// Process::spawn(move || -> ndshm::Result<()> {
+///     std::mem::forget(Lock::open(&name)?.lock());
+///     Ok(())
+/// })?
+/// .join()?;
+/// let guard = lock.lock(); // taken at once: the kernel saw the holder die
+/// assert!(guard.owner_died()); // check or repair what the lock protects
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     /// The hold on the mutex (`!Send`, unlocks on drop in the process that locked).
@@ -165,9 +181,22 @@ pub struct LockGuard<'a> {
     owner_died: bool,
 }
 
-impl LockGuard<'_> {
+impl<'a> LockGuard<'a> {
+    /// The hold on the mutex and whether the previous owner died, for guards that bind
+    /// the hold to the data it protects (`SharedStruct`'s).
+    pub(crate) fn into_parts(self) -> (Held<'a>, bool) {
+        (self._held, self.owner_died)
+    }
+
     /// Whether the previous owner died while holding the lock, so that what it protects
     /// may be half-updated.
+    ///
+    /// # Examples
+    /// ```
+    /// let lock = ndshm::Lock::new()?;
+    /// assert!(!lock.lock().owner_died());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn owner_died(&self) -> bool {
         self.owner_died
     }
@@ -180,4 +209,3 @@ impl fmt::Debug for LockGuard<'_> {
             .finish()
     }
 }
-

@@ -201,6 +201,14 @@ impl<T: AtomicElement> SharedValue<T> {
     ///
     /// # Errors
     /// An OS error when the shared mapping fails.
+    ///
+    /// # Examples
+    /// ```
+    /// let hits = ndshm::SharedValue::new(0u64)?; // Value('Q', 0)
+    /// hits.fetch_add(1); // and so may every child forked from now on
+    /// assert_eq!(hits.load(), 1);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn new(value: T) -> Result<Self> {
         Ok(Self::wrap(Region::anonymous(PAYLOAD, Self::init(value))?))
     }
@@ -209,6 +217,16 @@ impl<T: AtomicElement> SharedValue<T> {
     ///
     /// # Errors
     /// The errors of segment creation ([`ErrorKind::AlreadyExists`], …).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{CreateOptions, SharedValue};
+    /// let v = SharedValue::create(CreateOptions::unique(), 2.5f64)?;
+    /// let same = SharedValue::<f64>::open(v.name().unwrap())?; // as another process would
+    /// same.store(4.0);
+    /// assert_eq!(v.load(), 4.0);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn create(segment: impl Into<CreateOptions>, value: T) -> Result<Self> {
         let opts = &segment.into();
         let init = Self::init(value);
@@ -222,6 +240,17 @@ impl<T: AtomicElement> SharedValue<T> {
     /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`] when `name` is not a value,
     /// [`ErrorKind::TypeMismatch`] when it holds another element type. (A value may be
     /// opened any number of times, in this process too.)
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ErrorKind, SharedValue};
+    /// # let name = format!("doc-value-open-{}", std::process::id());
+    /// let v = SharedValue::create(&name, 7i32)?;
+    /// assert_eq!(SharedValue::<i32>::open(&name)?.load(), 7);
+    /// let wrong = SharedValue::<f32>::open(&name).unwrap_err();
+    /// assert_eq!(wrong.kind(), ErrorKind::TypeMismatch);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn open(name: &str) -> Result<Self> {
         let region = Region::open(name, SegmentKind::Value, PAYLOAD)?;
         // Written before the segment was published, only read since.
@@ -252,26 +281,68 @@ impl<T: AtomicElement> SharedValue<T> {
     }
 
     /// The current value (Python's `v.value`).
+    ///
+    /// # Examples
+    /// ```
+    /// let v = ndshm::SharedValue::new(-3i8)?;
+    /// assert_eq!(v.load(), -3);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn load(&self) -> T {
         T::load_in(self.mem(), Ordering::Acquire)
     }
 
     /// Sets the value.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = ndshm::SharedValue::new(0u16)?;
+    /// v.store(9);
+    /// assert_eq!(v.load(), 9);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn store(&self, value: T) {
         T::store_in(self.mem(), value, Ordering::Release)
     }
 
     /// Sets the value and returns the previous one.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = ndshm::SharedValue::new(1.5f32)?;
+    /// assert_eq!(v.swap(2.0), 1.5);
+    /// assert_eq!(v.load(), 2.0);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn swap(&self, value: T) -> T {
         T::swap_in(self.mem(), value, Ordering::AcqRel)
     }
 
     /// Adds `delta` atomically (wrapping for integers) and returns the previous value.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = ndshm::SharedValue::new(250u8)?;
+    /// assert_eq!(v.fetch_add(10), 250);
+    /// assert_eq!(v.load(), 4); // wraps, as AtomicU8::fetch_add does
+    /// let f = ndshm::SharedValue::new(0.5f64)?;
+    /// assert_eq!(f.fetch_add(0.25), 0.5);
+    /// assert_eq!(f.load(), 0.75);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn fetch_add(&self, delta: T) -> T {
         T::fetch_add_in(self.mem(), delta, Ordering::AcqRel)
     }
 
     /// Subtracts `delta` atomically and returns the previous value.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = ndshm::SharedValue::new(10i64)?;
+    /// assert_eq!(v.fetch_sub(3), 10);
+    /// assert_eq!(v.load(), 7);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn fetch_sub(&self, delta: T) -> T {
         T::fetch_sub_in(self.mem(), delta, Ordering::AcqRel)
     }
@@ -281,11 +352,27 @@ impl<T: AtomicElement> SharedValue<T> {
     ///
     /// # Errors
     /// `Err(actual)` when the value was not `current`.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = ndshm::SharedValue::new(5u32)?;
+    /// assert_eq!(v.compare_exchange(5, 6), Ok(5));
+    /// assert_eq!(v.compare_exchange(5, 7), Err(6));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn compare_exchange(&self, current: T, new: T) -> std::result::Result<T, T> {
         T::compare_exchange_in(self.mem(), current, new)
     }
 
     /// Applies `f` atomically (a compare-and-swap loop) and returns the previous value.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = ndshm::SharedValue::new(3.0f64)?;
+    /// assert_eq!(v.update(|x| x * x), 3.0);
+    /// assert_eq!(v.load(), 9.0);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn update(&self, mut f: impl FnMut(T) -> T) -> T {
         let mut cur = self.load();
         loop {
@@ -304,12 +391,34 @@ impl<T: AtomicElement> SharedValue<T> {
     /// # Panics
     /// When this thread holds the value's lock already (use
     /// [`lock_timeout`](Self::lock_timeout) to get [`ErrorKind::WouldDeadlock`] instead).
+    ///
+    /// # Examples
+    /// ```
+    /// let balance = ndshm::SharedValue::new(100i64)?;
+    /// {
+    ///     let _g = balance.lock(); // read, decide, write: one step for every locker
+    ///     if balance.load() >= 30 {
+    ///         balance.store(balance.load() - 30);
+    ///     }
+    /// }
+    /// assert_eq!(balance.load(), 70);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn lock(&self) -> LockGuard<'_> {
         self.region.lock().lock_guard()
     }
 
     /// [`lock`](Self::lock) without waiting: `None` when a live thread holds it, this one
     /// included.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = ndshm::SharedValue::new(0i32)?;
+    /// let g = v.try_lock().expect("free");
+    /// assert!(v.try_lock().is_none());
+    /// drop(g);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn try_lock(&self) -> Option<LockGuard<'_>> {
         self.region.lock().try_lock_guard()
     }
@@ -319,6 +428,15 @@ impl<T: AtomicElement> SharedValue<T> {
     /// # Errors
     /// [`ErrorKind::Timeout`], or [`ErrorKind::WouldDeadlock`] at once when this thread
     /// holds the lock already.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let v = ndshm::SharedValue::new(0i32)?;
+    /// let g = v.lock_timeout(Duration::from_secs(1))?;
+    /// assert!(!g.owner_died());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
         self.region
             .lock()
@@ -326,6 +444,12 @@ impl<T: AtomicElement> SharedValue<T> {
     }
 
     /// The segment name, or `None` for an anonymous value.
+    ///
+    /// # Examples
+    /// ```
+    /// assert_eq!(ndshm::SharedValue::new(0u8)?.name(), None);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn name(&self) -> Option<&str> {
         self.region.name()
     }

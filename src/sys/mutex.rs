@@ -510,7 +510,6 @@ impl std::fmt::Debug for Held<'_> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -375,6 +375,30 @@ pub(crate) fn unix_nanos() -> u64 {
         .unwrap_or(0)
 }
 
+/// Puts the calling process in a new session (`setsid`), so that Ctrl-C in the terminal
+/// and a kill of its former process group no longer reach it.
+///
+/// # Errors
+/// `EPERM` when the caller leads a process group already.
+pub(crate) fn new_session() -> std::io::Result<()> {
+    nix::unistd::setsid()
+        .map(drop)
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+}
+
+/// [`unmap_shm_mappings`] for a forked helper that lives on plain data only, as a safe call.
+///
+/// # Contract (crate-internal)
+/// Call it only first thing in a process forked by ndshm whose code from then on uses
+/// nothing it inherited but plain values (pids, tokens) and files it opens itself: the
+/// crash watchdog, which only waits and then runs `gc` by name.
+pub(crate) fn unmap_inherited_shm_mappings() {
+    // SAFETY: by this function's crate-internal contract, nothing in the calling process
+    // uses a /dev/shm mapping after this (the watchdog holds no handle and reads /dev/shm
+    // through files it opens itself).
+    unsafe { unmap_shm_mappings() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
