@@ -54,10 +54,7 @@ fn lock_error(e: LockError, what: &str) -> Error {
 /// shares).
 impl RobustMutex {
     fn guard((held, owner_died): (Held<'_>, OwnerDied)) -> LockGuard<'_> {
-        LockGuard {
-            _held: held,
-            owner_died,
-        }
+        LockGuard { held, owner_died }
     }
 
     /// Locks, waiting as long as a live thread holds the lock.
@@ -177,7 +174,7 @@ impl RobustMutex {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     /// The hold on the mutex (`!Send`, unlocks on drop in the process that locked).
-    _held: Held<'a>,
+    held: Held<'a>,
     owner_died: bool,
 }
 
@@ -185,7 +182,7 @@ impl<'a> LockGuard<'a> {
     /// The hold on the mutex and whether the previous owner died, for guards that bind
     /// the hold to the data it protects (`SharedStruct`'s).
     pub(crate) fn into_parts(self) -> (Held<'a>, bool) {
-        (self._held, self.owner_died)
+        (self.held, self.owner_died)
     }
 
     /// Whether the previous owner died while holding the lock, so that what it protects
