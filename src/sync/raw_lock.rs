@@ -123,7 +123,7 @@ impl RobustMutex {
     }
 }
 
-/// Held while a [`Lock`] (or a value's, array's or container's own lock) is locked;
+/// Held while a [`Lock`](crate::Lock) (or a value's, array's or container's own lock) is locked;
 /// dropping it unlocks.
 ///
 /// [`owner_died`](LockGuard::owner_died) says whether the previous owner died while
