@@ -203,11 +203,9 @@ impl SignalCleanup {
     /// # Examples
     /// ```
     /// use ndshm::{ErrorKind, SignalCleanup};
-    /// const SIGQUIT: i32 = 3;
-    /// const SIGCHLD: i32 = 17;
-    /// let _cleanup = SignalCleanup::install_for(&[SIGQUIT])?;
+    /// let _cleanup = SignalCleanup::install_for(&[libc::SIGINT, libc::SIGQUIT])?;
     /// // A signal whose default action does not end the process is refused.
-    /// let err = SignalCleanup::install_for(&[SIGCHLD]).unwrap_err();
+    /// let err = SignalCleanup::install_for(&[libc::SIGCHLD]).unwrap_err();
     /// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     /// # Ok::<(), ndshm::Error>(())
     /// ```
