@@ -234,8 +234,9 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     ///   SIGBUS).
     ///
     /// ndshm checks everything else: the header is validated field by field and copied
-    /// before use, and within this process a segment has at most one handle
-    /// ([`ErrorKind::AlreadyOpen`]).
+    /// before use, and within this process a segment has one read-write handle or any
+    /// number of read-only ones ([`open_read_only`](Self::open_read_only)), never both
+    /// ([`ErrorKind::AlreadyOpen`]), so a mutable view never aliases another view.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`], [`ErrorKind::PermissionDenied`], [`ErrorKind::TypeMismatch`],
@@ -265,12 +266,32 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// Attaches read-only (`PROT_READ`): the handle has no mutable views, and the process
     /// could not write through the mapping if it tried.
     ///
+    /// Any number of read-only handles of one segment may live in one process (their views
+    /// are all shared), but none beside a read-write handle of it.
+    ///
     /// # Safety
     /// As [`open`](Self::open): no process writes what you view while you view it, and
     /// nobody truncates the segment.
     ///
     /// # Errors
-    /// As [`open`](Self::open).
+    /// As [`open`](Self::open); [`ErrorKind::AlreadyOpen`] while this process holds a
+    /// read-write handle of the segment.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::SharedNdArray;
+    /// # let name = format!("doc-open-ro-{}", std::process::id());
+    /// let mut a = SharedNdArray::<u8, ndarray::Ix1>::from_elem(&name, 3, 7)?;
+    /// a.persist();
+    /// drop(a);
+    /// // SAFETY: no process writes this segment in this example.
+    /// let r1 = unsafe { SharedNdArray::<u8, ndarray::Ix1>::open_read_only(&name)? };
+    /// // SAFETY: as above.
+    /// let r2 = unsafe { SharedNdArray::<u8, ndarray::Ix1>::open_read_only(&name)? };
+    /// assert_eq!(r1.view(), r2.view());
+    /// ndshm::unlink(&name)?;
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub unsafe fn open_read_only(name: &str) -> Result<SharedNdArray<T, D, ReadOnly>> {
         SharedNdArray::attach(Segment::open(name, MapAccess::READ_ONLY)?)
     }
@@ -295,6 +316,12 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// [`ErrorKind::InvalidHeader`] when it does carry an npy header (use
     /// [`open`](Self::open)), and the errors of [`open`](Self::open).
     pub unsafe fn open_raw(name: &str, shape: impl IntoDimension<Dim = D>) -> Result<Self> {
+        Self::attach_raw(name, shape)
+    }
+
+    /// The work of [`open_raw`](Self::open_raw), whose `# Safety` contract its callers
+    /// (the two `unsafe` constructors) pass on.
+    fn attach_raw(name: &str, shape: impl IntoDimension<Dim = D>) -> Result<Self> {
         let seg = Segment::open(name, MapAccess::READ_WRITE)?;
         let dim = shape.into_dimension();
         let need = npy::data_bytes(dim.slice(), T::DTYPE)?;
@@ -360,8 +387,7 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
         name: &str,
         shape: impl IntoDimension<Dim = D>,
     ) -> Result<Self> {
-        // SAFETY: forwarded to our caller.
-        let a = unsafe { Self::open_raw(name, shape)? };
+        let a = Self::attach_raw(name, shape)?;
         a.seg.reserve()?;
         Ok(a)
     }

@@ -16,6 +16,7 @@ use std::fmt;
 use ndarray::{ArrayView, ArrayViewMut, Dimension, IxDyn, ShapeBuilder};
 
 use crate::array::dynamic::DynSharedArray;
+use crate::array::lock::ArrayLockGuard;
 use crate::array::typed::SharedNdArray;
 use crate::array::{AccessMode, ReadWrite};
 use crate::element::Element;
@@ -136,5 +137,54 @@ impl<A: AccessMode> DynSharedArray<A> {
             )
         };
         fmt::Display::fmt(&view, f)
+    }
+}
+
+impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
+    /// A mutable view through a shared borrow of the handle.
+    ///
+    /// # Safety
+    /// For `'b`, the caller is the handle's only user: it holds a shared borrow made from
+    /// an exclusive one, and hands out this view or other views of it only through
+    /// exclusive borrows of itself.
+    unsafe fn view_mut_through<'b>(&'b self) -> ArrayViewMut<'b, T, D> {
+        self.assert_bound_here();
+        // SAFETY: as in `view_mut` (data range in the writable mapping, aligned, the
+        // declared shape); exclusivity within this process is the caller's contract.
+        unsafe {
+            ArrayViewMut::from_shape_ptr(
+                with_order(self.dim.clone(), self.fortran),
+                self.data_ptr(),
+            )
+        }
+    }
+}
+
+impl<T: Element, D: Dimension> ArrayLockGuard<'_, T, D> {
+    /// A mutable view of the array.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-guard-view-mut-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<u8, ndarray::Ix1>::zeros(&name, 3)?;
+    /// let mut g = a.lock()?;
+    /// g.view_mut()[1] = 4;
+    /// assert_eq!(g.view()[1], 4);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn view_mut(&mut self) -> ArrayViewMut<'_, T, D> {
+        // SAFETY: the guard holds the array through a shared borrow made from the
+        // exclusive borrow `SharedNdArray::lock` took, and hands out views only through
+        // `&self` (shared views) or `&mut self` (this one): while this view lives, nothing
+        // else in this process uses the handle.
+        unsafe { self.array.view_mut_through() }
+    }
+
+    /// The elements in memory order, mutably.
+    pub fn as_slice_memory_order_mut(&mut self) -> &mut [T] {
+        self.array.assert_bound_here();
+        // SAFETY: `len()` elements of T, aligned, in the writable mapping (as in
+        // `view_mut`); exclusive for the borrow of `self`, as `view_mut` argues.
+        unsafe { std::slice::from_raw_parts_mut(self.array.data_ptr(), self.array.len()) }
     }
 }

@@ -27,4 +27,5 @@ pub(crate) use name::TEMP_PREFIX;
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use options::CreateOptions;
 pub use segment::unlink;
-pub(crate) use segment::{MapAccess, OwnerFields, Segment};
+pub(crate) use segment::{MapAccess, Segment};
+pub(crate) use trailer::OwnerFields;

@@ -3,18 +3,19 @@
 
 use std::fs::File;
 use std::io;
-use std::mem::ManuallyDrop;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-use memmap2::MmapRaw;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::name::{temp_name, validate_name, TempName};
 use crate::segment::registry::{deregister, register, FileId};
-use crate::segment::trailer::{self, SegmentKind, Trailer, TrailerInfo, TRAILER_LEN};
+use crate::segment::shared_mem::SharedMem;
+use crate::segment::trailer::{
+    self, LiveTrailer, OwnerFields, SegmentKind, Trailer, TrailerInfo, TRAILER_LEN,
+};
 use crate::segment::{owned, CreateOptions};
-use crate::sys::{proc, shm};
+use crate::sys::proc;
+use crate::sys::shm::{self, FileMapping};
 
 /// How an existing segment is attached.
 #[derive(Debug, Clone, Copy)]
@@ -113,14 +114,12 @@ fn open_error(name: &str, err: io::Error) -> Error {
 /// in children.
 pub(crate) struct Segment {
     name: String,
-    /// Never unmapped by a foreign copy (see `Drop`), hence `ManuallyDrop`.
-    map: ManuallyDrop<MmapRaw>,
-    /// The segment's file (O_CLOEXEC): headers and `save` read it with `pread` instead of
-    /// forming slices over memory other processes may write, and an adopting child maps it
-    /// again. Never closed by a foreign copy, hence `ManuallyDrop`.
-    file: ManuallyDrop<File>,
+    /// The mapping and its file (O_CLOEXEC). The file serves reads with `pread` (headers and
+    /// `save` never form slices over memory other processes may write), and an adopting
+    /// child maps it again. `None` only inside `drop`, which takes it: a foreign copy
+    /// forgets it (never unmaps, never closes).
+    mapping: Option<FileMapping>,
     file_id: FileId,
-    writable: bool,
     registered: bool,
     owner: bool,
     info: Option<TrailerInfo>,
@@ -138,8 +137,8 @@ impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Segment")
             .field("name", &self.name)
-            .field("len", &self.map.len())
-            .field("writable", &self.writable)
+            .field("len", &self.len())
+            .field("writable", &self.is_writable())
             .field("owner", &self.owner)
             .field("bound_here", &self.is_bound_here())
             .field("info", &self.info)
@@ -188,12 +187,12 @@ impl Segment {
             name: temp_name(),
             armed: true,
         };
-        let file = shm::create_excl(&tmp.name, opts.mode)
+        let new_file = shm::create_new(&tmp.name, opts.mode)
             .map_err(|e| Error::os(format!("cannot create segment '{name}'"), e))?;
         // Held while we build it: gc removes a temporary segment only when it is unlocked.
-        crate::sys::lease::lock_file(&file)
+        crate::sys::lease::lock_file(new_file.file())
             .map_err(|e| Error::os(format!("cannot lock segment '{name}'"), e))?;
-        shm::reserve(&file, total as u64).map_err(|e| {
+        shm::reserve(new_file.file(), total as u64).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENOSPC) {
                 no_space(name, total as u64, shm::free_space().unwrap_or(0))
             } else {
@@ -203,19 +202,16 @@ impl Segment {
                 )
             }
         })?;
-        let map = shm::map(&file, total, true, opts.prefault)
-            .map_err(|e| Error::os(format!("cannot map segment '{name}'"), e))?;
         let trailer_bytes = Trailer::encode(kind, payload_len, opts.persistent);
-        {
-            // SAFETY: the mapping is `total` bytes, readable and writable, and nobody else
-            // can reach it yet: it is only known under a fresh temporary name that we
-            // created with O_EXCL.
-            let bytes = unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr(), total) };
-            bytes[total - TRAILER_LEN..].copy_from_slice(&trailer_bytes);
-            trailer::init_lock_area(bytes)?;
-            init(&mut bytes[..payload_len])?;
-        }
-        let file_id = shm::file_id(&file).map_err(|e| Error::os("fstat", e))?;
+        let (mapping, filled) = new_file
+            .map_and_init(total, opts.prefault, |bytes| {
+                bytes[total - TRAILER_LEN..].copy_from_slice(&trailer_bytes);
+                trailer::init_lock_area(bytes)?;
+                init(&mut bytes[..payload_len])
+            })
+            .map_err(|e| Error::os(format!("cannot map segment '{name}'"), e))?;
+        filled?;
+        let file_id = shm::file_id(mapping.file()).map_err(|e| Error::os("fstat", e))?;
         let token = proc::process_token();
         // Arrays have one handle per process (aliasing `&mut` views); the sync, ipc and
         // manager types may be opened as often as a program likes. Register before
@@ -257,10 +253,8 @@ impl Segment {
         }
         Ok(Segment::new(
             name,
-            map,
-            file,
+            mapping,
             file_id,
-            true,
             registered,
             !opts.persistent,
             info,
@@ -274,23 +268,19 @@ impl Segment {
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
-        map: MmapRaw,
-        file: File,
+        mapping: FileMapping,
         file_id: FileId,
-        writable: bool,
         registered: bool,
         owner: bool,
         info: Option<TrailerInfo>,
         token: u64,
         keep: bool,
     ) -> Segment {
-        let kept = keep && shm::exclude_from_fork(map.as_mut_ptr(), map.len());
+        let kept = keep && shm::exclude_from_fork(mapping.as_ptr(), mapping.len());
         Segment {
             name: name.to_string(),
-            map: ManuallyDrop::new(map),
-            file: ManuallyDrop::new(file),
+            mapping: Some(mapping),
             file_id,
-            writable,
             registered,
             owner,
             info,
@@ -347,8 +337,8 @@ impl Segment {
         if access.register {
             register(token, file_id, name, access.writable)?;
         }
-        let map = match shm::map(&file, len, access.writable, access.populate) {
-            Ok(map) => map,
+        let mapping = match FileMapping::new(file, len, access.writable, access.populate) {
+            Ok(mapping) => mapping,
             Err(e) => {
                 if access.register {
                     deregister(token, file_id, access.writable);
@@ -360,10 +350,8 @@ impl Segment {
         let array = info.is_none_or(|i| i.kind == SegmentKind::Array);
         Ok(Segment::new(
             name,
-            map,
-            file,
+            mapping,
             file_id,
-            access.writable,
             access.register,
             false,
             info,
@@ -402,30 +390,20 @@ impl Segment {
             return Ok(());
         }
         if self.registered {
-            register(me, self.file_id, &self.name, self.writable)?;
+            register(me, self.file_id, &self.name, self.is_writable())?;
         }
         if self.kept_from_children.load(Ordering::Relaxed) {
-            // SAFETY: the range is this handle's own mapping, which the fork replaced by a
-            // placeholder in this child; no view of it is in use here (see above), and
-            // the new mapping has the same file, length and access.
-            let mapped = unsafe {
-                shm::map_again_at(
-                    &self.file,
-                    self.map.as_mut_ptr(),
-                    self.map.len(),
-                    self.writable,
-                )
-            };
+            let mapped = self.mapping().map_again_in_place();
             if let Err(e) = mapped {
                 if self.registered {
-                    deregister(me, self.file_id, self.writable);
+                    deregister(me, self.file_id, self.is_writable());
                 }
                 return Err(Error::os(
                     format!("cannot map segment '{}' in the child", self.name),
                     e,
                 ));
             }
-            let kept = shm::exclude_from_fork(self.map.as_mut_ptr(), self.map.len());
+            let kept = shm::exclude_from_fork(self.as_ptr(), self.len());
             self.kept_from_children.store(kept, Ordering::Relaxed);
         }
         self.bound_to.store(me, Ordering::Relaxed);
@@ -440,7 +418,13 @@ impl Segment {
 
     /// The segment's open file, for reads with `pread` (no slice over shared memory).
     pub(crate) fn file(&self) -> &File {
-        &self.file
+        self.mapping().file()
+    }
+
+    fn mapping(&self) -> &FileMapping {
+        self.mapping
+            .as_ref()
+            .expect("ndshm bug: a segment's mapping is taken only in its drop")
     }
 
     /// Device and inode of the segment's file (to tell whether its name still names it).
@@ -455,23 +439,23 @@ impl Segment {
 
     /// Start of the mapping (page-aligned).
     pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.map.as_mut_ptr()
+        self.mapping().as_ptr()
     }
 
     /// Length of the mapping, trailer included.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.mapping().len()
     }
 
     /// Bytes of content: the trailer's payload length, or the whole file when there is no
     /// trailer.
     pub(crate) fn payload_len(&self) -> usize {
-        self.info.map_or(self.map.len(), |i| i.payload_len)
+        self.info.map_or(self.len(), |i| i.payload_len)
     }
 
     /// Whether the mapping is writable.
     pub(crate) fn is_writable(&self) -> bool {
-        self.writable
+        self.mapping().is_writable()
     }
 
     /// What the trailer said when the segment was opened, if it has one.
@@ -479,15 +463,10 @@ impl Segment {
         self.info
     }
 
-    /// The live trailer in shared memory.
-    pub(crate) fn trailer(&self) -> Option<&Trailer> {
-        self.info?;
-        // SAFETY: a trailer was validated at open, so the mapping is at least TRAILER_LEN
-        // bytes long and its length is a multiple of 64; the mapping is page-aligned, so
-        // `len - TRAILER_LEN` is 64-byte aligned as `Trailer` needs. All fields other
-        // processes may change are atomics; the rest never changes after publication.
-        // The reference lives no longer than `&self`, which keeps the mapping alive.
-        Some(unsafe { &*(self.as_ptr().add(self.len() - TRAILER_LEN) as *const Trailer) })
+    /// The live trailer in shared memory, for a writable handle of a segment that has one
+    /// (a read-only mapping must not be written, and this process never locks through it).
+    pub(crate) fn trailer(&self) -> Option<LiveTrailer<'_>> {
+        SharedMem::segment_trailer(self).map(LiveTrailer::new)
     }
 
     /// The unique id of this segment's creation (0 for segments without a trailer).
@@ -530,21 +509,17 @@ impl Segment {
             owned::track_segment(&self.name);
         }
         self.owner = true;
-        if self.writable {
-            if let Some(t) = self.trailer() {
-                t.claim_ownership();
-                t.set_persistent(false);
-            }
+        if let Some(t) = self.trailer() {
+            t.claim_ownership();
+            t.set_persistent(false);
         }
     }
 
     /// Hands the name over: the segment outlives this handle, and `gc` leaves it.
     pub(crate) fn persist(&mut self) {
         self.disown();
-        if self.writable {
-            if let Some(t) = self.trailer() {
-                t.set_persistent(true);
-            }
+        if let Some(t) = self.trailer() {
+            t.set_persistent(true);
         }
     }
 
@@ -560,7 +535,7 @@ impl Segment {
     /// trailer (a plain `.npy` file): its owner cannot be recorded.
     pub(crate) fn hand_over(&mut self, to: OwnerFields) -> Result<(OwnerFields, bool)> {
         let t = match self.trailer() {
-            Some(t) if self.writable => t,
+            Some(t) => t,
             _ => {
                 return Err(Error::new(
                     ErrorKind::InvalidArgument,
@@ -572,11 +547,8 @@ impl Segment {
                 ))
             }
         };
-        let before = (
-            OwnerFields::of(t),
-            t.persistent.load(Ordering::Acquire) != 0,
-        );
-        to.store(t);
+        let before = (t.owner(), t.is_persistent());
+        t.set_owner(to);
         t.set_persistent(false);
         self.disown();
         Ok(before)
@@ -584,8 +556,8 @@ impl Segment {
 
     /// Undoes [`hand_over`](Self::hand_over) on a handle that did not own the name.
     pub(crate) fn restore_owner(&self, (owner, persistent): (OwnerFields, bool)) {
-        if let Some(t) = self.trailer().filter(|_| self.writable) {
-            owner.store(t);
+        if let Some(t) = self.trailer() {
+            t.set_owner(owner);
             t.set_persistent(persistent);
         }
     }
@@ -598,8 +570,8 @@ impl Segment {
     /// [`ErrorKind::NoSpace`] when `/dev/shm` has no room for the missing blocks; an OS
     /// error otherwise (a read-only handle: `EBADF`).
     pub(crate) fn reserve(&self) -> Result<()> {
-        let len = self.map.len() as u64;
-        shm::reserve(&self.file, len).map_err(|e| {
+        let len = self.len() as u64;
+        shm::reserve(self.file(), len).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENOSPC) {
                 no_space(&self.name, len, shm::free_space().unwrap_or(0))
             } else {
@@ -638,56 +610,9 @@ impl Segment {
 
     /// Faults in every page of the mapping now.
     pub(crate) fn prefault(&self) -> Result<()> {
-        shm::prefault(&self.map, self.writable)
+        self.mapping()
+            .prefault()
             .map_err(|e| Error::os(format!("cannot prefault segment '{}'", self.name), e))
-    }
-}
-
-/// The owner fields of a trailer: who unlinks the segment, and whose death makes it
-/// garbage for `gc` (the lease decides; the rest is for display).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OwnerFields {
-    pub(crate) pid: i32,
-    pub(crate) start: u64,
-    pub(crate) lease: u64,
-    pub(crate) pidns: u64,
-}
-
-impl OwnerFields {
-    /// The calling process.
-    pub(crate) fn this_process() -> OwnerFields {
-        OwnerFields {
-            pid: proc::pid(),
-            start: proc::self_start_time(),
-            lease: crate::sys::lease::mine(),
-            pidns: proc::pid_namespace(),
-        }
-    }
-
-    /// The owner recorded in a validated trailer copy.
-    pub(crate) fn of_info(info: &TrailerInfo) -> OwnerFields {
-        OwnerFields {
-            pid: info.owner_pid,
-            start: info.owner_start,
-            lease: info.owner_lease,
-            pidns: info.owner_pidns,
-        }
-    }
-
-    fn of(t: &Trailer) -> OwnerFields {
-        OwnerFields {
-            pid: t.owner_pid.load(Ordering::Acquire),
-            start: t.owner_start.load(Ordering::Relaxed),
-            lease: t.owner_lease.load(Ordering::Relaxed),
-            pidns: t.owner_pidns.load(Ordering::Relaxed),
-        }
-    }
-
-    fn store(self, t: &Trailer) {
-        t.owner_start.store(self.start, Ordering::Relaxed);
-        t.owner_pidns.store(self.pidns, Ordering::Relaxed);
-        t.owner_lease.store(self.lease, Ordering::Relaxed);
-        t.owner_pid.store(self.pid, Ordering::Release);
     }
 }
 
@@ -715,6 +640,7 @@ impl Drop for Segment {
             // process. Do nothing at all — the name, the registry entry and the mapping
             // (or the placeholder over it) are the parent's business; the memory goes
             // when this process exits.
+            std::mem::forget(self.mapping.take());
             return;
         }
         if self.owner && self.made_by == me {
@@ -724,34 +650,32 @@ impl Drop for Segment {
             }
         }
         if self.registered {
-            deregister(me, self.file_id, self.writable);
+            deregister(me, self.file_id, self.is_writable());
         }
         if self.kept_from_children.load(Ordering::Relaxed) {
             // Before unmapping: a fork after this point must not cover the freed range.
-            shm::forget_fork_exclusion(self.map.as_mut_ptr());
+            shm::forget_fork_exclusion(self.as_ptr());
         }
         // Read the trailer only if the file still covers the mapping: a segment truncated
         // behind our back (breaking `open`'s contract) must not turn this drop into a
         // SIGBUS.
         let intact = self
-            .file
+            .file()
             .metadata()
             .is_ok_and(|m| m.len() >= self.len() as u64);
-        // SAFETY: the handle is bound to this process and being dropped: `file` is dropped
-        // exactly once, here, and nothing uses it afterwards.
-        unsafe { ManuallyDrop::drop(&mut self.file) };
         let held = intact
-            && self.info.is_some()
-            // SAFETY: a validated trailer ends the mapping, which is still mapped, and the
-            // file behind it is long enough (checked above) for the read not to fault.
-            && unsafe { trailer::lock_held_here(self.as_ptr(), self.len()) };
+            && self
+                .trailer()
+                .is_some_and(|t| t.lock().held_in_this_process());
+        let Some(mapping) = self.mapping.take() else {
+            return;
+        };
         if held {
             // A leaked guard: a thread's robust list runs through this memory. Keep it.
-            return;
+            mapping.keep_mapped();
         }
-        // SAFETY: dropped exactly once, here, and nothing uses it afterwards (views borrow
-        // the handle).
-        unsafe { ManuallyDrop::drop(&mut self.map) }
+        // Otherwise `mapping` drops here: unmapped and closed (views borrow the handle, so
+        // none is left).
     }
 }
 
