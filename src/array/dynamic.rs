@@ -45,6 +45,19 @@ pub struct DynSharedArray<A: AccessMode = ReadWrite> {
 ///
 /// # Errors
 /// As [`SharedNdArray::open`], less the type and dimension checks.
+///
+/// # Examples
+/// ```
+/// # let name = format!("doc-open-dyn-{}", std::process::id());
+/// let mut a = ndshm::SharedNdArray::<i16, ndarray::Ix3>::zeros(&name, (2, 3, 4))?;
+/// a.persist();
+/// drop(a);
+/// // SAFETY: no other process writes this segment in this example.
+/// let mut d = unsafe { ndshm::open_dyn(&name)? };
+/// assert_eq!((d.dtype(), d.shape(), d.len()), (ndshm::DType::I16, &[2, 3, 4][..], 24));
+/// d.into_typed::<i16, ndarray::IxDyn>()?.unlink()?;
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub unsafe fn open_dyn(name: &str) -> Result<DynSharedArray> {
     DynSharedArray::attach(Segment::open(name, MapAccess::READ_WRITE)?)
 }
@@ -58,6 +71,19 @@ impl DynSharedArray {
     ///
     /// # Errors
     /// As [`open_dyn`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-dyn-ro-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<f32, ndarray::Ix1>::from_elem(&name, 3, 0.5)?;
+    /// a.persist();
+    /// drop(a);
+    /// // SAFETY: no process writes this segment in this example.
+    /// let d = unsafe { ndshm::DynSharedArray::open_read_only(&name)? };
+    /// assert_eq!(d.to_string(), "[0.5, 0.5, 0.5]");
+    /// ndshm::unlink(&name)?;
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub unsafe fn open_read_only(name: &str) -> Result<DynSharedArray<ReadOnly>> {
         DynSharedArray::attach(Segment::open(name, MapAccess::READ_ONLY)?)
     }
@@ -118,6 +144,21 @@ impl<A: AccessMode> DynSharedArray<A> {
     ///
     /// # Panics
     /// As [`SharedNdArray::persist`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-dyn-persist-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<u8, ndarray::Ix1>::zeros(&name, 1)?;
+    /// a.persist();
+    /// drop(a);
+    /// // SAFETY: no other process writes this segment in this example.
+    /// let mut d = unsafe { ndshm::open_dyn(&name)? };
+    /// assert!(!d.is_owner());
+    /// d.persist(); // a no-op for an attached handle: it never owned the name
+    /// drop(d);
+    /// ndshm::unlink(&name)?;
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn persist(&mut self) {
         if !self.seg.is_bound_here() {
             foreign_handle_panic("DynSharedArray");
@@ -138,6 +179,20 @@ impl<A: AccessMode> DynSharedArray<A> {
     /// # Errors
     /// [`ErrorKind::TypeMismatch`], [`ErrorKind::DimensionMismatch`];
     /// [`ErrorKind::WrongProcess`] for a handle of another process.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-into-typed-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<u64, ndarray::Ix1>::from_elem(&name, 2, 7)?;
+    /// a.persist();
+    /// drop(a);
+    /// // SAFETY: no other process writes this segment in this example.
+    /// let d = unsafe { ndshm::open_dyn(&name)? };
+    /// let mut typed = d.into_typed::<u64, ndarray::Ix1>()?;
+    /// assert_eq!(typed.as_slice(), Some(&[7, 7][..]));
+    /// typed.unlink()?;
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn into_typed<T: Element, D: Dimension>(self) -> Result<SharedNdArray<T, D, A>> {
         self.check_bound_here()?;
         if self.header.dtype != T::DTYPE {

@@ -71,6 +71,18 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     /// An OS error creating or writing `path`; [`ErrorKind::Truncated`] when the segment
     /// file shrank behind the handle's back (the partial file is removed);
     /// [`ErrorKind::WrongProcess`] for a handle of another process.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-save-{}", std::process::id());
+    /// # let path = std::env::temp_dir().join(format!("{name}.npy"));
+    /// let a = ndshm::SharedNdArray::<f64, ndarray::Ix2>::from_elem(&name, (2, 2), 1.5)?;
+    /// a.save(&path)?; // np.load(path) reads it
+    /// let bytes = std::fs::read(&path).unwrap();
+    /// assert_eq!(&bytes[..6], b"\x93NUMPY");
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         self.check_bound_here()?;
         let header = NpyHeader {
@@ -93,6 +105,18 @@ impl DynSharedArray {
     ///
     /// # Errors
     /// As [`SharedNdArray::load`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-dyn-load-{}", std::process::id());
+    /// # let path = std::env::temp_dir().join(format!("{name}.npy"));
+    /// # ndshm::SharedNdArray::<i32, ndarray::Ix1>::from_elem(format!("{name}-src"), 4, 3)?.save(&path)?;
+    /// // A .npy file of a type the program learns only at run time:
+    /// let d = ndshm::DynSharedArray::load(&name, &path)?;
+    /// assert_eq!((d.dtype(), d.shape()), (ndshm::DType::I32, &[4][..]));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn load(segment: impl Into<CreateOptions>, path: impl AsRef<Path>) -> Result<Self> {
         let (seg, header, offset) = load_segment(path.as_ref(), &segment.into(), |_| Ok(()))?;
         Ok(DynSharedArray {
@@ -109,6 +133,22 @@ impl<A: AccessMode> DynSharedArray<A> {
     ///
     /// # Errors
     /// As [`SharedNdArray::save`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-dyn-save-{}", std::process::id());
+    /// # let path = std::env::temp_dir().join(format!("{name}.npy"));
+    /// let mut a = ndshm::SharedNdArray::<u8, ndarray::Ix1>::from_elem(&name, 2, 1)?;
+    /// a.persist();
+    /// drop(a);
+    /// // SAFETY: no other process writes this segment in this example.
+    /// let d = unsafe { ndshm::DynSharedArray::open_read_only(&name)? };
+    /// d.save(&path)?;
+    /// assert!(std::fs::metadata(&path).unwrap().len() > 2);
+    /// ndshm::unlink(&name)?;
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         self.check_bound_here()?;
         save_segment(

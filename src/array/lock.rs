@@ -73,6 +73,17 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     ///
     /// # Errors
     /// [`ErrorKind::Timeout`], and the errors of [`lock`](Self::lock).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// # let name = format!("doc-lock-timeout-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<u32, ndarray::Ix1>::zeros(&name, 2)?;
+    /// let mut g = a.lock_timeout(Duration::from_secs(5))?;
+    /// g.view_mut()[0] = 1;
+    /// assert!(!g.owner_died());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn lock_timeout(&mut self, timeout: Duration) -> Result<ArrayLockGuard<'_, T, D>> {
         self.check_bound_here()?;
         let array: &SharedNdArray<T, D> = self;
@@ -84,6 +95,17 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     ///
     /// # Errors
     /// As [`lock`](Self::lock).
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-try-lock-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<u32, ndarray::Ix1>::zeros(&name, 2)?;
+    /// if let Some(mut g) = a.try_lock()? {
+    ///     g.as_slice_memory_order_mut()[1] = 9;
+    /// }
+    /// assert_eq!(a.view()[1], 9);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn try_lock(&mut self) -> Result<Option<ArrayLockGuard<'_, T, D>>> {
         self.check_bound_here()?;
         let array: &SharedNdArray<T, D> = self;
@@ -99,6 +121,18 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
 /// Like the array, the guard works only in the process that made it: a copy inherited
 /// through `fork` panics on every access (naming the rule), and dropping it there releases
 /// nothing.
+///
+/// # Examples
+/// ```
+/// # let name = format!("doc-guard-{}", std::process::id());
+/// let mut a = ndshm::SharedNdArray::<f64, ndarray::Ix1>::zeros(&name, 3)?;
+/// {
+///     let mut g: ndshm::ArrayLockGuard<'_, f64, ndarray::Ix1> = a.lock()?;
+///     g.view_mut().fill(2.0);
+///     assert_eq!(g.view().sum(), 6.0);
+/// } // unlocked here
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub struct ArrayLockGuard<'a, T: Element, D: Dimension> {
     // Declared first: unlocks before the borrow of the array ends.
     guard: LockGuard<'a>,

@@ -315,6 +315,21 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// [`ErrorKind::Truncated`] when the segment is shorter than the shape needs,
     /// [`ErrorKind::InvalidHeader`] when it does carry an npy header (use
     /// [`open`](Self::open)), and the errors of [`open`](Self::open).
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-open-raw-{}", std::process::id());
+    /// # let path = std::path::Path::new("/dev/shm").join(&name);
+    /// // A headerless segment, as Python's SharedMemory(create=True, size=32) makes one
+    /// // (use open_raw_reserved for such sparse files: see "Sparse segments").
+    /// std::fs::write(&path, [0u8; 32])?;
+    /// // SAFETY: no other process uses this segment in this example.
+    /// let mut a = unsafe { ndshm::SharedNdArray::<u64, ndarray::Ix2>::open_raw(&name, (2, 2))? };
+    /// a.view_mut()[[1, 1]] = 42;
+    /// assert_eq!(std::fs::read(&path)?[24], 42);
+    /// ndshm::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub unsafe fn open_raw(name: &str, shape: impl IntoDimension<Dim = D>) -> Result<Self> {
         Self::attach_raw(name, shape)
     }
@@ -465,6 +480,16 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     }
 
     /// The shape.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-shape-{}", std::process::id());
+    /// let a = ndshm::SharedNdArray::<u16, ndarray::Ix2>::zeros(&name, (3, 4))?;
+    /// assert_eq!((a.shape(), a.ndim(), a.len(), a.nbytes()), (&[3, 4][..], 2, 12, 24));
+    /// assert_eq!((a.dtype(), a.is_empty(), a.is_fortran_order()), (ndshm::DType::U16, false, false));
+    /// assert_eq!(a.name(), name);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn shape(&self) -> &[usize] {
         self.dim.slice()
     }
@@ -521,6 +546,19 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     /// # Panics
     /// As [`view`](Self::view): a copy inherited through `fork` must not change the fate
     /// of its parent's segment.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-persist-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<u8, ndarray::Ix1>::zeros(&name, 8)?;
+    /// assert!(a.is_owner());
+    /// a.persist();
+    /// assert!(!a.is_owner());
+    /// drop(a); // the segment stays for other processes
+    /// assert!(std::path::Path::new("/dev/shm").join(&name).exists());
+    /// ndshm::unlink(&name)?;
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn persist(&mut self) {
         self.assert_bound_here();
         self.seg.persist();
@@ -533,6 +571,18 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     /// [`ErrorKind::NotFound`] when the name is already gone or names another segment now;
     /// [`ErrorKind::WrongProcess`] when the handle was made by another process and
     /// inherited through `fork`.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-array-unlink-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<u8, ndarray::Ix1>::zeros(&name, 8)?;
+    /// a.unlink()?; // the name is gone now; this handle keeps its mapping
+    /// a.view_mut().fill(1);
+    /// // SAFETY: (the open fails: there is nothing to attach)
+    /// let e = unsafe { ndshm::SharedNdArray::<u8, ndarray::Ix1>::open(&name) }.unwrap_err();
+    /// assert_eq!(e.kind(), ndshm::ErrorKind::NotFound);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn unlink(&mut self) -> Result<()> {
         self.check_bound_here()?;
         self.seg.unlink()
@@ -544,6 +594,14 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     /// # Errors
     /// An OS error from `madvise`; [`ErrorKind::WrongProcess`] for a handle of another
     /// process.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-prefault-{}", std::process::id());
+    /// let a = ndshm::SharedNdArray::<f32, ndarray::Ix1>::zeros(&name, 1 << 16)?;
+    /// a.prefault()?; // the first pass over the data pays no page faults
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn prefault(&self) -> Result<()> {
         self.check_bound_here()?;
         self.seg.prefault()

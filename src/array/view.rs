@@ -36,14 +36,24 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// # Panics
     /// When the handle was made by another process and inherited through `fork` (see the
     /// [crate docs](crate#soundness)).
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-view-mut-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<f64, ndarray::Ix2>::zeros(&name, (2, 3))?;
+    /// a.view_mut().column_mut(1).fill(1.0);
+    /// assert_eq!(a.view().sum(), 2.0);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn view_mut(&mut self) -> ArrayViewMut<'_, T, D> {
         self.assert_bound_here();
-        // SAFETY: the data range [offset, offset + len * size_of::<T>()) was checked to lie
-        // inside the mapping, which is writable (ReadWrite) and aligned for T; the shape and
-        // order are those the header declared; `&mut self` is the only access to this
-        // handle, and the registry guarantees no other handle of this segment exists in this
-        // process. Other processes are bound by the `open` contract (or never saw the
-        // segment, when we created it).
+        // SAFETY: the data range [offset, offset + nbytes) lies inside the payload of the
+        // mapping, which is writable (a ReadWrite handle maps PROT_READ|PROT_WRITE), and is
+        // aligned for T; the shape and order are those the header declared (see the module
+        // docs). `&mut self` excludes every other view of this handle, and the registry
+        // lets no other handle of this segment, read-only or read-write, exist in this
+        // process beside a read-write one. Other processes are bound by the `open`
+        // contract (or never saw the segment, when we created it).
         unsafe {
             ArrayViewMut::from_shape_ptr(
                 with_order(self.dim.clone(), self.fortran),
@@ -57,6 +67,16 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     ///
     /// # Panics
     /// As [`view_mut`](Self::view_mut).
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-slice-mo-mut-{}", std::process::id());
+    /// let opts = ndshm::CreateOptions::named(&name).fortran_order(true);
+    /// let mut a = ndshm::SharedNdArray::<u8, ndarray::Ix2>::zeros(opts, (2, 2))?;
+    /// a.as_slice_memory_order_mut().copy_from_slice(&[1, 2, 3, 4]); // column by column
+    /// assert_eq!(a.view()[[1, 0]], 2);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn as_slice_memory_order_mut(&mut self) -> &mut [T] {
         self.assert_bound_here();
         // SAFETY: as in `view_mut`: `len()` elements of T, aligned, in the writable mapping,
@@ -68,6 +88,15 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     ///
     /// # Panics
     /// As [`view_mut`](Self::view_mut).
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-slice-mut-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<i64, ndarray::Ix1>::zeros(&name, 3)?;
+    /// a.as_slice_mut().unwrap().copy_from_slice(&[1, 2, 3]);
+    /// assert_eq!(a.as_slice(), Some(&[1, 2, 3][..]));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn as_slice_mut(&mut self) -> Option<&mut [T]> {
         if self.fortran && self.ndim() > 1 && !self.is_standard_layout() {
             None
@@ -78,22 +107,37 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
 }
 
 impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
+    /// Start of the element data in the mapping (for the pool's job descriptors).
     pub(crate) fn data_ptr(&self) -> *mut T {
-        // SAFETY: `offset` was checked to lie within the mapping (it is the header length,
-        // at most the payload length).
+        // SAFETY: `offset` lies within the mapping: it is the header length (or 0 for
+        // `open_raw`), at most the payload length, checked at open or by construction.
         unsafe { self.seg.as_ptr().add(self.offset).cast::<T>() }
     }
+
     /// A read-only view of the whole array.
     ///
     /// # Panics
     /// When the handle was made by another process and inherited through `fork`: a handle
     /// works only in the process that made it (see the [crate docs](crate#soundness)).
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-view-{}", std::process::id());
+    /// let a = ndshm::SharedNdArray::<f32, ndarray::Ix1>::from_elem(&name, 4, 2.5)?;
+    /// let v = a.view();
+    /// assert_eq!(v.len(), 4);
+    /// assert_eq!(v.sum(), 10.0);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn view(&self) -> ArrayView<'_, T, D> {
         self.assert_bound_here();
-        // SAFETY: the data range was checked to lie inside the mapping and is aligned for
-        // T; the shape and order are those the header declared. Writers in this process need
-        // `&mut self` (and there is only one handle per segment in a process); writers in
-        // other processes are bound by the `open` contract.
+        // SAFETY: the data range lies inside the payload of the mapping and is aligned for
+        // T; the shape and order are those the header declared (see the module docs).
+        // Writers in this process: through this handle they need `&mut self` (or the lock
+        // guard, which holds the handle's exclusive borrow); no other handle of the
+        // segment can write here (beside a read-write handle the registry admits no other
+        // handle, and read-only handles never write). Writers in other processes are bound
+        // by the `open` contract.
         unsafe {
             ArrayView::from_shape_ptr(with_order(self.dim.clone(), self.fortran), self.data_ptr())
         }
@@ -103,9 +147,20 @@ impl<T: Element, D: Dimension, A: AccessMode> SharedNdArray<T, D, A> {
     ///
     /// # Panics
     /// As [`view`](Self::view).
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-slice-mo-{}", std::process::id());
+    /// let opts = ndshm::CreateOptions::named(&name).fortran_order(true);
+    /// let a = ndshm::SharedNdArray::from_array(opts, &ndarray::array![[1u8, 2], [3, 4]])?;
+    /// assert_eq!(a.as_slice(), None); // not C order
+    /// assert_eq!(a.as_slice_memory_order(), &[1, 3, 2, 4]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn as_slice_memory_order(&self) -> &[T] {
         self.assert_bound_here();
-        // SAFETY: as in `view`: `len()` elements of T, aligned, inside the mapping.
+        // SAFETY: as in `view`: the same `len()` elements of T, aligned, inside the payload,
+        // with the same exclusion of writers.
         unsafe { std::slice::from_raw_parts(self.data_ptr(), self.len()) }
     }
 
@@ -128,8 +183,11 @@ impl<A: AccessMode> DynSharedArray<A> {
             foreign_handle_panic("DynSharedArray");
         }
         let dim = IxDyn(&self.header.shape);
-        // SAFETY: as in `SharedNdArray::view`: the header was validated at open, the data
-        // lies inside the mapping and is aligned for T (checked in `read_header`).
+        // SAFETY: `Display` calls this with the T that the header's dtype names; the data
+        // range lies inside the payload and is aligned for T (checked in `read_header`, or
+        // by construction for a loaded array). A DynSharedArray never writes, and writers
+        // through other handles are excluded as in `SharedNdArray::view` (the registry,
+        // the `open` contract).
         let view = unsafe {
             ArrayView::<T, IxDyn>::from_shape_ptr(
                 with_order(dim, self.header.fortran_order),

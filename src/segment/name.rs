@@ -7,6 +7,13 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sys::{proc, shm};
 
 /// Longest segment name accepted, in bytes (Linux `NAME_MAX`).
+///
+/// # Examples
+/// ```
+/// assert!(ndshm::validate_name(&"a".repeat(ndshm::MAX_NAME_LEN)).is_ok());
+/// let e = ndshm::validate_name(&"a".repeat(ndshm::MAX_NAME_LEN + 1)).unwrap_err();
+/// assert_eq!(e.kind(), ndshm::ErrorKind::InvalidName);
+/// ```
 pub const MAX_NAME_LEN: usize = 255;
 /// Prefix of the temporary names segments are built under before they are published.
 pub(crate) const TEMP_PREFIX: &str = ".ndshm-tmp-";
