@@ -632,7 +632,6 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use crate::array::SharedNdArray;
-    use crate::error::Result;
     use crate::segment::trailer::SegmentKind;
     use crate::segment::{CreateOptions, Segment};
     use crate::sys::{proc, shm};
@@ -659,28 +658,6 @@ mod tests {
         )
         .unwrap();
         assert!(!q.is_kept_from_children());
-    }
-
-    #[test]
-    fn adopt_in_child_maps_the_array_again_and_is_idempotent() {
-        let n = name("adopt");
-        let mut a = SharedNdArray::<u64, ndarray::Ix1>::zeros(&n, 16).unwrap();
-        a.view_mut().fill(5);
-        let a = &a;
-        crate::scope(|s| {
-            s.spawn(|| -> Result<()> {
-                assert!(!a.segment().is_bound_here());
-                a.adopt_in_child()?;
-                a.adopt_in_child()?;
-                assert!(a.segment().is_bound_here());
-                assert!(!a.is_owner(), "an adopted copy never owns the name");
-                assert_eq!(a.view().sum(), 80);
-                Ok(())
-            })?;
-            Ok(())
-        })
-        .unwrap();
-        assert!(shm::file_id_of_name(&n).is_some());
     }
 
     #[test]
