@@ -177,8 +177,10 @@ impl<A: AccessMode> DynSharedArray<A> {
     /// The typed handle, if the segment holds `T` in `D` dimensions.
     ///
     /// # Errors
-    /// [`ErrorKind::TypeMismatch`], [`ErrorKind::DimensionMismatch`];
-    /// [`ErrorKind::WrongProcess`] for a handle of another process.
+    /// [`ErrorKind::TypeMismatch`](crate::ErrorKind::TypeMismatch),
+    /// [`ErrorKind::DimensionMismatch`](crate::ErrorKind::DimensionMismatch);
+    /// [`ErrorKind::WrongProcess`](crate::ErrorKind::WrongProcess) for a handle of another
+    /// process.
     ///
     /// # Examples
     /// ```

@@ -52,7 +52,7 @@ pub(crate) const UNIQUE_PREFIX: &str = "ndshm-";
 impl CreateOptions {
     /// Default options for a segment named `name` (a leading `/` is allowed, as in
     /// `shm_open`; the name is checked when the segment is created: see
-    /// [`validate_name`](crate::validate_name)).
+    /// [`validate_name`]).
     ///
     /// # Examples
     /// ```
