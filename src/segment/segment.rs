@@ -22,7 +22,7 @@ use crate::sys::shm::{self, FileMapping};
 pub(crate) struct MapAccess {
     pub(crate) writable: bool,
     pub(crate) populate: bool,
-    /// Enter the mapping in the process-wide registry (refuse a second handle).
+    /// Enter the mapping in the one-handle registry (arrays: see `registry.rs`).
     pub(crate) register: bool,
 }
 
@@ -100,8 +100,10 @@ fn open_error(name: &str, err: io::Error) -> Error {
 
 /// A mapped shared-memory segment.
 ///
-/// Holds the one raw mapping; everything above it (arrays, values, queues) works on the
-/// pointer this type hands out, within `len()` bytes.
+/// Holds the one raw mapping (a `sys::shm::FileMapping`). Nothing here forms references
+/// to it: the sync, ipc and manager types reach it through `SharedMem` (`Region`), the
+/// trailer through [`trailer`](Segment::trailer), and the array views (`array/view.rs`)
+/// through the pointer [`as_ptr`](Segment::as_ptr) hands out, within the payload.
 ///
 /// A handle is bound to the process that made it (its process token): a copy inherited
 /// through `fork` is foreign in the child, and its `Drop` there does nothing at all (no
