@@ -70,6 +70,12 @@ pub enum DType {
 
 impl DType {
     /// Every supported element type.
+    ///
+    /// # Examples
+    /// ```
+    /// assert_eq!(ndshm::DType::ALL.len(), 12);
+    /// assert!(ndshm::DType::ALL.iter().all(|d| ndshm::DType::from_descr(d.descr()).ok() == Some(*d)));
+    /// ```
     pub const ALL: [DType; 12] = [
         DType::I8,
         DType::U8,
@@ -262,6 +268,16 @@ mod private {
 ///
 /// Implemented for the types of [`DType`]; sealed, so that the mapping from Rust type to
 /// NumPy type string stays one-to-one.
+///
+/// # Examples
+/// ```
+/// use ndshm::{DType, Element};
+/// fn describe<T: Element>() -> (DType, &'static str) {
+///     (T::DTYPE, T::DTYPE.descr())
+/// }
+/// assert_eq!(describe::<f64>(), (DType::F64, "<f8"));
+/// assert_eq!(describe::<num_complex::Complex32>().0, DType::C64);
+/// ```
 pub trait Element:
     Pod + Send + Sync + PartialEq + fmt::Debug + fmt::Display + private::Sealed + 'static
 {

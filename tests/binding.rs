@@ -502,3 +502,27 @@ fn a_fork_while_other_threads_open_and_drop_segments_leaves_the_child_a_working_
     }
     assert_eq!(hung, 0, "children hung on a registry lock inherited held");
 }
+
+/// The children of `fork_chunks_into` adopt the handles they are given (the input borrowed
+/// shared, here a read-only handle, counted in the child's registry): their mappings come
+/// back over the placeholders the fork left, and the data is there.
+#[test]
+fn forked_chunk_children_adopt_a_read_only_input_and_see_its_data() {
+    let (i, o) = (Name::new("adopt-in"), Name::new("adopt-out"));
+    let mut src = SharedNdArray::<u64, Ix1>::from_elem(&i, 16, 5).unwrap();
+    src.persist();
+    drop(src);
+    // SAFETY: nobody writes the input while the test reads it.
+    let input = unsafe { SharedNdArray::<u64, Ix1>::open_read_only(&i) }.unwrap();
+    let mut out = SharedNdArray::<u64, Ix1>::zeros(&o, 16).unwrap();
+    let plan = ndshm::ChunkPlan::balanced(16, 4).unwrap();
+    ndshm::fork_chunks_into(&input, &mut out, &plan, |chunk, x, mut y| {
+        for (k, n) in chunk.range().enumerate() {
+            y[k] = x[n] * 2 + n as u64;
+        }
+    })
+    .unwrap();
+    let want: Vec<u64> = (0..16).map(|n| 10 + n).collect();
+    assert_eq!(out.as_slice().unwrap(), &want[..]);
+    assert!(input.view().iter().all(|&x| x == 5));
+}

@@ -690,3 +690,55 @@ fn list_and_info_describe_segments() {
         .iter()
         .any(|i| i.name == name.as_str()));
 }
+
+/// Read-only handles give only `&` views, which may alias each other: a program may open a
+/// segment read-only as often as it likes; each handle unmaps on its own drop.
+#[test]
+fn read_only_handles_may_be_opened_twice_in_one_process() {
+    let name = Name::new("ro-twice");
+    let mut a = SharedNdArray::<u32, Ix1>::from_elem(&name, 4, 9).unwrap();
+    a.persist();
+    drop(a);
+    // SAFETY: test segments are private to the test; nobody writes this one.
+    let r1 = unsafe { SharedNdArray::<u32, Ix1>::open_read_only(&name) }.unwrap();
+    // SAFETY: as above.
+    let r2 = unsafe { SharedNdArray::<u32, Ix1>::open_read_only(&name) }.unwrap();
+    // SAFETY: as above.
+    let d = unsafe { ndshm::DynSharedArray::open_read_only(&name) }.unwrap();
+    assert_eq!(r1.view(), r2.view());
+    assert_eq!(r1.as_slice().unwrap(), &[9, 9, 9, 9]);
+    assert_eq!(d.shape(), &[4]);
+    drop(r1);
+    assert_eq!(
+        r2.view().sum(),
+        36,
+        "the other handle's mapping outlives the first"
+    );
+    // While read-only handles live, a read-write one would alias their views.
+    assert_eq!(open_kind::<u32, Ix1>(&name), ErrorKind::AlreadyOpen);
+    drop((r2, d));
+    // The last reader gone, a writer may come.
+    // SAFETY: as above.
+    let mut w = unsafe { SharedNdArray::<u32, Ix1>::open(&name) }.unwrap();
+    w.unlink().unwrap();
+}
+
+/// A read-write handle may hand out `&mut` views: no other handle of the segment, read-only
+/// or read-write, may exist beside it in this process, whichever came first.
+#[test]
+fn a_mutable_handle_is_still_refused_while_another_exists() {
+    let name = Name::new("rw-refused");
+    let a = SharedNdArray::<f32, Ix2>::zeros(&name, (2, 2)).unwrap();
+    assert_eq!(open_kind::<f32, Ix2>(&name), ErrorKind::AlreadyOpen);
+    // SAFETY: test segments are private to the test.
+    let ro = unsafe { SharedNdArray::<f32, Ix2>::open_read_only(&name) };
+    assert_eq!(ro.map(drop).unwrap_err().kind(), ErrorKind::AlreadyOpen);
+    // SAFETY: as above.
+    let dy = unsafe { ndshm::open_dyn(&name) };
+    assert_eq!(dy.map(drop).unwrap_err().kind(), ErrorKind::AlreadyOpen);
+    // SAFETY: as above.
+    let dro = unsafe { ndshm::DynSharedArray::open_read_only(&name) };
+    assert_eq!(dro.map(drop).unwrap_err().kind(), ErrorKind::AlreadyOpen);
+    drop(a);
+    assert!(!name.path().exists());
+}

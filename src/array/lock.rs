@@ -4,34 +4,27 @@
 use std::fmt;
 use std::time::Duration;
 
-use ndarray::{ArrayView, ArrayViewMut, Dimension};
+use ndarray::{ArrayView, Dimension};
 
 use crate::array::{ReadWrite, SharedNdArray};
 use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
-use crate::segment::trailer::{LOCK_AREA_OFFSET, TRAILER_LEN};
 use crate::sync::lock::LockGuard;
 use crate::sys::mutex::RobustMutex;
 
-fn raw_lock<'a, T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&'a RobustMutex> {
+fn raw_lock<T: Element, D: Dimension>(a: &SharedNdArray<T, D>) -> Result<&RobustMutex> {
     let seg = a.segment();
-    if seg.trailer().is_none() {
-        return Err(Error::new(
+    match seg.trailer() {
+        Some(t) => Ok(t.lock()),
+        None => Err(Error::new(
             ErrorKind::Unsupported,
             format!(
                 "segment '{}' has no ndshm trailer (a plain .npy file or a foreign segment), so \
                  it carries no lock; use a separate ndshm::Lock",
                 seg.name()
             ),
-        ));
+        )),
     }
-    // SAFETY: the segment has a validated trailer: its last TRAILER_LEN bytes, 64-byte
-    // aligned, whose lock area at LOCK_AREA_OFFSET is only used as a RobustMutex
-    // (initialised before publication). The caller ties the reference to a borrow of the
-    // array, which keeps the mapping alive.
-    Ok(unsafe {
-        RobustMutex::from_ptr(seg.as_ptr().add(seg.len() - TRAILER_LEN + LOCK_AREA_OFFSET))
-    })
 }
 
 impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
@@ -69,32 +62,56 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
     /// ```
     pub fn lock(&mut self) -> Result<ArrayLockGuard<'_, T, D>> {
         self.check_bound_here()?;
-        let raw = raw_lock(self)?;
-        let guard = raw.lock_guard_or_error("the array's lock")?;
-        Ok(ArrayLockGuard { guard, array: self })
+        // The exclusive borrow becomes a shared one held by the guard alone, which gives
+        // mutable views only through `&mut` of itself.
+        let array: &SharedNdArray<T, D> = self;
+        let guard = raw_lock(array)?.lock_guard_or_error("the array's lock")?;
+        Ok(ArrayLockGuard { guard, array })
     }
 
     /// [`lock`](Self::lock), waiting at most `timeout`.
     ///
     /// # Errors
     /// [`ErrorKind::Timeout`], and the errors of [`lock`](Self::lock).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// # let name = format!("doc-lock-timeout-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<u32, ndarray::Ix1>::zeros(&name, 2)?;
+    /// let mut g = a.lock_timeout(Duration::from_secs(5))?;
+    /// g.view_mut()[0] = 1;
+    /// assert!(!g.owner_died());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn lock_timeout(&mut self, timeout: Duration) -> Result<ArrayLockGuard<'_, T, D>> {
         self.check_bound_here()?;
-        let raw = raw_lock(self)?;
-        let guard = raw.lock_timeout_guard(timeout, "the array's lock")?;
-        Ok(ArrayLockGuard { guard, array: self })
+        let array: &SharedNdArray<T, D> = self;
+        let guard = raw_lock(array)?.lock_timeout_guard(timeout, "the array's lock")?;
+        Ok(ArrayLockGuard { guard, array })
     }
 
     /// [`lock`](Self::lock) without waiting: `Ok(None)` when another process holds it.
     ///
     /// # Errors
     /// As [`lock`](Self::lock).
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-try-lock-{}", std::process::id());
+    /// let mut a = ndshm::SharedNdArray::<u32, ndarray::Ix1>::zeros(&name, 2)?;
+    /// if let Some(mut g) = a.try_lock()? {
+    ///     g.as_slice_memory_order_mut()[1] = 9;
+    /// }
+    /// assert_eq!(a.view()[1], 9);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn try_lock(&mut self) -> Result<Option<ArrayLockGuard<'_, T, D>>> {
         self.check_bound_here()?;
-        let raw = raw_lock(self)?;
-        Ok(raw
+        let array: &SharedNdArray<T, D> = self;
+        Ok(raw_lock(array)?
             .try_lock_guard_or_error("the array's lock")?
-            .map(|guard| ArrayLockGuard { guard, array: self }))
+            .map(|guard| ArrayLockGuard { guard, array }))
     }
 }
 
@@ -104,10 +121,24 @@ impl<T: Element, D: Dimension> SharedNdArray<T, D, ReadWrite> {
 /// Like the array, the guard works only in the process that made it: a copy inherited
 /// through `fork` panics on every access (naming the rule), and dropping it there releases
 /// nothing.
+///
+/// # Examples
+/// ```
+/// # let name = format!("doc-guard-{}", std::process::id());
+/// let mut a = ndshm::SharedNdArray::<f64, ndarray::Ix1>::zeros(&name, 3)?;
+/// {
+///     let mut g: ndshm::ArrayLockGuard<'_, f64, ndarray::Ix1> = a.lock()?;
+///     g.view_mut().fill(2.0);
+///     assert_eq!(g.view().sum(), 6.0);
+/// } // unlocked here
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub struct ArrayLockGuard<'a, T: Element, D: Dimension> {
     // Declared first: unlocks before the borrow of the array ends.
     guard: LockGuard<'a>,
-    array: &'a mut SharedNdArray<T, D>,
+    /// Made from the exclusive borrow `lock` took: this guard is the handle's only user
+    /// while it lives (its mutable views are in `view.rs`).
+    pub(super) array: &'a SharedNdArray<T, D>,
 }
 
 impl<T: Element, D: Dimension> ArrayLockGuard<'_, T, D> {
@@ -119,16 +150,6 @@ impl<T: Element, D: Dimension> ArrayLockGuard<'_, T, D> {
     /// A view of the array.
     pub fn view(&self) -> ArrayView<'_, T, D> {
         self.array.view()
-    }
-
-    /// A mutable view of the array.
-    pub fn view_mut(&mut self) -> ArrayViewMut<'_, T, D> {
-        self.array.view_mut()
-    }
-
-    /// The elements in memory order.
-    pub fn as_slice_memory_order_mut(&mut self) -> &mut [T] {
-        self.array.as_slice_memory_order_mut()
     }
 }
 

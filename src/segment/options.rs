@@ -52,7 +52,16 @@ pub(crate) const UNIQUE_PREFIX: &str = "ndshm-";
 impl CreateOptions {
     /// Default options for a segment named `name` (a leading `/` is allowed, as in
     /// `shm_open`; the name is checked when the segment is created: see
-    /// [`validate_name`](crate::validate_name)).
+    /// [`validate_name`]).
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-named-{}", std::process::id());
+    /// let opts = ndshm::CreateOptions::named(format!("/{name}")); // a leading '/' is dropped
+    /// let a = ndshm::SharedNdArray::<u8, ndarray::Ix1>::zeros(opts, 4)?;
+    /// assert_eq!(a.name(), name);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn named(name: impl AsRef<str>) -> CreateOptions {
         CreateOptions::with_name(NameChoice::Given(name.as_ref().to_owned()))
     }
@@ -60,12 +69,28 @@ impl CreateOptions {
     /// Default options for a segment whose name ndshm generates: `ndshm-` and 16 random hex
     /// digits (Python's `SharedMemory(create=True)` without a name). A generated name that is
     /// taken is drawn again. The handle's `name()` tells it, to pass to other processes.
+    ///
+    /// # Examples
+    /// ```
+    /// let a = ndshm::SharedNdArray::<u8, ndarray::Ix1>::zeros(ndshm::CreateOptions::unique(), 4)?;
+    /// assert!(a.name().starts_with("ndshm-"));
+    /// // Pass a.name() to the processes that should attach it.
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn unique() -> CreateOptions {
         CreateOptions::with_name(NameChoice::Unique(UNIQUE_PREFIX.to_owned()))
     }
 
     /// Like [`unique`](Self::unique), with your own prefix: `<prefix>` and 16 random hex
     /// digits (so `ndshm ls` groups a program's segments).
+    ///
+    /// # Examples
+    /// ```
+    /// let opts = ndshm::CreateOptions::unique_with_prefix("weather-");
+    /// let a = ndshm::SharedNdArray::<f32, ndarray::Ix1>::zeros(opts, 4)?;
+    /// assert!(a.name().starts_with("weather-"));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn unique_with_prefix(prefix: impl Into<String>) -> CreateOptions {
         CreateOptions::with_name(NameChoice::Unique(prefix.into()))
     }
@@ -82,6 +107,16 @@ impl CreateOptions {
 
     /// Permission bits of the new segment (default `0o600`: only its user may open it).
     /// They are set exactly, whatever the umask.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::os::unix::fs::PermissionsExt;
+    /// let opts = ndshm::CreateOptions::unique().mode(0o640);
+    /// let a = ndshm::SharedNdArray::<u8, ndarray::Ix1>::zeros(opts, 4)?;
+    /// let meta = std::fs::metadata(std::path::Path::new("/dev/shm").join(a.name())).unwrap();
+    /// assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
@@ -89,12 +124,31 @@ impl CreateOptions {
 
     /// A persistent segment outlives its creator: `Drop` does not unlink it and `gc` leaves
     /// it; remove it with `unlink` or `ndshm rm`.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-persistent-{}", std::process::id());
+    /// let opts = ndshm::CreateOptions::named(&name).persistent(true);
+    /// let a = ndshm::SharedNdArray::<u8, ndarray::Ix1>::zeros(opts, 4)?;
+    /// assert!(!a.is_owner());
+    /// drop(a); // stays
+    /// ndshm::unlink(&name)?;
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn persistent(mut self, persistent: bool) -> Self {
         self.persistent = persistent;
         self
     }
 
     /// Fault in the page tables at creation (`MAP_POPULATE`), so first touches cost nothing.
+    ///
+    /// # Examples
+    /// ```
+    /// let opts = ndshm::CreateOptions::unique().prefault(true);
+    /// let a = ndshm::SharedNdArray::<f64, ndarray::Ix1>::zeros(opts, 1 << 16)?;
+    /// assert_eq!(a.view().sum(), 0.0);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn prefault(mut self, prefault: bool) -> Self {
         self.prefault = prefault;
         self
@@ -102,6 +156,14 @@ impl CreateOptions {
 
     /// Lay arrays out in Fortran (column-major) order instead of C order (arrays only;
     /// other segments ignore it).
+    ///
+    /// # Examples
+    /// ```
+    /// let opts = ndshm::CreateOptions::unique().fortran_order(true);
+    /// let a = ndshm::SharedNdArray::<u8, ndarray::Ix2>::zeros(opts, (2, 3))?;
+    /// assert!(a.is_fortran_order());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn fortran_order(mut self, fortran: bool) -> Self {
         self.fortran_order = fortran;
         self

@@ -86,20 +86,14 @@ impl Region {
                 format!("{payload_len} bytes overflow the address space"),
             )
         })?;
-        let mem = AnonShared::new(total)
-            .map_err(|e| Error::os(format!("cannot map {total} bytes of shared memory"), e))?;
-        {
-            // SAFETY: the mapping is `total >= payload_len` bytes, zeroed, writable, and
-            // reachable only through `mem`, which nobody else holds yet.
-            let bytes = unsafe { std::slice::from_raw_parts_mut(mem.as_ptr(), payload_len) };
-            init(bytes)?;
-        }
-        {
-            // SAFETY: as above, for the whole mapping: children forked from now on inherit
-            // the lock initialised.
-            let all = unsafe { std::slice::from_raw_parts_mut(mem.as_ptr(), total) };
-            trailer::init_lock_area(all)?;
-        }
+        let (mem, filled) = AnonShared::new_with(total, |all| {
+            init(&mut all[..payload_len])?;
+            // Before anyone can fork: children forked from now on inherit the lock
+            // initialised.
+            trailer::init_lock_area(all)
+        })
+        .map_err(|e| Error::os(format!("cannot map {total} bytes of shared memory"), e))?;
+        filled?;
         Ok(Region {
             backing: Some(Backing::Anon(mem)),
             payload_len,
@@ -107,22 +101,14 @@ impl Region {
         })
     }
 
-    fn base_and_len(&self) -> (*mut u8, usize) {
-        match self.backing.as_ref() {
-            Some(Backing::Named(s)) => (s.as_ptr(), s.len()),
-            Some(Backing::Anon(m)) => (m.as_ptr(), m.len()),
-            None => unreachable!("backing is only taken in drop"),
-        }
-    }
-
     /// The whole mapping: payload, padding, trailer.
     fn mem(&self) -> SharedMem<'_> {
-        let (base, len) = self.base_and_len();
-        // SAFETY: `base..base + len` is this region's mapping (named segment or anonymous),
-        // readable and writable, mapped while `self` lives (the backing is only taken in
-        // `drop`); within this process the sync, ipc and manager types reach it only
-        // through SharedMem.
-        unsafe { SharedMem::new(base, len) }
+        match self.backing.as_ref() {
+            Some(Backing::Named(s)) => SharedMem::segment_whole(s)
+                .expect("ndshm bug: a region's segment is writable, with a trailer, not an array"),
+            Some(Backing::Anon(m)) => SharedMem::anon(m),
+            None => unreachable!("backing is only taken in drop"),
+        }
     }
 
     /// The payload: the bytes before the trailer, page-aligned.
@@ -133,7 +119,7 @@ impl Region {
     /// Start of the payload as a raw pointer: transitional, for code not yet moved onto
     /// [`payload`](Self::payload) (to be removed).
     pub(crate) fn payload_ptr(&self) -> *mut u8 {
-        self.base_and_len().0
+        self.payload().addr() as *mut u8
     }
 
     /// Payload length in bytes.

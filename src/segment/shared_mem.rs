@@ -27,6 +27,9 @@ use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};
 
 use bytemuck::Pod;
 
+use crate::segment::trailer::{SegmentKind, TRAILER_LEN};
+use crate::segment::Segment;
+use crate::sys::fork::AnonShared;
 use crate::sys::mutex::{Held, RobustMutex, AREA_LEN};
 
 /// A window `[ptr, ptr + len)` on a shared mapping that lives at least as long as `'a`.
@@ -265,6 +268,46 @@ impl<'a> SharedMem<'a> {
             _held: held,
             _memory: PhantomData,
         }
+    }
+
+    /// The trailer of `seg` ([`TRAILER_LEN`] bytes), when the handle is writable and the
+    /// segment has an ndshm trailer; `None` otherwise (a read-only mapping must not be
+    /// written through atomics, and a plain `.npy` file has no trailer).
+    pub(crate) fn segment_trailer(seg: &'a Segment) -> Option<SharedMem<'a>> {
+        if !seg.is_writable() || seg.info().is_none() {
+            return None;
+        }
+        // SAFETY: a validated trailer ends the mapping (`info` is `Some`), so the mapping
+        // is at least TRAILER_LEN bytes and this is its last TRAILER_LEN bytes: readable,
+        // writable (checked), mapped while `seg` is borrowed for 'a. Within this process,
+        // trailer bytes are only reached through SharedMem: the one module that forms
+        // references to segment memory, `array/view.rs`, covers an array's data range,
+        // which lies inside the payload, before the trailer.
+        Some(unsafe { SharedMem::new(seg.as_ptr().add(seg.len() - TRAILER_LEN), TRAILER_LEN) })
+    }
+
+    /// The whole mapping of `seg` (payload, padding, trailer), for the sync, ipc and
+    /// manager types; `None` for a read-only handle, a segment without an ndshm trailer, or
+    /// an array (whose data the array views reach as slices).
+    pub(crate) fn segment_whole(seg: &'a Segment) -> Option<SharedMem<'a>> {
+        match seg.info() {
+            Some(info) if seg.is_writable() && info.kind != SegmentKind::Array => {
+                // SAFETY: the whole mapping, readable and writable (checked), mapped while
+                // `seg` is borrowed for 'a. It is not an array segment (checked), so no
+                // array view covers it: within this process its bytes are reached only
+                // through SharedMem.
+                Some(unsafe { SharedMem::new(seg.as_ptr(), seg.len()) })
+            }
+            _ => None,
+        }
+    }
+
+    /// The whole of an anonymous shared mapping.
+    pub(crate) fn anon(mem: &'a AnonShared) -> SharedMem<'a> {
+        // SAFETY: `mem` is one mapping of `len()` bytes, readable and writable, mapped
+        // while it is borrowed for 'a; ndshm uses anonymous shared memory only for the
+        // sync, ipc and manager types (`Region`), which reach it only through SharedMem.
+        unsafe { SharedMem::new(mem.as_ptr(), mem.len()) }
     }
 }
 

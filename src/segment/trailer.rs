@@ -32,7 +32,11 @@
 use std::fmt;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
+use std::mem::offset_of;
+
 use crate::error::{Error, ErrorKind, Result};
+use crate::segment::shared_mem::SharedMem;
+use crate::sys::mutex::RobustMutex;
 use crate::sys::{lease, proc};
 
 /// Length of the trailer in bytes.
@@ -51,41 +55,14 @@ pub(crate) const LOCK_AREA_LEN: usize = 64;
 
 /// Initialises the lock area of the trailer that ends `segment` (a whole segment or
 /// region, not yet shared with anyone: the exclusive borrow says so): an unlocked robust
-/// process-shared mutex, see [`RobustMutex`](crate::sys::mutex::RobustMutex).
+/// process-shared mutex, see [`RobustMutex`].
 ///
 /// # Errors
 /// An OS error when glibc refuses the mutex attributes (it does not on Linux).
 pub(crate) fn init_lock_area(segment: &mut [u8]) -> Result<()> {
     let off = segment.len() - TRAILER_LEN + LOCK_AREA_OFFSET;
-    let area = &mut segment[off..off + LOCK_AREA_LEN];
-    assert!(
-        area.as_ptr() as usize % 8 == 0,
-        "the trailer of a segment is 64-byte aligned"
-    );
-    // SAFETY: `area` is LOCK_AREA_LEN writable, 8-byte aligned bytes (asserted), borrowed
-    // exclusively for the call: nobody uses them as a lock yet.
-    unsafe { crate::sys::mutex::RobustMutex::init(area.as_mut_ptr()) }
+    RobustMutex::init_in(&mut segment[off..off + LOCK_AREA_LEN])
         .map_err(|e| Error::os("cannot initialise the segment's lock", e))
-}
-
-/// Whether a thread of this process holds the lock in the trailer that ends the mapping
-/// at `base` (`len` bytes). If so, the mapping must never be unmapped: glibc's robust list
-/// of that thread runs through the lock's memory (see
-/// [`RobustMutex::held_in_this_process`](crate::sys::mutex::RobustMutex::held_in_this_process)),
-/// and a later lock or unlock by that thread, or the kernel at its exit, would write there.
-///
-/// # Safety
-/// `base` is a live mapping of `len >= TRAILER_LEN` bytes that ends with a trailer (whose
-/// lock area was initialised before the mapping was shared).
-pub(crate) unsafe fn lock_held_here(base: *const u8, len: usize) -> bool {
-    // SAFETY: the lock area lies inside the mapping (forwarded), 64-byte aligned, and is
-    // only used as a RobustMutex.
-    let mutex = unsafe {
-        crate::sys::mutex::RobustMutex::from_ptr(
-            base.add(len - TRAILER_LEN + LOCK_AREA_OFFSET).cast_mut(),
-        )
-    };
-    mutex.held_in_this_process()
 }
 
 /// What an ndshm segment holds, as recorded in its trailer.
@@ -334,20 +311,120 @@ impl Trailer {
     pub(crate) fn owner_fields(b: &[u8; TRAILER_LEN]) -> Option<(i32, u64, u64)> {
         (b[0..8] == MAGIC).then(|| (u32_at(b, 48) as i32, u64_at(b, 56), u64_at(b, 64)))
     }
+}
+
+/// The live trailer of a mapped segment or region, reached through [`SharedMem`]: the owner
+/// fields, the persistent flag and the lock, which other processes may change at any time
+/// (the rest never changes after publication and is read from copies, see
+/// [`Trailer::parse`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LiveTrailer<'a>(SharedMem<'a>);
+
+impl<'a> LiveTrailer<'a> {
+    /// The trailer in `mem`, a window of exactly [`TRAILER_LEN`] bytes.
+    pub(crate) fn new(mem: SharedMem<'a>) -> LiveTrailer<'a> {
+        assert_eq!(
+            mem.len(),
+            TRAILER_LEN,
+            "ndshm bug: a trailer window is 192 bytes"
+        );
+        LiveTrailer(mem)
+    }
+
+    /// The owner fields.
+    pub(crate) fn owner(&self) -> OwnerFields {
+        OwnerFields {
+            pid: self
+                .0
+                .atomic::<AtomicI32>(offset_of!(Trailer, owner_pid))
+                .load(Ordering::Acquire),
+            start: self
+                .0
+                .u64(offset_of!(Trailer, owner_start))
+                .load(Ordering::Relaxed),
+            lease: self
+                .0
+                .u64(offset_of!(Trailer, owner_lease))
+                .load(Ordering::Relaxed),
+            pidns: self
+                .0
+                .u64(offset_of!(Trailer, owner_pidns))
+                .load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records `owner` as the owner (the pid last, with release ordering: a reader that
+    /// sees the pid sees the rest).
+    pub(crate) fn set_owner(&self, owner: OwnerFields) {
+        self.0
+            .u64(offset_of!(Trailer, owner_start))
+            .store(owner.start, Ordering::Relaxed);
+        self.0
+            .u64(offset_of!(Trailer, owner_pidns))
+            .store(owner.pidns, Ordering::Relaxed);
+        self.0
+            .u64(offset_of!(Trailer, owner_lease))
+            .store(owner.lease, Ordering::Relaxed);
+        self.0
+            .atomic::<AtomicI32>(offset_of!(Trailer, owner_pid))
+            .store(owner.pid, Ordering::Release);
+    }
 
     /// Records the calling process as the owner.
     pub(crate) fn claim_ownership(&self) {
-        self.owner_start
-            .store(proc::self_start_time(), Ordering::Relaxed);
-        self.owner_pidns
-            .store(proc::pid_namespace(), Ordering::Relaxed);
-        self.owner_lease.store(lease::mine(), Ordering::Relaxed);
-        self.owner_pid.store(proc::pid(), Ordering::Release);
+        self.set_owner(OwnerFields::this_process());
+    }
+
+    /// Whether the segment is marked persistent.
+    pub(crate) fn is_persistent(&self) -> bool {
+        self.0
+            .u32(offset_of!(Trailer, persistent))
+            .load(Ordering::Acquire)
+            != 0
     }
 
     /// Marks the segment persistent (or not).
     pub(crate) fn set_persistent(&self, persistent: bool) {
-        self.persistent.store(persistent as u32, Ordering::Release);
+        self.0
+            .u32(offset_of!(Trailer, persistent))
+            .store(persistent as u32, Ordering::Release);
+    }
+
+    /// The segment's robust lock (the lock area).
+    pub(crate) fn lock(&self) -> &'a RobustMutex {
+        self.0.robust_mutex(LOCK_AREA_OFFSET)
+    }
+}
+
+/// The owner fields of a trailer: who unlinks the segment, and whose death makes it
+/// garbage for `gc` (the lease decides; the rest is for display).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OwnerFields {
+    pub(crate) pid: i32,
+    pub(crate) start: u64,
+    pub(crate) lease: u64,
+    pub(crate) pidns: u64,
+}
+
+impl OwnerFields {
+    /// The calling process.
+    pub(crate) fn this_process() -> OwnerFields {
+        OwnerFields {
+            pid: proc::pid(),
+            start: proc::self_start_time(),
+            lease: lease::mine(),
+            pidns: proc::pid_namespace(),
+        }
+    }
+
+    /// The owner recorded in a validated trailer copy.
+    pub(crate) fn of_info(info: &TrailerInfo) -> OwnerFields {
+        OwnerFields {
+            pid: info.owner_pid,
+            start: info.owner_start,
+            lease: info.owner_lease,
+            pidns: info.owner_pidns,
+        }
     }
 }
 

@@ -316,6 +316,21 @@ impl AnonShared {
         })
     }
 
+    /// Maps `len` (> 0) zeroed bytes and lets `init` fill them through an ordinary
+    /// `&mut [u8]` before anyone else can reach them.
+    pub(crate) fn new_with<R>(
+        len: usize,
+        init: impl FnOnce(&mut [u8]) -> R,
+    ) -> io::Result<(AnonShared, R)> {
+        let mem = AnonShared::new(len)?;
+        // SAFETY: `mem` was just mapped, `len` bytes, readable and writable; no one else
+        // holds it yet (it is returned only after `init`), and a child forked meanwhile
+        // by another thread would inherit the memory but no handle or reference into it.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(mem.as_ptr(), len) };
+        let r = init(bytes);
+        Ok((mem, r))
+    }
+
     /// Start of the mapping (page-aligned).
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()

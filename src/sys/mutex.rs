@@ -206,6 +206,25 @@ impl RobustMutex {
         Ok(())
     }
 
+    /// Initialises the lock area at the start of `area`, as [`init`](Self::init) does.
+    ///
+    /// # Errors
+    /// An OS error when glibc refuses the mutex attributes (it does not on Linux).
+    ///
+    /// # Panics
+    /// When `area` is shorter than [`AREA_LEN`] or not 8-byte aligned (a bug in the
+    /// caller's layout).
+    pub(crate) fn init_in(area: &mut [u8]) -> io::Result<()> {
+        assert!(
+            area.len() >= AREA_LEN && area.as_ptr() as usize % 8 == 0,
+            "ndshm bug: a lock area needs {AREA_LEN} bytes, 8-byte aligned"
+        );
+        // SAFETY: the area is long and aligned enough (asserted) and writable; the
+        // exclusive borrow means no one else in this process uses these bytes, as a lock or
+        // otherwise, while they are initialised (and the caller shares them only later).
+        unsafe { Self::init(area.as_mut_ptr()) }
+    }
+
     /// The lock area at `ptr`.
     ///
     /// # Safety

@@ -338,3 +338,118 @@ pub(crate) fn fork_exclusion_slots_of(addr: *mut u8) -> usize {
         .filter(|s| s.addr.load(Ordering::Relaxed) == addr as usize)
         .count()
 }
+
+/// A segment file just created by [`create_new`] (`O_EXCL`) and not mapped yet.
+#[derive(Debug)]
+pub(crate) struct NewFile(File);
+
+/// Creates segment `name` exclusively, as [`create_excl`] does, for [`NewFile::map_and_init`].
+pub(crate) fn create_new(name: &str, mode: u32) -> io::Result<NewFile> {
+    create_excl(name, mode).map(NewFile)
+}
+
+impl NewFile {
+    /// The file, for locking and reserving it before it is mapped.
+    pub(crate) fn file(&self) -> &File {
+        &self.0
+    }
+
+    /// Maps the first `len` bytes read-write and lets `init` fill them through an ordinary
+    /// `&mut [u8]`, then hands the mapping over as a [`FileMapping`], which only gives out
+    /// raw pointers from then on.
+    pub(crate) fn map_and_init<R>(
+        self,
+        len: usize,
+        populate: bool,
+        init: impl FnOnce(&mut [u8]) -> R,
+    ) -> io::Result<(FileMapping, R)> {
+        let mut opts = MmapOptions::new();
+        opts.len(len);
+        if populate {
+            opts.populate();
+        }
+        // SAFETY: memmap2 asks that nobody else modify the file while the `MmapMut` lives.
+        // The file was created by `create_new` with O_EXCL, so no other handle of it exists
+        // in this process, and `self` is consumed, so this is its only mapping here; the
+        // `MmapMut` lives only for `init`, before the caller publishes the file under a
+        // name, and another process could reach it only by opening a temporary name that
+        // it was never told (outside the trust model: such a process could write any
+        // segment).
+        let mut map = unsafe { opts.map_mut(&self.0) }?;
+        let r = init(&mut map[..]);
+        Ok((
+            FileMapping {
+                map: MmapRaw::from(map),
+                file: self.0,
+                writable: true,
+            },
+            r,
+        ))
+    }
+}
+
+/// A shared mapping of a segment file, with the file it maps: the one raw mapping every
+/// named object is built on. It hands out raw pointers only.
+#[derive(Debug)]
+pub(crate) struct FileMapping {
+    map: MmapRaw,
+    file: File,
+    writable: bool,
+}
+
+impl FileMapping {
+    /// Maps the first `len` bytes of `file`, read-write or read-only (the file must be open
+    /// with that access).
+    pub(crate) fn new(file: File, len: usize, writable: bool, populate: bool) -> io::Result<Self> {
+        let map = map(&file, len, writable, populate)?;
+        Ok(FileMapping {
+            map,
+            file,
+            writable,
+        })
+    }
+
+    /// The mapped file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Start of the mapping (page-aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// Length of the mapping.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the mapping is writable.
+    pub(crate) fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Faults in the page tables now (see [`prefault`]).
+    pub(crate) fn prefault(&self) -> io::Result<()> {
+        prefault(&self.map, self.writable)
+    }
+
+    /// Maps the file again over the mapping's own range, with the same length and access:
+    /// in a child forked after the range was excluded from fork, this brings the mapping
+    /// back over the placeholder the fork left.
+    pub(crate) fn map_again_in_place(&self) -> io::Result<()> {
+        // SAFETY: the range is this mapping's own, owned by `self` (nothing else in this
+        // process may unmap or reuse it while `self` lives), and it gets the same file from
+        // offset 0, with the same length and protection: where the old mapping was still
+        // there, the new one shows the very same shared pages; where a fork left an
+        // inaccessible placeholder, it brings back what references into the range expect.
+        unsafe { map_again_at(&self.file, self.as_ptr(), self.len(), self.writable) }
+    }
+
+    /// Closes the file and leaves the mapping in place for the rest of the process (a
+    /// thread's robust list still runs through a lock in it).
+    pub(crate) fn keep_mapped(self) {
+        drop(self.file);
+        std::mem::forget(self.map);
+    }
+}
