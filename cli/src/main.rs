@@ -90,8 +90,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove stale segments: ndshm segments whose owner died and that are not persistent.
-    /// Never touches a live owner's segment or a file that is not an ndshm segment.
+    /// Remove stale segments (owner dead, not persistent); prints what it removed.
+    ///
+    /// A segment is stale when it is an ndshm segment, not persistent, and its owner process
+    /// has provably exited. gc never touches a live owner's segment, one whose owner cannot
+    /// be checked, or a file that is not an ndshm segment.
     #[command(after_long_help = GC_JSON_FIELDS)]
     Gc {
         /// Only print what would be removed.
@@ -109,10 +112,11 @@ enum Command {
         /// Segment name.
         name: String,
     },
-    /// Remove segments. Each name is tried: the others are removed even if one fails.
+    /// Remove segments (every name is tried, even after one fails).
     ///
     /// Without --force, refuses a segment whose owner process is alive (or cannot be
     /// checked) and a file that is neither an ndshm segment nor a .npy file, saying what it is.
+    /// Exits with status 1 when any name could not be removed.
     Rm {
         /// Segment names.
         #[arg(required = true)]
@@ -155,9 +159,18 @@ enum Fill {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
     let mut out = Out::new();
-    let result = run(cli.command, &mut out).and_then(|()| out.finish());
+    let result = match Cli::try_parse() {
+        Ok(cli) => run(cli.command, &mut out),
+        // --help and --version: through `out`, so that `ndshm --help | head -1` and
+        // `ndshm --help > /dev/full` behave as any other output.
+        Err(e) if !e.use_stderr() => out.help(&e.render()),
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+    };
+    let result = result.and_then(|()| out.finish());
     match result {
         Ok(()) | Err(Failure::BrokenPipe) => ExitCode::SUCCESS,
         Err(Failure::Error(message)) => {

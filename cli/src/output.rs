@@ -4,7 +4,7 @@
 //! and the JSON form of a segment.
 
 use std::fmt;
-use std::io::{self, BufWriter, StdoutLock, Write};
+use std::io::{self, BufWriter, IsTerminal, StdoutLock, Write};
 
 use ndshm::{OwnerStatus, SegmentInfo};
 use serde_json::{json, Value};
@@ -86,6 +86,16 @@ impl Out {
         let text = serde_json::to_string_pretty(value)
             .map_err(|e| Failure::Error(format!("cannot encode JSON: {e}")))?;
         outln!(self, "{text}")
+    }
+
+    /// Help or version text from clap, styled when stdout is a terminal.
+    pub fn help(&mut self, text: &clap::builder::StyledStr) -> Result<(), Failure> {
+        let text = if io::stdout().is_terminal() {
+            text.ansi().to_string()
+        } else {
+            text.to_string()
+        };
+        self.w.write_all(text.as_bytes()).map_err(stdout_failure)
     }
 
     /// Flushes what is buffered; a command's output is complete only once this succeeded.
