@@ -2,6 +2,8 @@
 //! order may vary). The examples are built once, by one `cargo build --examples` (a no-op
 //! when `cargo test` has already built them).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -130,4 +132,24 @@ fn managers() {
         run("manager_namespace", &[]),
         "x = 5\nitems = [1, 2, 3, 4, 5]\n"
     );
+}
+
+/// The `attach` example, run as two separate processes (moved here from the CLI's tests
+/// when the CLI became its own crate: the examples belong to the library).
+#[test]
+fn attach_example_in_two_processes() {
+    let name = common::Name::new("attach-ex");
+    assert!(run("attach", &["--create", &name]).contains("created"));
+    let out = run("attach", &["--open", &name]);
+    assert!(
+        out.contains("temperature 19.50, humidity 49.50, pressure 1024.50"),
+        "{out}"
+    );
+    run("attach", &["--rm", &name]);
+    assert!(!name.path().exists());
+    let out = Command::new(examples_dir().join("attach"))
+        .args(["--open", &name])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

@@ -307,7 +307,7 @@ fn gc_cli_without_proc(prefix: &str) {
             "sh",
             "-c",
             r#"mount -t tmpfs none /proc && exec "$0" "$@""#,
-            env!("CARGO_BIN_EXE_ndshm"),
+            common::ndshm_cli_bin().to_str().unwrap(),
             "gc",
             "--prefix",
             prefix,

@@ -287,7 +287,7 @@ fn queue_slot_of_a_live_producer_is_not_stolen_when_proc_is_unreadable() {
 }
 
 fn ndshm_cli(place: Place, args: &[&str]) -> String {
-    let bin = Path::new(env!("CARGO_BIN_EXE_ndshm"));
+    let bin = common::ndshm_cli_bin();
     let (ok, out) = run(command_at(place, bin, args), &format!("ndshm {args:?}"));
     assert!(ok, "ndshm {args:?} failed:\n{out}");
     out
@@ -373,7 +373,7 @@ fn ls_says_when_the_owner_is_in_another_pid_namespace() {
 }
 
 fn ndshm_cli_here(args: &[&str]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ndshm"));
+    let mut cmd = Command::new(common::ndshm_cli_bin());
     cmd.args(args);
     let (ok, out) = run(cmd, "ndshm");
     assert!(ok, "{out}");

@@ -1,18 +1,22 @@
 //! Round trips with numpy, with no code of ours on the Python side.
 //!
-//! Python comes from `NDSHM_PYTHON` (default `python3`). Without numpy these tests print
-//! "skip" and pass, unless `NDSHM_REQUIRE_NUMPY=1` (set by CI), which turns a missing numpy
-//! into a failure.
+//! Python comes from `NDSHM_PYTHON` (default `python3`). Without numpy each test prints
+//! `SKIPPED <test>: ...` on the real stderr (visible in `cargo test` output, which captures
+//! only `print!`/`eprint!`) and passes without checking anything, unless
+//! `NDSHM_REQUIRE_NUMPY=1` (set by CI, which installs numpy in a virtualenv), which turns a
+//! missing numpy into a failure.
 
 mod common;
 
+use std::io::Write;
 use std::process::Command;
 
 use common::{Name, TempDir};
 use ndarray::{Array2, Ix1, Ix2};
 use ndshm::{CreateOptions, DType, SharedNdArray};
 
-fn python() -> Option<String> {
+/// The Python that has numpy, or `None` after reporting test `test` as skipped.
+fn python(test: &str) -> Option<String> {
     let py = std::env::var("NDSHM_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let ok = Command::new(&py)
         .args(["-c", "import numpy"])
@@ -24,7 +28,13 @@ fn python() -> Option<String> {
     if std::env::var("NDSHM_REQUIRE_NUMPY").is_ok_and(|v| v == "1") {
         panic!("NDSHM_REQUIRE_NUMPY=1 but `{py} -c 'import numpy'` fails: install numpy");
     }
-    eprintln!("skip: no numpy for {py} (set NDSHM_PYTHON, or NDSHM_REQUIRE_NUMPY=1 to fail)");
+    // Straight to the process's stderr: the harness would swallow `eprintln!` of a test
+    // that passes, and a skip must not read as a plain `ok`.
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED {test}: no numpy for {py} (install numpy, or point NDSHM_PYTHON at a python \
+         that has it; NDSHM_REQUIRE_NUMPY=1 makes this a failure)"
+    );
     None
 }
 
@@ -47,7 +57,9 @@ fn run_py(py: &str, script: &str, args: &[&str]) -> String {
 
 #[test]
 fn numpy_memmaps_an_ndshm_segment_and_writes_go_both_ways() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("numpy_memmaps_an_ndshm_segment_and_writes_go_both_ways") else {
+        return;
+    };
     let name = Name::new("np-rw");
     let src = Array2::from_shape_fn((1000, 3), |(i, j)| (i * 3 + j) as f64);
     let a = SharedNdArray::from_array(&name, &src).unwrap();
@@ -70,7 +82,9 @@ print(a.sum())
 
 #[test]
 fn every_element_type_has_numpys_dtype() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("every_element_type_has_numpys_dtype") else {
+        return;
+    };
     let script = r#"
 import sys, numpy as np
 for name, descr in zip(sys.argv[1::2], sys.argv[2::2]):
@@ -120,7 +134,9 @@ print("ok")
 
 #[test]
 fn numpy_written_files_load_and_open() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("numpy_written_files_load_and_open") else {
+        return;
+    };
     let dir = TempDir::new("np-files");
     let (c_name, f_name, direct) = (Name::new("np-c"), Name::new("np-f"), Name::new("np-direct"));
     let script = r#"
@@ -159,7 +175,9 @@ with open("/dev/shm/" + sys.argv[2], "wb") as f:  # np.save would append ".npy"
 
 #[test]
 fn python_shared_memory_and_open_raw_like_the_seed() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("python_shared_memory_and_open_raw_like_the_seed") else {
+        return;
+    };
     // Python creates the segment (SharedMemory(create=True), no header) and passes name,
     // shape and dtype out of band, as in the seed's worker pattern; Rust squares a slice.
     let name = Name::new("py-raw");
@@ -202,7 +220,9 @@ shm.close()
 
 #[test]
 fn fortran_segment_made_by_ndshm_reads_in_numpy() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("fortran_segment_made_by_ndshm_reads_in_numpy") else {
+        return;
+    };
     let name = Name::new("np-fortran");
     let src = Array2::from_shape_fn((3, 2), |(i, j)| (i * 2 + j) as i64);
     let _a =

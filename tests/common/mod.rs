@@ -199,3 +199,29 @@ pub fn within_deadline(mut cond: impl FnMut() -> bool) -> bool {
     }
     true
 }
+
+/// The `ndshm` command-line tool, for the library tests that drive it: it is the `ndshm-cli`
+/// crate of this workspace, so cargo gives the library's tests no `CARGO_BIN_EXE_ndshm`.
+/// Built once per test binary with the test binary's own profile (a no-op after `cargo
+/// test` at the workspace root, which builds it).
+pub fn ndshm_cli_bin() -> &'static std::path::Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/<this test> -> target/<profile>/ndshm
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().parent().unwrap();
+        let profile = if dir.file_name().is_some_and(|d| d == "release") {
+            "release"
+        } else {
+            "test"
+        };
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "ndshm-cli", "--bin", "ndshm", "--quiet"])
+            .args(["--offline", "--profile", profile])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cannot run cargo to build the ndshm CLI");
+        assert!(status.success(), "building the ndshm CLI failed");
+        dir.join("ndshm")
+    })
+}
