@@ -57,7 +57,7 @@ fn main() -> ndshm::Result<()> {
     // The demo's process owns the segment; each worker attaches to it by name.
     let _array = SharedNdArray::<f64, Ix1>::zeros(&name, len)?;
     let chunk = len.div_ceil(workers);
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         let mut pids = Vec::new();
         for start in (0..len).step_by(chunk) {
             let name = &name;
@@ -78,7 +78,7 @@ fn main() -> ndshm::Result<()> {
                 loop {
                     part.mapv_inplace(|x| x + 1.0);
                 }
-            })?);
+            })?.pid());
         }
         let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
         ndshm::write_stdout(&format!("ready {name} {}\n", pids.join(" ")))?;

@@ -89,7 +89,7 @@
 //!
 //! ## Chunked workers
 //! A [`ChunkPlan`] splits an axis into index ranges. [`fork_chunks`] (and
-//! [`fork_chunks_with`], [`fork_chunks_into`] for `out = f(in)`) forks one child per chunk
+//! [`fork_chunks`], [`fork_chunks_into`] for `out = f(in)`) forks one child per chunk
 //! and runs any closure on its chunk's view. A [`WorkerPool`] forks its workers once and
 //! feeds them jobs through shared memory (in place, `out = f(in)`, map-reduce): on big
 //! arrays it matches rayon, and a tiny job's round trip takes about a microsecond. Failures
@@ -219,15 +219,15 @@ pub use lifecycle::watchdog::CrashCleanup;
 pub use manager::list::SharedList;
 pub use manager::map::{KeyBytes, MapKey, SharedMap, MAX_KEY_LEN};
 pub use manager::shared_struct::{SharedStruct, StructGuard};
-pub use parallel::chunk::{Chunk, ChunkPlan, CACHE_LINE, MAX_CHUNKS};
+pub use parallel::chunk::{Chunk, ChunkPlan, IntoChunkPlan, CACHE_LINE, MAX_CHUNKS};
 pub use parallel::fork_chunks::{
-    fork_chunks, fork_chunks_into, fork_chunks_with, MAX_FORKED_CHUNKS,
+    fork_chunks, fork_chunks_into, MAX_FORKED_CHUNKS,
 };
 pub use parallel::pool::{
     WorkerPool, CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS,
 };
 pub use parallel::process::{
-    allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope,
+    allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope, ScopedChild,
     SpawnWithError,
 };
 pub use segment::trailer::SegmentKind;

@@ -5,6 +5,7 @@
 //! and inspected on its own. The fork and pool APIs take a plan and give each chunk to one
 //! executor; chunks never overlap, so the executors write disjoint parts of the array.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, Slice};
@@ -391,6 +392,47 @@ impl ChunkPlan {
             )));
         }
         Ok(())
+    }
+}
+
+/// What the forking APIs accept as a chunk plan: a `usize` (that many balanced chunks along
+/// axis 0 of the array), a [`ChunkPlan`] or a `&ChunkPlan` (any axis, fixed or aligned
+/// chunks).
+///
+/// # Examples
+/// ```
+/// use ndshm::{ChunkPlan, IntoChunkPlan};
+/// // 3 balanced chunks along axis 0 of a (10, 4) array:
+/// let plan = 3.into_chunk_plan(&[10, 4])?;
+/// assert_eq!(*plan, ChunkPlan::balanced(10, 3)?);
+/// // A plan is taken as it is (the call that uses it checks that it fits the array):
+/// let cols = ChunkPlan::balanced_along(&[10, 4], 1, 2)?;
+/// assert_eq!((&cols).into_chunk_plan(&[10, 4])?.axis(), 1);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub trait IntoChunkPlan<'a> {
+    /// The plan for an array of `shape`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] when a count is 0 or the array has no axis 0.
+    fn into_chunk_plan(self, shape: &[usize]) -> Result<Cow<'a, ChunkPlan>>;
+}
+
+impl<'a> IntoChunkPlan<'a> for usize {
+    fn into_chunk_plan(self, shape: &[usize]) -> Result<Cow<'a, ChunkPlan>> {
+        ChunkPlan::balanced_along(shape, 0, self).map(Cow::Owned)
+    }
+}
+
+impl<'a> IntoChunkPlan<'a> for ChunkPlan {
+    fn into_chunk_plan(self, _shape: &[usize]) -> Result<Cow<'a, ChunkPlan>> {
+        Ok(Cow::Owned(self))
+    }
+}
+
+impl<'a> IntoChunkPlan<'a> for &'a ChunkPlan {
+    fn into_chunk_plan(self, _shape: &[usize]) -> Result<Cow<'a, ChunkPlan>> {
+        Ok(Cow::Borrowed(self))
     }
 }
 

@@ -1,7 +1,9 @@
 //! `Process`: run a closure in a forked child, the counterpart of Python's
 //! `multiprocessing.Process(target=...)`.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Once;
@@ -748,75 +750,118 @@ impl<A> std::error::Error for SpawnWithError<A> {
 /// every child spawned on the [`Scope`] is joined before `scope` returns, so a child may
 /// capture `&SharedValue` or `&Queue`, or be handed `&mut SharedNdArray` with
 /// [`Scope::spawn_with`], and the borrow checker keeps the parent off them until then.
+/// Returns what `f` returns.
 ///
 /// A child works on a copy of the parent's address space: writes through sync and ipc
 /// objects and to arrays it was handed are seen by everyone; writes to ordinary memory
 /// stay in the child. Array handles it merely captures belong to the parent and refuse
 /// or panic in the child (see [`Process`]).
 ///
-/// # Errors
-/// The first failure among the children ([`ErrorKind::WorkerFailed`], naming the pid and
-/// cause), or of `fork` ([`ErrorKind::ForkWithThreads`] included, see
-/// [`allow_fork_with_threads`]); every child is reaped in any case.
+/// # Panics
+/// As `std::thread::scope`: when a child that was not joined explicitly (with
+/// [`ScopedChild::join`], which returns its outcome) failed — panicked, returned an
+/// error, exited with a non-zero code or died of a signal — `scope` panics after every
+/// child has been joined, naming the child and its failure. Join the children whose
+/// failure you want to handle. A panic of `f` itself is resumed after every child has been
+/// joined.
 ///
 /// # Examples
 /// ```
-/// use ndshm::SharedNdArray;
-/// # let name = format!("doc-scope-{}", std::process::id());
-/// let mut a = SharedNdArray::<i64, ndarray::Ix1>::zeros(&name, 4)?;
-/// ndshm::scope(|s| s.spawn_with(&mut a, |a| a.view_mut().fill(7)).map(drop))?;
+/// use ndshm::{CreateOptions, SharedNdArray, SharedValue};
+/// let mut a = SharedNdArray::<i64, ndarray::Ix1>::zeros(CreateOptions::unique(), 4)?;
+/// let counter = SharedValue::<u64>::new(0)?;
+/// let n = ndshm::scope(|s| -> ndshm::Result<u64> {
+///     s.spawn_with(&mut a, |a| a.view_mut().fill(7))?; // joined when the scope ends
+///     let child = s.spawn(|| { counter.fetch_add(1); })?;
+///     child.join()?; // joined explicitly: its outcome comes back here
+///     Ok(counter.load())
+/// })?;
+/// assert_eq!(n, 1);
 /// assert_eq!(a.view().sum(), 28);
 /// # Ok::<(), ndshm::Error>(())
 /// ```
-pub fn scope<'env, T>(f: impl FnOnce(&Scope<'env>) -> Result<T>) -> Result<T> {
+pub fn scope<'env, T>(f: impl FnOnce(&Scope<'env>) -> T) -> T {
     let scope = Scope {
-        children: std::cell::RefCell::new(Vec::new()),
-        _env: std::marker::PhantomData,
+        children: RefCell::new(Vec::new()),
+        _env: PhantomData,
     };
-    let out = f(&scope);
-    let joined = scope.join_all();
-    let value = out?;
-    joined.map(|()| value)
+    let out = catch_unwind(AssertUnwindSafe(|| f(&scope)));
+    let failures = scope.join_all();
+    match out {
+        Err(payload) => std::panic::resume_unwind(payload),
+        Ok(value) => {
+            if !failures.is_empty() {
+                panic!(
+                    "ndshm::scope: {} child process(es) that were not joined failed: {} \
+                     (join a child with ScopedChild::join to handle its failure)",
+                    failures.len(),
+                    failures.join("; ")
+                );
+            }
+            value
+        }
+    }
 }
 
 /// Spawns borrowing children; see [`scope`].
 pub struct Scope<'env> {
-    children: std::cell::RefCell<Vec<Process>>,
-    _env: std::marker::PhantomData<&'env mut &'env ()>,
+    /// Every child spawned, by spawn order; `None` once joined explicitly.
+    children: RefCell<Vec<Option<Process>>>,
+    _env: PhantomData<&'env mut &'env ()>,
 }
 
 impl<'env> Scope<'env> {
     /// Forks a child that runs `f`, which may borrow anything that outlives the scope.
-    /// Returns the child's pid. Array handles `f` captures stay the parent's (they refuse
-    /// or panic in the child): hand an array over with [`Scope::spawn_with`].
+    /// Array handles `f` captures stay the parent's (they refuse or panic in the child):
+    /// hand an array over with [`Scope::spawn_with`].
     ///
     /// # Errors
     /// [`ErrorKind::ForkWithThreads`] as for [`Process::spawn`]; an OS error when `fork`
     /// fails.
-    pub fn spawn<F, R>(&self, f: F) -> Result<i32>
+    ///
+    /// # Examples
+    /// ```
+    /// let total = ndshm::SharedValue::<u64>::new(0)?;
+    /// let t = &total;
+    /// ndshm::scope(|s| -> ndshm::Result<()> {
+    ///     let children = (1..=3)
+    ///         .map(|i| s.spawn(move || { t.fetch_add(i); }))
+    ///         .collect::<ndshm::Result<Vec<_>>>()?;
+    ///     children.into_iter().try_for_each(|c| c.join())
+    /// })?;
+    /// assert_eq!(total.load(), 6);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn spawn<F, R>(&self, f: F) -> Result<ScopedChild<'_, 'env>>
     where
         F: FnOnce() -> R + 'env,
         R: ChildResult,
     {
         check_fork_allowed("Scope::spawn")?;
-        self.push(Process::spawn_unchecked(f)?)
+        Ok(self.push(Process::spawn_unchecked(f)?))
     }
 
     /// Forks a child that runs `f` on `array`, re-bound to the child (it maps the segment
     /// itself); the scope joins the child before the borrow of `array` ends, so the parent
-    /// cannot use the array meanwhile. Returns the child's pid.
+    /// cannot use the array meanwhile.
     ///
     /// # Errors
-    /// As [`Scope::spawn`]. A failure to re-bind the array in the child comes back from
-    /// [`scope`] as [`ErrorKind::WorkerFailed`].
-    // The error carries the array back by value, as the success does: it is as large as
-    // the `Ok` side, and spelled out so the signature says what comes back.
-    #[allow(clippy::result_large_err, clippy::type_complexity)]
+    /// As [`Scope::spawn`]. A failure to re-bind the array in the child is the child's
+    /// failure ([`ErrorKind::WorkerFailed`] from [`ScopedChild::join`]).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{CreateOptions, SharedNdArray};
+    /// let mut a = SharedNdArray::<u8, ndarray::Ix1>::zeros(CreateOptions::unique(), 3)?;
+    /// ndshm::scope(|s| s.spawn_with(&mut a, |a| a.view_mut().fill(1))?.join())?;
+    /// assert_eq!(a.as_slice().unwrap(), &[1, 1, 1]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn spawn_with<T, D, M, F, R>(
         &self,
         array: &'env mut SharedNdArray<T, D, M>,
         f: F,
-    ) -> Result<i32>
+    ) -> Result<ScopedChild<'_, 'env>>
     where
         T: Element,
         D: Dimension,
@@ -825,40 +870,105 @@ impl<'env> Scope<'env> {
         R: ChildResult,
     {
         check_fork_allowed("Scope::spawn_with")?;
-        self.push(Process::spawn_unchecked(|| with_adopted(array, f))?)
+        Ok(self.push(Process::spawn_unchecked(|| with_adopted(array, f))?))
     }
 
-    fn push(&self, child: Process) -> Result<i32> {
+    fn push(&self, child: Process) -> ScopedChild<'_, 'env> {
         let pid = child.pid();
-        self.children.borrow_mut().push(child);
-        Ok(pid)
+        let mut children = self.children.borrow_mut();
+        children.push(Some(child));
+        ScopedChild {
+            scope: self,
+            index: children.len() - 1,
+            pid,
+        }
     }
 
-    fn join_all(&self) -> Result<()> {
-        let mut first = Ok(());
-        for child in self.children.borrow_mut().drain(..) {
-            let r = child.join();
-            if first.is_ok() {
-                first = r;
+    /// Joins every child not joined yet; returns the failures ("process 12 panicked: ...").
+    fn join_all(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        let children: Vec<Process> = self.children.borrow_mut().drain(..).flatten().collect();
+        for child in children {
+            if let Err(e) = child.join() {
+                failures.push(e.message().to_string());
             }
         }
-        first
+        failures
     }
 }
 
 impl Drop for Scope<'_> {
     fn drop(&mut self) {
-        // Reached with children only when the scope's closure panicked: reap them all
-        // before the borrows they hold end.
+        // Reached with children only when joining panicked: reap them all before the
+        // borrows they hold end.
         let _ = self.join_all();
     }
 }
 
 impl fmt::Debug for Scope<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let running = self.children.borrow().iter().flatten().count();
         f.debug_struct("Scope")
-            .field("children", &self.children.borrow().len())
+            .field("unjoined_children", &running)
             .finish()
+    }
+}
+
+/// A child forked by [`Scope::spawn`] or [`Scope::spawn_with`]: [`join`](Self::join) waits
+/// for it and returns its outcome, as `std::thread::ScopedJoinHandle::join` does. A child
+/// not joined explicitly is joined when the scope ends (and its failure makes [`scope`]
+/// panic).
+pub struct ScopedChild<'scope, 'env> {
+    scope: &'scope Scope<'env>,
+    index: usize,
+    pid: i32,
+}
+
+impl ScopedChild<'_, '_> {
+    /// The child's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits for the child to end and returns its outcome.
+    ///
+    /// # Errors
+    /// As [`Process::join`]: [`ErrorKind::WorkerFailed`] naming the cause when the child
+    /// panicked, returned an error, exited with a non-zero code or died of a signal.
+    ///
+    /// # Examples
+    /// ```
+    /// ndshm::scope(|s| {
+    ///     let child = s.spawn(|| -> Result<(), String> { Err("bad input".into()) }).unwrap();
+    ///     let err = child.join().unwrap_err();
+    ///     assert_eq!(err.kind(), ndshm::ErrorKind::WorkerFailed);
+    ///     assert!(err.to_string().contains("bad input"));
+    /// });
+    /// ```
+    pub fn join(self) -> Result<()> {
+        let child = self.scope.children.borrow_mut()[self.index].take();
+        match child {
+            Some(child) => child.join(),
+            // Unreachable: only this handle takes its child.
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the child has ended (reaping it if so), without blocking.
+    ///
+    /// # Errors
+    /// An OS error when waiting fails.
+    pub fn is_finished(&self) -> Result<bool> {
+        match self.scope.children.borrow_mut()[self.index].as_mut() {
+            Some(child) => child.is_finished(),
+            None => Ok(true),
+        }
+    }
+}
+
+impl fmt::Debug for ScopedChild<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopedChild").field("pid", &self.pid).finish()
     }
 }
 

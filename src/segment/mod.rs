@@ -940,7 +940,7 @@ mod tests {
         let mut a = SharedNdArray::<u64, ndarray::Ix1>::zeros(&n, 16).unwrap();
         a.view_mut().fill(5);
         let a = &a;
-        crate::scope(|s| {
+        crate::scope(|s| -> Result<_> {
             s.spawn(|| -> Result<()> {
                 assert!(!a.segment().is_bound_here());
                 a.adopt_in_child()?;
