@@ -61,24 +61,28 @@ fn main() -> ndshm::Result<()> {
         let mut pids = Vec::new();
         for start in (0..len).step_by(chunk) {
             let name = &name;
-            pids.push(s.spawn(move || -> ndshm::Result<()> {
-                if die_with_parent {
-                    ndshm::die_with_parent(parent)?;
-                }
-                if stubborn {
-                    use nix::sys::signal::{signal, SigHandler, Signal};
-                    // SAFETY: SIG_IGN runs no code.
-                    unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }.expect("ignore SIGTERM");
-                }
-                // SAFETY: each worker writes only its own chunk (the chunks are disjoint),
-                // and the parent does not touch the array while the workers run.
-                let mut array = unsafe { SharedNdArray::<f64, Ix1>::open(name)? };
-                let mut view = array.view_mut();
-                let mut part = view.slice_mut(s![start..(start + chunk).min(len)]);
-                loop {
-                    part.mapv_inplace(|x| x + 1.0);
-                }
-            })?.pid());
+            pids.push(
+                s.spawn(move || -> ndshm::Result<()> {
+                    if die_with_parent {
+                        ndshm::die_with_parent(parent)?;
+                    }
+                    if stubborn {
+                        use nix::sys::signal::{signal, SigHandler, Signal};
+                        // SAFETY: SIG_IGN runs no code.
+                        unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }
+                            .expect("ignore SIGTERM");
+                    }
+                    // SAFETY: each worker writes only its own chunk (the chunks are disjoint),
+                    // and the parent does not touch the array while the workers run.
+                    let mut array = unsafe { SharedNdArray::<f64, Ix1>::open(name)? };
+                    let mut view = array.view_mut();
+                    let mut part = view.slice_mut(s![start..(start + chunk).min(len)]);
+                    loop {
+                        part.mapv_inplace(|x| x + 1.0);
+                    }
+                })?
+                .pid(),
+            );
         }
         let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
         ndshm::write_stdout(&format!("ready {name} {}\n", pids.join(" ")))?;

@@ -220,15 +220,13 @@ pub use manager::list::SharedList;
 pub use manager::map::{KeyBytes, MapKey, SharedMap, MAX_KEY_LEN};
 pub use manager::shared_struct::{SharedStruct, StructGuard};
 pub use parallel::chunk::{Chunk, ChunkPlan, IntoChunkPlan, CACHE_LINE, MAX_CHUNKS};
-pub use parallel::fork_chunks::{
-    fork_chunks, fork_chunks_into, MAX_FORKED_CHUNKS,
-};
+pub use parallel::fork_chunks::{fork_chunks, fork_chunks_into, MAX_FORKED_CHUNKS};
 pub use parallel::pool::{
     WorkerPool, CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS,
 };
 pub use parallel::process::{
-    allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope, ScopedChild,
-    SpawnWithError,
+    allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope,
+    ScopedChild, SpawnWithError,
 };
 pub use segment::trailer::SegmentKind;
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};

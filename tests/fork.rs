@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ndarray::{Ix1, Ix2};
-use ndshm::{
-    fork_chunks, fork_chunks_into, ChunkPlan, ErrorKind, Process, SharedNdArray,
-};
+use ndshm::{fork_chunks, fork_chunks_into, ChunkPlan, ErrorKind, Process, SharedNdArray};
 
 fn name(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -60,9 +58,7 @@ fn closures_may_borrow_the_callers_data() {
     assert_eq!(a.view()[[9, 3]], 4.5);
     let bad = ChunkPlan::balanced(4, 2).unwrap().along(2);
     assert_eq!(
-        fork_chunks(&mut a, &bad, |_, _| {})
-            .unwrap_err()
-            .kind(),
+        fork_chunks(&mut a, &bad, |_, _| {}).unwrap_err().kind(),
         ErrorKind::InvalidArgument
     );
 }
@@ -394,8 +390,10 @@ fn fork_chunks_takes_a_count_or_a_plan() {
     // fork_chunks_into takes a count too (axis 0 of the output).
     let x = range(&name("count-in"), 9);
     let mut y = SharedNdArray::<f64, Ix1>::zeros(&name("count-out"), 9).unwrap();
-    fork_chunks_into(&x, &mut y, 3, |c, x, mut y| y.assign(&c.of(&x).mapv(|v| 2.0 * v)))
-        .unwrap();
+    fork_chunks_into(&x, &mut y, 3, |c, x, mut y| {
+        y.assign(&c.of(&x).mapv(|v| 2.0 * v))
+    })
+    .unwrap();
     assert_eq!(y.as_slice().unwrap()[8], 16.0);
 }
 
@@ -467,5 +465,9 @@ fn scope_joins_every_child_before_resuming_a_panic_of_its_closure() {
         payload.downcast_ref::<&str>(),
         Some(&"the scope's own closure panicked")
     );
-    assert_eq!(a.view().sum(), 8, "the child was joined before the panic resumed");
+    assert_eq!(
+        a.view().sum(),
+        8,
+        "the child was joined before the panic resumed"
+    );
 }

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use ndarray::Dimension;
@@ -14,7 +14,8 @@ use crate::array::{AccessMode, SharedNdArray};
 use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::owned;
-use crate::sys::fork::{self, AnonShared, Exit, Forked};
+use crate::segment::region::Region;
+use crate::sys::fork::{self, Exit};
 
 const REPORT_LEN: usize = 4096;
 const MSG_OFFSET: usize = 8;
@@ -41,53 +42,43 @@ impl<E: fmt::Display> ChildResult for std::result::Result<(), E> {
 }
 
 /// Where a child leaves its outcome: a page of shared anonymous memory, written by the
-/// child before it exits and read by the parent after `waitpid`.
+/// child before it exits and read by the parent after `waitpid`. Layout: the state word
+/// (0 while nothing is reported), the message length, the message.
 pub(crate) struct Report {
-    mem: AnonShared,
+    region: Region,
 }
 
 impl Report {
     pub(crate) fn new() -> Result<Report> {
-        let mem = AnonShared::new(REPORT_LEN)
-            .map_err(|e| Error::os("cannot map a report page for a child process", e))?;
-        Ok(Report { mem })
+        Ok(Report {
+            region: Region::anonymous(REPORT_LEN, |_| Ok(()))?,
+        })
     }
 
-    fn state(&self) -> &AtomicU32 {
-        // SAFETY: the page is at least 8 bytes, page-aligned, zero-initialised and lives as
-        // long as `self`; the word is only accessed atomically.
-        unsafe { &*(self.mem.as_ptr() as *const AtomicU32) }
-    }
-
-    /// Child side: records the outcome.
+    /// Child side: records the outcome (the message, then its length, then the state with
+    /// `Release`, so a parent that sees the state sees the message).
     pub(crate) fn write(&self, state: u32, msg: &str) {
-        let max = self.mem.len() - MSG_OFFSET;
-        let mut n = msg.len().min(max);
+        let mem = self.region.payload();
+        let mut n = msg.len().min(REPORT_LEN - MSG_OFFSET);
         while !msg.is_char_boundary(n) {
             n -= 1;
         }
-        // SAFETY: `n <= len - MSG_OFFSET`, so the copy stays inside the page; only this
-        // child writes the page, and the parent reads it after the child has exited.
-        unsafe {
-            std::ptr::copy_nonoverlapping(msg.as_ptr(), self.mem.as_ptr().add(MSG_OFFSET), n);
-            (self.mem.as_ptr().add(4) as *mut u32).write(n as u32);
-        }
-        self.state().store(state, Ordering::Release);
+        mem.write(MSG_OFFSET, &msg.as_bytes()[..n]);
+        mem.u32(4).store(n as u32, Ordering::Relaxed);
+        mem.u32(0).store(state, Ordering::Release);
     }
 
     /// Parent side: the recorded (state, message).
     pub(crate) fn read(&self) -> (u32, String) {
-        let state = self.state().load(Ordering::Acquire);
+        let mem = self.region.payload();
+        let state = mem.u32(0).load(Ordering::Acquire);
         if state == 0 {
             return (0, String::new());
         }
-        // SAFETY: the length word lies inside the page; the Acquire load above orders
-        // this read after the child's writes.
-        let n = unsafe { (self.mem.as_ptr().add(4) as *const u32).read() } as usize;
-        let n = n.min(self.mem.len() - MSG_OFFSET);
-        // SAFETY: `n` bytes from MSG_OFFSET lie inside the page.
-        let bytes = unsafe { std::slice::from_raw_parts(self.mem.as_ptr().add(MSG_OFFSET), n) };
-        (state, String::from_utf8_lossy(bytes).into_owned())
+        let n = (mem.u32(4).load(Ordering::Relaxed) as usize).min(REPORT_LEN - MSG_OFFSET);
+        let mut bytes = vec![0u8; n];
+        mem.read(MSG_OFFSET, &mut bytes);
+        (state, String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
@@ -159,30 +150,20 @@ pub(crate) fn fork_tracked(child: impl FnOnce()) -> Result<i32> {
 fn fork_impl(child: impl FnOnce(), track: bool) -> Result<i32> {
     install_child_panic_hook();
     let blocked = fork::block_termination_signals();
-    // SAFETY: the child only runs `child`, which runs the job and ends with `_exit` (see
+    // The child only runs `child`, which runs the job and ends with `_exit` (see
     // `run_child`). The segment registry needs no care here: its lock is taken and
     // released by ndshm's `pthread_atfork` handlers around every fork.
-    let forked = unsafe { fork::fork() };
-    match forked {
-        Ok(Forked::Parent(pid)) => {
-            if track {
-                owned::track_child(pid);
-            }
-            fork::restore_signal_mask(blocked);
-            Ok(pid)
-        }
-        Ok(Forked::Child) => {
-            fork::restore_signal_mask(blocked);
-            IN_CHILD.store(true, Ordering::Relaxed);
-            child();
-            // `child` ends the process; should it ever return, leave without unwinding.
-            fork::exit_now(70)
-        }
-        Err(e) => {
-            fork::restore_signal_mask(blocked);
-            Err(Error::os("fork failed", e))
-        }
+    let forked = fork::fork_into(|| {
+        fork::restore_signal_mask(blocked);
+        IN_CHILD.store(true, Ordering::Relaxed);
+        child();
+    });
+    if let (true, Ok(pid)) = (track, &forked) {
+        // Recorded before the termination signals are unblocked again.
+        owned::track_child(*pid);
     }
+    fork::restore_signal_mask(blocked);
+    forked.map_err(|e| Error::os("fork failed", e))
 }
 
 /// How a forked child ended, as far as its parent can know.
@@ -968,7 +949,9 @@ impl ScopedChild<'_, '_> {
 
 impl fmt::Debug for ScopedChild<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScopedChild").field("pid", &self.pid).finish()
+        f.debug_struct("ScopedChild")
+            .field("pid", &self.pid)
+            .finish()
     }
 }
 
@@ -980,17 +963,7 @@ impl fmt::Debug for ScopedChild<'_, '_> {
 /// # Errors
 /// An OS error from `write`.
 pub fn write_stdout(text: &str) -> Result<()> {
-    let mut bytes = text.as_bytes();
-    while !bytes.is_empty() {
-        // SAFETY: fd 1 is borrowed only for this call; nix's `write` takes a borrowed fd.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(1) };
-        match nix::unistd::write(fd, bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(Error::errno("write to stdout", e)),
-        }
-    }
-    Ok(())
+    crate::sys::io::write_stdout(text.as_bytes()).map_err(|e| Error::errno("write to stdout", e))
 }
 
 #[cfg(test)]
