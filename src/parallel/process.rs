@@ -24,6 +24,17 @@ const STATE_ERR: u32 = 2;
 const STATE_PANIC: u32 = 3;
 
 /// What a child's closure may return: `()` or `Result<(), E>` with a displayable error.
+///
+/// # Examples
+/// ```
+/// use ndshm::Process;
+/// // `()`: the child succeeded when the closure returned.
+/// Process::spawn(|| {})?.join()?;
+/// // `Result<(), E>`: an error is the child's failure, with its message.
+/// let err = Process::spawn(|| "x".parse::<u8>().map(drop))?.join().unwrap_err();
+/// assert!(err.to_string().contains("invalid digit"), "{err}");
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub trait ChildResult {
     /// `Ok(())`, or the error's message.
     fn into_message(self) -> std::result::Result<(), String>;
@@ -549,6 +560,21 @@ impl Process {
     /// error, exited with a non-zero code, died of a signal, or ended without reporting
     /// while its exit status was reaped by someone else (`SIGCHLD` ignored); an OS error
     /// when waiting fails.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ErrorKind, Process};
+    /// let mut child = Process::spawn(|| -> Result<(), String> { Err("no input".into()) })?;
+    /// let pid = child.pid();
+    /// while !child.is_finished()? {
+    ///     std::thread::yield_now();
+    /// }
+    /// assert_eq!(child.exitcode(), Some(1)); // a child that returned an error exits with 1
+    /// let err = child.join().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::WorkerFailed);
+    /// assert!(err.to_string().contains(&format!("process {pid} returned an error: no input")));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn join(mut self) -> Result<()> {
         self.wait()
     }
@@ -588,6 +614,16 @@ impl Process {
     ///
     /// # Errors
     /// An OS error from the signal call.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::Process;
+    /// let child = Process::spawn::<_, ()>(|| loop { std::thread::park() })?;
+    /// child.kill()?;
+    /// let err = child.join().unwrap_err();
+    /// assert!(err.to_string().contains("SIGKILL"), "{err}");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn kill(&self) -> Result<()> {
         self.signal(libc::SIGKILL)
     }
@@ -614,6 +650,22 @@ impl fmt::Debug for Process {
 /// has ended: [`join`](ProcessWith::join) returns it. Dropping it kills and reaps the child
 /// first, then drops the value; forgetting it (`mem::forget`) leaks the value, which the
 /// parent then never touches again — either way parent and child never use it at once.
+///
+/// # Examples
+/// ```
+/// use ndshm::{CreateOptions, Process, SharedNdArray};
+/// let a = SharedNdArray::<u8, ndarray::Ix1>::zeros(CreateOptions::unique(), 2)?;
+/// // The array moves into the ProcessWith: the parent cannot touch it while the child runs.
+/// let child = Process::spawn_with(a, |a| -> Result<(), String> {
+///     a.view_mut().fill(1);
+///     Err("half done".into())
+/// })?;
+/// // join_keeping gives the array back with the outcome, even a failure.
+/// let (a, outcome) = child.join_keeping();
+/// assert!(outcome.is_err());
+/// assert_eq!(a.as_slice().unwrap(), &[1, 1]);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ProcessWith<A> {
     // Field order matters: the child is killed and reaped before the value drops.
@@ -679,6 +731,25 @@ impl<A> ProcessWith<A> {
 /// to be handed over, so that a failure does not drop it (dropping a creator's array
 /// unlinks its segment). Converts into [`Error`], so `?` works in functions returning
 /// [`Result`].
+///
+/// # Examples
+/// ```
+/// use ndshm::{CreateOptions, ErrorKind, Process, SharedNdArray};
+/// let a = SharedNdArray::<u8, ndarray::Ix1>::zeros(CreateOptions::unique(), 2)?;
+/// // A second thread makes the fork refuse (without the opt-in), and the array comes back.
+/// let t = std::thread::spawn(|| std::thread::park_timeout(std::time::Duration::from_secs(5)));
+/// match Process::spawn_with(a, |a| a.view_mut().fill(1)) {
+///     Err(e) => {
+///         assert_eq!(e.error().kind(), ErrorKind::ForkWithThreads);
+///         let a = e.into_inner(); // still the creator's handle: dropping it unlinks
+///         assert_eq!(a.as_slice().unwrap(), &[0, 0]);
+///     }
+///     Ok(child) => drop(child.join()?), // (a test harness opted in already)
+/// }
+/// t.thread().unpark();
+/// t.join().unwrap();
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub struct SpawnWithError<A> {
     error: Error,
     value: A,
@@ -785,6 +856,19 @@ pub fn scope<'env, T>(f: impl FnOnce(&Scope<'env>) -> T) -> T {
 }
 
 /// Spawns borrowing children; see [`scope`].
+///
+/// # Examples
+/// ```
+/// let total = ndshm::SharedValue::<u32>::new(0)?;
+/// ndshm::scope(|s| -> ndshm::Result<()> {
+///     for _ in 0..2 {
+///         s.spawn(|| { total.fetch_add(1); })?;
+///     }
+///     Ok(())
+/// })?;
+/// assert_eq!(total.load(), 2);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub struct Scope<'env> {
     /// Every child spawned, by spawn order; `None` once joined explicitly.
     children: RefCell<Vec<Option<Process>>>,
@@ -899,6 +983,19 @@ impl fmt::Debug for Scope<'_> {
 /// for it and returns its outcome, as `std::thread::ScopedJoinHandle::join` does. A child
 /// not joined explicitly is joined when the scope ends (and its failure makes [`scope`]
 /// panic).
+///
+/// # Examples
+/// ```
+/// ndshm::scope(|s| -> ndshm::Result<()> {
+///     let child = s.spawn(|| {})?;
+///     assert!(child.pid() > 0);
+///     while !child.is_finished()? {
+///         std::thread::yield_now();
+///     }
+///     child.join()
+/// })?;
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub struct ScopedChild<'scope, 'env> {
     scope: &'scope Scope<'env>,
     index: usize,
@@ -962,6 +1059,13 @@ impl fmt::Debug for ScopedChild<'_, '_> {
 ///
 /// # Errors
 /// An OS error from `write`.
+///
+/// # Examples
+/// ```
+/// let child = ndshm::Process::spawn(|| ndshm::write_stdout("hello from the child\n"))?;
+/// child.join()?;
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub fn write_stdout(text: &str) -> Result<()> {
     crate::sys::io::write_stdout(text.as_bytes()).map_err(|e| Error::errno("write to stdout", e))
 }

@@ -277,6 +277,17 @@ impl WorkerPool {
     /// an OS error when mapping the control block, making the request pipe or forking
     /// fails (what was started is stopped and reaped); [`ErrorKind::Timeout`] when the
     /// fork server did not report a worker within 30 s.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ErrorKind, WorkerPool};
+    /// let pool = WorkerPool::new(3)?; // two worker processes + the caller
+    /// assert_eq!(pool.executors(), 3);
+    /// assert_eq!(pool.worker_pids().len(), 2);
+    /// assert_eq!(WorkerPool::new(0).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    /// // Dropping the pool stops and reaps its workers.
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn new(executors: usize) -> Result<WorkerPool> {
         if executors == 0 || executors > MAX_WORKERS + 1 {
             return Err(Error::new(
@@ -311,6 +322,14 @@ impl WorkerPool {
     ///
     /// # Errors
     /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = ndshm::WorkerPool::with_available_parallelism()?;
+    /// let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// assert_eq!(pool.executors(), cores.min(ndshm::MAX_WORKERS + 1));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn with_available_parallelism() -> Result<WorkerPool> {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         WorkerPool::new(n.min(MAX_WORKERS + 1))
@@ -471,6 +490,18 @@ impl WorkerPool {
     /// Jobs over arrays of at most `elements` elements run all their chunks in the caller,
     /// without waking a worker (the dispatch round trip costs more than such a job). Off
     /// (0) by default.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ChunkPlan, CreateOptions, SharedNdArray, WorkerPool};
+    /// let mut pool = WorkerPool::new(2)?;
+    /// pool.set_inline_below(1000); // small jobs: no round trip to the workers
+    /// let mut a = SharedNdArray::<u32, ndarray::Ix1>::zeros(CreateOptions::unique(), 100)?;
+    /// let plan = ChunkPlan::balanced(100, 4)?;
+    /// pool.map(&mut a, &plan, (), |_, mut x, _: &()| x.fill(1))?;
+    /// assert_eq!(a.view().sum(), 100);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn set_inline_below(&mut self, elements: usize) {
         self.inline_below = elements;
     }
@@ -478,6 +509,17 @@ impl WorkerPool {
     /// Shows a progress bar (chunks done / total) on stderr while a job runs, when stderr
     /// is a terminal. Off by default; needs the `progress` feature (on by default), without
     /// which it does nothing.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ChunkPlan, CreateOptions, SharedNdArray, WorkerPool};
+    /// let mut pool = WorkerPool::new(2)?;
+    /// pool.set_progress(true); // drawn only when stderr is a terminal
+    /// let mut a = SharedNdArray::<f64, ndarray::Ix1>::zeros(CreateOptions::unique(), 1000)?;
+    /// pool.map(&mut a, &ChunkPlan::balanced(1000, 10)?, (), |_, mut x, _: &()| x.fill(0.5))?;
+    /// assert_eq!(a.view().sum(), 500.0);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn set_progress(&mut self, on: bool) {
         self.progress = on;
     }
@@ -489,6 +531,23 @@ impl WorkerPool {
     /// [`ErrorKind::WrongProcess`] in a process other than the pool's creator; an OS error
     /// when forking a replacement fails; [`ErrorKind::WorkerFailed`] when the pool's fork
     /// server has ended (make a new pool).
+    ///
+    /// # Examples
+    /// ```
+    /// let mut pool = ndshm::WorkerPool::new(2)?;
+    /// assert_eq!(pool.check_workers()?, 0); // all alive
+    /// // A worker killed between jobs is replaced (SIGKILL of our own worker):
+    /// let pid = pool.worker_pids()[0];
+    /// std::process::Command::new("kill").args(["-9", &pid.to_string()]).status()?;
+    /// let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// let mut replaced = 0;
+    /// while replaced == 0 && std::time::Instant::now() < deadline {
+    ///     replaced = pool.check_workers()?; // 0 until the pool's fork server has reaped it
+    /// }
+    /// assert_eq!(replaced, 1);
+    /// assert_ne!(pool.worker_pids()[0], pid);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn check_workers(&mut self) -> Result<usize> {
         self.check_process()?;
         let server_gone = self.server_gone();
@@ -515,6 +574,24 @@ impl WorkerPool {
     /// [`MAX_DIMS`] dimensions; [`ErrorKind::NotFound`] for an array whose name is gone
     /// (unlinked), which workers could not attach; [`ErrorKind::WorkerFailed`] naming the
     /// chunk and the cause when a chunk panicked or returned an error, or its worker died.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ChunkPlan, CreateOptions, ErrorKind, SharedNdArray, WorkerPool};
+    /// let mut pool = WorkerPool::new(2)?;
+    /// let mut a = SharedNdArray::<f32, ndarray::Ix2>::zeros(CreateOptions::unique(), (4, 6))?;
+    /// // Rows in 2 chunks; the parameters are plain bytes copied to the workers.
+    /// let plan = ChunkPlan::balanced_along(a.shape(), 0, 2)?;
+    /// pool.map(&mut a, &plan, 2.5f32, |chunk, mut rows, &v| rows.fill(v + chunk.index as f32))?;
+    /// assert_eq!(a.view()[[3, 5]], 3.5);
+    /// // A chunk's error comes back naming the chunk.
+    /// let err = pool
+    ///     .map(&mut a, &plan, (), |c, _, _: &()| if c.index == 1 { Err("bad row") } else { Ok(()) })
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::WorkerFailed);
+    /// assert!(err.to_string().contains("chunk 1"), "{err}");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn map<T, D, P, R>(
         &mut self,
         array: &mut SharedNdArray<T, D>,
@@ -616,6 +693,25 @@ impl WorkerPool {
     /// # Errors
     /// As [`map`](Self::map), plus [`ErrorKind::InvalidArgument`] when the results
     /// (chunks × `size_of::<R>()`) exceed [`MAX_RESULTS`] bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ChunkPlan, CreateOptions, SharedNdArray, WorkerPool};
+    /// let mut pool = WorkerPool::new(2)?;
+    /// let a = SharedNdArray::<u64, ndarray::Ix1>::from_array(
+    ///     CreateOptions::unique(),
+    ///     &ndarray::Array1::from_iter(1..=100u64),
+    /// )?;
+    /// let plan = ChunkPlan::balanced(100, 4)?;
+    /// // One (sum, max) per chunk, in chunk order.
+    /// let parts = pool.map_reduce(&a, &plan, (), |_, x, _: &()| {
+    ///     [x.sum(), x.iter().copied().max().unwrap_or(0)]
+    /// })?;
+    /// assert_eq!(parts.len(), 4);
+    /// assert_eq!(parts.iter().map(|p| p[0]).sum::<u64>(), 5050);
+    /// assert_eq!(parts[3][1], 100);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn map_reduce<T, D, A, P, R>(
         &mut self,
         array: &SharedNdArray<T, D, A>,
