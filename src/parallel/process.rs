@@ -390,7 +390,7 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if self.end.is_none() {
-            let _ = self.signal(libc::SIGKILL);
+            let _ = self.signal(fork::SIGKILL);
             let _ = self.wait(false);
         }
     }
@@ -625,7 +625,7 @@ impl Process {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn kill(&self) -> Result<()> {
-        self.signal(libc::SIGKILL)
+        self.signal(fork::SIGKILL)
     }
 
     /// Sends signal `sig` to the child; nothing once it has ended.

@@ -8,6 +8,9 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+/// The signal that kills a process outright.
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
 /// Result of `fork` as seen by the caller.
 pub(crate) enum Forked {
     Parent(i32),

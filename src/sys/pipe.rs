@@ -80,6 +80,28 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usiz
     Ok(r as usize)
 }
 
+/// A descriptor watched by [`poll`], with what happened to it.
+pub(crate) type PollFd = libc::pollfd;
+
+/// Watches `fd` for input (and, as `poll` always reports them, hang-up and errors).
+pub(crate) fn watch_input(fd: RawFd) -> PollFd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Whether `poll` reported input on `p`.
+pub(crate) fn has_input(p: &PollFd) -> bool {
+    p.revents & libc::POLLIN != 0
+}
+
+/// Whether `poll` reported a hang-up or an error on `p`.
+pub(crate) fn hung_up(p: &PollFd) -> bool {
+    p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
 /// Closes `fd` (errors ignored).
 ///
 /// # Safety

@@ -121,13 +121,7 @@ impl ArrayDesc {
 #[repr(C)]
 #[allow(dead_code)] // a layout, reached through SharedMem at its offsets
 struct JobDesc {
-    trampoline: u64,
-    user_fn: u64,
-    axis: u64,
-    n_chunks: u64,
-    n_arrays: u64,
-    params_len: u64,
-    result_size: u64,
+    head: JobHead,
     arrays: [ArrayDesc; MAX_ARRAYS],
     params: [u64; MAX_PARAMS / 8],
     bounds: [u64; MAX_CHUNKS + 1],
@@ -156,6 +150,19 @@ const CONTROL_LEN: usize = size_of::<Control>();
 const RESULTS_OFF: usize = CONTROL_LEN.next_multiple_of(4096);
 const MAP_LEN: usize = RESULTS_OFF + MAX_RESULTS;
 const DESC: usize = offset_of!(Control, desc);
+
+/// The job's fixed fields, read and written as one copy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+struct JobHead {
+    trampoline: u64,
+    user_fn: u64,
+    axis: u64,
+    n_chunks: u64,
+    n_arrays: u64,
+    params_len: u64,
+    result_size: u64,
+}
 
 /// The job's fixed fields, as an executor reads them.
 #[derive(Clone, Copy, Debug)]
@@ -214,51 +221,69 @@ impl Block {
         let block = Block {
             region: Region::anonymous(MAP_LEN, |_| Ok(()))?,
         };
-        block.failed_chunk().store(NO_FAILURE, Ordering::Relaxed);
+        block
+            .ctl()
+            .failed_chunk()
+            .store(NO_FAILURE, Ordering::Relaxed);
         Ok(block)
     }
 
-    fn mem(&self) -> SharedMem<'_> {
-        self.region.payload()
+    /// The block's words and descriptor, through one window: take it once per operation.
+    pub(super) fn ctl(&self) -> Ctl<'_> {
+        Ctl {
+            mem: self.region.payload(),
+        }
+    }
+}
+
+/// A window on the control block, with an accessor per word (cheap to copy).
+#[derive(Clone, Copy)]
+pub(super) struct Ctl<'a> {
+    mem: SharedMem<'a>,
+}
+
+impl<'a> Ctl<'a> {
+    fn mem(&self) -> SharedMem<'a> {
+        self.mem
     }
 
     /// Futex word of the workers: the sequence number of the latest job (or shutdown).
-    pub(super) fn seq(&self) -> &AtomicU32 {
+    pub(super) fn seq(&self) -> &'a AtomicU32 {
         self.mem().u32(offset_of!(Control, seq))
     }
     /// Workers asleep (or about to sleep) on `seq`.
-    pub(super) fn sleepers(&self) -> &AtomicU32 {
+    pub(super) fn sleepers(&self) -> &'a AtomicU32 {
         self.mem().u32(offset_of!(Control, sleepers))
     }
     /// The claim word (see [`pack`]).
-    pub(super) fn claim_word(&self) -> &AtomicU64 {
+    pub(super) fn claim_word(&self) -> &'a AtomicU64 {
         self.mem().u64(offset_of!(Control, claim))
     }
     /// Futex word of the caller: chunks of the current job that have finished.
-    pub(super) fn done(&self) -> &AtomicU32 {
+    pub(super) fn done(&self) -> &'a AtomicU32 {
         self.mem().u32(offset_of!(Control, done))
     }
     /// 1 while the caller is asleep (or about to sleep) on `done`.
-    pub(super) fn caller_sleeping(&self) -> &AtomicU32 {
+    pub(super) fn caller_sleeping(&self) -> &'a AtomicU32 {
         self.mem().u32(offset_of!(Control, caller_sleeping))
     }
     /// Futex word the fork server bumps after each change of a slot's `state`.
-    pub(super) fn events(&self) -> &AtomicU32 {
+    pub(super) fn events(&self) -> &'a AtomicU32 {
         self.mem().u32(offset_of!(Control, events))
     }
-    pub(super) fn shutdown(&self) -> &AtomicU32 {
+    pub(super) fn shutdown(&self) -> &'a AtomicU32 {
         self.mem().u32(offset_of!(Control, shutdown))
     }
     /// Chunk of the first failure of the current job, or `NO_FAILURE`.
-    pub(super) fn failed_chunk(&self) -> &AtomicU32 {
+    pub(super) fn failed_chunk(&self) -> &'a AtomicU32 {
         self.mem().u32(offset_of!(Control, failed_chunk))
     }
-    pub(super) fn failed_pid(&self) -> &AtomicI32 {
+    pub(super) fn failed_pid(&self) -> &'a AtomicI32 {
         self.mem().atomic(offset_of!(Control, failed_pid))
     }
 
     /// Worker `i`'s slot.
-    pub(super) fn slot(&self, i: usize) -> SlotRef<'_> {
+    pub(super) fn slot(&self, i: usize) -> SlotRef<'a> {
         assert!(i < MAX_WORKERS, "ndshm bug: worker slot {i} out of range");
         SlotRef {
             mem: self.mem().sub(
@@ -337,14 +362,15 @@ impl Block {
     /// The current job's fixed fields (read by an executor that won a chunk of it, or by
     /// the caller).
     pub(super) fn job(&self) -> JobHeader {
+        let h: JobHead = self.mem().read_pod(DESC + offset_of!(JobDesc, head));
         JobHeader {
-            trampoline: self.desc_u64(offset_of!(JobDesc, trampoline)),
-            user_fn: self.desc_u64(offset_of!(JobDesc, user_fn)),
-            axis: self.desc_u64(offset_of!(JobDesc, axis)) as usize,
-            n_chunks: self.desc_u64(offset_of!(JobDesc, n_chunks)) as usize,
-            n_arrays: (self.desc_u64(offset_of!(JobDesc, n_arrays)) as usize).min(MAX_ARRAYS),
-            params_len: (self.desc_u64(offset_of!(JobDesc, params_len)) as usize).min(MAX_PARAMS),
-            result_size: self.desc_u64(offset_of!(JobDesc, result_size)) as usize,
+            trampoline: h.trampoline,
+            user_fn: h.user_fn,
+            axis: h.axis as usize,
+            n_chunks: h.n_chunks as usize,
+            n_arrays: (h.n_arrays as usize).min(MAX_ARRAYS),
+            params_len: (h.params_len as usize).min(MAX_PARAMS),
+            result_size: h.result_size as usize,
         }
     }
 
@@ -382,21 +408,24 @@ impl Block {
         params: &[u8],
         result_size: usize,
     ) {
-        self.set_desc(offset_of!(JobDesc, trampoline), &trampoline);
-        self.set_desc(offset_of!(JobDesc, user_fn), &user_fn);
-        self.set_desc(offset_of!(JobDesc, axis), &(axis as u64));
-        self.set_desc(
-            offset_of!(JobDesc, n_chunks),
-            &(bounds.len().saturating_sub(1) as u64),
-        );
-        self.set_desc(offset_of!(JobDesc, n_arrays), &(arrays.len() as u64));
-        self.set_desc(offset_of!(JobDesc, result_size), &(result_size as u64));
-        self.set_desc(offset_of!(JobDesc, params_len), &(params.len() as u64));
+        let head = JobHead {
+            trampoline,
+            user_fn,
+            axis: axis as u64,
+            n_chunks: bounds.len().saturating_sub(1) as u64,
+            n_arrays: arrays.len() as u64,
+            params_len: params.len() as u64,
+            result_size: result_size as u64,
+        };
+        self.set_desc(offset_of!(JobDesc, head), &head);
+        // Compared 64 bytes at a time, written only where they differ.
         let p = DESC + offset_of!(JobDesc, params);
-        let mut stored = [0u8; MAX_PARAMS];
-        self.mem().read(p, &mut stored[..params.len()]);
-        if stored[..params.len()] != *params {
-            self.mem().write(p, params);
+        for (i, piece) in params.chunks(64).enumerate() {
+            let mut stored = [0u8; 64];
+            self.mem().read(p + 64 * i, &mut stored[..piece.len()]);
+            if stored[..piece.len()] != *piece {
+                self.mem().write(p + 64 * i, piece);
+            }
         }
         for (i, d) in arrays.iter().enumerate() {
             self.set_desc(offset_of!(JobDesc, arrays) + i * size_of::<ArrayDesc>(), d);
@@ -407,7 +436,7 @@ impl Block {
     }
 
     /// The results area of map-reduce jobs ([`MAX_RESULTS`] bytes).
-    pub(super) fn results(&self) -> SharedMem<'_> {
+    pub(super) fn results(&self) -> SharedMem<'a> {
         self.mem().sub(RESULTS_OFF, MAX_RESULTS)
     }
 }
@@ -427,15 +456,18 @@ mod tests {
         assert!(MAX_CHUNKS as u64 <= COUNT_MASK);
 
         let block = Block::new().unwrap();
-        block.claim_word().store(pack(7, 0, 3), Ordering::Release);
+        block
+            .ctl()
+            .claim_word()
+            .store(pack(7, 0, 3), Ordering::Release);
         // Another job's number never claims.
-        assert_eq!(block.claim(8), None);
-        assert_eq!(block.claim(7), Some(0));
-        assert_eq!(block.claim(7), Some(1));
-        assert_eq!(block.claim(7), Some(2));
-        assert_eq!(block.claim(7), None);
+        assert_eq!(block.ctl().claim(8), None);
+        assert_eq!(block.ctl().claim(7), Some(0));
+        assert_eq!(block.ctl().claim(7), Some(1));
+        assert_eq!(block.ctl().claim(7), Some(2));
+        assert_eq!(block.ctl().claim(7), None);
         assert_eq!(
-            unpack(block.claim_word().load(Ordering::Relaxed)),
+            unpack(block.ctl().claim_word().load(Ordering::Relaxed)),
             (7, 3, 3)
         );
     }
@@ -443,11 +475,11 @@ mod tests {
     #[test]
     fn first_failure_wins() {
         let block = Block::new().unwrap();
-        block.fail(4, 11, "panicked: first");
-        block.fail(2, 12, "panicked: second");
-        assert_eq!(block.failed_chunk().load(Ordering::Relaxed), 4);
-        assert_eq!(block.failed_pid().load(Ordering::Relaxed), 11);
-        assert_eq!(block.failed_msg(), "panicked: first");
+        block.ctl().fail(4, 11, "panicked: first");
+        block.ctl().fail(2, 12, "panicked: second");
+        assert_eq!(block.ctl().failed_chunk().load(Ordering::Relaxed), 4);
+        assert_eq!(block.ctl().failed_pid().load(Ordering::Relaxed), 11);
+        assert_eq!(block.ctl().failed_msg(), "panicked: first");
     }
 
     #[test]
@@ -457,16 +489,18 @@ mod tests {
         d.segment_id = 9;
         d.name[..3].copy_from_slice(b"abc");
         d.name_len = 3;
-        block.write_job(1, 2, 1, &[0, 4, 10], &[d], &[7, 8, 9], 8);
-        let job = block.job();
+        block
+            .ctl()
+            .write_job(1, 2, 1, &[0, 4, 10], &[d], &[7, 8, 9], 8);
+        let job = block.ctl().job();
         assert_eq!((job.trampoline, job.user_fn, job.axis), (1, 2, 1));
         assert_eq!((job.n_chunks, job.n_arrays, job.params_len), (2, 1, 3));
         assert_eq!(job.result_size, 8);
-        let c = block.chunk(&job, 1);
+        let c = block.ctl().chunk(&job, 1);
         assert_eq!((c.index, c.start, c.end, c.axis), (1, 4, 10, 1));
-        assert_eq!(block.array(0).name(), Ok("abc"));
+        assert_eq!(block.ctl().array(0).name(), Ok("abc"));
         let mut p = [0u8; 3];
-        block.params(&mut p);
+        block.ctl().params(&mut p);
         assert_eq!(p, [7, 8, 9]);
     }
 }

@@ -9,7 +9,7 @@
 //! without `exec`). The caller writes the pair into the job descriptor together with the
 //! job's arrays, and [`run_chunk`] — run by an executor that won a chunk of that job —
 //! reads the pair back and calls the trampoline, which rebuilds the typed views. The pair
-//! is only ever written by [`Block::write_job`] from a `JobFns`, and the descriptor does not
+//! is only ever written by [`Ctl::write_job`] from a `JobFns`, and the descriptor does not
 //! change while a chunk of its job can be claimed: that is the invariant the `unsafe` below
 //! rests on.
 
@@ -20,8 +20,7 @@ use std::sync::atomic::Ordering;
 use bytemuck::Pod;
 use ndarray::{ArrayView, ArrayViewMut, Dimension, ShapeBuilder};
 
-use super::control::{chunk_tag, ArrayDesc, Block, SlotRef, MAX_ARRAYS};
-use super::MAX_PARAMS;
+use super::control::{chunk_tag, ArrayDesc, Ctl, SlotRef, MAX_ARRAYS};
 use crate::element::Element;
 use crate::parallel::chunk::Chunk;
 use crate::parallel::process::ChildResult;
@@ -227,10 +226,10 @@ unsafe fn run_reduce<T: Element, D: Dimension, P: Pod, R: Pod>(
 /// `chunk` word says "inside chunk `k` of job `seq`" from before the user's function runs
 /// until before the chunk is counted done.
 ///
-/// Call only after winning chunk `k` of job `seq` with [`Block::claim`]: the descriptor is
+/// Call only after winning chunk `k` of job `seq` with [`Ctl::claim`]: the descriptor is
 /// then the one the caller wrote for that job, and stays so until the job is joined.
 pub(super) fn run_chunk(
-    block: &Block,
+    ctl: Ctl<'_>,
     seq: u32,
     k: usize,
     slot: Option<SlotRef<'_>>,
@@ -239,12 +238,12 @@ pub(super) fn run_chunk(
     if let Some(s) = slot {
         s.chunk().store(chunk_tag(seq, k), Ordering::SeqCst);
     }
-    let job = block.job();
-    let chunk = block.chunk(&job, k);
+    let job = ctl.job();
+    let chunk = ctl.chunk(&job, k);
     let outcome = (|| {
         let mut descs = [ArrayDesc::zeroed_desc(); MAX_ARRAYS];
         for (i, d) in descs.iter_mut().enumerate().take(job.n_arrays) {
-            *d = block.array(i);
+            *d = ctl.array(i);
         }
         let all = &descs[..job.n_arrays];
         let mut arrays = [None; MAX_ARRAYS];
@@ -254,20 +253,28 @@ pub(super) fn run_chunk(
                 desc: *d,
             });
         }
-        let mut params = [0u8; MAX_PARAMS];
-        block.params(&mut params[..job.params_len]);
-        let result = block
+        // Small parameters (the common case) are copied to the stack, others to the heap.
+        let mut small = [0u8; 64];
+        let mut large = Vec::new();
+        let params: &mut [u8] = if job.params_len <= small.len() {
+            &mut small[..job.params_len]
+        } else {
+            large.resize(job.params_len, 0);
+            &mut large
+        };
+        ctl.params(params);
+        let result = ctl
             .results()
             .get(k.saturating_mul(job.result_size), job.result_size)
             .ok_or_else(|| format!("chunk {k} has no room in the results area"))?;
         let args = ChunkArgs {
             chunk,
             arrays,
-            params: &params[..job.params_len],
+            params,
             user_fn: job.user_fn as usize,
             result,
         };
-        // SAFETY: the descriptor holds a pair written by `Block::write_job` from a
+        // SAFETY: the descriptor holds a pair written by `Ctl::write_job` from a
         // `JobFns` (module docs): the trampoline of exactly the user function's type.
         let tramp: Trampoline = unsafe { std::mem::transmute::<usize, _>(job.trampoline as usize) };
         match catch_unwind(AssertUnwindSafe(|| {
@@ -289,15 +296,15 @@ pub(super) fn run_chunk(
         }
     })();
     if let Err(msg) = outcome {
-        block.fail(k, proc::pid(), &msg);
+        ctl.fail(k, proc::pid(), &msg);
     }
     if let Some(s) = slot {
         // Before the done count: a caller that sees the chunk done sees it left.
         s.chunk().store(0, Ordering::SeqCst);
     }
-    block.done().fetch_add(1, Ordering::SeqCst);
-    if block.caller_sleeping().load(Ordering::SeqCst) != 0 {
-        futex::wake(block.done(), 1);
+    ctl.done().fetch_add(1, Ordering::SeqCst);
+    if ctl.caller_sleeping().load(Ordering::SeqCst) != 0 {
+        futex::wake(ctl.done(), 1);
     }
 }
 

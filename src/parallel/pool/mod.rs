@@ -89,7 +89,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytemuck::Pod;
+use bytemuck::{Pod, Zeroable};
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
 use crate::array::{AccessMode, SharedNdArray};
@@ -363,10 +363,10 @@ impl WorkerPool {
     /// `old_gen`) and records the worker.
     fn await_spawn(&mut self, slot: usize, old_gen: u32) -> Result<()> {
         let block: &Block = &self.block;
-        let s = block.slot(slot);
+        let s = block.ctl().slot(slot);
         let deadline = Instant::now() + SPAWN_TIMEOUT;
         loop {
-            let events = block.events().load(Ordering::SeqCst);
+            let events = block.ctl().events().load(Ordering::SeqCst);
             let gen = s.gen().load(Ordering::Acquire);
             if gen != old_gen {
                 let pid = s.pid().load(Ordering::Relaxed);
@@ -404,7 +404,7 @@ impl WorkerPool {
                     ),
                 ));
             }
-            futex::wait(block.events(), events, Some(PARENT_NAP));
+            futex::wait(block.ctl().events(), events, Some(PARENT_NAP));
         }
     }
 
@@ -413,7 +413,7 @@ impl WorkerPool {
         self.workers[slot] = None;
         // A new worker holds no mapping.
         self.verified = [0; MAX_ARRAYS];
-        let gen = self.block.slot(slot).gen().load(Ordering::Acquire);
+        let gen = self.block.ctl().slot(slot).gen().load(Ordering::Acquire);
         let Some(server) = &self.server else {
             return Err(self.server_gone_error());
         };
@@ -447,7 +447,7 @@ impl WorkerPool {
     /// (once the server is gone) its pidfd says so. `None` while it may be running.
     fn worker_exit(&self, slot: usize, server_gone: bool) -> Option<String> {
         let w = self.workers[slot].as_ref()?;
-        let s = self.block.slot(slot);
+        let s = self.block.ctl().slot(slot);
         if s.gen().load(Ordering::Acquire) == w.gen && s.state().load(Ordering::Acquire) == EXITED {
             let value = s.exit_value().load(Ordering::Relaxed);
             let exit = match s.exit_kind().load(Ordering::Relaxed) {
@@ -751,7 +751,7 @@ impl WorkerPool {
         )?;
         // Chunk k's executor wrote one R at this offset before the join (a happens-before
         // edge); the area holds n * size_of::<R>() bytes (checked above).
-        let results = self.block.results();
+        let results = self.block.ctl().results();
         Ok((0..n)
             .map(|k| results.read_pod::<R>(k * size_of::<R>()))
             .collect())
@@ -801,32 +801,35 @@ impl WorkerPool {
             self.check_workers()?;
         }
         let block: &Block = &self.block;
+        let ctl = block.ctl();
         // No chunk is claimable or running (the previous job was joined), so no executor
         // reads the descriptor while it is written.
-        let descs: Vec<ArrayDesc> = arrays.iter().map(|(d, _)| *d).collect();
-        block.write_job(
+        let mut descs = [ArrayDesc::zeroed(); MAX_ARRAYS];
+        for (d, (a, _)) in descs.iter_mut().zip(arrays) {
+            *d = *a;
+        }
+        ctl.write_job(
             fns.trampoline,
             fns.user_fn,
             plan.axis(),
             plan.bounds(),
-            &descs,
+            &descs[..arrays.len()],
             params,
             result_size,
         );
-        block.done().store(0, Ordering::Relaxed);
-        if block.failed_chunk().load(Ordering::Relaxed) != NO_FAILURE {
-            block.failed_chunk().store(NO_FAILURE, Ordering::Relaxed);
+        ctl.done().store(0, Ordering::Relaxed);
+        if ctl.failed_chunk().load(Ordering::Relaxed) != NO_FAILURE {
+            ctl.failed_chunk().store(NO_FAILURE, Ordering::Relaxed);
         }
         self.seq = self.seq.wrapping_add(1).max(1);
         let seq = self.seq;
-        block
-            .claim_word()
+        ctl.claim_word()
             .store(pack(seq, 0, n as u64), Ordering::Release);
 
         if !inline {
-            block.seq().store(seq, Ordering::SeqCst);
-            if block.sleepers().load(Ordering::SeqCst) != 0 {
-                futex::wake(block.seq(), (n - 1).min(self.workers.len()) as i32);
+            ctl.seq().store(seq, Ordering::SeqCst);
+            if ctl.sleepers().load(Ordering::SeqCst) != 0 {
+                futex::wake(ctl.seq(), (n - 1).min(self.workers.len()) as i32);
             }
         }
         let mut local = [std::ptr::null_mut::<u8>(); MAX_ARRAYS];
@@ -834,9 +837,9 @@ impl WorkerPool {
             *l = *p;
         }
         let progress = Progress::new(self.progress, n);
-        while let Some(k) = block.claim(seq) {
-            run_chunk(block, seq, k, None, &mut |_, i| Ok(local[i]));
-            progress.set(block.done().load(Ordering::Relaxed));
+        while let Some(k) = ctl.claim(seq) {
+            run_chunk(ctl, seq, k, None, &mut |_, i| Ok(local[i]));
+            progress.set(ctl.done().load(Ordering::Relaxed));
         }
         let dead = if inline {
             Vec::new()
@@ -871,7 +874,8 @@ impl WorkerPool {
     /// so. Nothing else (an `ECHILD`, a missing `/proc` entry) is taken for death.
     fn join(&mut self, seq: u32, n: u32, progress: &Progress) -> Vec<(usize, String)> {
         let block: &Block = &self.block;
-        let done_word = block.done();
+        let ctl = block.ctl();
+        let done_word = ctl.done();
         let start = Instant::now();
         let mut spins = 0u32;
         while done_word.load(Ordering::Acquire) != n {
@@ -895,12 +899,12 @@ impl WorkerPool {
                 return dead;
             }
             progress.set(done);
-            block.caller_sleeping().store(1, Ordering::SeqCst);
+            ctl.caller_sleeping().store(1, Ordering::SeqCst);
             let done = done_word.load(Ordering::SeqCst);
             if done != n {
                 futex::wait(done_word, done, Some(PARENT_NAP));
             }
-            block.caller_sleeping().store(0, Ordering::SeqCst);
+            ctl.caller_sleeping().store(0, Ordering::SeqCst);
             let server_gone = self.server_gone();
             for slot in 0..self.workers.len() {
                 if dead.iter().any(|(d, _)| *d == slot) {
@@ -909,9 +913,9 @@ impl WorkerPool {
                 if let Some(why) = self.worker_exit(slot, server_gone) {
                     let pid = self.workers[slot].as_ref().map_or(0, |w| w.pid);
                     // Its slot keeps what it last wrote: the chunk it was inside, if any.
-                    let held = block.slot(slot).chunk().load(Ordering::Acquire);
+                    let held = ctl.slot(slot).chunk().load(Ordering::Acquire);
                     if held >> 32 == u64::from(seq) && held as u32 != 0 {
-                        block.fail(held as u32 as usize - 1, pid, &why);
+                        ctl.fail(held as u32 as usize - 1, pid, &why);
                     }
                     dead.push((slot, format!("{pid} {why}")));
                 }
@@ -935,13 +939,13 @@ impl WorkerPool {
     fn may_be_in_job(&self, slot: usize, seq: u32, dead: &[(usize, String)]) -> bool {
         self.workers[slot].is_some()
             && !dead.iter().any(|(d, _)| *d == slot)
-            && (self.block.slot(slot).active().load(Ordering::SeqCst) == seq
+            && (self.block.ctl().slot(slot).active().load(Ordering::SeqCst) == seq
                 || self.in_chunk(slot, seq, dead))
     }
 
     /// Whether the worker of `slot`, not provably dead, is inside a chunk of job `seq`.
     fn in_chunk(&self, slot: usize, seq: u32, dead: &[(usize, String)]) -> bool {
-        let c = self.block.slot(slot).chunk().load(Ordering::SeqCst);
+        let c = self.block.ctl().slot(slot).chunk().load(Ordering::SeqCst);
         self.workers[slot].is_some()
             && !dead.iter().any(|(d, _)| *d == slot)
             && c >> 32 == u64::from(seq)
@@ -952,15 +956,15 @@ impl WorkerPool {
     fn outcome(&self, seq: u32, dead: &[(usize, String)]) -> Result<()> {
         let _ = seq;
         let block: &Block = &self.block;
-        let k = block.failed_chunk().load(Ordering::Acquire);
+        let k = block.ctl().failed_chunk().load(Ordering::Acquire);
         // The descriptor is not written during this call's remaining steps.
-        let job = block.job();
+        let job = block.ctl().job();
         if k != NO_FAILURE {
             // The failure was written before the done counter / the reaping that the
             // join observed; nobody writes it now.
-            let msg = block.failed_msg();
-            let chunk = block.chunk(&job, k as usize);
-            let pid = block.failed_pid().load(Ordering::Relaxed);
+            let msg = block.ctl().failed_msg();
+            let chunk = block.ctl().chunk(&job, k as usize);
+            let pid = block.ctl().failed_pid().load(Ordering::Relaxed);
             let who = if pid == proc::pid() {
                 "the calling process".to_string()
             } else {
@@ -968,7 +972,7 @@ impl WorkerPool {
             };
             return Err(worker_failed(&chunk, &who, &msg));
         }
-        let done = block.done().load(Ordering::Acquire) as usize;
+        let done = block.ctl().done().load(Ordering::Acquire) as usize;
         if done < job.n_chunks {
             let why = dead
                 .iter()
@@ -1037,7 +1041,7 @@ fn describe<T: Element, D: Dimension, A: AccessMode>(
         ));
     }
     let name = array.name().as_bytes();
-    let mut d: ArrayDesc = bytemuck::Zeroable::zeroed();
+    let mut d = ArrayDesc::zeroed();
     d.segment_id = seg.segment_id();
     (d.dev, d.ino) = seg.file_id();
     d.offset = (array.data_ptr() as usize - seg.as_ptr() as usize) as u64;
@@ -1065,10 +1069,10 @@ impl Drop for WorkerPool {
         };
         let block: &Block = &self.block;
         // Idle workers leave on their own; the server kills whatever is left anyway.
-        block.shutdown().store(1, Ordering::SeqCst);
+        block.ctl().shutdown().store(1, Ordering::SeqCst);
         self.seq = self.seq.wrapping_add(1).max(1);
-        block.seq().store(self.seq, Ordering::SeqCst);
-        futex::wake(block.seq(), i32::MAX);
+        block.ctl().seq().store(self.seq, Ordering::SeqCst);
+        futex::wake(block.ctl().seq(), i32::MAX);
         // (A server that is gone makes this an EPIPE error, which changes nothing.)
         let _ = pipe::write_all(server.requests.as_raw_fd(), &server::SHUTDOWN.to_ne_bytes());
         drop(server.requests);
@@ -1079,7 +1083,7 @@ impl Drop for WorkerPool {
             .is_some_and(|fd| fd.wait_exited(STOP_TIMEOUT_MS));
         if !stopped {
             // Its workers die with it (their death signal).
-            let _ = sys_fork::send_signal(server.pid, libc::SIGKILL);
+            let _ = sys_fork::send_signal(server.pid, sys_fork::SIGKILL);
         }
         // Our child: reap it (ECHILD if SIGCHLD is ignored: it reaped itself).
         let _ = sys_fork::wait_child(server.pid, false);

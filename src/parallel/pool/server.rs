@@ -41,7 +41,7 @@ pub(super) struct ServerState {
     pub(super) requests: Option<OwnedFd>,
     pub(super) pidfds: Vec<Option<Pidfd>>,
     pub(super) pids: Vec<i32>,
-    pub(super) pollfds: Vec<libc::pollfd>,
+    pub(super) pollfds: Vec<pipe::PollFd>,
     pub(super) slot_of: Vec<usize>,
 }
 
@@ -90,18 +90,10 @@ pub(super) fn server_main(
     loop {
         st.pollfds.clear();
         st.slot_of.clear();
-        st.pollfds.push(libc::pollfd {
-            fd: requests,
-            events: libc::POLLIN,
-            revents: 0,
-        });
+        st.pollfds.push(pipe::watch_input(requests));
         st.slot_of.push(usize::MAX);
         if let Some(fd) = &caller_fd {
-            st.pollfds.push(libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            st.pollfds.push(pipe::watch_input(fd.as_raw_fd()));
             st.slot_of.push(usize::MAX);
         }
         let mut blind = false;
@@ -111,11 +103,7 @@ pub(super) fn server_main(
             }
             match &st.pidfds[slot] {
                 Some(fd) => {
-                    st.pollfds.push(libc::pollfd {
-                        fd: fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    });
+                    st.pollfds.push(pipe::watch_input(fd.as_raw_fd()));
                     st.slot_of.push(slot);
                 }
                 None => blind = true,
@@ -131,8 +119,8 @@ pub(super) fn server_main(
             shutdown(block, st);
         }
         reap_exited(block, st);
-        let req = st.pollfds[0].revents;
-        if req & libc::POLLIN != 0 {
+        let req = st.pollfds[0];
+        if pipe::has_input(&req) {
             let n = pipe::read_some(requests, &mut buf).unwrap_or(0);
             if n == 0 {
                 shutdown(block, st);
@@ -147,7 +135,7 @@ pub(super) fn server_main(
                     spawn(block, slot, me, st);
                 }
             }
-        } else if req & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        } else if pipe::hung_up(&req) {
             // The caller is gone (or closed its end without a word): stop at once.
             shutdown(block, st);
         }
@@ -156,7 +144,7 @@ pub(super) fn server_main(
 
 /// Forks a worker into `slot` and reports it (or the failure) in the slot.
 fn spawn(block: &Block, slot: usize, me: i32, st: &mut ServerState) {
-    let s = block.slot(slot);
+    let s = block.ctl().slot(slot);
     s.active().store(0, Ordering::Relaxed);
     s.chunk().store(0, Ordering::Relaxed);
     s.sleeping().store(0, Ordering::Relaxed);
@@ -164,7 +152,7 @@ fn spawn(block: &Block, slot: usize, me: i32, st: &mut ServerState) {
     s.exit_value().store(0, Ordering::Relaxed);
     // The sequence number at the fork: the caller waits for this spawn before its next
     // job, so the worker starts from the latest one.
-    let seen = block.seq().load(Ordering::SeqCst);
+    let seen = block.ctl().seq().load(Ordering::SeqCst);
     // The server is single-threaded (a forked process that started no thread) and runs
     // only ndshm code; the child runs `worker_main`, which ends with `_exit`.
     let forked = sys_fork::fork_into(|| {
@@ -207,9 +195,9 @@ fn reap_exited(block: &Block, st: &mut ServerState) {
             // default above, so this should not happen): it ended, status unknown.
             Err(_) => Exit::Code(-1),
         };
-        let s = block.slot(slot);
+        let s = block.ctl().slot(slot);
         if s.sleeping().swap(0, Ordering::SeqCst) != 0 {
-            block.sleepers().fetch_sub(1, Ordering::SeqCst);
+            block.ctl().sleepers().fetch_sub(1, Ordering::SeqCst);
         }
         let (kind, value) = match exit {
             Exit::Code(c) => (1, c),
@@ -230,7 +218,7 @@ fn reap_exited(block: &Block, st: &mut ServerState) {
 /// Kills and reaps every worker, then exits.
 fn shutdown(block: &Block, st: &mut ServerState) -> ! {
     for &pid in st.pids.iter().filter(|&&p| p != 0) {
-        let _ = sys_fork::send_signal(pid, libc::SIGKILL);
+        let _ = sys_fork::send_signal(pid, sys_fork::SIGKILL);
     }
     for slot in 0..st.pids.len() {
         let pid = st.pids[slot];
@@ -246,10 +234,10 @@ fn shutdown(block: &Block, st: &mut ServerState) -> ! {
 /// Tells the caller that a slot changed: bumps the event word and wakes whoever sleeps on
 /// it or on the done counter (a caller joining a job must notice a dead worker).
 fn notify(block: &Block) {
-    block.events().fetch_add(1, Ordering::SeqCst);
-    futex::wake(block.events(), i32::MAX);
-    if block.caller_sleeping().load(Ordering::SeqCst) != 0 {
-        futex::wake(block.done(), 1);
+    block.ctl().events().fetch_add(1, Ordering::SeqCst);
+    futex::wake(block.ctl().events(), i32::MAX);
+    if block.ctl().caller_sleeping().load(Ordering::SeqCst) != 0 {
+        futex::wake(block.ctl().done(), 1);
     }
 }
 

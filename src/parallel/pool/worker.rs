@@ -26,17 +26,18 @@ pub(super) const WORKER_NAP: Duration = Duration::from_millis(500);
 /// caller, a panic hook that stays quiet in forked children (the fork server is one, and
 /// the workers inherit that state from it). `parent` is the fork server's pid.
 pub(super) fn worker_main(block: &Block, slot: usize, parent: i32, mut seen: u32) -> ! {
-    let me = block.slot(slot);
+    let ctl = block.ctl();
+    let me = ctl.slot(slot);
     let mut cache = Cache::new();
     loop {
         let seq = wait_for_job(block, me, seen, parent, &mut cache);
-        if block.shutdown().load(Ordering::Acquire) != 0 {
+        if ctl.shutdown().load(Ordering::Acquire) != 0 {
             sys_fork::exit_now(0);
         }
         seen = seq;
         me.active().store(seq, Ordering::SeqCst);
-        while let Some(k) = block.claim(seq) {
-            run_chunk(block, seq, k, Some(me), &mut |all, i| {
+        while let Some(k) = ctl.claim(seq) {
+            run_chunk(ctl, seq, k, Some(me), &mut |all, i| {
                 cache.resolve(seq, all, i)
             });
         }
@@ -48,7 +49,7 @@ pub(super) fn worker_main(block: &Block, slot: usize, parent: i32, mut seen: u32
 /// the futex (waking every `WORKER_NAP` to check that the fork server lives and to drop
 /// stale mappings).
 fn wait_for_job(block: &Block, me: SlotRef<'_>, seen: u32, parent: i32, cache: &mut Cache) -> u32 {
-    let (seq_word, sleepers) = (block.seq(), block.sleepers());
+    let (seq_word, sleepers) = (block.ctl().seq(), block.ctl().sleepers());
     let start = Instant::now();
     let mut spins = 0u32;
     loop {
