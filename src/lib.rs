@@ -89,7 +89,7 @@
 //!
 //! ## Chunked workers
 //! A [`ChunkPlan`] splits an axis into index ranges. [`fork_chunks`] (and
-//! [`fork_chunks`], [`fork_chunks_into`] for `out = f(in)`) forks one child per chunk
+//! [`fork_chunks_with`], [`fork_chunks_into`] for `out = f(in)`) forks one child per chunk
 //! and runs any closure on its chunk's view. A [`WorkerPool`] forks its workers once and
 //! feeds them jobs through shared memory (in place, `out = f(in)`, map-reduce): on big
 //! arrays it matches rayon, and a tiny job's round trip takes about a microsecond. Failures

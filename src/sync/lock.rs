@@ -252,7 +252,7 @@ impl fmt::Debug for LockGuard<'_> {
 /// # Examples
 /// ```
 /// let lock = ndshm::Lock::new()?;
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<()> {
 ///     for _ in 0..2 {
 ///         s.spawn(|| {
 ///             let _guard = lock.lock();
