@@ -385,7 +385,16 @@ impl<'a> Ctl<'a> {
         }
     }
 
+    /// Copies array `i` of the current job into `out`.
+    pub(super) fn array_into(&self, i: usize, out: &mut ArrayDesc) {
+        self.mem().read(
+            DESC + offset_of!(JobDesc, arrays) + i * size_of::<ArrayDesc>(),
+            bytemuck::bytes_of_mut(out),
+        );
+    }
+
     /// Array `i` of the current job.
+    #[cfg(test)]
     pub(super) fn array(&self, i: usize) -> ArrayDesc {
         self.mem()
             .read_pod(DESC + offset_of!(JobDesc, arrays) + i * size_of::<ArrayDesc>())

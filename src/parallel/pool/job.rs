@@ -29,11 +29,11 @@ use crate::sys::{futex, proc};
 
 /// A resolved array of a job: where its data is in the executing process.
 #[derive(Clone, Copy)]
-pub(super) struct ArrayRef {
+struct ArrayRef<'a> {
     /// The first element: inside a live mapping of the array's segment, with
     /// `desc.nbytes` bytes after it (checked by whoever resolved it).
-    pub(super) ptr: *mut u8,
-    pub(super) desc: ArrayDesc,
+    ptr: *mut u8,
+    desc: &'a ArrayDesc,
 }
 
 /// Finds where array `i` of a job (whose arrays are given) lives in the executing process.
@@ -44,7 +44,7 @@ pub(super) type Resolve<'r> =
 /// What a trampoline gets to run one chunk.
 struct ChunkArgs<'a> {
     chunk: Chunk,
-    arrays: [Option<ArrayRef>; MAX_ARRAYS],
+    arrays: [Option<ArrayRef<'a>>; MAX_ARRAYS],
     params: &'a [u8],
     user_fn: usize,
     /// The chunk's slot in the results area (`result_size` bytes).
@@ -117,10 +117,10 @@ fn dim_of<D: Dimension>(desc: &ArrayDesc) -> D {
 /// `r.ptr` points to `r.desc.nbytes` live, aligned bytes holding the array `r.desc`
 /// describes, as `T`, and nothing else accesses the chunk's elements for `'a`.
 unsafe fn chunk_view_mut<'a, T, D: Dimension>(
-    r: &ArrayRef,
+    r: &ArrayRef<'_>,
     chunk: &Chunk,
 ) -> ArrayViewMut<'a, T, D> {
-    let dim: D = dim_of(&r.desc);
+    let dim: D = dim_of(r.desc);
     let shape = if r.desc.fortran != 0 {
         dim.f()
     } else {
@@ -137,8 +137,8 @@ unsafe fn chunk_view_mut<'a, T, D: Dimension>(
 
 /// # Safety
 /// As [`chunk_view_mut`], except that others may read the array too (no one writes it).
-unsafe fn whole_view<'a, T, D: Dimension>(r: &ArrayRef) -> ArrayView<'a, T, D> {
-    let dim: D = dim_of(&r.desc);
+unsafe fn whole_view<'a, T, D: Dimension>(r: &ArrayRef<'_>) -> ArrayView<'a, T, D> {
+    let dim: D = dim_of(r.desc);
     let shape = if r.desc.fortran != 0 {
         dim.f()
     } else {
@@ -151,7 +151,7 @@ unsafe fn whole_view<'a, T, D: Dimension>(r: &ArrayRef) -> ArrayView<'a, T, D> {
 }
 
 /// The resolved array `i`, or the error of a descriptor that lacks it.
-fn array(args: &ChunkArgs<'_>, i: usize) -> std::result::Result<ArrayRef, String> {
+fn array<'a>(args: &ChunkArgs<'a>, i: usize) -> std::result::Result<ArrayRef<'a>, String> {
     args.arrays[i].ok_or_else(|| format!("the job has no array {i}"))
 }
 
@@ -243,14 +243,14 @@ pub(super) fn run_chunk(
     let outcome = (|| {
         let mut descs = [ArrayDesc::zeroed_desc(); MAX_ARRAYS];
         for (i, d) in descs.iter_mut().enumerate().take(job.n_arrays) {
-            *d = ctl.array(i);
+            ctl.array_into(i, d);
         }
         let all = &descs[..job.n_arrays];
         let mut arrays = [None; MAX_ARRAYS];
         for (i, (r, d)) in arrays.iter_mut().zip(all).enumerate() {
             *r = Some(ArrayRef {
                 ptr: resolve(all, i)?,
-                desc: *d,
+                desc: d,
             });
         }
         // Small parameters (the common case) are copied to the stack, others to the heap.
