@@ -53,7 +53,7 @@ fn value_and_lock(c: &mut Criterion) {
 fn ping_pong(c: &mut Criterion) {
     let req = Queue::<u64>::new(4).unwrap();
     let resp = Queue::<u64>::new(4).unwrap();
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| {
             while let Ok(v) = req.get() {
                 if resp.put(v).is_err() {

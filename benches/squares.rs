@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::{ArrayViewMut1, Ix1};
-use ndshm::{fork_chunks_with, Chunk, ChunkPlan, SharedNdArray, WorkerPool};
+use ndshm::{fork_chunks, Chunk, ChunkPlan, SharedNdArray, WorkerPool};
 use rayon::prelude::*;
 
 #[path = "../examples/shared/squares_kernels.rs"]
@@ -74,7 +74,7 @@ fn squares(c: &mut Criterion) {
             })
         });
         group.bench_function(BenchmarkId::new("fork_per_call", n), |b| {
-            b.iter(|| fork_chunks_with(&mut a, &plan, |c, v| square(c, v, &())).unwrap())
+            b.iter(|| fork_chunks(&mut a, &plan, |c, v| square(c, v, &())).unwrap())
         });
         group.bench_function(BenchmarkId::new("pool", n), |b| {
             b.iter(|| pool.map(&mut a, &plan, (), square).unwrap())

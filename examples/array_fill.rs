@@ -7,7 +7,7 @@ use ndshm::SharedNdArray;
 fn main() -> ndshm::Result<()> {
     let id = std::process::id();
     let mut arr = SharedNdArray::<f64, Ix1>::zeros(&format!("example-arr-{id}"), 5)?; // Array('d', 5)
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         // Process(target=fill_array, args=(arr, 10)): the child is handed the array.
         s.spawn_with(&mut arr, |arr| {
             for (i, x) in arr.view_mut().iter_mut().enumerate() {

@@ -13,7 +13,7 @@ fn increment(counter: &SharedValue<i32>, lock: &Lock, n: usize) {
 fn main() -> ndshm::Result<()> {
     let counter = SharedValue::<i32>::new(0)?;
     let lock = Lock::new()?;
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| increment(&counter, &lock, 100_000))?;
         s.spawn(|| increment(&counter, &lock, 100_000))?;
         Ok(())

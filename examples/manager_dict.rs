@@ -5,7 +5,7 @@ use ndshm::SharedMap;
 
 fn main() -> ndshm::Result<()> {
     let shared_dict = SharedMap::<String, i64>::new(100)?;
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         for i in 0..5i64 {
             let dict = &shared_dict;
             s.spawn(move || dict.insert(&format!("key_{i}"), i * i).map(drop))?;

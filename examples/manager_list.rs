@@ -5,7 +5,7 @@ use ndshm::SharedList;
 
 fn main() -> ndshm::Result<()> {
     let shared_list = SharedList::<i32>::new(100)?;
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         for i in 0..5 {
             let list = &shared_list;
             s.spawn(move || list.push(i).map(drop))?;

@@ -13,7 +13,7 @@ struct Namespace {
 fn main() -> ndshm::Result<()> {
     let ns = SharedStruct::new(Namespace { x: 0 })?;
     let items = SharedList::<i64>::new(100)?;
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         for _ in 0..5 {
             s.spawn(|| -> ndshm::Result<()> {
                 let mut ns = ns.lock();

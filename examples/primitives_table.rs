@@ -81,7 +81,7 @@ fn main() -> ndshm::Result<()> {
     let rounds = 20_000 / scale;
     let q_req = Queue::<u64>::new(4)?;
     let q_resp = Queue::<u64>::new(4)?;
-    let queue_rtt = ndshm::scope(|s| {
+    let queue_rtt = ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| {
             while let Ok(v) = q_req.get() {
                 if v == STOP {
@@ -98,7 +98,7 @@ fn main() -> ndshm::Result<()> {
         Ok(m)
     })?;
     let (a, b) = Pipe::new()?;
-    let pipe_rtt = ndshm::scope(|s| {
+    let pipe_rtt = ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| -> ndshm::Result<()> {
             loop {
                 let v: u64 = b.recv()?;
@@ -167,7 +167,7 @@ fn main() -> ndshm::Result<()> {
     let n = 4_000_000u64 / scale as u64;
     let q = Queue::<u64>::new(1024)?;
     let go = SharedValue::<u32>::new(0)?;
-    let (spsc_rate, sum) = ndshm::scope(|s| {
+    let (spsc_rate, sum) = ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| {
             while go.load() == 0 {
                 std::hint::spin_loop();
@@ -190,7 +190,7 @@ fn main() -> ndshm::Result<()> {
     let go4 = SharedValue::<u32>::new(0)?;
     let mpmc_rate = {
         let start = std::cell::Cell::new(Instant::now());
-        ndshm::scope(|s| {
+        ndshm::scope(|s| -> ndshm::Result<_> {
             for _ in 0..4 {
                 s.spawn(|| {
                     while go4.load() == 0 {
@@ -203,7 +203,7 @@ fn main() -> ndshm::Result<()> {
                     total.fetch_add(c);
                 })?;
             }
-            ndshm::scope(|p| {
+            ndshm::scope(|p| -> ndshm::Result<_> {
                 for _ in 0..4 {
                     p.spawn(|| {
                         while go4.load() == 0 {
@@ -261,7 +261,7 @@ fn main() -> ndshm::Result<()> {
     let msgs = 20_000usize / scale;
     let gbs = |t: Duration| (msgs * MSG) as f64 / t.as_secs_f64() / 1e9;
     let bq = ByteQueue::new(16, MSG)?;
-    let bq_copy = ndshm::scope(|s| {
+    let bq_copy = ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| {
             let buf = vec![7u8; MSG];
             for _ in 0..msgs {
@@ -276,7 +276,7 @@ fn main() -> ndshm::Result<()> {
         }
         Ok(gbs(start.elapsed()))
     })?;
-    let bq_zero = ndshm::scope(|s| {
+    let bq_zero = ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| {
             let buf = vec![7u8; MSG];
             for _ in 0..msgs {
@@ -295,7 +295,7 @@ fn main() -> ndshm::Result<()> {
         Ok(gbs(start.elapsed()))
     })?;
     let (pa, pb) = Pipe::with_capacity(16, MSG)?;
-    let pipe_copy = ndshm::scope(|s| {
+    let pipe_copy = ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| {
             let buf = vec![7u8; MSG];
             for _ in 0..msgs {

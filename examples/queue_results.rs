@@ -8,7 +8,7 @@ use ndshm::Queue;
 fn main() -> ndshm::Result<()> {
     let result_queue = Queue::<[u64; 2]>::new(16)?;
     let rq = &result_queue;
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         for task_id in 0..5u64 {
             s.spawn(move || rq.put([task_id, task_id.pow(2)]))?;
         }

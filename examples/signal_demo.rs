@@ -57,28 +57,32 @@ fn main() -> ndshm::Result<()> {
     // The demo's process owns the segment; each worker attaches to it by name.
     let _array = SharedNdArray::<f64, Ix1>::zeros(&name, len)?;
     let chunk = len.div_ceil(workers);
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         let mut pids = Vec::new();
         for start in (0..len).step_by(chunk) {
             let name = &name;
-            pids.push(s.spawn(move || -> ndshm::Result<()> {
-                if die_with_parent {
-                    ndshm::die_with_parent(parent)?;
-                }
-                if stubborn {
-                    use nix::sys::signal::{signal, SigHandler, Signal};
-                    // SAFETY: SIG_IGN runs no code.
-                    unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }.expect("ignore SIGTERM");
-                }
-                // SAFETY: each worker writes only its own chunk (the chunks are disjoint),
-                // and the parent does not touch the array while the workers run.
-                let mut array = unsafe { SharedNdArray::<f64, Ix1>::open(name)? };
-                let mut view = array.view_mut();
-                let mut part = view.slice_mut(s![start..(start + chunk).min(len)]);
-                loop {
-                    part.mapv_inplace(|x| x + 1.0);
-                }
-            })?);
+            pids.push(
+                s.spawn(move || -> ndshm::Result<()> {
+                    if die_with_parent {
+                        ndshm::die_with_parent(parent)?;
+                    }
+                    if stubborn {
+                        use nix::sys::signal::{signal, SigHandler, Signal};
+                        // SAFETY: SIG_IGN runs no code.
+                        unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }
+                            .expect("ignore SIGTERM");
+                    }
+                    // SAFETY: each worker writes only its own chunk (the chunks are disjoint),
+                    // and the parent does not touch the array while the workers run.
+                    let mut array = unsafe { SharedNdArray::<f64, Ix1>::open(name)? };
+                    let mut view = array.view_mut();
+                    let mut part = view.slice_mut(s![start..(start + chunk).min(len)]);
+                    loop {
+                        part.mapv_inplace(|x| x + 1.0);
+                    }
+                })?
+                .pid(),
+            );
         }
         let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
         ndshm::write_stdout(&format!("ready {name} {}\n", pids.join(" ")))?;

@@ -45,7 +45,7 @@ fn main() -> ndshm::Result<()> {
         return Ok(());
     }
     let counter = SharedValue::<i32>::new(0)?; // Value('i', 0)
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| increment(&counter, 100_000))?;
         s.spawn(|| increment(&counter, 100_000))?;
         Ok(())

@@ -12,7 +12,7 @@ fn increment(counter: &SharedValue<i32>, n: usize) {
 
 fn main() -> ndshm::Result<()> {
     let counter = SharedValue::<i32>::new(0)?; // has a built-in lock
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| increment(&counter, 100_000))?;
         s.spawn(|| increment(&counter, 100_000))?;
         Ok(())

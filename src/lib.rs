@@ -219,16 +219,14 @@ pub use lifecycle::watchdog::CrashCleanup;
 pub use manager::list::SharedList;
 pub use manager::map::{KeyBytes, MapKey, SharedMap, MAX_KEY_LEN};
 pub use manager::shared_struct::{SharedStruct, StructGuard};
-pub use parallel::chunk::{Chunk, ChunkPlan, CACHE_LINE, MAX_CHUNKS};
-pub use parallel::fork_chunks::{
-    fork_chunks, fork_chunks_into, fork_chunks_with, MAX_FORKED_CHUNKS,
-};
+pub use parallel::chunk::{Chunk, ChunkPlan, IntoChunkPlan, CACHE_LINE, MAX_CHUNKS};
+pub use parallel::fork_chunks::{fork_chunks, fork_chunks_into, MAX_FORKED_CHUNKS};
 pub use parallel::pool::{
     WorkerPool, CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS,
 };
 pub use parallel::process::{
     allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope,
-    SpawnWithError,
+    ScopedChild, SpawnWithError,
 };
 pub use segment::trailer::SegmentKind;
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};

@@ -62,8 +62,8 @@ fn array_handles_move_between_processes_and_leftovers_are_unlinked() {
 fn queued_arrays_of_a_sigkilled_queue_owner_are_reclaimed_by_gc() {
     let names: Vec<Name> = (0..3).map(|i| Name::new(&format!("aq-kill-{i}"))).collect();
     let ready = Queue::<u64>::new(2).unwrap();
-    let result = ndshm::scope(|s| {
-        let pid = s.spawn(|| -> ndshm::Result<()> {
+    let result = ndshm::scope(|s| -> ndshm::Result<_> {
+        let child = s.spawn(|| -> ndshm::Result<()> {
             let q = ArrayQueue::new(4)?;
             for n in &names {
                 q.put(SharedNdArray::<f64, Ix1>::from_elem(n, 100, 1.0)?)?;
@@ -73,10 +73,11 @@ fn queued_arrays_of_a_sigkilled_queue_owner_are_reclaimed_by_gc() {
                 std::thread::park(); // until SIGKILLed
             }
         })?;
+        let pid = child.pid();
         assert_eq!(ready.get_timeout(LIMIT), Ok(1), "the owner never got ready");
         // SAFETY: kill(2) on our own child.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        Ok(())
+        child.join()
     });
     assert_eq!(result.unwrap_err().kind(), ErrorKind::WorkerFailed);
     // The queue's owner is gone: its queued arrays are garbage, and gc says so.
@@ -92,7 +93,7 @@ fn queued_arrays_of_a_sigkilled_queue_owner_are_reclaimed_by_gc() {
 fn an_array_put_by_a_child_that_exits_is_kept_for_the_live_queue_owner() {
     let n = Name::new("aq-putter-exits");
     let q = ArrayQueue::new(2).unwrap();
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| q.put(SharedNdArray::<u32, Ix1>::from_elem(&n, 8, 5)?))?;
         Ok(())
     })

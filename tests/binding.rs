@@ -37,8 +37,8 @@ fn panics_naming_the_rule<R>(f: impl FnOnce() -> R) -> bool {
 fn scope_child_cannot_use_a_handle_inherited_through_a_mutex() {
     let name = Name::new("scope-mutex");
     let m = Mutex::new(SharedNdArray::<u64, Ix1>::zeros(&name, 4).unwrap());
-    let err = ndshm::scope(|s| {
-        s.spawn(|| {
+    let err = ndshm::scope(|s| -> ndshm::Result<_> {
+        let child = s.spawn(|| {
             // The child locks *its copy* of the mutex and tries to write.
             m.lock().unwrap().as_slice_mut().unwrap()[0] = 42;
         })?;
@@ -46,7 +46,7 @@ fn scope_child_cannot_use_a_handle_inherited_through_a_mutex() {
         let g = m.lock().unwrap();
         let held = g.as_slice().unwrap();
         assert_eq!(held[0], 0);
-        Ok(())
+        child.join()
     })
     .unwrap_err();
     assert_refused(&err);
@@ -157,7 +157,7 @@ fn inherited_guards_do_not_work_in_the_child() {
     let mut a = SharedNdArray::<u64, Ix1>::zeros(&an, 4).unwrap();
     let struct_guard = RefCell::new(Some(ns.lock()));
     let array_guard = RefCell::new(Some(a.lock().unwrap()));
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| -> Result<(), String> {
             let mut sg = struct_guard.borrow_mut().take().unwrap();
             let mut ag = array_guard.borrow_mut().take().unwrap();
@@ -311,7 +311,7 @@ fn dropping_an_inherited_queue_in_a_child_does_not_unlink_the_parents_name() {
     let q = RefCell::new(Some(Queue::<u64>::create(&qn, 4).unwrap()));
     let l = RefCell::new(Some(Lock::create(&ln).unwrap()));
     let v = RefCell::new(Some(SharedValue::<u64>::create(&vn, 0).unwrap()));
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| -> Result<(), String> {
             let (q, l, v) = (
                 q.borrow_mut().take().unwrap(),
@@ -356,7 +356,7 @@ fn dropping_an_inherited_array_in_a_child_does_not_unlink_its_name() {
     let a = RefCell::new(Some(
         SharedNdArray::<u64, Ix1>::from_elem(&name, 4, 2).unwrap(),
     ));
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| drop(a.borrow_mut().take().unwrap()))?;
         Ok(())
     })
@@ -405,7 +405,7 @@ fn wrong_process_is_a_typed_error_for_fallible_calls() {
     // SAFETY: nobody else writes this segment.
     let d = RefCell::new(Some(unsafe { open_dyn(&dn) }.unwrap()));
     let path = dir.join("x.npy");
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| -> Result<(), String> {
             let check = |what: &str, r: ndshm::Result<()>| match r {
                 Err(e) if e.kind() == ErrorKind::WrongProcess && e.message().contains(RULE) => {

@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ndarray::{Ix1, Ix2};
-use ndshm::{
-    fork_chunks, fork_chunks_into, fork_chunks_with, ChunkPlan, ErrorKind, Process, SharedNdArray,
-};
+use ndshm::{fork_chunks, fork_chunks_into, ChunkPlan, ErrorKind, Process, SharedNdArray};
 
 fn name(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -41,7 +39,7 @@ fn squares_in_place() {
     // One process per chunk: a plan of thousands of chunks is refused, not a fork bomb.
     let mut b = range(&name("many"), 5000);
     let plan = ChunkPlan::fixed(5000, 1).unwrap();
-    let err = fork_chunks_with(&mut b, &plan, |_, _| {}).unwrap_err();
+    let err = fork_chunks(&mut b, &plan, |_, _| {}).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("WorkerPool"), "{err}");
 }
@@ -51,7 +49,7 @@ fn closures_may_borrow_the_callers_data() {
     let table: Vec<f64> = (0..10).map(|i| i as f64 * 0.5).collect();
     let mut a = SharedNdArray::<f64, Ix2>::zeros(&name("borrow"), (10, 4)).unwrap();
     let plan = ChunkPlan::fixed_along(a.shape(), 0, 3).unwrap();
-    fork_chunks_with(&mut a, &plan, |c, mut v| {
+    fork_chunks(&mut a, &plan, |c, mut v| {
         for (k, mut row) in v.rows_mut().into_iter().enumerate() {
             row.fill(table[c.start + k]);
         }
@@ -60,9 +58,7 @@ fn closures_may_borrow_the_callers_data() {
     assert_eq!(a.view()[[9, 3]], 4.5);
     let bad = ChunkPlan::balanced(4, 2).unwrap().along(2);
     assert_eq!(
-        fork_chunks_with(&mut a, &bad, |_, _| {})
-            .unwrap_err()
-            .kind(),
+        fork_chunks(&mut a, &bad, |_, _| {}).unwrap_err().kind(),
         ErrorKind::InvalidArgument
     );
 }
@@ -91,7 +87,7 @@ fn out_of_in_reads_neighbours() {
 fn failures_name_the_chunk_and_cause() {
     let mut a = range(&name("fail"), 100);
     let plan = ChunkPlan::balanced(100, 4).unwrap();
-    let err = fork_chunks_with(&mut a, &plan, |c, _| {
+    let err = fork_chunks(&mut a, &plan, |c, _| {
         if c.index == 2 {
             panic!("bad chunk {}", c.index);
         }
@@ -102,7 +98,7 @@ fn failures_name_the_chunk_and_cause() {
     assert!(msg.contains("chunk 2 (indices 50..75 of axis 0)"), "{msg}");
     assert!(msg.contains("panicked: bad chunk 2"), "{msg}");
 
-    let err = fork_chunks_with(&mut a, &plan, |c, _| -> Result<(), String> {
+    let err = fork_chunks(&mut a, &plan, |c, _| -> Result<(), String> {
         if c.index == 1 {
             Err("no good".into())
         } else {
@@ -116,7 +112,7 @@ fn failures_name_the_chunk_and_cause() {
         "{err}"
     );
 
-    let err = fork_chunks_with(&mut a, &plan, |c, _| {
+    let err = fork_chunks(&mut a, &plan, |c, _| {
         if c.index == 3 {
             // SAFETY: ends this child at once (the failure under test).
             unsafe { libc::_exit(7) };
@@ -126,7 +122,7 @@ fn failures_name_the_chunk_and_cause() {
     assert!(err.to_string().contains("chunk 3"), "{err}");
     assert!(err.to_string().contains("exited with code 7"), "{err}");
 
-    let err = fork_chunks_with(&mut a, &plan, |c, _| {
+    let err = fork_chunks(&mut a, &plan, |c, _| {
         if c.index == 0 {
             // std's SIGSEGV handler (stack-overflow detection) ignores a raised signal
             // once; with the default action, SIGSEGV kills the child (the failure under
@@ -142,7 +138,7 @@ fn failures_name_the_chunk_and_cause() {
     assert!(err.to_string().contains("chunk 0"), "{err}");
     assert!(err.to_string().contains("SIGSEGV"), "{err}");
 
-    let err = fork_chunks_with(&mut a, &plan, |c, _| {
+    let err = fork_chunks(&mut a, &plan, |c, _| {
         if c.index == 1 {
             // SAFETY: kills this child (the failure under test).
             unsafe { libc::raise(libc::SIGKILL) };
@@ -167,7 +163,7 @@ fn aligned_plans_keep_results() {
     for &b in &plan.bounds()[1..plan.bounds().len() - 1] {
         assert_eq!((base + 8 * b) % 64, 0);
     }
-    fork_chunks_with(&mut a, &plan, |_, mut v| v.mapv_inplace(|x| -x)).unwrap();
+    fork_chunks(&mut a, &plan, |_, mut v| v.mapv_inplace(|x| -x)).unwrap();
     assert_eq!(a.as_slice().unwrap()[1002], -1002.0);
 }
 
@@ -179,7 +175,7 @@ fn aligned_for_arrays_checks_the_axis() {
     for &b in &plan.bounds()[1..plan.bounds().len() - 1] {
         assert_eq!((base + b * 3 * 8) % 64, 0, "{:?}", plan.bounds());
     }
-    fork_chunks_with(&mut a, &plan, |c, mut v| v.fill(c.index as f64 + 1.0)).unwrap();
+    fork_chunks(&mut a, &plan, |c, mut v| v.fill(c.index as f64 + 1.0)).unwrap();
     assert!(a.as_slice().unwrap().iter().all(|&v| v >= 1.0));
     let err = ChunkPlan::balanced_along(a.shape(), 1, 2)
         .unwrap()
@@ -218,7 +214,7 @@ fn check(cond: bool, what: impl std::fmt::Display) -> Result<(), String> {
 }
 
 #[test]
-fn fork_chunks_with_sigchld_ignored_succeeds() {
+fn fork_chunks_sigchld_ignored_succeeds() {
     let n = common::Name::new("sigchld-chunks");
     let name = n.0.clone();
     with_sigchld_ignored(move || {
@@ -299,7 +295,7 @@ fn scope_with_sigchld_ignored() {
     with_sigchld_ignored(move || {
         let mut a = SharedNdArray::<u32, Ix1>::zeros(&name1, 16).map_err(|e| e.to_string())?;
         let mut b = SharedNdArray::<u32, Ix1>::zeros(&name2, 16).map_err(|e| e.to_string())?;
-        ndshm::scope(|s| {
+        ndshm::scope(|s| -> ndshm::Result<_> {
             s.spawn_with(&mut a, |a| a.view_mut().fill(3))?;
             s.spawn_with(&mut b, |b| b.view_mut().fill(4))?;
             s.spawn(|| {})?;
@@ -307,9 +303,9 @@ fn scope_with_sigchld_ignored() {
         })
         .map_err(|e| format!("every child succeeded, yet: {e}"))?;
         check(a.view().sum() == 48 && b.view().sum() == 64, "values")?;
-        let err = ndshm::scope(|s| {
-            s.spawn(|| -> Result<(), String> { Err("scoped failure".into()) })?;
-            Ok(())
+        let err = ndshm::scope(|s| -> ndshm::Result<_> {
+            s.spawn(|| -> Result<(), String> { Err("scoped failure".into()) })?
+                .join()
         })
         .err()
         .ok_or("a failing scoped child was reported as a success")?;
@@ -371,4 +367,107 @@ fn exit_codes_are_data() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(p.exitcode(), Some(-libc::SIGKILL));
+}
+
+#[test]
+fn fork_chunks_takes_a_count_or_a_plan() {
+    // A count: that many balanced chunks along axis 0.
+    let mut a = SharedNdArray::<u32, Ix2>::zeros(&name("count"), (6, 2)).unwrap();
+    fork_chunks(&mut a, 3, |c, mut v| v.fill(c.index as u32 + 1)).unwrap();
+    assert_eq!(a.view().column(1).to_vec(), vec![1, 1, 2, 2, 3, 3]);
+    // A borrowed plan (any axis), reusable after the call.
+    let plan = ChunkPlan::balanced_along(a.shape(), 1, 2).unwrap();
+    fork_chunks(&mut a, &plan, |c, mut v| v.fill(10 + c.index as u32)).unwrap();
+    assert_eq!(a.view().row(0).to_vec(), vec![10, 11]);
+    // An owned plan.
+    fork_chunks(&mut a, plan.clone(), |c, mut v| v.fill(20 + c.index as u32)).unwrap();
+    assert_eq!(a.view().row(5).to_vec(), vec![20, 21]);
+    // A plan that does not fit is refused before any fork, naming the array.
+    let bad = ChunkPlan::balanced(7, 2).unwrap();
+    let err = fork_chunks(&mut a, &bad, |_, _| {}).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains(a.name()), "{err}");
+    // fork_chunks_into takes a count too (axis 0 of the output).
+    let x = range(&name("count-in"), 9);
+    let mut y = SharedNdArray::<f64, Ix1>::zeros(&name("count-out"), 9).unwrap();
+    fork_chunks_into(&x, &mut y, 3, |c, x, mut y| {
+        y.assign(&c.of(&x).mapv(|v| 2.0 * v))
+    })
+    .unwrap();
+    assert_eq!(y.as_slice().unwrap()[8], 16.0);
+}
+
+#[test]
+fn scope_returns_the_closures_value() {
+    let mut a = SharedNdArray::<u64, Ix1>::zeros(&name("scope-value"), 4).unwrap();
+    let (answer, pid) = ndshm::scope(|s| {
+        let child = s.spawn_with(&mut a, |a| a.view_mut().fill(3)).unwrap();
+        (42, child.pid())
+    });
+    assert_eq!(answer, 42);
+    assert!(pid > 0);
+    // The scope joined the child before returning.
+    assert_eq!(a.view().sum(), 12);
+    // A closure returning a Result is `?`-able as before.
+    let r: ndshm::Result<u8> = ndshm::scope(|s| {
+        s.spawn(|| {})?.join()?;
+        Ok(7)
+    });
+    assert_eq!(r.unwrap(), 7);
+}
+
+#[test]
+fn scope_panics_when_an_unjoined_child_failed() {
+    let mut a = SharedNdArray::<u64, Ix1>::zeros(&name("scope-panic"), 4).unwrap();
+    let mut failed_pid = 0;
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ndshm::scope(|s| {
+            failed_pid = s
+                .spawn(|| -> Result<(), String> { Err("unjoined failure".into()) })
+                .unwrap()
+                .pid();
+            // Spawned after the failing one: joined all the same before the panic.
+            s.spawn_with(&mut a, |a| a.view_mut().fill(1)).unwrap();
+        })
+    }));
+    let payload = caught.expect_err("a failed unjoined child must make scope panic");
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(msg.contains("unjoined failure"), "{msg}");
+    assert!(msg.contains(&format!("process {failed_pid}")), "{msg}");
+    assert_eq!(a.view().sum(), 4, "every child was joined before the panic");
+}
+
+#[test]
+fn scope_leaves_a_joined_childs_failure_to_the_caller() {
+    let err = ndshm::scope(|s| {
+        let child = s.spawn(|| -> Result<(), String> { Err("joined failure".into()) });
+        child.unwrap().join()
+    })
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WorkerFailed);
+    assert!(err.to_string().contains("joined failure"), "{err}");
+}
+
+#[test]
+fn scope_joins_every_child_before_resuming_a_panic_of_its_closure() {
+    let mut a = SharedNdArray::<u64, Ix1>::zeros(&name("scope-unwind"), 4).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ndshm::scope(|s| {
+            s.spawn_with(&mut a, |a| a.view_mut().fill(2)).unwrap();
+            panic!("the scope's own closure panicked");
+        })
+    }));
+    let payload = caught.expect_err("the closure's panic must come through");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"the scope's own closure panicked")
+    );
+    assert_eq!(
+        a.view().sum(),
+        8,
+        "the child was joined before the panic resumed"
+    );
 }

@@ -124,7 +124,7 @@ struct Ns {
 #[test]
 fn struct_under_lock_and_dead_holder() {
     let ns = SharedStruct::new(Ns { x: 0, sum: 0.0 }).unwrap();
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         for _ in 0..5 {
             s.spawn(|| {
                 let mut g = ns.lock();
@@ -137,14 +137,14 @@ fn struct_under_lock_and_dead_holder() {
     .unwrap();
     assert_eq!(ns.load(), Ns { x: 5, sum: 2.5 });
     // A holder that dies mid-update: the next locker is told.
-    let _ = ndshm::scope(|s| {
+    let _ = ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn::<_, ()>(|| {
             let mut g = ns.lock();
             g.x = -1;
             // SAFETY: ends this child at once, holding the lock.
             unsafe { libc::_exit(0) }
-        })?;
-        Ok(())
+        })?
+        .join()
     });
     let g = ns.lock();
     assert!(g.owner_died());

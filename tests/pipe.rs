@@ -10,7 +10,7 @@ use ndshm::{ErrorKind, Pipe, Process};
 #[test]
 fn ping_pong_across_fork() {
     let (conn1, conn2) = Pipe::new().unwrap();
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| -> ndshm::Result<()> {
             for i in 0..3 {
                 let msg = conn2.recv_string()?;

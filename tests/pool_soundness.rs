@@ -126,7 +126,7 @@ fn square(_: Chunk, mut x: ArrayViewMut1<'_, f64>, _: &()) {
 fn a_pool_used_from_a_forked_child_is_refused() {
     let mut pool = WorkerPool::new(3).unwrap();
     let child_array = name("child");
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| -> Result<(), String> {
             let mut b =
                 SharedNdArray::<f64, Ix1>::zeros(&child_array, 100).map_err(|e| e.to_string())?;
@@ -167,7 +167,7 @@ fn a_pool_used_from_a_forked_child_is_refused() {
 fn a_child_dropping_an_inherited_pool_leaves_the_parents_workers_alone() {
     let pool = RefCell::new(Some(WorkerPool::new(3).unwrap()));
     let before = pool.borrow().as_ref().unwrap().worker_pids();
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| drop(pool.borrow_mut().take()))?;
         Ok(())
     })

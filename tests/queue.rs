@@ -18,7 +18,7 @@ fn mpmc(producers: u64, consumers: u64, per: u64, capacity: usize) {
     let count = SharedValue::<u64>::new(0).unwrap();
     let sum = SharedValue::<u64>::new(0).unwrap();
     let squares = SharedValue::<u64>::new(0).unwrap();
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         for _ in 0..consumers {
             s.spawn(|| {
                 let (mut c, mut s1, mut s2) = (0u64, 0u64, 0u64);
@@ -32,7 +32,7 @@ fn mpmc(producers: u64, consumers: u64, per: u64, capacity: usize) {
                 squares.fetch_add(s2);
             })?;
         }
-        ndshm::scope(|inner| {
+        ndshm::scope(|inner| -> ndshm::Result<_> {
             for p in 0..producers {
                 let q = &q;
                 inner.spawn(move || {
@@ -144,24 +144,24 @@ fn has_exited(pid: i32) -> bool {
 fn close_wakes_sleeping_consumers() {
     let q = Queue::<u32>::new(4).unwrap();
     let stage = std::cell::Cell::new("were never seen asleep on the empty queue");
-    let r = ndshm::scope(|s| {
+    let r = ndshm::scope(|s| -> ndshm::Result<_> {
         let mut pids = Vec::new();
         for _ in 0..3 {
             pids.push(s.spawn(|| assert_eq!(q.get(), Err(GetError)))?);
         }
-        if within_deadline(|| pids.iter().all(|&p| asleep_on_futex(p))) {
+        if within_deadline(|| pids.iter().all(|p| asleep_on_futex(p.pid()))) {
             stage.set("stayed asleep after close");
             q.close();
-            if within_deadline(|| pids.iter().all(|&p| has_exited(p))) {
+            if within_deadline(|| pids.iter().all(|p| has_exited(p.pid()))) {
                 stage.set("woke up");
-                return Ok(());
+                return pids.into_iter().try_for_each(|p| p.join());
             }
         }
-        for &pid in &pids {
+        for p in &pids {
             // SAFETY: kill(2) of our own child, so that the scope can end.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            unsafe { libc::kill(p.pid(), libc::SIGKILL) };
         }
-        Ok(())
+        pids.into_iter().try_for_each(|p| p.join())
     });
     assert_eq!(stage.get(), "woke up", "the consumers {}", stage.get());
     r.unwrap();
@@ -172,8 +172,8 @@ fn producer_killed_mid_put_loses_only_its_item() {
     let q = ByteQueue::new(4, 16).unwrap();
     let ready = SharedValue::<u32>::new(0).unwrap();
     q.put(b"before").unwrap();
-    let r = ndshm::scope(|s| {
-        let pid = s.spawn(|| {
+    let r = ndshm::scope(|s| -> ndshm::Result<_> {
+        let child = s.spawn(|| {
             // Claims a slot, then stops in the middle of writing it.
             q.put_with(5, |buf| {
                 buf[0] = b'h';
@@ -181,12 +181,13 @@ fn producer_killed_mid_put_loses_only_its_item() {
                 std::thread::sleep(Duration::from_secs(60));
             })
         })?;
+        let pid = child.pid();
         while ready.load() == 0 {
             std::thread::yield_now();
         }
         // SAFETY: kill(2) of our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        Ok(())
+        child.join()
     });
     assert!(r.unwrap_err().to_string().contains("SIGKILL"));
     q.put(b"after").unwrap();
@@ -207,19 +208,20 @@ fn consumer_killed_mid_get_frees_the_slot_for_producers() {
     let ready = SharedValue::<u32>::new(0).unwrap();
     q.put(b"a").unwrap();
     q.put(b"b").unwrap();
-    let r = ndshm::scope(|s| {
-        let pid = s.spawn(|| {
+    let r = ndshm::scope(|s| -> ndshm::Result<_> {
+        let child = s.spawn(|| {
             q.get_with(|_| {
                 ready.store(1);
                 std::thread::sleep(Duration::from_secs(60));
             })
         })?;
+        let pid = child.pid();
         while ready.load() == 0 {
             std::thread::yield_now();
         }
         // SAFETY: kill(2) of our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        Ok(())
+        child.join()
     });
     assert!(r.unwrap_err().to_string().contains("SIGKILL"));
     // "a" was taken by the dead consumer; its slot is reclaimed for the next put.
@@ -238,14 +240,15 @@ fn random_sigkill_of_producers_never_corrupts_messages() {
     let q = ByteQueue::new(8, SIZE).unwrap();
     for round in 0..5u8 {
         let q = &q;
-        let killed = ndshm::scope(|s| {
-            let pid = s.spawn::<_, ()>(move || loop {
+        let killed = ndshm::scope(|s| -> ndshm::Result<_> {
+            let child = s.spawn::<_, ()>(move || loop {
                 let _ = q.put_timeout(&vec![round; SIZE], Duration::from_millis(5));
             })?;
+            let pid = child.pid();
             std::thread::sleep(Duration::from_millis(3));
             // SAFETY: kill(2) of our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            Ok(())
+            child.join()
         });
         assert!(killed.is_err());
         // Drain: every message delivered is whole.
@@ -272,8 +275,9 @@ fn cpu_ticks(pid: i32) -> u64 {
 #[test]
 fn an_idle_consumer_sleeps_instead_of_spinning() {
     let q = Queue::<u64>::new(4).unwrap();
-    ndshm::scope(|s| {
-        let pid = s.spawn(|| assert_eq!(q.get(), Ok(1)))?;
+    ndshm::scope(|s| -> ndshm::Result<_> {
+        let child = s.spawn(|| assert_eq!(q.get(), Ok(1)))?;
+        let pid = child.pid();
         // Past its spin window the consumer sleeps on the futex; measure from then on.
         let asleep = within_deadline(|| asleep_on_futex(pid));
         if !asleep {

@@ -66,13 +66,14 @@ fn consumer_stuck_inside_get_with(q: &ByteQueue, kill: bool) -> Option<i32> {
     let ready = SharedValue::<u32>::new(0).unwrap();
     q.put(b"a").unwrap();
     let mut stalled = None;
-    let r = ndshm::scope(|s| {
-        let pid = s.spawn(|| {
+    let r = ndshm::scope(|s| -> ndshm::Result<_> {
+        let child = s.spawn(|| {
             q.get_with(|_| {
                 ready.store(1);
                 std::thread::sleep(Duration::from_secs(3600));
             })
         })?;
+        let pid = child.pid();
         let start = Instant::now();
         while ready.load() == 0 {
             assert!(
@@ -84,7 +85,7 @@ fn consumer_stuck_inside_get_with(q: &ByteQueue, kill: bool) -> Option<i32> {
         if kill {
             // SAFETY: kill(2) of our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            return Ok(());
+            return child.join();
         }
         q.put(b"b").unwrap();
         assert_eq!(q.get().unwrap(), b"b");
@@ -117,7 +118,7 @@ fn consumer_stuck_inside_get_with(q: &ByteQueue, kill: bool) -> Option<i32> {
         assert_eq!(full.unwrap_err().kind(), ErrorKind::Full);
         // SAFETY: kill(2) of our own child, so that the scope can end.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        Ok(())
+        child.join()
     });
     assert!(r.unwrap_err().to_string().contains("SIGKILL"));
     if kill {
@@ -217,8 +218,9 @@ fn put_from_drop_during_unwinding_is_delivered() {
 fn pipe_sender_killed_mid_message_does_not_hang_the_receiver() {
     within_deadline("pipe sender killed mid-message", || {
         let (a, b) = Pipe::with_capacity(4, 1024).unwrap();
-        let r = ndshm::scope(|s| {
-            let pid = s.spawn(|| b.send_bytes(&vec![7u8; 100_000]))?;
+        let r = ndshm::scope(|s| -> ndshm::Result<_> {
+            let child = s.spawn(|| b.send_bytes(&vec![7u8; 100_000]))?;
+            let pid = child.pid();
             // The sender fills the 4 slots (4 of its 98 chunks) and sleeps for room.
             let start = Instant::now();
             while !asleep_on_futex(pid) {
@@ -230,7 +232,7 @@ fn pipe_sender_killed_mid_message_does_not_hang_the_receiver() {
             }
             // SAFETY: kill(2) of our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            Ok(())
+            child.join()
         });
         assert!(r.unwrap_err().to_string().contains("SIGKILL"));
         let e = timed(
@@ -244,7 +246,7 @@ fn pipe_sender_killed_mid_message_does_not_hang_the_receiver() {
         let e = timed("try_recv_bytes", Duration::ZERO, || a.try_recv_bytes()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Timeout);
         // Another process sends on the dead sender's end: whole messages arrive.
-        ndshm::scope(|s| {
+        ndshm::scope(|s| -> ndshm::Result<_> {
             s.spawn(|| b.send_bytes(&vec![9u8; 5000]))?;
             assert_eq!(a.recv_bytes()?, vec![9u8; 5000]);
             Ok(())
@@ -259,7 +261,7 @@ fn pipe_timed_receive_resumes_a_message_cut_by_its_timeout() {
     within_deadline("resumed message", || {
         let (a, b) = Pipe::with_capacity(2, 16).unwrap();
         let msg: Vec<u8> = (0..200u8).collect();
-        ndshm::scope(|s| {
+        ndshm::scope(|s| -> ndshm::Result<_> {
             s.spawn(|| b.send_bytes(&msg))?;
             // Whatever the timeouts cut, the message arrives whole, once.
             let mut got = None;
@@ -281,7 +283,7 @@ fn pipe_timed_receive_resumes_a_message_cut_by_its_timeout() {
 fn two_processes_sending_long_messages_on_one_end_do_not_interleave() {
     within_deadline("two senders", || {
         let (a, b) = Pipe::with_capacity(2, 64).unwrap();
-        ndshm::scope(|s| {
+        ndshm::scope(|s| -> ndshm::Result<_> {
             for v in [1u8, 2] {
                 let b = &b;
                 s.spawn(move || {

@@ -91,7 +91,7 @@ fn concurrent_creators_one_wins_the_others_attach_to_a_complete_segment() {
         for i in 0..PROCS {
             flags.at(1 + i).store(0, Ordering::SeqCst);
         }
-        ndshm::scope(|s| {
+        ndshm::scope(|s| -> ndshm::Result<_> {
             for i in 0..PROCS {
                 let (flags, name) = (&flags, &name);
                 s.spawn(move || -> Result<(), String> {
@@ -157,7 +157,7 @@ fn openers_racing_a_creator_see_not_found_or_the_complete_segment() {
         }
         let marker = 1000 + round as u64;
         let mut created = None;
-        ndshm::scope(|s| {
+        ndshm::scope(|s| -> ndshm::Result<_> {
             for i in 0..READERS {
                 let (flags, name) = (&flags, &name);
                 s.spawn(move || -> Result<(), String> {
@@ -245,7 +245,7 @@ fn unlink_while_attached_keeps_mappings_and_fails_new_opens() {
     let mut a = SharedNdArray::<f64, Ix1>::zeros(&name, 1000).unwrap();
     let child = {
         let (flags, name) = (&flags, &name);
-        ndshm::scope(|s| {
+        ndshm::scope(|s| -> ndshm::Result<_> {
             s.spawn(move || -> Result<(), String> {
                 // SAFETY: the parent does not touch the data until the child is done (flag 3).
                 let mut b =

@@ -147,7 +147,7 @@ fn run(tag: &str, workers: usize, stop: impl Fn(u64) -> bool + Copy) -> Totals {
     let stats = SharedNdArray::<u64, Ix2>::zeros(&stats_name, (workers, STATS)).unwrap();
     {
         let (prefix, stats_name) = (&prefix, &stats_name);
-        ndshm::scope(|s| {
+        ndshm::scope(|s| -> ndshm::Result<_> {
             for id in 0..workers {
                 s.spawn(move || -> Result<(), String> {
                     // A handle works only in the process that made it: the child opens

@@ -12,7 +12,7 @@ use ndshm::{ErrorKind, Lock, Process, Queue, SharedNdArray, SharedValue};
 #[test]
 fn counter_without_lock_is_exact_with_fetch_add() {
     let counter = SharedValue::<i32>::new(0).unwrap();
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         for _ in 0..2 {
             s.spawn(|| {
                 for _ in 0..100_000 {
@@ -30,7 +30,7 @@ fn counter_without_lock_is_exact_with_fetch_add() {
 fn compound_updates_under_value_lock_and_standalone_lock() {
     let counter = SharedValue::<f64>::new(0.0).unwrap();
     let lock = Lock::new().unwrap();
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         for _ in 0..3 {
             s.spawn(|| {
                 for i in 0..20_000 {
@@ -211,9 +211,9 @@ fn sigkilled_holder_next_lock_reports_owner_died() {
     let lock = Lock::create(&name.0).unwrap();
     let ready = SharedValue::<u32>::new(0).unwrap();
     let n = name.0.clone();
-    let r = ndshm::scope(|s| {
+    let r = ndshm::scope(|s| -> ndshm::Result<_> {
         // The child attaches by name, takes the lock, says so, and waits to be killed.
-        let pid = s.spawn(|| -> ndshm::Result<()> {
+        let child = s.spawn(|| -> ndshm::Result<()> {
             let l = Lock::open(&n)?;
             let g = l.lock();
             ready.store(1);
@@ -221,6 +221,7 @@ fn sigkilled_holder_next_lock_reports_owner_died() {
             drop(g);
             Ok(())
         })?;
+        let pid = child.pid();
         while ready.load() == 0 {
             std::thread::yield_now();
         }
@@ -236,7 +237,7 @@ fn sigkilled_holder_next_lock_reports_owner_died() {
         assert!(g.owner_died());
         drop(g);
         killer.join().unwrap();
-        Ok(())
+        child.join()
     });
     assert!(r.unwrap_err().to_string().contains("SIGKILL"));
     assert_eq!(lock.recoveries(), 1);
@@ -249,14 +250,14 @@ fn sigkilled_holder_next_lock_reports_owner_died() {
 fn holder_dead_before_anyone_waits() {
     let lock = Lock::new().unwrap();
     let l = &lock;
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| -> () {
             std::mem::forget(l.lock());
             // Dies holding the lock (exit without unlocking).
             // SAFETY: _exit ends this child at once.
             unsafe { libc::_exit(0) }
-        })?;
-        Ok(())
+        })?
+        .join()
     })
     .unwrap_err(); // it left without reporting: WorkerFailed
     assert!(lock.try_lock().unwrap().owner_died());
@@ -269,7 +270,7 @@ fn guard_inherited_through_fork_releases_nothing_in_the_child() {
     let g = lock.lock();
     let l = &lock;
     let g_ref = &g;
-    ndshm::scope(|s| {
+    ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(move || {
             // The child's copy of the guard is dropped here (by value): nothing happens.
             let copy: ndshm::LockGuard<'_> = unsafe { std::ptr::read(g_ref) };

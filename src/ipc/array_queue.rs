@@ -63,7 +63,7 @@ const ID_LEN: usize = 8;
 /// let q = ArrayQueue::new(4)?;
 /// let a = SharedNdArray::<f64, Ix1>::from_elem(&name, 1000, 1.5)?;
 /// q.put(a)?; // only the name travels
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<()> {
 ///     s.spawn(|| -> ndshm::Result<()> {
 ///         // SAFETY: the sender gave the array up; nobody else writes it.
 ///         let b = unsafe { q.get::<f64, Ix1>()? };

@@ -56,7 +56,7 @@ struct Shared {
 /// ```
 /// use ndshm::Pipe;
 /// let (parent, child) = Pipe::new()?;
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<()> {
 ///     s.spawn(|| -> ndshm::Result<()> {
 ///         for i in 0..3 {
 ///             let msg = child.recv_string()?;

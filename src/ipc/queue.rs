@@ -977,7 +977,7 @@ impl Shared {
 /// ```
 /// use ndshm::Queue;
 /// let q = Queue::<[u64; 2]>::new(16)?;
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<()> {
 ///     for i in 0..5u64 {
 ///         let q = &q;
 ///         s.spawn(move || q.put([i, i.pow(2)]))?;

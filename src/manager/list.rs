@@ -33,7 +33,7 @@ const H_LEN: usize = 32;
 /// # Examples
 /// ```
 /// let list = ndshm::SharedList::<i32>::new(10)?;
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<()> {
 ///     for i in 0..5 {
 ///         let list = &list;
 ///         s.spawn(move || list.push(i).map(drop))?;

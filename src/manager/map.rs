@@ -253,7 +253,7 @@ enum Probe {
 /// ```
 /// use ndshm::SharedMap;
 /// let map = SharedMap::<String, i64>::new(16)?;
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<()> {
 ///     for i in 0..5i64 {
 ///         let map = &map;
 ///         s.spawn(move || map.insert(&format!("key_{i}"), i * i).map(drop))?;

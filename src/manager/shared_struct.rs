@@ -40,7 +40,7 @@ const MAX_ALIGN: usize = 4096;
 /// #[repr(C)]
 /// struct Ns { x: i64, calls: u64 }
 /// let ns = ndshm::SharedStruct::new(Ns { x: 0, calls: 0 })?;
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<()> {
 ///     for _ in 0..5 {
 ///         s.spawn(|| { let mut g = ns.lock(); g.x += 1; g.calls += 1; })?;
 ///     }

@@ -5,6 +5,7 @@
 //! and inspected on its own. The fork and pool APIs take a plan and give each chunk to one
 //! executor; chunks never overlap, so the executors write disjoint parts of the array.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, Slice};
@@ -21,6 +22,19 @@ pub const MAX_CHUNKS: usize = 1 << 20;
 
 /// One chunk of a [`ChunkPlan`]: its position in the plan and its index range along the
 /// plan's axis.
+///
+/// # Examples
+/// ```
+/// use ndshm::ChunkPlan;
+/// let plan = ChunkPlan::balanced(10, 3)?;
+/// let c = plan.get(1).unwrap();
+/// assert_eq!((c.index, c.axis, c.start, c.end), (1, 0, 4, 7));
+/// assert_eq!((c.len(), c.is_empty(), c.range()), (3, false, 4..7));
+/// let mut a = ndarray::Array1::<u8>::zeros(10);
+/// c.of_mut(a.view_mut()).fill(1); // the chunk's part of a mutable view
+/// assert_eq!(a.sum(), 3);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Chunk {
     /// Position of the chunk in its plan (0-based); results come back in this order.
@@ -126,6 +140,16 @@ impl ChunkPlan {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] when `n == 0` or `n > MAX_CHUNKS`.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::ChunkPlan;
+    /// let plan = ChunkPlan::balanced(10, 4)?;
+    /// assert_eq!(plan.bounds(), &[0, 3, 6, 8, 10]);
+    /// assert_eq!(ChunkPlan::balanced(2, 5)?.num_chunks(), 2); // one chunk per index at most
+    /// assert!(ChunkPlan::balanced(10, 0).is_err());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn balanced(len: usize, n: usize) -> Result<ChunkPlan> {
         if n == 0 {
             return Err(invalid(
@@ -159,6 +183,15 @@ impl ChunkPlan {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] when `chunk_len == 0` or the plan would hold more than
     /// [`MAX_CHUNKS`] chunks.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::ChunkPlan;
+    /// let plan = ChunkPlan::fixed(10, 4)?;
+    /// assert_eq!(plan.bounds(), &[0, 4, 8, 10]);
+    /// assert!(ChunkPlan::fixed(10, 0).is_err());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn fixed(len: usize, chunk_len: usize) -> Result<ChunkPlan> {
         if chunk_len == 0 {
             return Err(invalid(
@@ -206,12 +239,30 @@ impl ChunkPlan {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] when `axis` is not an axis of `shape`, or as
     /// [`fixed`](Self::fixed).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::ChunkPlan;
+    /// // Columns of a 3 x 10 array, 4 at a time; the same as `fixed(10, 4)?.along(1)`.
+    /// let plan = ChunkPlan::fixed_along(&[3, 10], 1, 4)?;
+    /// assert_eq!(plan, ChunkPlan::fixed(10, 4)?.along(1));
+    /// assert_eq!(plan.num_chunks(), 3);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn fixed_along(shape: &[usize], axis: usize, chunk_len: usize) -> Result<ChunkPlan> {
         let len = axis_len(shape, axis)?;
         Ok(ChunkPlan::fixed(len, chunk_len)?.along(axis))
     }
 
     /// The same plan over axis `axis` (checked against the array when a job runs).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::ChunkPlan;
+    /// let plan = ChunkPlan::balanced(8, 2)?.along(1);
+    /// assert_eq!((plan.axis(), plan.len()), (1, 8));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn along(mut self, axis: usize) -> ChunkPlan {
         self.axis = axis;
         self
@@ -370,6 +421,19 @@ impl ChunkPlan {
     }
 
     /// The chunks, in order.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::ChunkPlan;
+    /// let plan = ChunkPlan::balanced(5, 2)?;
+    /// assert_eq!((plan.len(), plan.num_chunks(), plan.is_empty()), (5, 2, false));
+    /// let starts: Vec<usize> = plan.iter().map(|c| c.start).collect();
+    /// assert_eq!(starts, vec![0, 3]);
+    /// assert_eq!(plan.get(1).map(|c| c.range()), Some(3..5));
+    /// assert_eq!(plan.get(2), None);
+    /// assert!(ChunkPlan::balanced(0, 2)?.is_empty());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Chunk> + '_ {
         (0..self.num_chunks()).map(|i| self.get(i).expect("index below num_chunks"))
     }
@@ -391,6 +455,47 @@ impl ChunkPlan {
             )));
         }
         Ok(())
+    }
+}
+
+/// What the forking APIs accept as a chunk plan: a `usize` (that many balanced chunks along
+/// axis 0 of the array), a [`ChunkPlan`] or a `&ChunkPlan` (any axis, fixed or aligned
+/// chunks).
+///
+/// # Examples
+/// ```
+/// use ndshm::{ChunkPlan, IntoChunkPlan};
+/// // 3 balanced chunks along axis 0 of a (10, 4) array:
+/// let plan = 3.into_chunk_plan(&[10, 4])?;
+/// assert_eq!(*plan, ChunkPlan::balanced(10, 3)?);
+/// // A plan is taken as it is (the call that uses it checks that it fits the array):
+/// let cols = ChunkPlan::balanced_along(&[10, 4], 1, 2)?;
+/// assert_eq!((&cols).into_chunk_plan(&[10, 4])?.axis(), 1);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub trait IntoChunkPlan<'a> {
+    /// The plan for an array of `shape`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] when a count is 0 or the array has no axis 0.
+    fn into_chunk_plan(self, shape: &[usize]) -> Result<Cow<'a, ChunkPlan>>;
+}
+
+impl<'a> IntoChunkPlan<'a> for usize {
+    fn into_chunk_plan(self, shape: &[usize]) -> Result<Cow<'a, ChunkPlan>> {
+        ChunkPlan::balanced_along(shape, 0, self).map(Cow::Owned)
+    }
+}
+
+impl<'a> IntoChunkPlan<'a> for ChunkPlan {
+    fn into_chunk_plan(self, _shape: &[usize]) -> Result<Cow<'a, ChunkPlan>> {
+        Ok(Cow::Owned(self))
+    }
+}
+
+impl<'a> IntoChunkPlan<'a> for &'a ChunkPlan {
+    fn into_chunk_plan(self, _shape: &[usize]) -> Result<Cow<'a, ChunkPlan>> {
+        Ok(Cow::Borrowed(self))
     }
 }
 

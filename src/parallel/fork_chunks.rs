@@ -25,12 +25,14 @@ use ndarray::{ArrayView, ArrayViewMut, Dimension};
 use crate::array::{AccessMode, SharedNdArray};
 use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
-use crate::parallel::chunk::{Chunk, ChunkPlan};
+use crate::parallel::chunk::{Chunk, ChunkPlan, IntoChunkPlan};
 use crate::parallel::process::{check_fork_allowed, Child, ChildResult};
 
-/// Forks `workers` children, each running `f` on one chunk of a balanced split of `array`
-/// along axis 0, and waits for all of them.
+/// Forks one child per chunk of `plan` over `array`, each running `f` on its chunk, all at
+/// once, and waits for all of them.
 ///
+/// `plan` is a `usize` (that many balanced chunks along axis 0), or a [`ChunkPlan`] /
+/// `&ChunkPlan` (any axis, fixed or aligned chunks): see [`IntoChunkPlan`].
 /// `f` gets the [`Chunk`] (its index and range) and a mutable view of the chunk; it returns
 /// `()` or `Result<(), E>` with a displayable `E`. Any closure works, borrowing included:
 /// the children are forked during the call and see the parent's memory as it is then.
@@ -38,7 +40,8 @@ use crate::parallel::process::{check_fork_allowed, Child, ChildResult};
 /// array handles it captures belong to the parent (they refuse or panic in the child).
 ///
 /// # Errors
-/// - [`ErrorKind::InvalidArgument`] when `workers == 0`;
+/// - [`ErrorKind::InvalidArgument`] when a count is 0, or the plan does not fit the
+///   array's shape or has more than [`MAX_FORKED_CHUNKS`] chunks;
 /// - [`ErrorKind::ForkWithThreads`] when this process has other threads and has not
 ///   called [`allow_fork_with_threads`](crate::allow_fork_with_threads) (a child could
 ///   hang on a lock one of them held: fork before starting threads, or opt in);
@@ -52,45 +55,26 @@ use crate::parallel::process::{check_fork_allowed, Child, ChildResult};
 ///
 /// # Examples
 /// ```
-/// use ndshm::{fork_chunks, SharedNdArray};
-/// # let name = format!("doc-fork-{}", std::process::id());
-/// let mut a = SharedNdArray::<f64, ndarray::Ix1>::from_array(&name, &ndarray::Array1::range(0.0, 10.0, 1.0))?;
+/// use ndshm::{fork_chunks, ChunkPlan, CreateOptions, SharedNdArray};
+/// let mut a = SharedNdArray::<f64, ndarray::Ix1>::from_array(
+///     CreateOptions::unique(),
+///     &ndarray::Array1::range(0.0, 10.0, 1.0),
+/// )?;
+/// // Two balanced chunks along axis 0, one child each:
 /// fork_chunks(&mut a, 2, |_chunk, mut view| view.mapv_inplace(|x| x * x))?;
 /// assert_eq!(a.as_slice().unwrap()[9], 81.0);
+///
+/// // An explicit plan: split the columns of a 3 x 8 array in 4; each child writes its
+/// // chunk index.
+/// let mut b = SharedNdArray::<u32, ndarray::Ix2>::zeros(CreateOptions::unique(), (3, 8))?;
+/// let plan = ChunkPlan::balanced_along(b.shape(), 1, 4)?;
+/// fork_chunks(&mut b, &plan, |chunk, mut view| view.fill(chunk.index as u32))?;
+/// assert_eq!(b.view().row(2).to_vec(), vec![0, 0, 1, 1, 2, 2, 3, 3]);
 /// # Ok::<(), ndshm::Error>(())
 /// ```
-pub fn fork_chunks<T, D, F, R>(array: &mut SharedNdArray<T, D>, workers: usize, f: F) -> Result<()>
-where
-    T: Element,
-    D: Dimension,
-    F: Fn(Chunk, ArrayViewMut<'_, T, D>) -> R,
-    R: ChildResult,
-{
-    let plan = ChunkPlan::balanced_along(array.shape(), 0, workers)?;
-    fork_chunks_with(array, &plan, f)
-}
-
-/// As [`fork_chunks`], with an explicit [`ChunkPlan`] (any axis, fixed or aligned chunks):
-/// one child per chunk of `plan`, all running at once.
-///
-/// # Errors
-/// As [`fork_chunks`], plus [`ErrorKind::InvalidArgument`] when `plan` does not fit the
-/// array's shape or has more than [`MAX_FORKED_CHUNKS`] chunks.
-///
-/// # Examples
-/// ```
-/// use ndshm::{fork_chunks_with, ChunkPlan, SharedNdArray};
-/// # let name = format!("doc-fork-with-{}", std::process::id());
-/// let mut a = SharedNdArray::<u32, ndarray::Ix2>::zeros(&name, (3, 8))?;
-/// // Split the columns in 4 chunks; each child writes its chunk index.
-/// let plan = ChunkPlan::balanced_along(a.shape(), 1, 4)?;
-/// fork_chunks_with(&mut a, &plan, |chunk, mut view| view.fill(chunk.index as u32))?;
-/// assert_eq!(a.view().row(2).to_vec(), vec![0, 0, 1, 1, 2, 2, 3, 3]);
-/// # Ok::<(), ndshm::Error>(())
-/// ```
-pub fn fork_chunks_with<T, D, F, R>(
+pub fn fork_chunks<'p, T, D, F, R>(
     array: &mut SharedNdArray<T, D>,
-    plan: &ChunkPlan,
+    plan: impl IntoChunkPlan<'p>,
     f: F,
 ) -> Result<()>
 where
@@ -99,8 +83,9 @@ where
     F: Fn(Chunk, ArrayViewMut<'_, T, D>) -> R,
     R: ChildResult,
 {
+    let plan = plan.into_chunk_plan(array.shape())?;
     plan.check_shape(array.shape(), "array", array.name())?;
-    run_forked(plan, |chunk| -> std::result::Result<(), String> {
+    run_forked(&plan, |chunk| -> std::result::Result<(), String> {
         // In the child: re-bind the child's copy of the handle (the parent's mapping is
         // not inherited), then hand the closure its chunk's view and nothing else.
         array.adopt_in_child().map_err(adopt_failed)?;
@@ -112,14 +97,15 @@ fn adopt_failed(e: Error) -> String {
     format!("could not take over the array in the child: {e}")
 }
 
-/// `out = f(in)` with one forked child per chunk of `plan`: `f` gets the chunk, a
+/// `out = f(in)` with one forked child per chunk of `plan` (a count or a plan, as for
+/// [`fork_chunks`]; a count splits axis 0 of `output`): `f` gets the chunk, a
 /// read-only view of the *whole* input (neighbours included: the input is not written
 /// during the call) and a mutable view of its chunk of `output`. Both arrays are split
 /// alike: `plan` must fit both along its axis. Use [`Chunk::of`] for the chunk's part of
 /// the input.
 ///
 /// # Errors
-/// As [`fork_chunks_with`]; [`ErrorKind::InvalidArgument`] when `plan` does not fit either
+/// As [`fork_chunks`]; [`ErrorKind::InvalidArgument`] when `plan` does not fit either
 /// array, or when `input` and `output` are the same segment.
 ///
 /// # Examples
@@ -141,10 +127,10 @@ fn adopt_failed(e: Error) -> String {
 /// assert_eq!(output.as_slice().unwrap(), &[1.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0, 13.0]);
 /// # Ok::<(), ndshm::Error>(())
 /// ```
-pub fn fork_chunks_into<T, D, A, U, E, F, R>(
+pub fn fork_chunks_into<'p, T, D, A, U, E, F, R>(
     input: &SharedNdArray<T, D, A>,
     output: &mut SharedNdArray<U, E>,
-    plan: &ChunkPlan,
+    plan: impl IntoChunkPlan<'p>,
     f: F,
 ) -> Result<()>
 where
@@ -156,6 +142,7 @@ where
     F: Fn(Chunk, ArrayView<'_, T, D>, ArrayViewMut<'_, U, E>) -> R,
     R: ChildResult,
 {
+    let plan = plan.into_chunk_plan(output.shape())?;
     plan.check_shape(input.shape(), "input", input.name())?;
     plan.check_shape(output.shape(), "output", output.name())?;
     if input.segment_id() != 0 && input.segment_id() == output.segment_id() {
@@ -167,8 +154,8 @@ where
             ),
         ));
     }
-    run_forked(plan, |chunk| -> std::result::Result<(), String> {
-        // In the child: re-bind both handles to the child (see `fork_chunks_with`); the
+    run_forked(&plan, |chunk| -> std::result::Result<(), String> {
+        // In the child: re-bind both handles to the child (see `fork_chunks`); the
         // input only for reading (`adopt_in_child` takes `&self`).
         input.adopt_in_child().map_err(adopt_failed)?;
         output.adopt_in_child().map_err(adopt_failed)?;

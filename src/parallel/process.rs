@@ -1,9 +1,11 @@
 //! `Process`: run a closure in a forked child, the counterpart of Python's
 //! `multiprocessing.Process(target=...)`.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use ndarray::Dimension;
@@ -12,7 +14,8 @@ use crate::array::{AccessMode, SharedNdArray};
 use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::owned;
-use crate::sys::fork::{self, AnonShared, Exit, Forked};
+use crate::segment::region::Region;
+use crate::sys::fork::{self, Exit};
 
 const REPORT_LEN: usize = 4096;
 const MSG_OFFSET: usize = 8;
@@ -21,6 +24,17 @@ const STATE_ERR: u32 = 2;
 const STATE_PANIC: u32 = 3;
 
 /// What a child's closure may return: `()` or `Result<(), E>` with a displayable error.
+///
+/// # Examples
+/// ```
+/// use ndshm::Process;
+/// // `()`: the child succeeded when the closure returned.
+/// Process::spawn(|| {})?.join()?;
+/// // `Result<(), E>`: an error is the child's failure, with its message.
+/// let err = Process::spawn(|| "x".parse::<u8>().map(drop))?.join().unwrap_err();
+/// assert!(err.to_string().contains("invalid digit"), "{err}");
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub trait ChildResult {
     /// `Ok(())`, or the error's message.
     fn into_message(self) -> std::result::Result<(), String>;
@@ -39,53 +53,43 @@ impl<E: fmt::Display> ChildResult for std::result::Result<(), E> {
 }
 
 /// Where a child leaves its outcome: a page of shared anonymous memory, written by the
-/// child before it exits and read by the parent after `waitpid`.
+/// child before it exits and read by the parent after `waitpid`. Layout: the state word
+/// (0 while nothing is reported), the message length, the message.
 pub(crate) struct Report {
-    mem: AnonShared,
+    region: Region,
 }
 
 impl Report {
     pub(crate) fn new() -> Result<Report> {
-        let mem = AnonShared::new(REPORT_LEN)
-            .map_err(|e| Error::os("cannot map a report page for a child process", e))?;
-        Ok(Report { mem })
+        Ok(Report {
+            region: Region::anonymous(REPORT_LEN, |_| Ok(()))?,
+        })
     }
 
-    fn state(&self) -> &AtomicU32 {
-        // SAFETY: the page is at least 8 bytes, page-aligned, zero-initialised and lives as
-        // long as `self`; the word is only accessed atomically.
-        unsafe { &*(self.mem.as_ptr() as *const AtomicU32) }
-    }
-
-    /// Child side: records the outcome.
+    /// Child side: records the outcome (the message, then its length, then the state with
+    /// `Release`, so a parent that sees the state sees the message).
     pub(crate) fn write(&self, state: u32, msg: &str) {
-        let max = self.mem.len() - MSG_OFFSET;
-        let mut n = msg.len().min(max);
+        let mem = self.region.payload();
+        let mut n = msg.len().min(REPORT_LEN - MSG_OFFSET);
         while !msg.is_char_boundary(n) {
             n -= 1;
         }
-        // SAFETY: `n <= len - MSG_OFFSET`, so the copy stays inside the page; only this
-        // child writes the page, and the parent reads it after the child has exited.
-        unsafe {
-            std::ptr::copy_nonoverlapping(msg.as_ptr(), self.mem.as_ptr().add(MSG_OFFSET), n);
-            (self.mem.as_ptr().add(4) as *mut u32).write(n as u32);
-        }
-        self.state().store(state, Ordering::Release);
+        mem.write(MSG_OFFSET, &msg.as_bytes()[..n]);
+        mem.u32(4).store(n as u32, Ordering::Relaxed);
+        mem.u32(0).store(state, Ordering::Release);
     }
 
     /// Parent side: the recorded (state, message).
     pub(crate) fn read(&self) -> (u32, String) {
-        let state = self.state().load(Ordering::Acquire);
+        let mem = self.region.payload();
+        let state = mem.u32(0).load(Ordering::Acquire);
         if state == 0 {
             return (0, String::new());
         }
-        // SAFETY: the length word lies inside the page; the Acquire load above orders
-        // this read after the child's writes.
-        let n = unsafe { (self.mem.as_ptr().add(4) as *const u32).read() } as usize;
-        let n = n.min(self.mem.len() - MSG_OFFSET);
-        // SAFETY: `n` bytes from MSG_OFFSET lie inside the page.
-        let bytes = unsafe { std::slice::from_raw_parts(self.mem.as_ptr().add(MSG_OFFSET), n) };
-        (state, String::from_utf8_lossy(bytes).into_owned())
+        let n = (mem.u32(4).load(Ordering::Relaxed) as usize).min(REPORT_LEN - MSG_OFFSET);
+        let mut bytes = vec![0u8; n];
+        mem.read(MSG_OFFSET, &mut bytes);
+        (state, String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
@@ -157,30 +161,20 @@ pub(crate) fn fork_tracked(child: impl FnOnce()) -> Result<i32> {
 fn fork_impl(child: impl FnOnce(), track: bool) -> Result<i32> {
     install_child_panic_hook();
     let blocked = fork::block_termination_signals();
-    // SAFETY: the child only runs `child`, which runs the job and ends with `_exit` (see
+    // The child only runs `child`, which runs the job and ends with `_exit` (see
     // `run_child`). The segment registry needs no care here: its lock is taken and
     // released by ndshm's `pthread_atfork` handlers around every fork.
-    let forked = unsafe { fork::fork() };
-    match forked {
-        Ok(Forked::Parent(pid)) => {
-            if track {
-                owned::track_child(pid);
-            }
-            fork::restore_signal_mask(blocked);
-            Ok(pid)
-        }
-        Ok(Forked::Child) => {
-            fork::restore_signal_mask(blocked);
-            IN_CHILD.store(true, Ordering::Relaxed);
-            child();
-            // `child` ends the process; should it ever return, leave without unwinding.
-            fork::exit_now(70)
-        }
-        Err(e) => {
-            fork::restore_signal_mask(blocked);
-            Err(Error::os("fork failed", e))
-        }
+    let forked = fork::fork_into(|| {
+        fork::restore_signal_mask(blocked);
+        IN_CHILD.store(true, Ordering::Relaxed);
+        child();
+    });
+    if let (true, Ok(pid)) = (track, &forked) {
+        // Recorded before the termination signals are unblocked again.
+        owned::track_child(*pid);
     }
+    fork::restore_signal_mask(blocked);
+    forked.map_err(|e| Error::os("fork failed", e))
 }
 
 /// How a forked child ended, as far as its parent can know.
@@ -396,7 +390,7 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if self.end.is_none() {
-            let _ = self.signal(libc::SIGKILL);
+            let _ = self.signal(fork::SIGKILL);
             let _ = self.wait(false);
         }
     }
@@ -566,6 +560,21 @@ impl Process {
     /// error, exited with a non-zero code, died of a signal, or ended without reporting
     /// while its exit status was reaped by someone else (`SIGCHLD` ignored); an OS error
     /// when waiting fails.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ErrorKind, Process};
+    /// let mut child = Process::spawn(|| -> Result<(), String> { Err("no input".into()) })?;
+    /// let pid = child.pid();
+    /// while !child.is_finished()? {
+    ///     std::thread::yield_now();
+    /// }
+    /// assert_eq!(child.exitcode(), Some(1)); // a child that returned an error exits with 1
+    /// let err = child.join().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::WorkerFailed);
+    /// assert!(err.to_string().contains(&format!("process {pid} returned an error: no input")));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn join(mut self) -> Result<()> {
         self.wait()
     }
@@ -605,8 +614,18 @@ impl Process {
     ///
     /// # Errors
     /// An OS error from the signal call.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::Process;
+    /// let child = Process::spawn::<_, ()>(|| loop { std::thread::park() })?;
+    /// child.kill()?;
+    /// let err = child.join().unwrap_err();
+    /// assert!(err.to_string().contains("SIGKILL"), "{err}");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn kill(&self) -> Result<()> {
-        self.signal(libc::SIGKILL)
+        self.signal(fork::SIGKILL)
     }
 
     /// Sends signal `sig` to the child; nothing once it has ended.
@@ -631,6 +650,22 @@ impl fmt::Debug for Process {
 /// has ended: [`join`](ProcessWith::join) returns it. Dropping it kills and reaps the child
 /// first, then drops the value; forgetting it (`mem::forget`) leaks the value, which the
 /// parent then never touches again — either way parent and child never use it at once.
+///
+/// # Examples
+/// ```
+/// use ndshm::{CreateOptions, Process, SharedNdArray};
+/// let a = SharedNdArray::<u8, ndarray::Ix1>::zeros(CreateOptions::unique(), 2)?;
+/// // The array moves into the ProcessWith: the parent cannot touch it while the child runs.
+/// let child = Process::spawn_with(a, |a| -> Result<(), String> {
+///     a.view_mut().fill(1);
+///     Err("half done".into())
+/// })?;
+/// // join_keeping gives the array back with the outcome, even a failure.
+/// let (a, outcome) = child.join_keeping();
+/// assert!(outcome.is_err());
+/// assert_eq!(a.as_slice().unwrap(), &[1, 1]);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ProcessWith<A> {
     // Field order matters: the child is killed and reaped before the value drops.
@@ -696,6 +731,25 @@ impl<A> ProcessWith<A> {
 /// to be handed over, so that a failure does not drop it (dropping a creator's array
 /// unlinks its segment). Converts into [`Error`], so `?` works in functions returning
 /// [`Result`].
+///
+/// # Examples
+/// ```
+/// use ndshm::{CreateOptions, ErrorKind, Process, SharedNdArray};
+/// let a = SharedNdArray::<u8, ndarray::Ix1>::zeros(CreateOptions::unique(), 2)?;
+/// // A second thread makes the fork refuse (without the opt-in), and the array comes back.
+/// let t = std::thread::spawn(|| std::thread::park_timeout(std::time::Duration::from_secs(5)));
+/// match Process::spawn_with(a, |a| a.view_mut().fill(1)) {
+///     Err(e) => {
+///         assert_eq!(e.error().kind(), ErrorKind::ForkWithThreads);
+///         let a = e.into_inner(); // still the creator's handle: dropping it unlinks
+///         assert_eq!(a.as_slice().unwrap(), &[0, 0]);
+///     }
+///     Ok(child) => drop(child.join()?), // (a test harness opted in already)
+/// }
+/// t.thread().unpark();
+/// t.join().unwrap();
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub struct SpawnWithError<A> {
     error: Error,
     value: A,
@@ -748,75 +802,131 @@ impl<A> std::error::Error for SpawnWithError<A> {
 /// every child spawned on the [`Scope`] is joined before `scope` returns, so a child may
 /// capture `&SharedValue` or `&Queue`, or be handed `&mut SharedNdArray` with
 /// [`Scope::spawn_with`], and the borrow checker keeps the parent off them until then.
+/// Returns what `f` returns.
 ///
 /// A child works on a copy of the parent's address space: writes through sync and ipc
 /// objects and to arrays it was handed are seen by everyone; writes to ordinary memory
 /// stay in the child. Array handles it merely captures belong to the parent and refuse
 /// or panic in the child (see [`Process`]).
 ///
-/// # Errors
-/// The first failure among the children ([`ErrorKind::WorkerFailed`], naming the pid and
-/// cause), or of `fork` ([`ErrorKind::ForkWithThreads`] included, see
-/// [`allow_fork_with_threads`]); every child is reaped in any case.
+/// # Panics
+/// As `std::thread::scope`: when a child that was not joined explicitly (with
+/// [`ScopedChild::join`], which returns its outcome) failed — panicked, returned an
+/// error, exited with a non-zero code or died of a signal — `scope` panics after every
+/// child has been joined, naming the child and its failure. Join the children whose
+/// failure you want to handle. A panic of `f` itself is resumed after every child has been
+/// joined.
 ///
 /// # Examples
 /// ```
-/// use ndshm::SharedNdArray;
-/// # let name = format!("doc-scope-{}", std::process::id());
-/// let mut a = SharedNdArray::<i64, ndarray::Ix1>::zeros(&name, 4)?;
-/// ndshm::scope(|s| s.spawn_with(&mut a, |a| a.view_mut().fill(7)).map(drop))?;
+/// use ndshm::{CreateOptions, SharedNdArray, SharedValue};
+/// let mut a = SharedNdArray::<i64, ndarray::Ix1>::zeros(CreateOptions::unique(), 4)?;
+/// let counter = SharedValue::<u64>::new(0)?;
+/// let n = ndshm::scope(|s| -> ndshm::Result<u64> {
+///     s.spawn_with(&mut a, |a| a.view_mut().fill(7))?; // joined when the scope ends
+///     let child = s.spawn(|| { counter.fetch_add(1); })?;
+///     child.join()?; // joined explicitly: its outcome comes back here
+///     Ok(counter.load())
+/// })?;
+/// assert_eq!(n, 1);
 /// assert_eq!(a.view().sum(), 28);
 /// # Ok::<(), ndshm::Error>(())
 /// ```
-pub fn scope<'env, T>(f: impl FnOnce(&Scope<'env>) -> Result<T>) -> Result<T> {
+pub fn scope<'env, T>(f: impl FnOnce(&Scope<'env>) -> T) -> T {
     let scope = Scope {
-        children: std::cell::RefCell::new(Vec::new()),
-        _env: std::marker::PhantomData,
+        children: RefCell::new(Vec::new()),
+        _env: PhantomData,
     };
-    let out = f(&scope);
-    let joined = scope.join_all();
-    let value = out?;
-    joined.map(|()| value)
+    let out = catch_unwind(AssertUnwindSafe(|| f(&scope)));
+    let failures = scope.join_all();
+    match out {
+        Err(payload) => std::panic::resume_unwind(payload),
+        Ok(value) => {
+            if !failures.is_empty() {
+                panic!(
+                    "ndshm::scope: {} child process(es) that were not joined failed: {} \
+                     (join a child with ScopedChild::join to handle its failure)",
+                    failures.len(),
+                    failures.join("; ")
+                );
+            }
+            value
+        }
+    }
 }
 
 /// Spawns borrowing children; see [`scope`].
+///
+/// # Examples
+/// ```
+/// let total = ndshm::SharedValue::<u32>::new(0)?;
+/// ndshm::scope(|s| -> ndshm::Result<()> {
+///     for _ in 0..2 {
+///         s.spawn(|| { total.fetch_add(1); })?;
+///     }
+///     Ok(())
+/// })?;
+/// assert_eq!(total.load(), 2);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub struct Scope<'env> {
-    children: std::cell::RefCell<Vec<Process>>,
-    _env: std::marker::PhantomData<&'env mut &'env ()>,
+    /// Every child spawned, by spawn order; `None` once joined explicitly.
+    children: RefCell<Vec<Option<Process>>>,
+    _env: PhantomData<&'env mut &'env ()>,
 }
 
 impl<'env> Scope<'env> {
     /// Forks a child that runs `f`, which may borrow anything that outlives the scope.
-    /// Returns the child's pid. Array handles `f` captures stay the parent's (they refuse
-    /// or panic in the child): hand an array over with [`Scope::spawn_with`].
+    /// Array handles `f` captures stay the parent's (they refuse or panic in the child):
+    /// hand an array over with [`Scope::spawn_with`].
     ///
     /// # Errors
     /// [`ErrorKind::ForkWithThreads`] as for [`Process::spawn`]; an OS error when `fork`
     /// fails.
-    pub fn spawn<F, R>(&self, f: F) -> Result<i32>
+    ///
+    /// # Examples
+    /// ```
+    /// let total = ndshm::SharedValue::<u64>::new(0)?;
+    /// let t = &total;
+    /// ndshm::scope(|s| -> ndshm::Result<()> {
+    ///     let children = (1..=3)
+    ///         .map(|i| s.spawn(move || { t.fetch_add(i); }))
+    ///         .collect::<ndshm::Result<Vec<_>>>()?;
+    ///     children.into_iter().try_for_each(|c| c.join())
+    /// })?;
+    /// assert_eq!(total.load(), 6);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn spawn<F, R>(&self, f: F) -> Result<ScopedChild<'_, 'env>>
     where
         F: FnOnce() -> R + 'env,
         R: ChildResult,
     {
         check_fork_allowed("Scope::spawn")?;
-        self.push(Process::spawn_unchecked(f)?)
+        Ok(self.push(Process::spawn_unchecked(f)?))
     }
 
     /// Forks a child that runs `f` on `array`, re-bound to the child (it maps the segment
     /// itself); the scope joins the child before the borrow of `array` ends, so the parent
-    /// cannot use the array meanwhile. Returns the child's pid.
+    /// cannot use the array meanwhile.
     ///
     /// # Errors
-    /// As [`Scope::spawn`]. A failure to re-bind the array in the child comes back from
-    /// [`scope`] as [`ErrorKind::WorkerFailed`].
-    // The error carries the array back by value, as the success does: it is as large as
-    // the `Ok` side, and spelled out so the signature says what comes back.
-    #[allow(clippy::result_large_err, clippy::type_complexity)]
+    /// As [`Scope::spawn`]. A failure to re-bind the array in the child is the child's
+    /// failure ([`ErrorKind::WorkerFailed`] from [`ScopedChild::join`]).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{CreateOptions, SharedNdArray};
+    /// let mut a = SharedNdArray::<u8, ndarray::Ix1>::zeros(CreateOptions::unique(), 3)?;
+    /// ndshm::scope(|s| s.spawn_with(&mut a, |a| a.view_mut().fill(1))?.join())?;
+    /// assert_eq!(a.as_slice().unwrap(), &[1, 1, 1]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn spawn_with<T, D, M, F, R>(
         &self,
         array: &'env mut SharedNdArray<T, D, M>,
         f: F,
-    ) -> Result<i32>
+    ) -> Result<ScopedChild<'_, 'env>>
     where
         T: Element,
         D: Dimension,
@@ -825,39 +935,119 @@ impl<'env> Scope<'env> {
         R: ChildResult,
     {
         check_fork_allowed("Scope::spawn_with")?;
-        self.push(Process::spawn_unchecked(|| with_adopted(array, f))?)
+        Ok(self.push(Process::spawn_unchecked(|| with_adopted(array, f))?))
     }
 
-    fn push(&self, child: Process) -> Result<i32> {
+    fn push(&self, child: Process) -> ScopedChild<'_, 'env> {
         let pid = child.pid();
-        self.children.borrow_mut().push(child);
-        Ok(pid)
+        let mut children = self.children.borrow_mut();
+        children.push(Some(child));
+        ScopedChild {
+            scope: self,
+            index: children.len() - 1,
+            pid,
+        }
     }
 
-    fn join_all(&self) -> Result<()> {
-        let mut first = Ok(());
-        for child in self.children.borrow_mut().drain(..) {
-            let r = child.join();
-            if first.is_ok() {
-                first = r;
+    /// Joins every child not joined yet; returns the failures ("process 12 panicked: ...").
+    fn join_all(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        let children: Vec<Process> = self.children.borrow_mut().drain(..).flatten().collect();
+        for child in children {
+            if let Err(e) = child.join() {
+                failures.push(e.message().to_string());
             }
         }
-        first
+        failures
     }
 }
 
 impl Drop for Scope<'_> {
     fn drop(&mut self) {
-        // Reached with children only when the scope's closure panicked: reap them all
-        // before the borrows they hold end.
+        // Reached with children only when joining panicked: reap them all before the
+        // borrows they hold end.
         let _ = self.join_all();
     }
 }
 
 impl fmt::Debug for Scope<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let running = self.children.borrow().iter().flatten().count();
         f.debug_struct("Scope")
-            .field("children", &self.children.borrow().len())
+            .field("unjoined_children", &running)
+            .finish()
+    }
+}
+
+/// A child forked by [`Scope::spawn`] or [`Scope::spawn_with`]: [`join`](Self::join) waits
+/// for it and returns its outcome, as `std::thread::ScopedJoinHandle::join` does. A child
+/// not joined explicitly is joined when the scope ends (and its failure makes [`scope`]
+/// panic).
+///
+/// # Examples
+/// ```
+/// ndshm::scope(|s| -> ndshm::Result<()> {
+///     let child = s.spawn(|| {})?;
+///     assert!(child.pid() > 0);
+///     while !child.is_finished()? {
+///         std::thread::yield_now();
+///     }
+///     child.join()
+/// })?;
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub struct ScopedChild<'scope, 'env> {
+    scope: &'scope Scope<'env>,
+    index: usize,
+    pid: i32,
+}
+
+impl ScopedChild<'_, '_> {
+    /// The child's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits for the child to end and returns its outcome.
+    ///
+    /// # Errors
+    /// As [`Process::join`]: [`ErrorKind::WorkerFailed`] naming the cause when the child
+    /// panicked, returned an error, exited with a non-zero code or died of a signal.
+    ///
+    /// # Examples
+    /// ```
+    /// ndshm::scope(|s| {
+    ///     let child = s.spawn(|| -> Result<(), String> { Err("bad input".into()) }).unwrap();
+    ///     let err = child.join().unwrap_err();
+    ///     assert_eq!(err.kind(), ndshm::ErrorKind::WorkerFailed);
+    ///     assert!(err.to_string().contains("bad input"));
+    /// });
+    /// ```
+    pub fn join(self) -> Result<()> {
+        let child = self.scope.children.borrow_mut()[self.index].take();
+        match child {
+            Some(child) => child.join(),
+            // Unreachable: only this handle takes its child.
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the child has ended (reaping it if so), without blocking.
+    ///
+    /// # Errors
+    /// An OS error when waiting fails.
+    pub fn is_finished(&self) -> Result<bool> {
+        match self.scope.children.borrow_mut()[self.index].as_mut() {
+            Some(child) => child.is_finished(),
+            None => Ok(true),
+        }
+    }
+}
+
+impl fmt::Debug for ScopedChild<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopedChild")
+            .field("pid", &self.pid)
             .finish()
     }
 }
@@ -869,18 +1059,15 @@ impl fmt::Debug for Scope<'_> {
 ///
 /// # Errors
 /// An OS error from `write`.
+///
+/// # Examples
+/// ```
+/// let child = ndshm::Process::spawn(|| ndshm::write_stdout("hello from the child\n"))?;
+/// child.join()?;
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub fn write_stdout(text: &str) -> Result<()> {
-    let mut bytes = text.as_bytes();
-    while !bytes.is_empty() {
-        // SAFETY: fd 1 is borrowed only for this call; nix's `write` takes a borrowed fd.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(1) };
-        match nix::unistd::write(fd, bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(Error::errno("write to stdout", e)),
-        }
-    }
-    Ok(())
+    crate::sys::io::write_stdout(text.as_bytes()).map_err(|e| Error::errno("write to stdout", e))
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ pub(crate) use crate::sync::raw_lock::{LIVENESS_PERIOD, SPIN};
 /// # Examples
 /// ```
 /// let lock = ndshm::Lock::new()?;
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<()> {
 ///     for _ in 0..2 {
 ///         s.spawn(|| {
 ///             let _guard = lock.lock();

@@ -167,7 +167,7 @@ fn dtype_code(d: DType) -> u64 {
 /// ```
 /// use ndshm::SharedValue;
 /// let counter = SharedValue::<i32>::new(0)?; // Value('i', 0)
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<()> {
 ///     for _ in 0..2 {
 ///         s.spawn(|| for _ in 0..1000 { counter.fetch_add(1); })?;
 ///     }

@@ -8,6 +8,9 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+/// The signal that kills a process outright.
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
 /// Result of `fork` as seen by the caller.
 pub(crate) enum Forked {
     Parent(i32),
@@ -27,6 +30,38 @@ pub(crate) unsafe fn fork() -> io::Result<Forked> {
         Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Forked::Parent(child.as_raw())),
         Ok(nix::unistd::ForkResult::Child) => Ok(Forked::Child),
         Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
+    }
+}
+
+/// Forks the calling process; the child runs `child` and then leaves with `_exit(70)`
+/// (should `child` return at all: the callers' children end with [`exit_now`] themselves).
+/// Returns the child's pid in the parent.
+///
+/// The child never returns into the caller's frames, never unwinds through them (a
+/// `child` that panics aborts the child) and never runs the parent's destructors: its
+/// copy of memory is private, so nothing the parent owns is dropped or freed twice.
+/// Whether the child may take a lock that another thread of the parent held at the fork is
+/// the callers' business: the user-facing forking APIs fork user closures only from a
+/// process with one thread or after `allow_fork_with_threads` (an `unsafe` opt-in), and
+/// ndshm's internal forks (the fork server, its workers) run only ndshm code, which takes
+/// no such lock.
+pub(crate) fn fork_into(child: impl FnOnce()) -> io::Result<i32> {
+    // SAFETY: the child runs `child` and leaves with `_exit` without returning (see the
+    // doc above for why that and the lock rule of the callers make the fork sound).
+    match unsafe { fork() }? {
+        Forked::Parent(pid) => Ok(pid),
+        Forked::Child => {
+            // An unwinding panic would leave this frame for the caller's: abort instead.
+            struct Abort;
+            impl Drop for Abort {
+                fn drop(&mut self) {
+                    exit_now(70);
+                }
+            }
+            let _guard = Abort;
+            child();
+            exit_now(70)
+        }
     }
 }
 

@@ -10,6 +10,7 @@ compile_error!("ndshm supports Linux only: its sys/ module needs /dev/shm, futex
 
 pub(crate) mod fork;
 pub(crate) mod futex;
+pub(crate) mod io;
 pub(crate) mod lease;
 pub(crate) mod mutex;
 pub(crate) mod pidfd;

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// Makes a connected pair of Unix stream sockets (both close-on-exec), used as a pipe:
 /// `(read end, write end)`. A socket rather than a pipe so that [`write_all`] can refuse
@@ -80,6 +80,28 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usiz
     Ok(r as usize)
 }
 
+/// A descriptor watched by [`poll`], with what happened to it.
+pub(crate) type PollFd = libc::pollfd;
+
+/// Watches `fd` for input (and, as `poll` always reports them, hang-up and errors).
+pub(crate) fn watch_input(fd: RawFd) -> PollFd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Whether `poll` reported input on `p`.
+pub(crate) fn has_input(p: &PollFd) -> bool {
+    p.revents & libc::POLLIN != 0
+}
+
+/// Whether `poll` reported a hang-up or an error on `p`.
+pub(crate) fn hung_up(p: &PollFd) -> bool {
+    p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
 /// Closes `fd` (errors ignored).
 ///
 /// # Safety
@@ -106,6 +128,8 @@ static PRIVATE: [AtomicI32; MAX_PRIVATE] = [FREE; MAX_PRIVATE];
 pub(crate) struct PrivateFd {
     fd: RawFd,
     slot: Option<usize>,
+    /// Set by [`close_in_child`](Self::close_in_child): this copy no longer owns `fd`.
+    closed: AtomicBool,
 }
 
 impl PrivateFd {
@@ -117,10 +141,28 @@ impl PrivateFd {
             s.compare_exchange(0, fd + 1, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         });
-        PrivateFd { fd, slot }
+        PrivateFd {
+            fd,
+            slot,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// In a forked child, closes the child's copy of the descriptor when forked children
+    /// do not close it on their own (it was not recorded: the table was full); a recorded
+    /// one was closed by [`close_private_in_child`] already. Afterwards this copy owns
+    /// nothing: its `Drop` closes nothing.
+    pub(crate) fn close_in_child(&self) {
+        if self.slot.is_none() && !self.closed.swap(true, Ordering::AcqRel) {
+            // SAFETY: the descriptor is this handle's (never recorded, not closed before:
+            // the flag was clear), and the flag just set keeps this handle from closing or
+            // handing it out again; the child inherited it and has no other owner of it.
+            unsafe { close_raw(self.fd) };
+        }
     }
 
     /// Whether forked children close it (false when the table was full).
+    #[cfg(test)]
     pub(crate) fn is_recorded(&self) -> bool {
         self.slot.is_some()
     }
@@ -134,6 +176,9 @@ impl AsRawFd for PrivateFd {
 
 impl Drop for PrivateFd {
     fn drop(&mut self) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
         let owned = match self.slot {
             // In a forked child the slot was emptied (and the descriptor closed) by
             // `close_private_in_child`: the number may name another file now.

@@ -302,6 +302,16 @@ pub(crate) unsafe fn unmap_shm_mappings() {
     }
 }
 
+/// [`unmap_shm_mappings`] for the pool's fork server, first thing after its fork: the
+/// server runs only its own loop (forking, reaping and reporting workers) and never touches
+/// a segment handle, view or guard it inherited from the caller, so nothing in it uses
+/// those mappings any more; the workers it forks map what they need themselves.
+pub(crate) fn unmap_shm_mappings_in_fork_server() {
+    // SAFETY: see above: the only caller is the fork server, which uses none of the
+    // mappings it inherited (the caller's handles are never reached from its code).
+    unsafe { unmap_shm_mappings() }
+}
+
 /// Asks the kernel to send `SIGKILL` to the calling process when its parent dies
 /// (`PR_SET_PDEATHSIG`), then checks that the parent is still `parent`: if it already died
 /// (the child was re-parented before the call), the calling process exits at once.
