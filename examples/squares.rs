@@ -94,12 +94,20 @@ struct Row {
     time: Duration,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
     // Opt-in signal cleanup, before the first segment or worker exists: Ctrl-C (or
     // SIGTERM/SIGHUP) stops and reaps the workers, unlinks our segments, and re-raises.
-    let _cleanup = ndshm::SignalCleanup::install()?;
-    run(args)
+    let result = ndshm::SignalCleanup::install()
+        .map_err(Into::into)
+        .and_then(|_cleanup| run(args));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("squares: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// The settings of one run, after `--quick` and the explicit flags.
@@ -180,13 +188,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } = settings;
     let need = settings.shm_bytes();
     println!(
-        "ndshm squares: needs {:.0} MB of /dev/shm ({}; --quick needs 8 MB)",
-        need as f64 / 1e6,
-        if args.quick {
-            "quick run"
-        } else {
-            "the full run needs ~1 GB"
-        }
+        "ndshm squares: this run needs {:.0} MB of /dev/shm (the default 1e8 run ~0.8 GB, \
+         --quick 8 MB)",
+        need as f64 / 1e6
     );
     check_shm_space(need)?;
     let load_before = load_average();
