@@ -51,7 +51,7 @@
 //! plan); [`fork_chunks_into`] computes `out = f(in)`. A [`WorkerPool`] forks its workers
 //! once and feeds them jobs through shared memory ([`map`](WorkerPool::map),
 //! [`map_into`](WorkerPool::map_into), [`map_reduce`](WorkerPool::map_reduce)): on big
-//! arrays it matches rayon, and a tiny job's round trip takes under a microsecond.
+//! arrays it matches rayon, and a tiny job's round trip takes about a microsecond.
 //! [`Process::spawn`] and [`scope`] fork children the way `std::thread::spawn` and
 //! `std::thread::scope` start threads. A chunk's panic, error or fatal signal comes back as
 //! [`ErrorKind::WorkerFailed`] naming the chunk. Chapter: [`guide::parallel`].
