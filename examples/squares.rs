@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use approx::assert_relative_eq;
 use clap::Parser;
 use ndarray::{ArrayViewMut1, Ix1};
-use ndshm::{fork_chunks_with, Chunk, ChunkPlan, SharedNdArray, WorkerPool};
+use ndshm::{fork_chunks, Chunk, ChunkPlan, SharedNdArray, WorkerPool};
 use rayon::prelude::*;
 
 #[path = "shared/squares_kernels.rs"]
@@ -261,7 +261,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     }
                     2 => {
                         let t = Instant::now();
-                        fork_chunks_with(&mut a, &plan, |c, v| kernel(c, v, &()))?;
+                        fork_chunks(&mut a, &plan, |c, v| kernel(c, v, &()))?;
                         t.elapsed()
                     }
                     _ => {
