@@ -151,8 +151,14 @@ pub use sync::lock::Lock;
 pub use sync::raw_lock::LockGuard;
 pub use sync::value::{AtomicElement, SharedValue};
 
-/// Re-export of the `ndarray` version ndshm's views come from.
+/// Re-export of `bytemuck`, whose [`Pod`] bound the element, value and queue types use;
+/// `#[derive(ndshm::Pod, ndshm::Zeroable)]` works through it (the `derive` feature is on).
+pub use bytemuck;
+pub use bytemuck::{Pod, Zeroable};
+/// Re-export of the `ndarray` version ndshm's views come from (0.17).
 pub use ndarray;
+/// Re-export of `num_complex`, whose `Complex32`/`Complex64` are array elements (`c8`, `c16`).
+pub use num_complex;
 
 /// The README's examples, compiled and run by `cargo test --doc`.
 #[cfg(doctest)]

@@ -54,7 +54,7 @@ pub(crate) unsafe fn install(
     Ok(SavedAction(old))
 }
 
-/// Puts back a disposition saved by [`install`] or [`current`].
+/// Puts back a disposition saved by [`install`].
 pub(crate) fn restore(sig: i32, saved: &SavedAction) -> io::Result<()> {
     // SAFETY: `saved` is a disposition this process had installed before; putting it back
     // is what its installer expects.
