@@ -313,6 +313,7 @@ fn gc_cli_without_proc(prefix: &str) {
             prefix,
         ])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let start = std::time::Instant::now();
@@ -327,7 +328,9 @@ fn gc_cli_without_proc(prefix: &str) {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    assert!(status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "ndshm gc without /proc failed ({status}): {err}");
 }
 
 #[test]
