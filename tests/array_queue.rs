@@ -1,4 +1,4 @@
-//! Process-level tests of `ArrayQueue`: who owns a queued array (and reclaims it after a
+//! Process-level tests of `NdArrayQueue`: who owns a queued array (and reclaims it after a
 //! crash), gets that fail without destroying anything, a queue moved into a child, names
 //! reused while queued; and `open_raw_reserved` of a sparse segment on a full `/dev/shm`.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{join_within, Name};
 use ndarray::{Ix1, Ix2};
-use ndshm::{ArrayQueue, ErrorKind, Process, Queue, SharedNdArray};
+use ndshm::{ErrorKind, NdArrayQueue, Process, Queue, SharedNdArray};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -26,14 +26,14 @@ fn array_handles_move_between_processes_and_leftovers_are_unlinked() {
     let qname = Name::new("arrq");
     let (a_name, b_name, q_name) = (a.0.clone(), b.0.clone(), qname.0.clone());
     isolated(move || {
-        let q = ArrayQueue::create(&q_name, 4)?;
+        let q = NdArrayQueue::create(&q_name, 4)?;
         q.put(SharedNdArray::<i64, Ix1>::from_elem(&a_name, 10, 3)?)?;
         q.put(SharedNdArray::<i64, Ix1>::from_elem(&b_name, 10, 4)?)?;
         // An unrelated-style receiver: attaches the queue by name, takes one array.
         let n = q_name.clone();
         join_within(
             Process::spawn(move || -> ndshm::Result<()> {
-                let q = ArrayQueue::open(&n)?;
+                let q = NdArrayQueue::open(&n)?;
                 // SAFETY: the sender gave the array up.
                 let got = unsafe { q.get::<i64, Ix1>()? };
                 assert_eq!(got.view().sum(), 30);
@@ -64,7 +64,7 @@ fn queued_arrays_of_a_sigkilled_queue_owner_are_reclaimed_by_gc() {
     let ready = Queue::<u64>::new(2).unwrap();
     let result = ndshm::scope(|s| {
         let pid = s.spawn(|| -> ndshm::Result<()> {
-            let q = ArrayQueue::new(4)?;
+            let q = NdArrayQueue::new(4)?;
             for n in &names {
                 q.put(SharedNdArray::<f64, Ix1>::from_elem(n, 100, 1.0)?)?;
             }
@@ -91,9 +91,12 @@ fn queued_arrays_of_a_sigkilled_queue_owner_are_reclaimed_by_gc() {
 #[test]
 fn an_array_put_by_a_child_that_exits_is_kept_for_the_live_queue_owner() {
     let n = Name::new("aq-putter-exits");
-    let q = ArrayQueue::new(2).unwrap();
+    let q = NdArrayQueue::new(2).unwrap();
     ndshm::scope(|s| {
-        s.spawn(|| q.put(SharedNdArray::<u32, Ix1>::from_elem(&n, 8, 5)?))?;
+        s.spawn(|| -> ndshm::Result<()> {
+            q.put(SharedNdArray::<u32, Ix1>::from_elem(&n, 8, 5)?)?;
+            Ok(())
+        })?;
         Ok(())
     })
     .unwrap();
@@ -113,11 +116,11 @@ fn an_array_put_by_a_child_that_exits_is_kept_for_the_live_queue_owner() {
 #[test]
 fn a_type_mismatch_leaves_the_array_in_the_queue() {
     let n = Name::new("aq-typo");
-    let q = ArrayQueue::new(2).unwrap();
+    let q = NdArrayQueue::new(2).unwrap();
     q.put(SharedNdArray::<f64, Ix1>::from_elem(&n, 10, 2.5).unwrap())
         .unwrap();
     // SAFETY (all gets): the sender gave the array up; nobody else writes it.
-    let typo = unsafe { q.get::<f32, Ix1>() }.unwrap_err();
+    let typo = ndshm::Error::from(unsafe { q.get::<f32, Ix1>() }.unwrap_err());
     assert_eq!(typo.kind(), ErrorKind::TypeMismatch, "{typo}");
     assert!(typo.message().contains("put back"), "{typo}");
     let dims = unsafe { q.get::<f64, Ix2>() }.unwrap_err();
@@ -136,7 +139,7 @@ fn an_array_queue_moved_into_a_spawned_process_keeps_its_arrays() {
     // that must not drain the queue under the child.
     for i in 0..20 {
         let n = Name::new(&format!("aq-moved-{i}"));
-        let q = ArrayQueue::new(1).unwrap();
+        let q = NdArrayQueue::new(1).unwrap();
         q.put(SharedNdArray::<f64, Ix1>::from_elem(&n, 1000, i as f64).unwrap())
             .unwrap();
         let child = Process::spawn(move || -> ndshm::Result<()> {
@@ -161,7 +164,7 @@ fn a_reused_name_is_never_attached_nor_unlinked_by_the_queue() {
     );
     let (n, m, e) = (n.0.clone(), m.0.clone(), e.0.clone());
     isolated(move || {
-        let q = ArrayQueue::new(4)?;
+        let q = NdArrayQueue::new(4)?;
         // While queued, the array is removed and another segment takes its name.
         q.put(SharedNdArray::<f64, Ix1>::from_elem(&n, 4, 1.0)?)?;
         ndshm::unlink(&n)?;

@@ -147,7 +147,7 @@ fn close_wakes_sleeping_consumers() {
     let r = ndshm::scope(|s| {
         let mut pids = Vec::new();
         for _ in 0..3 {
-            pids.push(s.spawn(|| assert_eq!(q.get(), Err(GetError)))?);
+            pids.push(s.spawn(|| assert_eq!(q.get(), Err(GetError::Closed)))?);
         }
         if within_deadline(|| pids.iter().all(|&p| asleep_on_futex(p))) {
             stage.set("stayed asleep after close");
