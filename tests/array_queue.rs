@@ -287,3 +287,53 @@ fn sparse_segment_on_a_full_dev_shm() {
     a.view_mut().fill(2);
     assert_eq!(a.view().iter().map(|&x| x as usize).sum::<usize>(), 6 * MIB);
 }
+
+#[test]
+fn array_queue_try_put_hands_the_array_back_when_full() {
+    let names: Vec<Name> = (0..3).map(|i| Name::new(&format!("aq-full-{i}"))).collect();
+    let n: Vec<String> = names.iter().map(|n| n.0.clone()).collect();
+    let in_child = n.clone();
+    isolated(move || {
+        let n = in_child;
+        let q = NdArrayQueue::new(2)?;
+        q.try_put(SharedNdArray::<u16, Ix1>::from_elem(&n[0], 4, 1)?)?;
+        q.try_put(SharedNdArray::<u16, Ix1>::from_elem(&n[1], 4, 2)?)?;
+        let c = SharedNdArray::<u16, Ix1>::from_elem(&n[2], 4, 3)?;
+        let e = q.try_put(c).unwrap_err();
+        assert!(e.is_full(), "{e}");
+        let c = e.into_inner();
+        // Back as it was: still this handle's, owned by this process, data intact.
+        assert!(c.is_owner());
+        assert_eq!(ndshm::info(&n[2])?.owner_pid, std::process::id() as i32);
+        assert_eq!(c.view().sum(), 12);
+        let e = q.put_timeout(c, Duration::from_millis(1)).unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        let c = e.into_inner();
+        q.close();
+        let e = q.put(c).unwrap_err();
+        assert!(e.is_closed(), "{e}");
+        let c = e.into_inner();
+        assert!(c.is_owner());
+        drop(c); // the owner unlinks it
+        assert_eq!(ndshm::info(&n[2]).unwrap_err().kind(), ErrorKind::NotFound);
+        // SAFETY: nothing else writes the queued arrays.
+        let e = unsafe { q.try_get::<u16, Ix1>() };
+        assert_eq!(e.unwrap().view().sum(), 4);
+        Ok(()) // dropping the queue unlinks the array still queued
+    });
+    for name in &n {
+        assert_eq!(ndshm::info(name).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+}
+
+#[test]
+fn array_queue_try_get_on_an_empty_queue_is_empty_not_timeout() {
+    let q = NdArrayQueue::new(2).unwrap();
+    // SAFETY: nothing is queued, so nothing is attached.
+    let e = unsafe { q.try_get::<f64, Ix1>() }.unwrap_err();
+    assert_eq!(e, ndshm::TryGetError::Empty);
+    assert_eq!(ndshm::Error::from(e).kind(), ErrorKind::Empty);
+    // SAFETY: as above.
+    let e = unsafe { q.get_timeout::<f64, Ix1>(Duration::from_millis(1)) }.unwrap_err();
+    assert_eq!(e, ndshm::GetTimeoutError::Timeout);
+}

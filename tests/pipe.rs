@@ -67,3 +67,42 @@ fn named_pipe_large_messages_and_values() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn pipe_try_recv_on_an_empty_pipe_is_empty() {
+    let (a, b) = ndshm::pipe().unwrap();
+    assert_eq!(b.try_recv::<u64>(), Err(ndshm::TryRecvError::Empty));
+    let e = b.try_recv_bytes().unwrap_err();
+    assert!(e.is_empty());
+    assert_eq!(ndshm::Error::from(e).kind(), ErrorKind::Empty);
+    a.send(5u64).unwrap();
+    assert_eq!(b.try_recv::<u64>(), Ok(5));
+    a.close();
+    assert_eq!(b.try_recv_bytes(), Err(ndshm::TryRecvError::Closed));
+}
+
+#[test]
+fn failed_send_hands_the_item_back() {
+    let (a, _b) = Connection::pair(2, 8).unwrap();
+    a.send(1u32).unwrap();
+    a.send(2u32).unwrap();
+    let e = a.try_send(3u32).unwrap_err();
+    assert!(e.is_full());
+    assert_eq!(e.into_inner(), 3);
+    let e = a
+        .send_timeout([4u8; 2], std::time::Duration::from_millis(1))
+        .unwrap_err();
+    assert!(e.is_timeout());
+    assert_eq!(e.into_inner(), [4, 4]);
+    let msg = vec![5u8; 3];
+    let e = a
+        .send_bytes_timeout(&msg, std::time::Duration::from_millis(1))
+        .unwrap_err();
+    assert!(std::ptr::eq(e.into_inner(), &msg[..]));
+    assert!(a.try_send_bytes(&msg).unwrap_err().is_full());
+    a.close();
+    let e = a.send(6u64).unwrap_err();
+    assert!(e.is_closed());
+    assert_eq!(e.into_inner(), 6);
+    assert_eq!(a.send_str("x").unwrap_err().into_inner(), "x");
+}
