@@ -67,6 +67,7 @@ impl RingSegment {
     }
 
     /// The ring, seen through the region's payload window.
+    #[inline]
     pub(crate) fn ring(&self) -> Ring<'_> {
         Ring::over(self.region.payload(), self.layout)
     }

@@ -95,12 +95,30 @@ const S_WRITER: usize = 8;
 const S_READER: usize = 16;
 const S_LEN: usize = 24;
 
-/// A slot's header words.
+/// A slot's header words, read through a 32-byte window (so that the offsets of its
+/// fields are checked against a constant length the compiler folds).
+#[derive(Clone, Copy)]
 struct Slot<'a> {
-    seq: &'a AtomicU64,
-    writer: &'a AtomicU64,
-    reader: &'a AtomicU64,
-    len: &'a AtomicU32,
+    mem: SharedMem<'a>,
+}
+
+impl<'a> Slot<'a> {
+    #[inline]
+    fn seq(&self) -> &'a AtomicU64 {
+        self.mem.u64(S_SEQ)
+    }
+    #[inline]
+    fn writer(&self) -> &'a AtomicU64 {
+        self.mem.u64(S_WRITER)
+    }
+    #[inline]
+    fn reader(&self) -> &'a AtomicU64 {
+        self.mem.u64(S_READER)
+    }
+    #[inline]
+    fn len(&self) -> &'a AtomicU32 {
+        self.mem.u32(S_LEN)
+    }
 }
 
 /// Why a non-blocking or timed operation did not complete.
@@ -238,6 +256,7 @@ impl<'m> Ring<'m> {
     }
 
     /// The ring of `layout` (from [`attach`](Self::attach) on the same memory) over `mem`.
+    #[inline]
     pub(crate) fn over(mem: SharedMem<'m>, layout: RingLayout) -> Ring<'m> {
         Ring {
             mem,
@@ -252,30 +271,31 @@ impl<'m> Ring<'m> {
         self.word(H_TAG).load(Ordering::Relaxed)
     }
 
+    #[inline]
     fn word(&self, off: usize) -> &'m AtomicU64 {
-        self.mem.u64(off)
+        self.mem.sub(0, HEADER).u64(off)
     }
 
+    #[inline]
     fn word32(&self, off: usize) -> &'m AtomicU32 {
-        self.mem.u32(off)
+        self.mem.sub(0, HEADER).u32(off)
     }
 
     /// Byte offset of the slot of position `pos`.
+    #[inline]
     fn slot_off(&self, pos: u64) -> usize {
         HEADER + (pos & self.mask) as usize * self.stride
     }
 
+    #[inline]
     fn slot(&self, pos: u64) -> Slot<'m> {
-        let off = self.slot_off(pos);
         Slot {
-            seq: self.mem.u64(off + S_SEQ),
-            writer: self.mem.u64(off + S_WRITER),
-            reader: self.mem.u64(off + S_READER),
-            len: self.mem.u32(off + S_LEN),
+            mem: self.mem.sub(self.slot_off(pos), SLOT_HEADER),
         }
     }
 
     /// Byte offset of the data of the slot of position `pos`.
+    #[inline]
     fn data_off(&self, pos: u64) -> usize {
         self.slot_off(pos) + SLOT_HEADER
     }
@@ -303,6 +323,7 @@ impl<'m> Ring<'m> {
         self.word(H_LOST).load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.word32(H_CLOSED).load(Ordering::Acquire) != 0
     }
@@ -319,6 +340,7 @@ impl<'m> Ring<'m> {
     /// was published with a `SeqCst` swap: a sleeper registers (`SeqCst` increment, then a
     /// `SeqCst` fence) before its last attempt, so either it sees the new sequence number
     /// or this load sees it registered.
+    #[inline]
     fn notify(&self, waiters: usize, event: usize) {
         if self.word32(waiters).load(Ordering::SeqCst) != 0 {
             self.word32(event).fetch_add(1, Ordering::SeqCst);
@@ -357,11 +379,11 @@ impl<'m> Ring<'m> {
             let pos = head.load(Ordering::Relaxed);
             stuck.at(pos)?;
             let slot = self.slot(pos);
-            let seq = slot.seq.load(Ordering::Acquire);
+            let seq = slot.seq().load(Ordering::Acquire);
             let d = seq.wrapping_sub(pos) as i64;
             if d == 0 {
                 match slot
-                    .writer
+                    .writer()
                     .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                 {
                     Ok(_) => {}
@@ -374,7 +396,7 @@ impl<'m> Ring<'m> {
                                 return Err(Fail::WouldBlock);
                             }
                             // A producer died between announcing and claiming: free it.
-                            let _ = slot.writer.compare_exchange(
+                            let _ = slot.writer().compare_exchange(
                                 w,
                                 0,
                                 Ordering::Relaxed,
@@ -406,9 +428,13 @@ impl<'m> Ring<'m> {
                     // producer can do; consumers touch the data only after the sequence
                     // becomes `pos + 1`, which `publish` stores after `fill` returned (or
                     // unwound, when the slot is published as lost and never read), and the
-                    // slice does not outlive `fill`. `len <= slot_size` (asserted by
-                    // `put_with`), so it stays inside the slot; `slice_mut` checks the
-                    // window's bounds too.
+                    // slice does not outlive `fill`. The one other path that publishes a
+                    // slot, `recover`, takes it over only from a writer whose lease the
+                    // kernel reports dead, and this process is alive while the slice lives.
+                    // `len <= slot_size` (asserted by `put_with`), so it stays inside the
+                    // slot; `slice_mut` checks the window's bounds too. A process that writes
+                    // the segment's bytes directly, not through ndshm, is outside what any
+                    // API over shared memory can rule out (the crate docs' trust model).
                     let buf = unsafe { self.mem.slice_mut(self.data_off(pos), len) };
                     let fill = fill.take().expect("the callback is only taken once");
                     fill(buf);
@@ -416,7 +442,7 @@ impl<'m> Ring<'m> {
                     drop(publish);
                     return Ok(());
                 }
-                slot.writer.store(0, Ordering::Relaxed);
+                slot.writer().store(0, Ordering::Relaxed);
             } else if d == -cap || d == 1 - cap {
                 // The slot still holds the item of position pos - cap (being written, in
                 // the queue, or being taken): full.
@@ -445,11 +471,11 @@ impl<'m> Ring<'m> {
             let pos = tail.load(Ordering::Relaxed);
             stuck.at(pos)?;
             let slot = self.slot(pos);
-            let seq = slot.seq.load(Ordering::Acquire);
+            let seq = slot.seq().load(Ordering::Acquire);
             let d = seq.wrapping_sub(pos.wrapping_add(1)) as i64;
             if d == 0 {
                 match slot
-                    .reader
+                    .reader()
                     .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                 {
                     Ok(_) => {}
@@ -460,7 +486,7 @@ impl<'m> Ring<'m> {
                                 // As for producers: `try_get` reports empty now.
                                 return Err(Fail::WouldBlock);
                             }
-                            let _ = slot.reader.compare_exchange(
+                            let _ = slot.reader().compare_exchange(
                                 r,
                                 0,
                                 Ordering::Relaxed,
@@ -481,7 +507,7 @@ impl<'m> Ring<'m> {
                     .is_ok()
                 {
                     let release = Release { ring: self, pos };
-                    let len = slot.len.load(Ordering::Relaxed);
+                    let len = slot.len().load(Ordering::Relaxed);
                     if len == LOST {
                         drop(release);
                         continue;
@@ -499,17 +525,19 @@ impl<'m> Ring<'m> {
                     // `pos + 1`, so it alone took the item; producers write the slot again
                     // only after the sequence becomes `pos + cap`, which `release` stores
                     // when dropped after `f` returned or unwound, and the slice does not
-                    // outlive `f`. `len <= slot_size` (checked above), so it stays inside
-                    // the slot; `slice` checks the window's bounds too. (A peer that breaks
-                    // the protocol by writing the segment directly is outside the safe API:
-                    // see `SharedNdArray`'s trust model.)
+                    // outlive `f`. The one other path that frees a slot, `recover`, takes
+                    // it over only from a reader whose lease the kernel reports dead, and
+                    // this process is alive while the slice lives. `len <= slot_size`
+                    // (checked above), so it stays inside the slot; `slice` checks the
+                    // window's bounds too. Direct writes to the segment by a process not
+                    // using ndshm are outside any API's reach (the crate docs' trust model).
                     let bytes = unsafe { self.mem.slice(self.data_off(pos), len as usize) };
                     let f = f.take().expect("the callback is only taken once");
                     let out = f(bytes);
                     drop(release);
                     return Ok(out);
                 }
-                slot.reader.store(0, Ordering::Relaxed);
+                slot.reader().store(0, Ordering::Relaxed);
             } else if d == -1 || d == -cap {
                 // Empty (d == -1: nothing put at `pos` yet, or a producer is still writing
                 // it), or the previous lap's item is still being taken by a consumer
@@ -517,7 +545,7 @@ impl<'m> Ring<'m> {
                 // `closed` first: reading `head` would pull the producers' cache line.
                 if self.is_closed() && self.word(H_HEAD).load(Ordering::Acquire) == pos {
                     // Check again: a put may have landed just before close.
-                    if slot.seq.load(Ordering::Acquire) == seq {
+                    if slot.seq().load(Ordering::Acquire) == seq {
                         return Err(Fail::Closed);
                     }
                     continue;
@@ -542,20 +570,20 @@ impl<'m> Ring<'m> {
         // A producer that claimed the slot at `tail` and died before publishing it.
         let pos = self.word(H_TAIL).load(Ordering::Acquire);
         let slot = self.slot(pos);
-        if slot.seq.load(Ordering::Acquire) == pos
+        if slot.seq().load(Ordering::Acquire) == pos
             && self.word(H_HEAD).load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
         {
-            let w = slot.writer.load(Ordering::Relaxed);
+            let w = slot.writer().load(Ordering::Relaxed);
             if w != 0
                 && lease::check(w) == Liveness::Dead
                 && slot
-                    .writer
+                    .writer()
                     .compare_exchange(w, me, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
             {
-                slot.len.store(LOST, Ordering::Relaxed);
+                slot.len().store(LOST, Ordering::Relaxed);
                 self.count_lost();
-                slot.seq.swap(pos.wrapping_add(1), Ordering::SeqCst);
+                slot.seq().swap(pos.wrapping_add(1), Ordering::SeqCst);
                 self.notify(H_GET_WAITERS, H_PUT_EVENT);
                 freed = true;
             }
@@ -564,14 +592,14 @@ impl<'m> Ring<'m> {
         let head = self.word(H_HEAD).load(Ordering::Acquire);
         if let Some(old) = head.checked_sub(self.cap) {
             let slot = self.slot(head);
-            if slot.seq.load(Ordering::Acquire) == old.wrapping_add(1)
+            if slot.seq().load(Ordering::Acquire) == old.wrapping_add(1)
                 && self.word(H_TAIL).load(Ordering::Acquire).wrapping_sub(old) as i64 > 0
             {
-                let r = slot.reader.load(Ordering::Relaxed);
+                let r = slot.reader().load(Ordering::Relaxed);
                 if r != 0
                     && lease::check(r) == Liveness::Dead
                     && slot
-                        .reader
+                        .reader()
                         .compare_exchange(r, me, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok()
                 {
@@ -759,8 +787,8 @@ impl Drop for Publish<'_, '_> {
             self.ring.count_lost();
             LOST
         };
-        slot.len.store(len, Ordering::Relaxed);
-        slot.seq.swap(self.pos.wrapping_add(1), Ordering::SeqCst);
+        slot.len().store(len, Ordering::Relaxed);
+        slot.seq().swap(self.pos.wrapping_add(1), Ordering::SeqCst);
         self.ring.notify(H_GET_WAITERS, H_PUT_EVENT);
     }
 }
@@ -780,9 +808,9 @@ impl Release<'_, '_> {
 impl Drop for Release<'_, '_> {
     fn drop(&mut self) {
         let slot = self.ring.slot(self.pos);
-        slot.writer.store(0, Ordering::Relaxed);
-        slot.reader.store(0, Ordering::Relaxed);
-        slot.seq
+        slot.writer().store(0, Ordering::Relaxed);
+        slot.reader().store(0, Ordering::Relaxed);
+        slot.seq()
             .swap(self.pos.wrapping_add(self.ring.cap), Ordering::SeqCst);
         self.ring.notify(H_PUT_WAITERS, H_GET_EVENT);
     }
