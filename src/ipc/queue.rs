@@ -115,7 +115,7 @@ pub(crate) fn outcome(e: Fail, putting: bool) -> Outcome {
 ///         let q = &q;
 ///         s.spawn(move || q.put([i, i.pow(2)]))?;
 ///     }
-///     Ok(())
+///     Ok::<(), ndshm::Error>(())
 /// })?;
 /// let mut results = std::collections::BTreeMap::new();
 /// while let Ok([task, result]) = q.try_get() {
