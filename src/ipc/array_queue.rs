@@ -1,5 +1,5 @@
-//! [`NdNdArrayQueue`]: a queue of [`SharedNdArray`] handles, built on a
-//! [`ByteQueue`](crate::ByteQueue) of segment ids and names. `put` moves an array (by name,
+//! [`NdArrayQueue`]: a queue of [`SharedNdArray`] handles, built on a
+//! [`ByteQueue`] of segment ids and names. `put` moves an array (by name,
 //! zero copy) to whichever process `get`s it, which becomes the owner that unlinks it; every
 //! failure hands the array back or leaves it queued.
 

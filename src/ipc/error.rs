@@ -79,8 +79,9 @@ macro_rules! item_error {
         #[non_exhaustive]
         pub enum $t<T> {
             $($(#[$vdoc])* $v(T),)*
-            /// Anything else (see [the module docs](self)); the item comes back with the
-            /// [`Error`] that says what went wrong.
+            /// Anything but the cases above (a message larger than a slot, a handle used
+            /// in the wrong process, overwritten shared memory…); the item comes back with
+            /// the [`Error`] that says what went wrong and how to fix it.
             Failed(T, Error),
         }
 
@@ -167,8 +168,9 @@ macro_rules! plain_error {
         #[non_exhaustive]
         pub enum $t {
             $($(#[$vdoc])* $v,)*
-            /// Anything else (see [the module docs](self)), with the [`Error`] that says
-            /// what went wrong.
+            /// Anything but the cases above (a message of the wrong size or type, a
+            /// receive from two threads at once, overwritten shared memory…), with the
+            /// [`Error`] that says what went wrong and how to fix it.
             Failed(Error),
         }
 

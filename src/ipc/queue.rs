@@ -3,7 +3,7 @@
 //! segment holding one ring that it shares with [`ByteQueue`](crate::ByteQueue).
 //!
 //! The protocol (slots, sequence numbers, recovery from dead peers, waiting) is in
-//! [`ring`](super::ring); the typed errors in [`error`](super::error).
+//! [`super::ring`]; the typed errors in [`super::error`].
 
 use std::fmt;
 use std::marker::PhantomData;
