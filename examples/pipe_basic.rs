@@ -1,10 +1,10 @@
 //! Seed: "Basic Pipe" — a sender sends a string and a list; a receiver prints them:
 //! `Received: Hello from sender!` and `Received: [1, 2, 3]`.
 
-use ndshm::{write_stdout, Pipe};
+use ndshm::write_stdout;
 
 fn main() -> ndshm::Result<()> {
-    let (parent_conn, child_conn) = Pipe::new()?;
+    let (parent_conn, child_conn) = ndshm::pipe()?;
     ndshm::scope(|s| {
         s.spawn(|| -> ndshm::Result<()> {
             child_conn.send_str("Hello from sender!")?;

@@ -1,7 +1,7 @@
 //! Seed: "Bidirectional Pipe" — main and a worker exchange three messages each way:
 //! prints `Worker received: Main message i` and `Main received: Worker reply i`.
 
-use ndshm::{write_stdout, Connection, Pipe};
+use ndshm::{write_stdout, Connection};
 
 fn ping_pong(conn: &Connection, name: &str) -> ndshm::Result<()> {
     for i in 0..3 {
@@ -14,7 +14,7 @@ fn ping_pong(conn: &Connection, name: &str) -> ndshm::Result<()> {
 }
 
 fn main() -> ndshm::Result<()> {
-    let (conn1, conn2) = Pipe::new()?;
+    let (conn1, conn2) = ndshm::pipe()?;
     ndshm::scope(|s| {
         s.spawn(|| ping_pong(&conn2, "Worker"))?;
         for i in 0..3 {

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ndshm::{ByteQueue, Lock, Pipe, Process, Queue, SharedMap, SharedValue};
+use ndshm::{ByteQueue, Connection, Lock, Process, Queue, SharedMap, SharedValue};
 
 const STOP: u64 = u64::MAX;
 
@@ -97,7 +97,7 @@ fn main() -> ndshm::Result<()> {
         q_req.put(STOP).unwrap();
         Ok(m)
     })?;
-    let (a, b) = Pipe::new()?;
+    let (a, b) = ndshm::pipe()?;
     let pipe_rtt = ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| -> ndshm::Result<()> {
             loop {
@@ -105,14 +105,14 @@ fn main() -> ndshm::Result<()> {
                 if v == STOP {
                     return Ok(());
                 }
-                b.send(&v)?;
+                b.send(v)?;
             }
         })?;
         let m = time_rounds(rounds, |i| {
-            a.send(&i).unwrap();
+            a.send(i).unwrap();
             assert_eq!(a.recv::<u64>().unwrap(), i);
         });
-        a.send(&STOP)?;
+        a.send(STOP)?;
         Ok(m)
     })?;
     let anchor_rounds = 5_000 / scale;
@@ -294,7 +294,7 @@ fn main() -> ndshm::Result<()> {
         black_box(acc);
         Ok(gbs(start.elapsed()))
     })?;
-    let (pa, pb) = Pipe::with_capacity(16, MSG)?;
+    let (pa, pb) = Connection::pair(16, MSG)?;
     let pipe_copy = ndshm::scope(|s| -> ndshm::Result<_> {
         s.spawn(|| {
             let buf = vec![7u8; MSG];

@@ -12,7 +12,7 @@ fn main() -> ndshm::Result<()> {
         for task_id in 0..5u64 {
             s.spawn(move || rq.put([task_id, task_id.pow(2)]))?;
         }
-        Ok(())
+        Ok::<(), ndshm::Error>(())
     })?;
     let mut results = BTreeMap::new();
     while let Ok([task_id, result]) = result_queue.try_get() {

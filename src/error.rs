@@ -55,6 +55,9 @@ pub enum ErrorKind {
     Closed,
     /// A bounded structure is full.
     Full,
+    /// A non-blocking receive found nothing to take now (an empty queue's `try_get`, a
+    /// pipe's `try_recv`): not an error of the structure; try again later or wait.
+    Empty,
     /// An argument is out of range (zero workers, a message larger than the slot…).
     InvalidArgument,
     /// A handle, guard or pool was used in a process other than the one that made it (a
@@ -96,6 +99,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timed out",
             ErrorKind::Closed => "closed",
             ErrorKind::Full => "full",
+            ErrorKind::Empty => "empty",
             ErrorKind::WrongProcess => "used in another process than its creator",
             ErrorKind::ForkWithThreads => "fork with other threads alive",
             ErrorKind::InvalidArgument => "invalid argument",

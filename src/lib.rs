@@ -123,12 +123,14 @@ pub use array::{
 };
 pub use element::{DType, Element};
 pub use error::{Error, ErrorKind, Result};
-pub use ipc::array_queue::ArrayQueue;
-pub use ipc::pipe::{Connection, Pipe};
-pub use ipc::queue::{
-    ByteQueue, GetError, GetTimeoutError, PutError, PutTimeoutError, Queue, TryGetError,
-    TryPutError,
+pub use ipc::array_queue::NdArrayQueue;
+pub use ipc::byte_queue::ByteQueue;
+pub use ipc::error::{
+    GetError, GetTimeoutError, PutError, PutTimeoutError, RecvError, RecvTimeoutError, SendError,
+    SendTimeoutError, TryGetError, TryPutError, TryRecvError, TrySendError,
 };
+pub use ipc::pipe::{pipe, Connection};
+pub use ipc::queue::Queue;
 pub use lifecycle::gc::{gc, gc_matching, stale};
 pub use lifecycle::info::{info, list, OwnerStatus, SegmentInfo};
 pub use lifecycle::signals::{die_with_parent, SignalCleanup};

@@ -1,4 +1,4 @@
-//! Process-level tests of `ArrayQueue`: who owns a queued array (and reclaims it after a
+//! Process-level tests of `NdArrayQueue`: who owns a queued array (and reclaims it after a
 //! crash), gets that fail without destroying anything, a queue moved into a child, names
 //! reused while queued; and `open_raw_reserved` of a sparse segment on a full `/dev/shm`.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{join_within, Name};
 use ndarray::{Ix1, Ix2};
-use ndshm::{ArrayQueue, ErrorKind, Process, Queue, SharedNdArray};
+use ndshm::{ErrorKind, NdArrayQueue, Process, Queue, SharedNdArray};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -26,14 +26,14 @@ fn array_handles_move_between_processes_and_leftovers_are_unlinked() {
     let qname = Name::new("arrq");
     let (a_name, b_name, q_name) = (a.0.clone(), b.0.clone(), qname.0.clone());
     isolated(move || {
-        let q = ArrayQueue::create(&q_name, 4)?;
+        let q = NdArrayQueue::create(&q_name, 4)?;
         q.put(SharedNdArray::<i64, Ix1>::from_elem(&a_name, 10, 3)?)?;
         q.put(SharedNdArray::<i64, Ix1>::from_elem(&b_name, 10, 4)?)?;
         // An unrelated-style receiver: attaches the queue by name, takes one array.
         let n = q_name.clone();
         join_within(
             Process::spawn(move || -> ndshm::Result<()> {
-                let q = ArrayQueue::open(&n)?;
+                let q = NdArrayQueue::open(&n)?;
                 // SAFETY: the sender gave the array up.
                 let got = unsafe { q.get::<i64, Ix1>()? };
                 assert_eq!(got.view().sum(), 30);
@@ -64,7 +64,7 @@ fn queued_arrays_of_a_sigkilled_queue_owner_are_reclaimed_by_gc() {
     let ready = Queue::<u64>::new(2).unwrap();
     let result = ndshm::scope(|s| -> ndshm::Result<_> {
         let child = s.spawn(|| -> ndshm::Result<()> {
-            let q = ArrayQueue::new(4)?;
+            let q = NdArrayQueue::new(4)?;
             for n in &names {
                 q.put(SharedNdArray::<f64, Ix1>::from_elem(n, 100, 1.0)?)?;
             }
@@ -92,9 +92,12 @@ fn queued_arrays_of_a_sigkilled_queue_owner_are_reclaimed_by_gc() {
 #[test]
 fn an_array_put_by_a_child_that_exits_is_kept_for_the_live_queue_owner() {
     let n = Name::new("aq-putter-exits");
-    let q = ArrayQueue::new(2).unwrap();
+    let q = NdArrayQueue::new(2).unwrap();
     ndshm::scope(|s| -> ndshm::Result<_> {
-        s.spawn(|| q.put(SharedNdArray::<u32, Ix1>::from_elem(&n, 8, 5)?))?;
+        s.spawn(|| -> ndshm::Result<()> {
+            q.put(SharedNdArray::<u32, Ix1>::from_elem(&n, 8, 5)?)?;
+            Ok(())
+        })?;
         Ok(())
     })
     .unwrap();
@@ -114,11 +117,11 @@ fn an_array_put_by_a_child_that_exits_is_kept_for_the_live_queue_owner() {
 #[test]
 fn a_type_mismatch_leaves_the_array_in_the_queue() {
     let n = Name::new("aq-typo");
-    let q = ArrayQueue::new(2).unwrap();
+    let q = NdArrayQueue::new(2).unwrap();
     q.put(SharedNdArray::<f64, Ix1>::from_elem(&n, 10, 2.5).unwrap())
         .unwrap();
     // SAFETY (all gets): the sender gave the array up; nobody else writes it.
-    let typo = unsafe { q.get::<f32, Ix1>() }.unwrap_err();
+    let typo = ndshm::Error::from(unsafe { q.get::<f32, Ix1>() }.unwrap_err());
     assert_eq!(typo.kind(), ErrorKind::TypeMismatch, "{typo}");
     assert!(typo.message().contains("put back"), "{typo}");
     let dims = unsafe { q.get::<f64, Ix2>() }.unwrap_err();
@@ -137,7 +140,7 @@ fn an_array_queue_moved_into_a_spawned_process_keeps_its_arrays() {
     // that must not drain the queue under the child.
     for i in 0..20 {
         let n = Name::new(&format!("aq-moved-{i}"));
-        let q = ArrayQueue::new(1).unwrap();
+        let q = NdArrayQueue::new(1).unwrap();
         q.put(SharedNdArray::<f64, Ix1>::from_elem(&n, 1000, i as f64).unwrap())
             .unwrap();
         let child = Process::spawn(move || -> ndshm::Result<()> {
@@ -162,7 +165,7 @@ fn a_reused_name_is_never_attached_nor_unlinked_by_the_queue() {
     );
     let (n, m, e) = (n.0.clone(), m.0.clone(), e.0.clone());
     isolated(move || {
-        let q = ArrayQueue::new(4)?;
+        let q = NdArrayQueue::new(4)?;
         // While queued, the array is removed and another segment takes its name.
         q.put(SharedNdArray::<f64, Ix1>::from_elem(&n, 4, 1.0)?)?;
         ndshm::unlink(&n)?;
@@ -284,4 +287,54 @@ fn sparse_segment_on_a_full_dev_shm() {
     let mut a = unsafe { SharedNdArray::<u8, Ix1>::open_raw_reserved(&sparse, 3 * MIB) }.unwrap();
     a.view_mut().fill(2);
     assert_eq!(a.view().iter().map(|&x| x as usize).sum::<usize>(), 6 * MIB);
+}
+
+#[test]
+fn array_queue_try_put_hands_the_array_back_when_full() {
+    let names: Vec<Name> = (0..3).map(|i| Name::new(&format!("aq-full-{i}"))).collect();
+    let n: Vec<String> = names.iter().map(|n| n.0.clone()).collect();
+    let in_child = n.clone();
+    isolated(move || {
+        let n = in_child;
+        let q = NdArrayQueue::new(2)?;
+        q.try_put(SharedNdArray::<u16, Ix1>::from_elem(&n[0], 4, 1)?)?;
+        q.try_put(SharedNdArray::<u16, Ix1>::from_elem(&n[1], 4, 2)?)?;
+        let c = SharedNdArray::<u16, Ix1>::from_elem(&n[2], 4, 3)?;
+        let e = q.try_put(c).unwrap_err();
+        assert!(e.is_full(), "{e}");
+        let c = e.into_inner();
+        // Back as it was: still this handle's, owned by this process, data intact.
+        assert!(c.is_owner());
+        assert_eq!(ndshm::info(&n[2])?.owner_pid, std::process::id() as i32);
+        assert_eq!(c.view().sum(), 12);
+        let e = q.put_timeout(c, Duration::from_millis(1)).unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        let c = e.into_inner();
+        q.close();
+        let e = q.put(c).unwrap_err();
+        assert!(e.is_closed(), "{e}");
+        let c = e.into_inner();
+        assert!(c.is_owner());
+        drop(c); // the owner unlinks it
+        assert_eq!(ndshm::info(&n[2]).unwrap_err().kind(), ErrorKind::NotFound);
+        // SAFETY: nothing else writes the queued arrays.
+        let e = unsafe { q.try_get::<u16, Ix1>() };
+        assert_eq!(e.unwrap().view().sum(), 4);
+        Ok(()) // dropping the queue unlinks the array still queued
+    });
+    for name in &n {
+        assert_eq!(ndshm::info(name).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+}
+
+#[test]
+fn array_queue_try_get_on_an_empty_queue_is_empty_not_timeout() {
+    let q = NdArrayQueue::new(2).unwrap();
+    // SAFETY: nothing is queued, so nothing is attached.
+    let e = unsafe { q.try_get::<f64, Ix1>() }.unwrap_err();
+    assert_eq!(e, ndshm::TryGetError::Empty);
+    assert_eq!(ndshm::Error::from(e).kind(), ErrorKind::Empty);
+    // SAFETY: as above.
+    let e = unsafe { q.get_timeout::<f64, Ix1>(Duration::from_millis(1)) }.unwrap_err();
+    assert_eq!(e, ndshm::GetTimeoutError::Timeout);
 }

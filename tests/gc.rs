@@ -330,7 +330,10 @@ fn gc_cli_without_proc(prefix: &str) {
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "ndshm gc without /proc failed ({status}): {err}");
+    assert!(
+        status.success(),
+        "ndshm gc without /proc failed ({status}): {err}"
+    );
 }
 
 #[test]

@@ -147,7 +147,7 @@ fn close_wakes_sleeping_consumers() {
     let r = ndshm::scope(|s| -> ndshm::Result<_> {
         let mut pids = Vec::new();
         for _ in 0..3 {
-            pids.push(s.spawn(|| assert_eq!(q.get(), Err(GetError)))?);
+            pids.push(s.spawn(|| assert_eq!(q.get(), Err(GetError::Closed)))?);
         }
         if within_deadline(|| pids.iter().all(|p| asleep_on_futex(p.pid()))) {
             stage.set("stayed asleep after close");
@@ -300,4 +300,161 @@ fn an_idle_consumer_sleeps_instead_of_spinning() {
         Ok(())
     })
     .unwrap();
+}
+
+#[test]
+fn try_get_on_an_empty_queue_is_empty_not_timeout() {
+    let q = Queue::<u64>::new(2).unwrap();
+    let e = q.try_get().unwrap_err();
+    assert_eq!(e, TryGetError::Empty);
+    assert!(e.is_empty());
+    assert_eq!(ndshm::Error::from(e).kind(), ErrorKind::Empty);
+    let b = ByteQueue::new(2, 8).unwrap();
+    assert_eq!(b.try_get(), Err(TryGetError::Empty));
+    assert_eq!(
+        b.try_get_with(|m| m.len()).unwrap_err().kind(),
+        ErrorKind::Empty
+    );
+    // A timed get that runs out is a timeout; closed and empty is closed.
+    assert_eq!(
+        q.get_timeout(Duration::from_millis(1)),
+        Err(GetTimeoutError::Timeout)
+    );
+    q.close();
+    b.close();
+    assert_eq!(q.try_get(), Err(TryGetError::Closed));
+    assert_eq!(b.try_get(), Err(TryGetError::Closed));
+}
+
+#[test]
+fn failed_put_hands_the_item_back() {
+    // Queue<T>: full, timed out, closed.
+    let q = Queue::<[u32; 2]>::new(2).unwrap();
+    q.put([1, 1]).unwrap();
+    q.put([2, 2]).unwrap();
+    assert_eq!(q.try_put([3, 3]).unwrap_err().into_inner(), [3, 3]);
+    let e = q.put_timeout([4, 4], Duration::from_millis(1)).unwrap_err();
+    assert!(e.is_timeout());
+    assert_eq!(e.into_inner(), [4, 4]);
+    q.close();
+    let e = q.put([5, 5]).unwrap_err();
+    assert!(e.is_closed());
+    assert_eq!(e.into_inner(), [5, 5]);
+
+    // ByteQueue: too large (Failed, with the message), full, and put_with's callback.
+    let b = ByteQueue::new(2, 4).unwrap();
+    let big = [9u8; 5];
+    let e = b.put(&big).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("larger slot size"), "{e}");
+    assert!(std::ptr::eq(e.into_inner(), &big[..]));
+    b.put(b"a").unwrap();
+    b.put(b"b").unwrap();
+    assert_eq!(b.try_put(b"c"), Err(TryPutError::Full(&b"c"[..])));
+    let fill = b
+        .try_put_with(1, |buf: &mut [u8]| buf[0] = b'z')
+        .unwrap_err()
+        .into_inner();
+    assert_eq!(b.get().unwrap(), b"a");
+    // The callback came back unused: it fills the slot that is free now.
+    b.put_with(1, fill).unwrap();
+    assert_eq!(b.get().unwrap(), b"b");
+    assert_eq!(b.get().unwrap(), b"z");
+}
+
+#[test]
+fn every_channel_error_converts_into_ndshm_error_with_its_kind() {
+    use ndshm::{
+        PutError, PutTimeoutError, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
+        TryRecvError, TrySendError,
+    };
+    fn failed() -> ndshm::Error {
+        // A real Failed error, made by the library: an oversize message.
+        let q = ByteQueue::new(1, 1).unwrap();
+        q.put(b"too long").unwrap_err().into()
+    }
+    let cases: Vec<(ndshm::Error, ErrorKind)> = vec![
+        (PutError::Closed(1).into(), ErrorKind::Closed),
+        (
+            PutError::Failed(1, failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+        (TryPutError::Full(1).into(), ErrorKind::Full),
+        (TryPutError::Closed(1).into(), ErrorKind::Closed),
+        (
+            TryPutError::Failed(1, failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+        (PutTimeoutError::Timeout(1).into(), ErrorKind::Timeout),
+        (PutTimeoutError::Closed(1).into(), ErrorKind::Closed),
+        (
+            PutTimeoutError::Failed(1, failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+        (GetError::Closed.into(), ErrorKind::Closed),
+        (
+            GetError::Failed(failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+        (TryGetError::Empty.into(), ErrorKind::Empty),
+        (TryGetError::Closed.into(), ErrorKind::Closed),
+        (
+            TryGetError::Failed(failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+        (GetTimeoutError::Timeout.into(), ErrorKind::Timeout),
+        (GetTimeoutError::Closed.into(), ErrorKind::Closed),
+        (
+            GetTimeoutError::Failed(failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+        (SendError::Closed(1).into(), ErrorKind::Closed),
+        (
+            SendError::Failed(1, failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+        (TrySendError::Full(1).into(), ErrorKind::Full),
+        (TrySendError::Closed(1).into(), ErrorKind::Closed),
+        (
+            TrySendError::Failed(1, failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+        (SendTimeoutError::Timeout(1).into(), ErrorKind::Timeout),
+        (SendTimeoutError::Closed(1).into(), ErrorKind::Closed),
+        (
+            SendTimeoutError::Failed(1, failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+        (RecvError::Closed.into(), ErrorKind::Closed),
+        (
+            RecvError::Failed(failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+        (TryRecvError::Empty.into(), ErrorKind::Empty),
+        (TryRecvError::Closed.into(), ErrorKind::Closed),
+        (
+            TryRecvError::Failed(failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+        (RecvTimeoutError::Timeout.into(), ErrorKind::Timeout),
+        (RecvTimeoutError::Closed.into(), ErrorKind::Closed),
+        (
+            RecvTimeoutError::Failed(failed()).into(),
+            ErrorKind::InvalidArgument,
+        ),
+    ];
+    for (err, kind) in cases {
+        assert_eq!(err.kind(), kind, "{err}");
+        // The message says what happened and what to do (after the colon).
+        let msg = err.message();
+        assert!(msg.contains(':') && msg.len() > 40, "{kind:?}: {msg}");
+    }
+    // They are std errors, with `?` into Box<dyn Error> too.
+    let boxed: Box<dyn std::error::Error> = Box::new(TryGetError::Empty);
+    assert!(boxed.to_string().contains("empty"), "{boxed}");
+    let boxed: Box<dyn std::error::Error> = Box::new(TrySendError::Failed(1u8, failed()));
+    assert!(
+        boxed.source().is_some(),
+        "Failed keeps the ndshm::Error as its source"
+    );
 }

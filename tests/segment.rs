@@ -150,7 +150,7 @@ fn unlinked_segment_keeps_working_for_attached_handles() {
     let name = Name::new("unlinked");
     let mut a = SharedNdArray::<i64, Ix1>::zeros(&name, 100).unwrap();
     let child_name = name.to_string();
-    let (parent_end, child_end) = ndshm::Pipe::new().unwrap();
+    let (parent_end, child_end) = ndshm::pipe().unwrap();
     // The child attaches and says so, the parent unlinks and says so, the child still
     // works on its mapping.
     let child = Process::spawn(move || -> Result<(), String> {

@@ -1,4 +1,5 @@
-//! `Pipe`: a duplex connection pair in shared memory, Python's `multiprocessing.Pipe()`.
+//! [`pipe()`] and its two [`Connection`] ends: a duplex connection in shared memory,
+//! Python's `multiprocessing.Pipe()`.
 //!
 //! Two rings of slots (one per direction, the same ring as [`Queue`](crate::Queue)'s), in
 //! one named segment or in anonymous shared memory that forked children inherit. A message
@@ -16,18 +17,21 @@
 //! it drops the partial message, counts it in [`Connection::lost`], and goes on waiting for
 //! the next message (within its timeout). A timed or `try_` receive that runs out of time
 //! in the middle of a message keeps what it has received for the next receive on that end.
-//! Receive on one thread at a time per end ([`ErrorKind::WouldDeadlock`] otherwise).
+//! Receive on one thread at a time per end (a `Failed` error of [`ErrorKind::WouldDeadlock`]
+//! otherwise).
 
-use std::cell::UnsafeCell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::ipc::queue::{ring_layout, Fail, Ring, Wait};
+use crate::ipc::error::{
+    Outcome, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
+use crate::ipc::ring::{deadline, ring_layout, Fail, Ring, RingLayout, Wait};
 use crate::segment::region::Region;
 use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
@@ -41,22 +45,36 @@ const FIRST: u8 = 2;
 /// Tag of pipe rings.
 const PIPE_TAG: u64 = u64::from_le_bytes(*b"ndshmPIP");
 
+/// The segment of a pipe: two rings of `half` bytes each, one per direction.
 struct Shared {
-    rings: [Ring; 2],
+    layouts: [RingLayout; 2],
+    half: usize,
     region: Region,
 }
 
-/// Opens a duplex pipe: Python's `Pipe()`.
-///
-/// [`Pipe::new`] gives both ends at once, in anonymous shared memory, to fork children
-/// with; [`Pipe::create`] and [`Pipe::open`] give the two ends of a named pipe to two
+impl Shared {
+    /// The ring of direction `i` (0: from the first end to the second).
+    fn ring(&self, i: usize) -> Ring<'_> {
+        Ring::over(
+            self.region.payload().sub(i * self.half, self.half),
+            self.layouts[i],
+        )
+    }
+}
+
+/// Both ends of an anonymous duplex pipe with default sizes, like `std::sync::mpsc::channel()`
+/// (and Python's `multiprocessing.Pipe()`): the ends are shared with children forked after
+/// it. Each end sends and receives; [`Connection::pair`] chooses the sizes,
+/// [`Connection::create`] and [`Connection::open`] give the two ends of a named pipe to two
 /// unrelated processes.
+///
+/// # Errors
+/// An OS error when the shared mapping fails.
 ///
 /// # Examples
 /// ```
-/// use ndshm::Pipe;
-/// let (parent, child) = Pipe::new()?;
-/// ndshm::scope(|s| -> ndshm::Result<()> {
+/// let (parent, child) = ndshm::pipe()?;
+/// ndshm::scope(|s| -> ndshm::Result<_> {
 ///     s.spawn(|| -> ndshm::Result<()> {
 ///         for i in 0..3 {
 ///             let msg = child.recv_string()?;
@@ -68,70 +86,12 @@ struct Shared {
 ///         parent.send_str(&format!("Main message {i}"))?;
 ///         assert_eq!(parent.recv_string()?, format!("Worker reply {i} to Main message {i}"));
 ///     }
-///     Ok(())
+///     Ok::<(), ndshm::Error>(())
 /// })?;
 /// # Ok::<(), ndshm::Error>(())
 /// ```
-#[derive(Debug)]
-pub struct Pipe {
-    _private: (),
-}
-
-impl Pipe {
-    /// Default number of chunks in flight per direction.
-    pub const DEFAULT_SLOTS: usize = 32;
-    /// Default chunk size, in bytes (a slot is the chunk, a flag byte and a 32-byte header,
-    /// 8 KiB in all).
-    pub const DEFAULT_CHUNK: usize = 8192 - 64;
-
-    /// Both ends of an anonymous pipe with default sizes ([`Pipe::DEFAULT_SLOTS`] chunks of
-    /// [`Pipe::DEFAULT_CHUNK`] bytes in flight per direction).
-    ///
-    /// # Errors
-    /// An OS error when the shared mapping fails.
-    #[allow(clippy::new_ret_no_self)]
-    pub fn new() -> Result<(Connection, Connection)> {
-        Self::with_capacity(Self::DEFAULT_SLOTS, Self::DEFAULT_CHUNK)
-    }
-
-    /// Both ends of an anonymous pipe with `slots` chunks of `chunk` bytes per direction.
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidArgument`] for zero slots or a zero chunk size.
-    pub fn with_capacity(slots: usize, chunk: usize) -> Result<(Connection, Connection)> {
-        let (len, init) = layout(slots, chunk)?;
-        let shared = Arc::new(attach(Region::anonymous(2 * len, init)?, len)?);
-        Ok((
-            Connection::new(Arc::clone(&shared), 0),
-            Connection::new(shared, 1),
-        ))
-    }
-
-    /// Creates pipe segment `name` and returns its first end; another process takes the
-    /// second with [`open`](Pipe::open).
-    ///
-    /// # Errors
-    /// As [`with_capacity`](Pipe::with_capacity), plus the errors of segment creation.
-    pub fn create(
-        segment: impl Into<CreateOptions>,
-        slots: usize,
-        chunk: usize,
-    ) -> Result<Connection> {
-        let (len, init) = layout(slots, chunk)?;
-        let region = Region::create(&segment.into(), SegmentKind::Pipe, 2 * len, init)?;
-        Ok(Connection::new(Arc::new(attach(region, len)?), 0))
-    }
-
-    /// Attaches pipe segment `name` and returns its second end. Safe, as for queues.
-    ///
-    /// # Errors
-    /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`], [`ErrorKind::InvalidHeader`],
-    /// [`ErrorKind::AlreadyOpen`].
-    pub fn open(name: &str) -> Result<Connection> {
-        let region = Region::open(name, SegmentKind::Pipe, 0)?;
-        let len = region.payload_len() / 2;
-        Ok(Connection::new(Arc::new(attach(region, len)?), 1))
-    }
+pub fn pipe() -> Result<(Connection, Connection)> {
+    Connection::pair(Connection::DEFAULT_SLOTS, Connection::DEFAULT_CHUNK)
 }
 
 type Init = Box<dyn FnOnce(&mut [u8]) -> Result<()>>;
@@ -155,80 +115,78 @@ fn layout(slots: usize, chunk: usize) -> Result<(usize, Init)> {
     Ok((len, init))
 }
 
-fn attach(region: Region, len: usize) -> Result<Shared> {
+fn attach(region: Region, half: usize) -> Result<Shared> {
     let what = region
         .name()
         .map_or("anonymous pipe".into(), |n| format!("pipe '{n}'"));
-    if len % 64 != 0 || 2 * len > region.payload_len() {
+    let payload = region.payload();
+    let (Some(a), Some(b)) = (payload.get(0, half), payload.get(half, half)) else {
+        return Err(Error::new(
+            ErrorKind::InvalidHeader,
+            format!("{what}: its size does not hold two rings; the segment is corrupted"),
+        ));
+    };
+    if half % 64 != 0 {
         return Err(Error::new(
             ErrorKind::InvalidHeader,
             format!("{what}: its size does not hold two rings; the segment is corrupted"),
         ));
     }
-    // SAFETY: both halves lie inside the region's payload (checked above), are 64-byte
-    // aligned (the payload is page-aligned and `len` a multiple of 64), stay mapped as long
-    // as `region`, which `Shared` keeps with the rings, and are only accessed via Ring.
-    let (a, b) = unsafe {
-        (
-            Ring::attach(region.payload_ptr(), len, &what)?,
-            Ring::attach(region.payload_ptr().add(len), len, &what)?,
-        )
-    };
-    if a.tag() != PIPE_TAG || b.tag() != PIPE_TAG || a.slot_size() != b.slot_size() {
+    let layouts = [Ring::attach(a, &what)?, Ring::attach(b, &what)?];
+    let (ra, rb) = (Ring::over(a, layouts[0]), Ring::over(b, layouts[1]));
+    if ra.tag() != PIPE_TAG || rb.tag() != PIPE_TAG || ra.slot_size() != rb.slot_size() {
         return Err(Error::new(
             ErrorKind::InvalidHeader,
             format!("{what}: its rings are not pipe rings; the segment is corrupted"),
         ));
     }
     Ok(Shared {
-        rings: [a, b],
+        layouts,
+        half,
         region,
     })
 }
 
-/// One end of a [`Pipe`]: Python's `Connection`.
+/// One end of a pipe: Python's `Connection`.
 ///
-/// Sends and receives byte messages, strings, `Pod` values and slices of them; each
-/// `recv` returns what one `send` sent. [`close`](Connection::close) tells the other end:
-/// its `recv` returns what was already sent, then [`ErrorKind::Closed`] (Python's
-/// `EOFError`), and its `send` fails with [`ErrorKind::Closed`]. Dropping an end does *not*
-/// close it: the parent's copy of an end given to a forked child is dropped in the parent
-/// while the child still uses it.
+/// Sends and receives `Pod` values ([`send`](Connection::send) /
+/// [`recv`](Connection::recv)), byte messages of any length
+/// ([`send_bytes`](Connection::send_bytes) / [`recv_bytes`](Connection::recv_bytes)),
+/// strings and slices; each receive returns what one send sent. Every send and receive
+/// comes as a triple: blocking, `try_`, and `_timeout`, with the typed errors of
+/// [`TrySendError`] / [`TryRecvError`] and their siblings (a failed send hands the value
+/// back). [`close`](Connection::close) tells the other end: its receive returns what was
+/// already sent, then `Closed` (Python's `EOFError`), and its send fails with `Closed`.
+/// Dropping an end does *not* close it: the parent's copy of an end given to a forked child
+/// is dropped in the parent while the child still uses it.
+///
+/// # Examples
+/// ```
+/// let (a, b) = ndshm::Connection::pair(4, 64)?;
+/// a.send(42u64)?;
+/// assert_eq!(b.recv::<u64>()?, 42);
+/// b.send_bytes(b"pong")?;
+/// assert!(a.poll());
+/// assert_eq!(a.recv_bytes()?, b"pong");
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 pub struct Connection {
     shared: Arc<Shared>,
     end: usize,
-    /// A message a timed receive returned before its last chunk came; only touched by the
-    /// thread that set `receiving`.
-    partial: UnsafeCell<Partial>,
-    /// Whether a thread of this process is receiving on this end (one at a time).
-    receiving: AtomicBool,
+    /// A message a timed receive returned before its last chunk came; held by the thread
+    /// receiving on this end (one at a time: `try_lock`, never waiting for another).
+    partial: Mutex<Partial>,
 }
 
-// SAFETY: `partial` is only accessed by the thread that swapped `receiving` from false to
-// true (Acquire), until it stores false (Release): one thread at a time; the rest is
-// `Sync` (atomics in shared memory, an `Arc`).
-unsafe impl Sync for Connection {}
-
-fn fail(e: Fail, sending: bool) -> Error {
-    match (e, sending) {
-        (Fail::Closed, true) => Error::new(
-            ErrorKind::Closed,
-            "the pipe was closed: the other end no longer receives",
-        ),
-        (Fail::Closed, false) => Error::new(
-            ErrorKind::Closed,
-            "the pipe was closed by the other end and everything sent was received",
-        ),
-        (Fail::Timeout, _) | (Fail::WouldBlock, false) => {
-            Error::new(ErrorKind::Timeout, "no message arrived in time")
-        }
-        (Fail::WouldBlock, true) => Error::new(ErrorKind::Full, "the pipe is full"),
-        (Fail::Corrupt, _) => Error::new(
+/// What a failed send or receive on a pipe ring says.
+fn outcome(e: Fail, sending: bool) -> Outcome {
+    e.outcome(sending, || {
+        Error::new(
             ErrorKind::Corrupt,
             "the pipe's shared memory holds positions no pipe has (it was overwritten); \
              it cannot be used any more: make a new one",
-        ),
-    }
+        )
+    })
 }
 
 /// Where a receive puts the chunks of a message.
@@ -289,18 +247,9 @@ struct Partial {
     active: bool,
 }
 
-/// Clears a connection's `receiving` flag (also on unwind).
-struct Receiving<'a>(&'a AtomicBool);
-
-impl Drop for Receiving<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
 /// This process's turn to send on one direction: the ring's sender word holds its lease
 /// until the message's last chunk is in (released on drop).
-struct Turn<'a>(&'a AtomicU64);
+struct Turn<'a>(&'a std::sync::atomic::AtomicU64);
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
@@ -312,28 +261,102 @@ impl Drop for Turn<'_> {
 const TURN_NAP: Duration = Duration::from_micros(50);
 
 impl Connection {
+    /// Default number of chunks in flight per direction.
+    pub const DEFAULT_SLOTS: usize = 32;
+    /// Default chunk size, in bytes (a slot is the chunk, a flag byte and a 32-byte header,
+    /// 8 KiB in all).
+    pub const DEFAULT_CHUNK: usize = 8192 - 64;
+
+    /// Both ends of an anonymous pipe with `slots` chunks of `chunk` bytes in flight per
+    /// direction (a message longer than a chunk is sent in several).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for zero slots or a zero chunk size, an OS error
+    /// when the shared mapping fails.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::Connection::pair(2, 8)?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| a.send_bytes(&[5u8; 100]).map_err(ndshm::Error::from));
+    ///     assert_eq!(b.recv_bytes().unwrap(), [5u8; 100]); // 13 chunks, one message
+    /// });
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn pair(slots: usize, chunk: usize) -> Result<(Connection, Connection)> {
+        let (len, init) = layout(slots, chunk)?;
+        let shared = Arc::new(attach(Region::anonymous(2 * len, init)?, len)?);
+        Ok((
+            Connection::new(Arc::clone(&shared), 0),
+            Connection::new(shared, 1),
+        ))
+    }
+
+    /// Creates a named pipe segment and returns its first end; another process takes the
+    /// second with [`open`](Connection::open). The segment is unlinked when this end drops
+    /// (unless made persistent through [`CreateOptions`]).
+    ///
+    /// # Errors
+    /// As [`pair`](Connection::pair), plus the errors of segment creation.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{Connection, CreateOptions};
+    /// let server = Connection::create(CreateOptions::unique(), 4, 256)?;
+    /// let client = Connection::open(server.name().unwrap())?; // as another process would
+    /// client.send_str("hello")?;
+    /// assert_eq!(server.recv_string()?, "hello");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn create(
+        segment: impl Into<CreateOptions>,
+        slots: usize,
+        chunk: usize,
+    ) -> Result<Connection> {
+        let (len, init) = layout(slots, chunk)?;
+        let region = Region::create(&segment.into(), SegmentKind::Pipe, 2 * len, init)?;
+        Ok(Connection::new(Arc::new(attach(region, len)?), 0))
+    }
+
+    /// Attaches a named pipe segment and returns its second end. Safe, as for queues.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`], [`ErrorKind::KindMismatch`], [`ErrorKind::InvalidHeader`].
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{Connection, ErrorKind};
+    /// let err = Connection::open("no-such-pipe-here").unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// ```
+    pub fn open(name: &str) -> Result<Connection> {
+        let region = Region::open(name, SegmentKind::Pipe, 0)?;
+        let half = region.payload_len() / 2;
+        Ok(Connection::new(Arc::new(attach(region, half)?), 1))
+    }
+
     fn new(shared: Arc<Shared>, end: usize) -> Connection {
         Connection {
             shared,
             end,
-            partial: UnsafeCell::new(Partial::default()),
-            receiving: AtomicBool::new(false),
+            partial: Mutex::new(Partial::default()),
         }
     }
 
-    fn tx(&self) -> &Ring {
-        &self.shared.rings[self.end]
+    fn tx(&self) -> Ring<'_> {
+        self.shared.ring(self.end)
     }
 
-    fn rx(&self) -> &Ring {
-        &self.shared.rings[1 - self.end]
+    fn rx(&self) -> Ring<'_> {
+        self.shared.ring(1 - self.end)
     }
 
     /// Waits for this process's turn to send (see [`Turn`]): another process (or thread)
     /// sending a message on this end finishes first; a sender that died mid-message is
     /// passed over.
-    fn take_turn(&self, wait: Wait) -> Result<Turn<'_>> {
-        let word = self.tx().sender();
+    fn take_turn(&self, wait: Wait) -> std::result::Result<Turn<'_>, Outcome> {
+        let tx = self.tx();
+        let word = tx.sender();
         let me = lease::holder();
         let mut checked = Instant::now();
         loop {
@@ -341,8 +364,8 @@ impl Connection {
                 Ok(_) => return Ok(Turn(word)),
                 Err(other) => other,
             };
-            if self.tx().is_closed() {
-                return Err(fail(Fail::Closed, true));
+            if tx.is_closed() {
+                return Err(Outcome::Closed);
             }
             let deadline = match wait {
                 Wait::No => Some(Instant::now()),
@@ -357,27 +380,25 @@ impl Connection {
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::new(
-                    if matches!(wait, Wait::No) {
-                        ErrorKind::Full
-                    } else {
-                        ErrorKind::Timeout
-                    },
-                    "another process or thread is sending a message on this end of the pipe",
-                ));
+                // Another process or thread is sending a message on this end of the pipe.
+                return Err(if matches!(wait, Wait::No) {
+                    Outcome::Full
+                } else {
+                    Outcome::Timeout
+                });
             }
             std::thread::sleep(TURN_NAP);
         }
     }
 
-    fn send_wait(&self, msg: &[u8], wait: Wait) -> Result<()> {
+    fn send_wait(&self, msg: &[u8], wait: Wait) -> std::result::Result<(), Outcome> {
         let tx = self.tx();
         let chunk = tx.slot_size() - 1;
         if msg.len() <= chunk {
             // One chunk: it cannot interleave with another, no turn needed.
             return tx
                 .put_parts(&[&[FIRST], msg], wait)
-                .map_err(|e| fail(e, true));
+                .map_err(|e| outcome(e, true));
         }
         let _turn = self.take_turn(wait)?;
         let mut chunks = msg.chunks(chunk).peekable();
@@ -389,7 +410,8 @@ impl Connection {
             }
             // Once the first chunk is in, the rest must follow: wait for room.
             let w = if first { wait } else { Wait::Until(None) };
-            tx.put_parts(&[&[flag], c], w).map_err(|e| fail(e, true))?;
+            tx.put_parts(&[&[flag], c], w)
+                .map_err(|e| outcome(e, true))?;
             first = false;
         }
         Ok(())
@@ -412,18 +434,24 @@ impl Connection {
         false
     }
 
-    fn recv_wait(&self, sink: &mut impl Sink, wait: Wait) -> Result<usize> {
-        if self.receiving.swap(true, Ordering::Acquire) {
-            return Err(Error::new(
+    /// The receiving thread's hold on this end's partial message: one thread at a time.
+    fn receiving(&self) -> std::result::Result<MutexGuard<'_, Partial>, Outcome> {
+        match self.partial.try_lock() {
+            Ok(g) => Ok(g),
+            // A receive that panicked (in a caller's code? none runs under the lock) left
+            // a partial message that is still whole bytes: keep it.
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(TryLockError::WouldBlock) => Err(Outcome::Failed(Error::new(
                 ErrorKind::WouldDeadlock,
                 "another thread of this process is receiving on this end of the pipe: \
                  receive on one thread at a time",
-            ));
+            ))),
         }
-        let _receiving = Receiving(&self.receiving);
-        // SAFETY: this thread set `receiving` (above) and clears it when `_receiving`
-        // drops, after the last use of `partial`: no other thread touches it meanwhile.
-        let partial = unsafe { &mut *self.partial.get() };
+    }
+
+    fn recv_wait(&self, sink: &mut impl Sink, wait: Wait) -> std::result::Result<usize, Outcome> {
+        let mut partial = self.receiving()?;
+        let partial = &mut *partial;
         sink.clear();
         let mut active = std::mem::take(&mut partial.active);
         if active {
@@ -488,48 +516,253 @@ impl Connection {
                     if over {
                         partial.bytes = sink.save();
                         partial.active = true;
-                        return Err(fail(Fail::Timeout, false));
+                        return Err(Outcome::Timeout);
                     }
                 }
                 Err(e) => {
                     if active {
                         rx.count_lost();
                     }
-                    return Err(fail(e, false));
+                    return Err(outcome(e, false));
                 }
             }
         }
+    }
+
+    /// Receives a `Pod` value, waiting as `wait` allows.
+    fn recv_pod<T: Pod>(&self, wait: Wait) -> std::result::Result<T, Outcome> {
+        let mut v = T::zeroed();
+        let size = std::mem::size_of::<T>();
+        let mut sink = PodSink {
+            bytes: bytemuck::bytes_of_mut(&mut v),
+            n: 0,
+        };
+        let n = self.recv_wait(&mut sink, wait)?;
+        if n != size {
+            return Err(Outcome::Failed(Error::new(
+                ErrorKind::TypeMismatch,
+                format!(
+                    "received a message of {n} bytes, expected a {} of {size} bytes (the \
+                     message was consumed): receive with the type the other end sent, or \
+                     with recv_bytes",
+                    std::any::type_name::<T>()
+                ),
+            )));
+        }
+        Ok(v)
+    }
+
+    /// Sends a `Pod` value as one message, waiting for room.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`], or [`SendError::Failed`] ([`ErrorKind::Corrupt`] when the
+    /// pipe's memory was overwritten); both hand `value` back.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send([1.5f64, 2.5])?;
+    /// assert_eq!(b.recv::<[f64; 2]>()?, [1.5, 2.5]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn send<T: Pod>(&self, value: T) -> std::result::Result<(), SendError<T>> {
+        self.send_wait(bytemuck::bytes_of(&value), Wait::Until(None))
+            .map_err(|o| o.send(value))
+    }
+
+    /// Sends a `Pod` value if there is room now.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] (also while another process or thread sends a long message
+    /// on this end), [`TrySendError::Closed`], [`TrySendError::Failed`]; each hands `value`
+    /// back.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, _b) = ndshm::Connection::pair(2, 8)?;
+    /// a.try_send(1u32)?;
+    /// a.try_send(2u32)?;
+    /// assert_eq!(a.try_send(3u32).unwrap_err().into_inner(), 3);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn try_send<T: Pod>(&self, value: T) -> std::result::Result<(), TrySendError<T>> {
+        self.send_wait(bytemuck::bytes_of(&value), Wait::No)
+            .map_err(|o| o.try_send(value))
+    }
+
+    /// Sends a `Pod` value, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// [`SendTimeoutError::Timeout`], [`SendTimeoutError::Closed`],
+    /// [`SendTimeoutError::Failed`]; each hands `value` back.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, _b) = ndshm::Connection::pair(2, 8)?;
+    /// a.send(1u8)?;
+    /// a.send(2u8)?;
+    /// assert!(a.send_timeout(3u8, Duration::from_millis(1)).unwrap_err().is_timeout());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn send_timeout<T: Pod>(
+        &self,
+        value: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), SendTimeoutError<T>> {
+        self.send_wait(bytemuck::bytes_of(&value), deadline(timeout))
+            .map_err(|o| o.send_timeout(value))
+    }
+
+    /// Receives a `Pod` value, waiting for one. A message whose sender died part-way is
+    /// dropped and counted in [`lost`](Self::lost) (see the module docs).
+    ///
+    /// # Errors
+    /// [`RecvError::Closed`] when the other end closed and everything was received;
+    /// [`RecvError::Failed`] of [`ErrorKind::TypeMismatch`] when the message is not the
+    /// size of a `T` (it is consumed), of [`ErrorKind::WouldDeadlock`] when another thread
+    /// of this process is receiving on this end, of [`ErrorKind::Corrupt`] when the pipe's
+    /// memory was overwritten.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send(7u64)?;
+    /// assert_eq!(b.recv::<u64>()?, 7);
+    /// a.close();
+    /// assert!(b.recv::<u64>().unwrap_err().is_closed());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn recv<T: Pod>(&self) -> std::result::Result<T, RecvError> {
+        self.recv_pod(Wait::Until(None)).map_err(Outcome::recv)
+    }
+
+    /// Receives a `Pod` value if a whole message is there now.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] (never a timeout), [`TryRecvError::Closed`],
+    /// [`TryRecvError::Failed`] (as [`recv`](Self::recv)).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::TryRecvError;
+    /// let (_a, b) = ndshm::pipe()?;
+    /// assert_eq!(b.try_recv::<u32>(), Err(TryRecvError::Empty));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn try_recv<T: Pod>(&self) -> std::result::Result<T, TryRecvError> {
+        self.recv_pod(Wait::No).map_err(Outcome::try_recv)
+    }
+
+    /// Receives a `Pod` value, waiting at most `timeout` (plus a few milliseconds).
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`], [`RecvTimeoutError::Closed`],
+    /// [`RecvTimeoutError::Failed`] (as [`recv`](Self::recv)).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send(3i16)?;
+    /// assert_eq!(b.recv_timeout::<i16>(Duration::from_secs(1))?, 3);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn recv_timeout<T: Pod>(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<T, RecvTimeoutError> {
+        self.recv_pod(deadline(timeout))
+            .map_err(Outcome::recv_timeout)
     }
 
     /// Sends a byte message (any length), waiting for room and for its turn (see the
     /// module docs).
     ///
     /// # Errors
-    /// [`ErrorKind::Closed`], [`ErrorKind::Corrupt`].
-    pub fn send_bytes(&self, msg: &[u8]) -> Result<()> {
+    /// [`SendError::Closed`], [`SendError::Failed`] ([`ErrorKind::Corrupt`]); each hands
+    /// `msg` back.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send_bytes(b"hello")?;
+    /// assert_eq!(b.recv_bytes()?, b"hello");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn send_bytes<'a>(&self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
         self.send_wait(msg, Wait::Until(None))
+            .map_err(|o| o.send(msg))
     }
 
     /// Sends a byte message if there is room for its first chunk now (the rest waits for
     /// room).
     ///
     /// # Errors
-    /// [`ErrorKind::Full`] (also while another process or thread is sending a message on
-    /// this end), [`ErrorKind::Closed`], [`ErrorKind::Corrupt`].
-    pub fn try_send_bytes(&self, msg: &[u8]) -> Result<()> {
-        self.send_wait(msg, Wait::No)
+    /// [`TrySendError::Full`] (also while another process or thread is sending a message
+    /// on this end), [`TrySendError::Closed`], [`TrySendError::Failed`]; each hands `msg`
+    /// back.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.try_send_bytes(b"now")?;
+    /// assert_eq!(b.recv_bytes()?, b"now");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn try_send_bytes<'a>(
+        &self,
+        msg: &'a [u8],
+    ) -> std::result::Result<(), TrySendError<&'a [u8]>> {
+        self.send_wait(msg, Wait::No).map_err(|o| o.try_send(msg))
+    }
+
+    /// Sends a byte message, waiting at most `timeout` for room for its first chunk (and
+    /// for its turn); once the first chunk is in, the rest waits for room.
+    ///
+    /// # Errors
+    /// [`SendTimeoutError::Timeout`], [`SendTimeoutError::Closed`],
+    /// [`SendTimeoutError::Failed`]; each hands `msg` back.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, _b) = ndshm::Connection::pair(2, 8)?;
+    /// a.send_bytes(b"1")?;
+    /// a.send_bytes(b"2")?;
+    /// let e = a.send_bytes_timeout(b"3", Duration::from_millis(1)).unwrap_err();
+    /// assert_eq!(e.into_inner(), b"3");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn send_bytes_timeout<'a>(
+        &self,
+        msg: &'a [u8],
+        timeout: Duration,
+    ) -> std::result::Result<(), SendTimeoutError<&'a [u8]>> {
+        self.send_wait(msg, deadline(timeout))
+            .map_err(|o| o.send_timeout(msg))
     }
 
     /// Receives a byte message, waiting for one. A message whose sender died part-way is
     /// dropped and counted in [`lost`](Self::lost) (see the module docs).
     ///
     /// # Errors
-    /// [`ErrorKind::Closed`] when the other end closed and everything was received;
-    /// [`ErrorKind::WouldDeadlock`] when another thread of this process is receiving on
-    /// this end; [`ErrorKind::Corrupt`] when the pipe's shared memory was overwritten.
-    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+    /// [`RecvError::Closed`] when the other end closed and everything was received;
+    /// [`RecvError::Failed`] of [`ErrorKind::WouldDeadlock`] when another thread of this
+    /// process is receiving on this end, of [`ErrorKind::Corrupt`] when the pipe's shared
+    /// memory was overwritten.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send_bytes(&[])?; // empty messages are messages too
+    /// assert_eq!(b.recv_bytes()?, b"");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn recv_bytes(&self) -> std::result::Result<Vec<u8>, RecvError> {
         let mut buf = Vec::new();
-        self.recv_wait(&mut buf, Wait::Until(None))?;
+        self.recv_wait(&mut buf, Wait::Until(None))
+            .map_err(Outcome::recv)?;
         Ok(buf)
     }
 
@@ -538,114 +771,152 @@ impl Connection {
     ///
     /// # Errors
     /// As [`recv_bytes`](Self::recv_bytes).
-    pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// let mut buf = Vec::new();
+    /// a.send_bytes(b"abc")?;
+    /// assert_eq!(b.recv_bytes_into(&mut buf)?, 3);
+    /// assert_eq!(buf, b"abc");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError> {
         self.recv_wait(buf, Wait::Until(None))
+            .map_err(Outcome::recv)
     }
 
     /// Receives a byte message if one is there now, whole or completing the part an
     /// earlier timed receive got.
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`] when none is (what arrived of a long message is kept for the
-    /// next receive), and as [`recv_bytes`](Self::recv_bytes).
-    pub fn try_recv_bytes(&self) -> Result<Vec<u8>> {
+    /// [`TryRecvError::Empty`] when none is (what arrived of a long message is kept for
+    /// the next receive), and as [`recv_bytes`](Self::recv_bytes).
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// assert!(b.try_recv_bytes().unwrap_err().is_empty());
+    /// a.send_bytes(b"x")?;
+    /// assert_eq!(b.try_recv_bytes()?, b"x");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn try_recv_bytes(&self) -> std::result::Result<Vec<u8>, TryRecvError> {
         let mut buf = Vec::new();
-        self.recv_wait(&mut buf, Wait::No)?;
+        self.recv_wait(&mut buf, Wait::No)
+            .map_err(Outcome::try_recv)?;
         Ok(buf)
     }
 
     /// Receives a byte message, waiting at most `timeout` (plus a few milliseconds).
     ///
     /// # Errors
-    /// [`ErrorKind::Timeout`] (what arrived of a long message is kept for the next
+    /// [`RecvTimeoutError::Timeout`] (what arrived of a long message is kept for the next
     /// receive), and as [`recv_bytes`](Self::recv_bytes).
-    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (_a, b) = ndshm::pipe()?;
+    /// let e = b.recv_bytes_timeout(Duration::from_millis(1)).unwrap_err();
+    /// assert!(e.is_timeout());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn recv_bytes_timeout(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<Vec<u8>, RecvTimeoutError> {
         let mut buf = Vec::new();
-        let wait = Wait::Until(Instant::now().checked_add(timeout));
-        self.recv_wait(&mut buf, wait)?;
+        self.recv_wait(&mut buf, deadline(timeout))
+            .map_err(Outcome::recv_timeout)?;
         Ok(buf)
     }
 
     /// Sends a string.
     ///
     /// # Errors
-    /// As [`send_bytes`](Self::send_bytes).
-    pub fn send_str(&self, s: &str) -> Result<()> {
-        self.send_bytes(s.as_bytes())
+    /// As [`send_bytes`](Self::send_bytes), handing `s` back.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send_str("hi")?;
+    /// assert_eq!(b.recv_string()?, "hi");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn send_str<'a>(&self, s: &'a str) -> std::result::Result<(), SendError<&'a str>> {
+        self.send_wait(s.as_bytes(), Wait::Until(None))
+            .map_err(|o| o.send(s))
     }
 
     /// Receives a string.
     ///
     /// # Errors
-    /// As [`recv_bytes`](Self::recv_bytes), and [`ErrorKind::InvalidArgument`] when the
-    /// message is not UTF-8.
-    pub fn recv_string(&self) -> Result<String> {
+    /// As [`recv_bytes`](Self::recv_bytes), and [`RecvError::Failed`] of
+    /// [`ErrorKind::InvalidArgument`] when the message is not UTF-8 (it is consumed).
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send_bytes(&[0xff])?;
+    /// assert_eq!(b.recv_string().unwrap_err().kind(), ndshm::ErrorKind::InvalidArgument);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn recv_string(&self) -> std::result::Result<String, RecvError> {
         String::from_utf8(self.recv_bytes()?).map_err(|e| {
-            Error::new(
+            RecvError::Failed(Error::new(
                 ErrorKind::InvalidArgument,
                 format!("received a message that is not UTF-8 ({e}); use recv_bytes"),
-            )
+            ))
         })
-    }
-
-    /// Sends a `Pod` value.
-    ///
-    /// # Errors
-    /// As [`send_bytes`](Self::send_bytes).
-    pub fn send<T: Pod>(&self, value: &T) -> Result<()> {
-        self.send_bytes(bytemuck::bytes_of(value))
-    }
-
-    /// Receives a `Pod` value.
-    ///
-    /// # Errors
-    /// As [`recv_bytes`](Self::recv_bytes), and [`ErrorKind::TypeMismatch`] when the
-    /// message is not the size of a `T` (it is consumed).
-    pub fn recv<T: Pod>(&self) -> Result<T> {
-        let mut v = T::zeroed();
-        let size = std::mem::size_of::<T>();
-        let mut sink = PodSink {
-            bytes: bytemuck::bytes_of_mut(&mut v),
-            n: 0,
-        };
-        let n = self.recv_wait(&mut sink, Wait::Until(None))?;
-        if n != size {
-            return Err(Error::new(
-                ErrorKind::TypeMismatch,
-                format!(
-                    "received a message of {n} bytes, expected a {} of {size} bytes",
-                    std::any::type_name::<T>()
-                ),
-            ));
-        }
-        Ok(v)
     }
 
     /// Sends a slice of `Pod` values as one message.
     ///
     /// # Errors
-    /// As [`send_bytes`](Self::send_bytes).
-    pub fn send_slice<T: Pod>(&self, values: &[T]) -> Result<()> {
-        self.send_bytes(bytemuck::cast_slice(values))
+    /// As [`send_bytes`](Self::send_bytes), handing `values` back.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send_slice(&[1i32, 2, 3])?;
+    /// assert_eq!(b.recv_vec::<i32>()?, [1, 2, 3]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn send_slice<'a, T: Pod>(
+        &self,
+        values: &'a [T],
+    ) -> std::result::Result<(), SendError<&'a [T]>> {
+        self.send_wait(bytemuck::cast_slice(values), Wait::Until(None))
+            .map_err(|o| o.send(values))
     }
 
     /// Receives a message sent by [`send_slice`](Self::send_slice).
     ///
     /// # Errors
-    /// As [`recv_bytes`](Self::recv_bytes), and [`ErrorKind::TypeMismatch`] when the
-    /// message length is not a multiple of `T`'s size.
-    pub fn recv_vec<T: Pod>(&self) -> Result<Vec<T>> {
+    /// As [`recv_bytes`](Self::recv_bytes), and [`RecvError::Failed`] of
+    /// [`ErrorKind::TypeMismatch`] when the message length is not a multiple of `T`'s size.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send_bytes(&[1, 2, 3])?;
+    /// assert_eq!(b.recv_vec::<u16>().unwrap_err().kind(), ndshm::ErrorKind::TypeMismatch);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn recv_vec<T: Pod>(&self) -> std::result::Result<Vec<T>, RecvError> {
         let bytes = self.recv_bytes()?;
         let size = std::mem::size_of::<T>();
         if size == 0 || bytes.len() % size != 0 {
-            return Err(Error::new(
+            return Err(RecvError::Failed(Error::new(
                 ErrorKind::TypeMismatch,
                 format!(
-                    "received {} bytes, not a whole number of {} ({size} bytes)",
+                    "received {} bytes, not a whole number of {} ({size} bytes): receive \
+                     with the element type the other end sent",
                     bytes.len(),
                     std::any::type_name::<T>()
                 ),
-            ));
+            )));
         }
         let mut out = vec![T::zeroed(); bytes.len() / size];
         bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&bytes);
@@ -653,6 +924,15 @@ impl Connection {
     }
 
     /// Whether a message is waiting (Python's `poll()` without a timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// assert!(!b.poll());
+    /// a.send(1u8)?;
+    /// assert!(b.poll());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn poll(&self) -> bool {
         !self.rx().is_empty_now()
     }
@@ -666,6 +946,17 @@ impl Connection {
     }
 
     /// Closes the connection in both directions (see the type's docs).
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send(1u8)?;
+    /// a.close();
+    /// assert!(a.send(2u8).unwrap_err().is_closed());
+    /// assert_eq!(b.recv::<u8>()?, 1); // sent before the close: still delivered
+    /// assert!(b.recv::<u8>().unwrap_err().is_closed());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn close(&self) {
         self.tx().close();
         self.rx().close();
@@ -692,7 +983,7 @@ mod tests {
 
     #[test]
     fn messages_of_every_size_keep_their_bounds() {
-        let (a, b) = Pipe::with_capacity(4, 16).unwrap();
+        let (a, b) = Connection::pair(4, 16).unwrap();
         for len in [0usize, 1, 15, 16, 17, 63, 64, 65, 200] {
             let msg: Vec<u8> = (0..len).map(|i| i as u8).collect();
             // Long messages need the reader running: use a thread.
@@ -701,22 +992,20 @@ mod tests {
                 assert_eq!(b.recv_bytes().unwrap(), msg);
             });
         }
-        a.send(&7u64).unwrap();
+        a.send(7u64).unwrap();
         assert_eq!(b.recv::<u64>().unwrap(), 7);
         a.send_slice(&[1i32, 2, 3]).unwrap();
         assert_eq!(b.recv_vec::<i32>().unwrap(), vec![1, 2, 3]);
-        a.send(&1u8).unwrap();
+        a.send(1u8).unwrap();
         assert_eq!(b.recv::<u64>().unwrap_err().kind(), ErrorKind::TypeMismatch);
         assert_eq!(
-            b.recv_bytes_timeout(Duration::from_millis(5))
-                .unwrap_err()
-                .kind(),
-            ErrorKind::Timeout
+            b.recv_bytes_timeout(Duration::from_millis(5)).unwrap_err(),
+            RecvTimeoutError::Timeout
         );
         b.send_str("hi").unwrap();
         a.close();
         assert_eq!(a.send_str("x").unwrap_err().kind(), ErrorKind::Closed);
-        assert_eq!(b.recv_bytes().unwrap_err().kind(), ErrorKind::Closed);
+        assert_eq!(b.recv_bytes().unwrap_err(), RecvError::Closed);
         assert_eq!(a.recv_string().unwrap(), "hi");
     }
 }

@@ -426,7 +426,7 @@ where
 /// parent's data as it was at the fork, and shares only what lives in shared memory.
 /// What it may use there:
 /// - sync and ipc objects ([`SharedValue`](crate::SharedValue), [`Lock`](crate::Lock),
-///   [`Queue`](crate::Queue), [`Pipe`](crate::Pipe) ends, the Manager's containers) it
+///   [`Queue`](crate::Queue), [`Connection`](crate::Connection) ends, the Manager's containers) it
 ///   captures: their shared state is atomic or lock-protected;
 /// - an array handed over with [`Process::spawn_with`], which moves the handle into the
 ///   child's care until [`join`](ProcessWith::join) gives it back;

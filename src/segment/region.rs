@@ -116,12 +116,6 @@ impl Region {
         self.mem().sub(0, self.payload_len)
     }
 
-    /// Start of the payload as a raw pointer: transitional, for code not yet moved onto
-    /// [`payload`](Self::payload) (to be removed).
-    pub(crate) fn payload_ptr(&self) -> *mut u8 {
-        self.payload().addr() as *mut u8
-    }
-
     /// Payload length in bytes.
     pub(crate) fn payload_len(&self) -> usize {
         self.payload_len

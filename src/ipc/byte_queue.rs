@@ -1,0 +1,487 @@
+//! [`ByteQueue`]: the byte-message sibling of [`Queue`](crate::Queue), on the same ring and
+//! with the same semantics and typed errors; messages of up to a slot size chosen at
+//! creation, copied ([`put`](ByteQueue::put), [`get`](ByteQueue::get)) or written and read
+//! in place ([`put_with`](ByteQueue::put_with), [`get_with`](ByteQueue::get_with)).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::ipc::error::{
+    GetError, GetTimeoutError, Outcome, PutError, PutTimeoutError, TryGetError, TryPutError,
+};
+use crate::ipc::queue::{outcome, RingSegment};
+use crate::ipc::ring::{deadline, Ring, Wait};
+use crate::segment::CreateOptions;
+
+/// Tag of byte queues.
+const BYTES_TAG: u64 = 0;
+
+/// A bounded multi-producer multi-consumer queue of byte messages up to a slot size chosen
+/// at creation; the byte-message sibling of [`Queue`](crate::Queue), with the same
+/// semantics and the same typed errors ([`TryPutError`] hands the message back).
+///
+/// Receive copies ([`get`](ByteQueue::get), [`get_into`](ByteQueue::get_into)) or reads
+/// the message in place ([`get_with`](ByteQueue::get_with): zero copy; the slot is held
+/// until the callback returns). [`put_with`](ByteQueue::put_with) writes in place.
+///
+/// # Examples
+/// ```
+/// use ndshm::{ByteQueue, ErrorKind};
+/// let q = ByteQueue::new(4, 64)?;
+/// q.put(b"hello")?;
+/// assert_eq!(q.get_with(|m| m.len())?, 5);
+/// let too_big = [0u8; 65];
+/// let err = q.put(&too_big).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+/// assert_eq!(err.into_inner().len(), 65); // the message comes back
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub struct ByteQueue {
+    shared: RingSegment,
+}
+
+impl ByteQueue {
+    /// An anonymous queue of at least `capacity` messages of up to `slot_size` bytes,
+    /// shared with children forked after it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for a zero capacity or a slot size over 4 GiB.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(3, 100)?;
+    /// assert_eq!((q.capacity(), q.slot_size()), (4, 100));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn new(capacity: usize, slot_size: usize) -> Result<Self> {
+        Ok(ByteQueue {
+            shared: RingSegment::make(None, capacity, slot_size, BYTES_TAG)?,
+        })
+    }
+
+    /// Creates a named byte-queue segment; other processes [`open`](Self::open) it.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new), plus the errors of segment creation.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ByteQueue, CreateOptions};
+    /// let q = ByteQueue::create(CreateOptions::unique(), 4, 32)?;
+    /// let other = ByteQueue::open(q.name().unwrap())?;
+    /// q.put(b"ping")?;
+    /// assert_eq!(other.get()?, b"ping");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn create(
+        segment: impl Into<CreateOptions>,
+        capacity: usize,
+        slot_size: usize,
+    ) -> Result<Self> {
+        Ok(ByteQueue {
+            shared: RingSegment::make(Some(segment.into()), capacity, slot_size, BYTES_TAG)?,
+        })
+    }
+
+    /// Attaches byte-queue segment `name`.
+    ///
+    /// # Errors
+    /// As [`Queue::open`](crate::Queue::open).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ByteQueue, ErrorKind};
+    /// let err = ByteQueue::open("no-such-queue-here").unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// ```
+    pub fn open(name: &str) -> Result<Self> {
+        Ok(ByteQueue {
+            shared: RingSegment::open(name, BYTES_TAG)?,
+        })
+    }
+
+    fn ring(&self) -> Ring<'_> {
+        self.shared.ring()
+    }
+
+    /// Refuses a message of `len` bytes that does not fit a slot.
+    fn check_len(&self, len: usize) -> std::result::Result<(), Outcome> {
+        if len > self.slot_size() {
+            return Err(Outcome::Failed(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "a message of {} bytes does not fit the queue's slots of {} bytes: create \
+                     the queue with a larger slot size, or split the message",
+                    len,
+                    self.slot_size()
+                ),
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn put_wait(&self, msg: &[u8], wait: Wait) -> std::result::Result<(), Outcome> {
+        self.check_len(msg.len())?;
+        self.ring().put(msg, wait).map_err(|e| outcome(e, true))
+    }
+
+    fn put_with_wait<F: FnOnce(&mut [u8])>(
+        &self,
+        len: usize,
+        wait: Wait,
+        fill: F,
+    ) -> std::result::Result<(), (F, Outcome)> {
+        let mut fill = Some(fill);
+        let r = self.check_len(len).and_then(|()| {
+            self.ring()
+                .put_with(len, wait, &mut fill)
+                .map_err(|e| outcome(e, true))
+        });
+        r.map_err(|o| (fill.take().expect("fill is kept when the put failed"), o))
+    }
+
+    pub(crate) fn get_wait<R>(
+        &self,
+        wait: Wait,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> std::result::Result<R, Outcome> {
+        self.ring().get(wait, f).map_err(|e| outcome(e, false))
+    }
+
+    /// Puts a copy of `msg`, waiting while the queue is full.
+    ///
+    /// # Errors
+    /// [`PutError::Closed`]; [`PutError::Failed`] of [`ErrorKind::InvalidArgument`] when
+    /// `msg` exceeds the slot size, of [`ErrorKind::Corrupt`] when the queue's memory was
+    /// overwritten. Each hands `msg` back.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 8)?;
+    /// q.put(b"abc")?;
+    /// assert_eq!(q.get()?, b"abc");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn put<'a>(&self, msg: &'a [u8]) -> std::result::Result<(), PutError<&'a [u8]>> {
+        self.put_wait(msg, Wait::Until(None))
+            .map_err(|o| o.put(msg))
+    }
+
+    /// Puts `msg` if there is room now.
+    ///
+    /// # Errors
+    /// [`TryPutError::Full`], [`TryPutError::Closed`], [`TryPutError::Failed`] (as
+    /// [`put`](Self::put)), each with `msg`.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 8)?;
+    /// q.try_put(b"a")?;
+    /// q.try_put(b"b")?;
+    /// assert!(q.try_put(b"c").unwrap_err().is_full());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn try_put<'a>(&self, msg: &'a [u8]) -> std::result::Result<(), TryPutError<&'a [u8]>> {
+        self.put_wait(msg, Wait::No).map_err(|o| o.try_put(msg))
+    }
+
+    /// Puts `msg`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// [`PutTimeoutError::Timeout`], [`PutTimeoutError::Closed`],
+    /// [`PutTimeoutError::Failed`] (as [`put`](Self::put)), each with `msg`.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let q = ndshm::ByteQueue::new(2, 8)?;
+    /// q.put(b"a")?;
+    /// q.put(b"b")?;
+    /// let e = q.put_timeout(b"c", Duration::from_millis(1)).unwrap_err();
+    /// assert!(e.is_timeout());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn put_timeout<'a>(
+        &self,
+        msg: &'a [u8],
+        timeout: Duration,
+    ) -> std::result::Result<(), PutTimeoutError<&'a [u8]>> {
+        self.put_wait(msg, deadline(timeout))
+            .map_err(|o| o.put_timeout(msg))
+    }
+
+    /// Puts a message of `len` bytes that `fill` writes in place (zero copy), waiting
+    /// while the queue is full. If `fill` panics, the slot is published as lost (consumers
+    /// skip it, [`lost`](Self::lost) counts it) and the panic goes on.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put), handing `fill` back (it was not called).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 16)?;
+    /// q.put_with(4, |buf| buf.copy_from_slice(&7u32.to_le_bytes()))?;
+    /// assert_eq!(q.get()?, 7u32.to_le_bytes());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn put_with<F: FnOnce(&mut [u8])>(
+        &self,
+        len: usize,
+        fill: F,
+    ) -> std::result::Result<(), PutError<F>> {
+        self.put_with_wait(len, Wait::Until(None), fill)
+            .map_err(|(f, o)| o.put(f))
+    }
+
+    /// [`put_with`](Self::put_with) if there is room now.
+    ///
+    /// # Errors
+    /// As [`try_put`](Self::try_put), handing `fill` back.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 16)?;
+    /// q.try_put_with(1, |b| b[0] = 1)?;
+    /// q.try_put_with(1, |b| b[0] = 2)?;
+    /// assert!(q.try_put_with(1, |b| b[0] = 3).unwrap_err().is_full());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn try_put_with<F: FnOnce(&mut [u8])>(
+        &self,
+        len: usize,
+        fill: F,
+    ) -> std::result::Result<(), TryPutError<F>> {
+        self.put_with_wait(len, Wait::No, fill)
+            .map_err(|(f, o)| o.try_put(f))
+    }
+
+    /// [`put_with`](Self::put_with), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// As [`put_timeout`](Self::put_timeout), handing `fill` back.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let q = ndshm::ByteQueue::new(2, 16)?;
+    /// q.put_with_timeout(1, Duration::from_millis(10), |b| b[0] = 9)?;
+    /// assert_eq!(q.get()?, [9]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn put_with_timeout<F: FnOnce(&mut [u8])>(
+        &self,
+        len: usize,
+        timeout: Duration,
+        fill: F,
+    ) -> std::result::Result<(), PutTimeoutError<F>> {
+        self.put_with_wait(len, deadline(timeout), fill)
+            .map_err(|(f, o)| o.put_timeout(f))
+    }
+
+    /// Takes a message and hands it to `f` in place (zero copy), waiting while the queue
+    /// is empty. The slot is freed when `f` returns (or panics).
+    ///
+    /// # Errors
+    /// [`GetError::Closed`] when the queue is closed and empty, [`GetError::Failed`] of
+    /// [`ErrorKind::Corrupt`] when its memory was overwritten.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 16)?;
+    /// q.put(&[1, 2, 3])?;
+    /// let sum: u32 = q.get_with(|m| m.iter().map(|&b| u32::from(b)).sum())?;
+    /// assert_eq!(sum, 6);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> std::result::Result<R, GetError> {
+        self.get_wait(Wait::Until(None), f).map_err(Outcome::get)
+    }
+
+    /// [`get_with`](Self::get_with) without waiting.
+    ///
+    /// # Errors
+    /// [`TryGetError::Empty`] when empty now, [`TryGetError::Closed`] when closed and
+    /// empty, [`TryGetError::Failed`].
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 16)?;
+    /// assert!(q.try_get_with(|m| m.len()).unwrap_err().is_empty());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn try_get_with<R>(
+        &self,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> std::result::Result<R, TryGetError> {
+        self.get_wait(Wait::No, f).map_err(Outcome::try_get)
+    }
+
+    /// [`get_with`](Self::get_with), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`GetTimeoutError::Timeout`], [`GetTimeoutError::Closed`],
+    /// [`GetTimeoutError::Failed`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let q = ndshm::ByteQueue::new(2, 16)?;
+    /// let e = q.get_with_timeout(Duration::from_millis(1), |m| m.len()).unwrap_err();
+    /// assert!(e.is_timeout());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn get_with_timeout<R>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> std::result::Result<R, GetTimeoutError> {
+        self.get_wait(deadline(timeout), f)
+            .map_err(Outcome::get_timeout)
+    }
+
+    /// Takes a message as a new `Vec`, waiting while the queue is empty.
+    ///
+    /// # Errors
+    /// As [`get_with`](Self::get_with).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 16)?;
+    /// q.put(b"x")?;
+    /// assert_eq!(q.get()?, b"x");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn get(&self) -> std::result::Result<Vec<u8>, GetError> {
+        self.get_with(|m| m.to_vec())
+    }
+
+    /// Takes a message into `buf` (cleared first), reusing its allocation; returns its
+    /// length.
+    ///
+    /// # Errors
+    /// As [`get_with`](Self::get_with).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 16)?;
+    /// let mut buf = Vec::with_capacity(16);
+    /// q.put(b"abc")?;
+    /// assert_eq!(q.get_into(&mut buf)?, 3);
+    /// assert_eq!(buf, b"abc");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn get_into(&self, buf: &mut Vec<u8>) -> std::result::Result<usize, GetError> {
+        self.get_with(|m| {
+            buf.clear();
+            buf.extend_from_slice(m);
+            m.len()
+        })
+    }
+
+    /// Takes a message as a new `Vec` if there is one now.
+    ///
+    /// # Errors
+    /// As [`try_get_with`](Self::try_get_with): an empty queue is
+    /// [`TryGetError::Empty`], never a timeout.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ByteQueue, TryGetError};
+    /// let q = ByteQueue::new(2, 16)?;
+    /// assert_eq!(q.try_get(), Err(TryGetError::Empty));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn try_get(&self) -> std::result::Result<Vec<u8>, TryGetError> {
+        self.try_get_with(|m| m.to_vec())
+    }
+
+    /// Takes a message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`get_with_timeout`](Self::get_with_timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let q = ndshm::ByteQueue::new(2, 16)?;
+    /// q.put(b"late")?;
+    /// assert_eq!(q.get_timeout(Duration::from_secs(1))?, b"late");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<Vec<u8>, GetTimeoutError> {
+        self.get_with_timeout(timeout, |m| m.to_vec())
+    }
+
+    /// Closes the queue (see [`Queue::close`](crate::Queue::close)).
+    pub fn close(&self) {
+        self.ring().close()
+    }
+
+    /// Whether the queue was closed.
+    pub fn is_closed(&self) -> bool {
+        self.ring().is_closed()
+    }
+
+    /// Messages in the queue now (a snapshot).
+    pub fn len(&self) -> usize {
+        self.ring().len()
+    }
+
+    /// Whether the queue is empty now (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of slots.
+    pub fn capacity(&self) -> usize {
+        self.ring().capacity()
+    }
+
+    /// The largest message, in bytes.
+    pub fn slot_size(&self) -> usize {
+        self.ring().slot_size()
+    }
+
+    /// Messages lost because a producer or consumer died in the middle of moving them.
+    pub fn lost(&self) -> u64 {
+        self.ring().lost()
+    }
+
+    /// The segment name, or `None` for an anonymous queue.
+    pub fn name(&self) -> Option<&str> {
+        self.shared.region().name()
+    }
+
+    pub(crate) fn region_is_owner_here(&self) -> bool {
+        self.shared.region().is_owner_here()
+    }
+}
+
+impl fmt::Debug for ByteQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteQueue")
+            .field("name", &self.name())
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .field("slot_size", &self.slot_size())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panicking_reader_frees_the_slot() {
+        let q = ByteQueue::new(1, 8).unwrap();
+        q.put(b"x").unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            q.get_with(|_| panic!("reader fails")).unwrap()
+        }));
+        assert!(r.is_err());
+        q.try_put(b"y").unwrap();
+        assert_eq!(q.get().unwrap(), b"y");
+    }
+}

@@ -1,0 +1,853 @@
+//! The slot ring shared by [`Queue`](crate::Queue), [`ByteQueue`](crate::ByteQueue)
+//! and the pipe ([`Connection`](super::pipe::Connection)): its layout in shared memory, the
+//! claim/publish protocol, recovery from dead peers and waiting. The typed queues wrap it in
+//! [`error`](super::error)'s types; this module speaks only [`Fail`].
+//!
+//! All access goes through a bounds-checked [`SharedMem`] window; the only `unsafe` in the
+//! ipc folder is here: the two zero-copy slot slices handed to put/get callbacks, whose
+//! exclusivity the ring protocol guarantees (see their `SAFETY` comments).
+//!
+//! # Design
+//! A ring of `capacity` slots (rounded up to a power of two, at least 2), each with a sequence number,
+//! as in Dmitry Vyukov's bounded MPMC queue: a producer may fill the slot of position
+//! `pos` when its sequence is `pos`, and publishes it by storing `pos + 1`; a consumer may
+//! empty it when its sequence is `pos + 1` and frees it by storing `pos + capacity`. `head`
+//! and `tail` count the positions claimed by producers and consumers. Each item is copied
+//! once into its slot and once out (or read in place: [`ByteQueue::get_with`](crate::ByteQueue::get_with)).
+//!
+//! Blocking calls spin about 20 µs, then sleep on a futex that the other side bumps only
+//! when someone sleeps: an idle endpoint burns no CPU after its spin window.
+//!
+//! # Semantics
+//! - An item whose `put` returned `Ok` is delivered at most once, and is lost only if the
+//!   consumer that took it dies inside `get` (then [`lost`](crate::Queue::lost) counts it): never
+//!   duplicated. An item whose producer died before `put` returned may be lost (counted
+//!   too); a `put` whose callback panicked publishes its slot as lost.
+//! - Blocking calls spin about 20 µs, then sleep; they never burn a core while they wait,
+//!   whoever they wait for.
+//! - `try_` calls return in bounded time (about a millisecond at worst, microseconds
+//!   normally) and `_timeout` calls within their timeout plus a few milliseconds, even
+//!   when a peer died, is stalled, or the shared memory was overwritten.
+//! - When a live but stalled peer holds the slot an operation needs (a consumer inside a
+//!   slow [`get_with`](crate::ByteQueue::get_with) callback, a process stopped mid-`put`), `try_get`
+//!   reports empty and `try_put` full; blocking calls sleep until it moves on.
+//! - No access is ever out of bounds: indices and lengths read from shared memory are
+//!   validated, every loop is bounded. Run-time state no queue can have (random bytes over
+//!   the segment) gives a `Failed` error of [`ErrorKind::Corrupt`] (see [`error`](super::error)), never a
+//!   hang or a panic.
+//!
+//! # A peer that dies mid-operation
+//! Before it claims a position, a producer writes its *lease* into the slot (`writer`), and
+//! a consumer likewise (`reader`): a word naming the process that the kernel vouches for
+//! (see the crate docs, "Crashes and signals"), not a pid, which another pid namespace
+//! would not see and which can be reused. Any call that finds a slot in its way held (a
+//! `try_` call at once, a waiting call at least every
+//! [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD)) checks the lease recorded there.
+//! Only a holder that is provably dead loses its slot: if a producer died after claiming a
+//! slot but before publishing it, that one slot is marked *lost* and skipped by consumers:
+//! the item that producer was putting is not delivered (it was never completely put), every
+//! other item is, and [`lost`](crate::Queue::lost) counts such slots. A consumer that died while
+//! taking an item likewise loses that item (it had taken it), and producers reclaim the
+//! slot. A holder that is alive (in whatever pid namespace) or whose liveness cannot be told
+//! keeps its slot: the others wait (blocking calls sleep, `try_` calls report empty or
+//! full). Nothing else is lost, duplicated or blocked.
+
+use std::fmt;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::ipc::error::Outcome;
+use crate::segment::shared_mem::SharedMem;
+use crate::sync::lock::{LIVENESS_PERIOD, SPIN};
+use crate::sys::futex;
+use crate::sys::lease::{self, Liveness};
+
+/// Ring format 2: 64-bit slot holders (leases; format 1 recorded 32-bit pids).
+const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ02");
+pub(crate) const HEADER: usize = 256;
+const SLOT_HEADER: usize = 32;
+const LOST: u32 = u32::MAX;
+const _: () = assert!(S_LEN + 8 == SLOT_HEADER);
+
+// Header words (byte offsets).
+const H_MAGIC: usize = 0;
+const H_CAP: usize = 8;
+const H_SLOT_SIZE: usize = 16;
+const H_STRIDE: usize = 24;
+const H_TAG: usize = 32;
+/// Pipes only: the lease of the process sending a message on this ring, 0 when none. In
+/// the header's first cache line, which holds constants otherwise: only senders write it.
+const H_SENDER: usize = 40;
+const H_HEAD: usize = 64;
+const H_TAIL: usize = 128;
+const H_CLOSED: usize = 192;
+const H_PUT_EVENT: usize = 196;
+const H_GET_EVENT: usize = 200;
+const H_GET_WAITERS: usize = 204;
+const H_PUT_WAITERS: usize = 208;
+const H_LOST: usize = 216;
+
+/// A slot's header (byte offsets in the slot): `writer` and `reader` hold the lease of the
+/// process moving an item through the slot (0: none), see the module docs.
+const S_SEQ: usize = 0;
+const S_WRITER: usize = 8;
+const S_READER: usize = 16;
+const S_LEN: usize = 24;
+
+/// A slot's header words, read through a 32-byte window (so that the offsets of its
+/// fields are checked against a constant length the compiler folds).
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    mem: SharedMem<'a>,
+}
+
+impl<'a> Slot<'a> {
+    #[inline]
+    fn seq(&self) -> &'a AtomicU64 {
+        self.mem.u64(S_SEQ)
+    }
+    #[inline]
+    fn writer(&self) -> &'a AtomicU64 {
+        self.mem.u64(S_WRITER)
+    }
+    #[inline]
+    fn reader(&self) -> &'a AtomicU64 {
+        self.mem.u64(S_READER)
+    }
+    #[inline]
+    fn len(&self) -> &'a AtomicU32 {
+        self.mem.u32(S_LEN)
+    }
+}
+
+/// Why a non-blocking or timed operation did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fail {
+    /// Full (put) or empty (get).
+    WouldBlock,
+    Timeout,
+    Closed,
+    /// The shared state holds values no sane ring has (overwritten memory).
+    Corrupt,
+}
+
+/// How long an operation may wait.
+#[derive(Clone, Copy)]
+pub(crate) enum Wait {
+    No,
+    Until(Option<Instant>),
+}
+
+/// The shape of a ring, validated against the memory it lives in by [`Ring::attach`]:
+/// kept beside the [`Region`](crate::segment::region::Region) that holds the ring, and
+/// combined with its payload into a [`Ring`] for each operation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingLayout {
+    cap: u64,
+    mask: u64,
+    slot_size: usize,
+    stride: usize,
+}
+
+/// The untyped queue that [`Queue`](crate::Queue), [`ByteQueue`](crate::ByteQueue)
+/// and pipes are built on: a ring inside some shared memory, seen through a bounds-checked
+/// [`SharedMem`] window.
+#[derive(Clone, Copy)]
+pub(crate) struct Ring<'m> {
+    mem: SharedMem<'m>,
+    cap: u64,
+    mask: u64,
+    slot_size: usize,
+    stride: usize,
+}
+
+/// Bytes a ring of `capacity` slots of `slot_size` bytes needs, and its stride.
+pub(crate) fn ring_layout(capacity: usize, slot_size: usize) -> Result<(u64, usize, usize)> {
+    if capacity == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "a queue needs a capacity of at least 1",
+        ));
+    }
+    // At least 2 slots: with one, "full at position p" and "empty at position p + 1" would
+    // be the same sequence number.
+    let cap = capacity
+        .max(2)
+        .checked_next_power_of_two()
+        .ok_or_else(too_big)?;
+    if slot_size > u32::MAX as usize - 1 {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("slot size {slot_size} exceeds the limit of 4 GiB"),
+        ));
+    }
+    let stride = (SLOT_HEADER + slot_size)
+        .checked_next_multiple_of(64)
+        .ok_or_else(too_big)?;
+    let len = stride
+        .checked_mul(cap)
+        .and_then(|n| n.checked_add(HEADER))
+        .ok_or_else(too_big)?;
+    Ok((cap as u64, stride, len))
+}
+
+fn too_big() -> Error {
+    Error::new(
+        ErrorKind::SizeOverflow,
+        "queue capacity times slot size overflows the address space",
+    )
+}
+
+impl<'m> Ring<'m> {
+    /// Writes a fresh ring header into `mem` (zeroed, `ring_layout(..).2` bytes).
+    pub(crate) fn init(mem: &mut [u8], capacity: usize, slot_size: usize, tag: u64) -> Result<()> {
+        let (cap, stride, len) = ring_layout(capacity, slot_size)?;
+        let put = |mem: &mut [u8], off: usize, v: u64| {
+            mem[off..off + 8].copy_from_slice(&v.to_le_bytes())
+        };
+        put(mem, H_MAGIC, MAGIC);
+        put(mem, H_CAP, cap);
+        put(mem, H_SLOT_SIZE, slot_size as u64);
+        put(mem, H_STRIDE, stride as u64);
+        put(mem, H_TAG, tag);
+        debug_assert!(mem.len() >= len);
+        for i in 0..cap as usize {
+            let off = HEADER + i * stride;
+            put(mem, off, i as u64);
+        }
+        Ok(())
+    }
+
+    /// Validates the ring header at the start of `mem` (a ring's whole memory) and returns
+    /// its layout; `what` names the structure in errors.
+    pub(crate) fn attach(mem: SharedMem<'_>, what: &str) -> Result<RingLayout> {
+        let avail = mem.len();
+        let bad = |why: String| {
+            Err(Error::new(
+                ErrorKind::InvalidHeader,
+                format!("{what}: {why}; the segment is corrupted or not a queue"),
+            ))
+        };
+        if avail < HEADER || mem.addr() % 64 != 0 {
+            return bad(format!("{avail} bytes is too short for a queue header"));
+        }
+        let word = |off: usize| mem.u64(off).load(Ordering::Acquire);
+        if word(H_MAGIC) != MAGIC {
+            return bad("bad magic".into());
+        }
+        let (cap, slot_size, stride) = (word(H_CAP), word(H_SLOT_SIZE), word(H_STRIDE));
+        let Ok((c, s, len)) = ring_layout(cap as usize, slot_size as usize) else {
+            return bad(format!(
+                "capacity {cap} / slot size {slot_size} are invalid"
+            ));
+        };
+        if c != cap || s as u64 != stride || len > avail {
+            return bad(format!(
+                "capacity {cap}, slot size {slot_size}, stride {stride} do not fit {avail} bytes"
+            ));
+        }
+        Ok(RingLayout {
+            cap,
+            mask: cap - 1,
+            slot_size: slot_size as usize,
+            stride: stride as usize,
+        })
+    }
+
+    /// The ring of `layout` (from [`attach`](Self::attach) on the same memory) over `mem`.
+    #[inline]
+    pub(crate) fn over(mem: SharedMem<'m>, layout: RingLayout) -> Ring<'m> {
+        Ring {
+            mem,
+            cap: layout.cap,
+            mask: layout.mask,
+            slot_size: layout.slot_size,
+            stride: layout.stride,
+        }
+    }
+
+    pub(crate) fn tag(&self) -> u64 {
+        self.word(H_TAG).load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn word(&self, off: usize) -> &'m AtomicU64 {
+        self.mem.sub(0, HEADER).u64(off)
+    }
+
+    #[inline]
+    fn word32(&self, off: usize) -> &'m AtomicU32 {
+        self.mem.sub(0, HEADER).u32(off)
+    }
+
+    /// Byte offset of the slot of position `pos`.
+    #[inline]
+    fn slot_off(&self, pos: u64) -> usize {
+        HEADER + (pos & self.mask) as usize * self.stride
+    }
+
+    #[inline]
+    fn slot(&self, pos: u64) -> Slot<'m> {
+        Slot {
+            mem: self.mem.sub(self.slot_off(pos), SLOT_HEADER),
+        }
+    }
+
+    /// Byte offset of the data of the slot of position `pos`.
+    #[inline]
+    fn data_off(&self, pos: u64) -> usize {
+        self.slot_off(pos) + SLOT_HEADER
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap as usize
+    }
+
+    pub(crate) fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+
+    /// Items in the queue now (a snapshot).
+    pub(crate) fn len(&self) -> usize {
+        let tail = self.word(H_TAIL).load(Ordering::Acquire);
+        let head = self.word(H_HEAD).load(Ordering::Acquire);
+        head.saturating_sub(tail).min(self.cap) as usize
+    }
+
+    pub(crate) fn is_empty_now(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn lost(&self) -> u64 {
+        self.word(H_LOST).load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.word32(H_CLOSED).load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn close(&self) {
+        self.word32(H_CLOSED).store(1, Ordering::SeqCst);
+        for ev in [H_PUT_EVENT, H_GET_EVENT] {
+            self.word32(ev).fetch_add(1, Ordering::SeqCst);
+            futex::wake(self.word32(ev), i32::MAX);
+        }
+    }
+
+    /// Wakes a sleeper of the other side, if any. Called right after a sequence number
+    /// was published with a `SeqCst` swap: a sleeper registers (`SeqCst` increment, then a
+    /// `SeqCst` fence) before its last attempt, so either it sees the new sequence number
+    /// or this load sees it registered.
+    #[inline]
+    fn notify(&self, waiters: usize, event: usize) {
+        if self.word32(waiters).load(Ordering::SeqCst) != 0 {
+            self.word32(event).fetch_add(1, Ordering::SeqCst);
+            futex::wake(self.word32(event), 1);
+        }
+    }
+
+    /// The word a pipe's sender holds while it sends a message (its lease; 0: none).
+    pub(crate) fn sender(&self) -> &'m AtomicU64 {
+        self.word(H_SENDER)
+    }
+
+    /// Counts an item lost (a message dropped by a pipe's receiver, for instance).
+    pub(crate) fn count_lost(&self) {
+        self.word(H_LOST).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One attempt to put an item of `len <= slot_size` bytes, written in place by `fill`.
+    ///
+    /// Bounded: it returns after at most [`STUCK`] retries that see no progress (the same
+    /// position), whatever the shared memory holds.
+    fn try_put_once<F: FnOnce(&mut [u8])>(
+        &self,
+        len: usize,
+        fill: &mut Option<F>,
+    ) -> std::result::Result<(), Fail> {
+        let me = lease::holder();
+        let head = self.word(H_HEAD);
+        let cap = self.cap as i64;
+        let mut tries = 0u32;
+        let mut stuck = Stuck::new();
+        loop {
+            if self.is_closed() {
+                return Err(Fail::Closed);
+            }
+            let pos = head.load(Ordering::Relaxed);
+            stuck.at(pos)?;
+            let slot = self.slot(pos);
+            let seq = slot.seq().load(Ordering::Acquire);
+            let d = seq.wrapping_sub(pos) as i64;
+            if d == 0 {
+                match slot
+                    .writer()
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => {}
+                    Err(w) => {
+                        tries += 1;
+                        if tries % 4096 == 0 {
+                            if lease::check(w) != Liveness::Dead {
+                                // Alive (maybe descheduled) or unknown: never taken over;
+                                // the caller waits as it may (`try_put`: full now).
+                                return Err(Fail::WouldBlock);
+                            }
+                            // A producer died between announcing and claiming: free it.
+                            let _ = slot.writer().compare_exchange(
+                                w,
+                                0,
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            );
+                        }
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                }
+                if head
+                    .compare_exchange(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    let mut publish = Publish {
+                        ring: self,
+                        pos,
+                        len,
+                        filled: false,
+                    };
+                    // SAFETY: the sequence protocol gives these bytes to this call alone:
+                    // the slot's sequence was `pos` (free for lap `pos / cap`), and this
+                    // process's CAS moved `head` from `pos` to `pos + 1`, which only one
+                    // producer can do; consumers touch the data only after the sequence
+                    // becomes `pos + 1`, which `publish` stores after `fill` returned (or
+                    // unwound, when the slot is published as lost and never read), and the
+                    // slice does not outlive `fill`. The one other path that publishes a
+                    // slot, `recover`, takes it over only from a writer whose lease the
+                    // kernel reports dead, and this process is alive while the slice lives.
+                    // `len <= slot_size` (asserted by `put_with`), so it stays inside the
+                    // slot; `slice_mut` checks the window's bounds too. A process that writes
+                    // the segment's bytes directly, not through ndshm, is outside what any
+                    // API over shared memory can rule out (the crate docs' trust model).
+                    let buf = unsafe { self.mem.slice_mut(self.data_off(pos), len) };
+                    let fill = fill.take().expect("the callback is only taken once");
+                    fill(buf);
+                    publish.filled = true;
+                    drop(publish);
+                    return Ok(());
+                }
+                slot.writer().store(0, Ordering::Relaxed);
+            } else if d == -cap || d == 1 - cap {
+                // The slot still holds the item of position pos - cap (being written, in
+                // the queue, or being taken): full.
+                return Err(Fail::WouldBlock);
+            } else if d < 0 {
+                // No sane ring has a slot more than a lap behind `head`.
+                return Err(Fail::Corrupt);
+            }
+            // d > 0: `head` moved on since we read it.
+            std::hint::spin_loop();
+        }
+    }
+
+    /// One attempt to take an item, handing its bytes to `f` in place. Bounded as
+    /// [`try_put_once`](Self::try_put_once).
+    fn try_get_once<R>(
+        &self,
+        f: &mut Option<impl FnOnce(&[u8]) -> R>,
+    ) -> std::result::Result<R, Fail> {
+        let me = lease::holder();
+        let tail = self.word(H_TAIL);
+        let cap = self.cap as i64;
+        let mut tries = 0u32;
+        let mut stuck = Stuck::new();
+        loop {
+            let pos = tail.load(Ordering::Relaxed);
+            stuck.at(pos)?;
+            let slot = self.slot(pos);
+            let seq = slot.seq().load(Ordering::Acquire);
+            let d = seq.wrapping_sub(pos.wrapping_add(1)) as i64;
+            if d == 0 {
+                match slot
+                    .reader()
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => {}
+                    Err(r) => {
+                        tries += 1;
+                        if tries % 4096 == 0 {
+                            if lease::check(r) != Liveness::Dead {
+                                // As for producers: `try_get` reports empty now.
+                                return Err(Fail::WouldBlock);
+                            }
+                            let _ = slot.reader().compare_exchange(
+                                r,
+                                0,
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            );
+                        }
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                }
+                if tail
+                    .compare_exchange(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    let release = Release { ring: self, pos };
+                    let len = slot.len().load(Ordering::Relaxed);
+                    if len == LOST {
+                        drop(release);
+                        continue;
+                    }
+                    if len as usize > self.slot_size {
+                        // No producer writes such a length: the slot was overwritten.
+                        // Its item cannot be delivered; the slot goes on to the next lap.
+                        self.count_lost();
+                        drop(release);
+                        return Err(Fail::Corrupt);
+                    }
+                    // SAFETY: no process writes these bytes while the slice lives: the
+                    // sequence is `pos + 1` (the producer published it, Acquire above, after
+                    // its last write), and this process's CAS moved `tail` from `pos` to
+                    // `pos + 1`, so it alone took the item; producers write the slot again
+                    // only after the sequence becomes `pos + cap`, which `release` stores
+                    // when dropped after `f` returned or unwound, and the slice does not
+                    // outlive `f`. The one other path that frees a slot, `recover`, takes
+                    // it over only from a reader whose lease the kernel reports dead, and
+                    // this process is alive while the slice lives. `len <= slot_size`
+                    // (checked above), so it stays inside the slot; `slice` checks the
+                    // window's bounds too. Direct writes to the segment by a process not
+                    // using ndshm are outside any API's reach (the crate docs' trust model).
+                    let bytes = unsafe { self.mem.slice(self.data_off(pos), len as usize) };
+                    let f = f.take().expect("the callback is only taken once");
+                    let out = f(bytes);
+                    drop(release);
+                    return Ok(out);
+                }
+                slot.reader().store(0, Ordering::Relaxed);
+            } else if d == -1 || d == -cap {
+                // Empty (d == -1: nothing put at `pos` yet, or a producer is still writing
+                // it), or the previous lap's item is still being taken by a consumer
+                // (d == -cap): nothing to take now, whoever holds the slot.
+                // `closed` first: reading `head` would pull the producers' cache line.
+                if self.is_closed() && self.word(H_HEAD).load(Ordering::Acquire) == pos {
+                    // Check again: a put may have landed just before close.
+                    if slot.seq().load(Ordering::Acquire) == seq {
+                        return Err(Fail::Closed);
+                    }
+                    continue;
+                }
+                return Err(Fail::WouldBlock);
+            } else if d < 0 {
+                // No sane ring has a slot more than a lap behind `tail`.
+                return Err(Fail::Corrupt);
+            }
+            // d > 0: `tail` moved on since we read it.
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Frees slots whose producer or consumer died mid-operation (see the module docs): only
+    /// when the holder's lease says it is dead, never when it is alive or unknown. Returns
+    /// whether it freed one. Cheap unless a slot is held: a few loads, and a liveness check
+    /// (a few system calls) only of a holder that blocks the queue.
+    fn recover(&self) -> bool {
+        let me = lease::holder();
+        let mut freed = false;
+        // A producer that claimed the slot at `tail` and died before publishing it.
+        let pos = self.word(H_TAIL).load(Ordering::Acquire);
+        let slot = self.slot(pos);
+        if slot.seq().load(Ordering::Acquire) == pos
+            && self.word(H_HEAD).load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
+        {
+            let w = slot.writer().load(Ordering::Relaxed);
+            if w != 0
+                && lease::check(w) == Liveness::Dead
+                && slot
+                    .writer()
+                    .compare_exchange(w, me, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                slot.len().store(LOST, Ordering::Relaxed);
+                self.count_lost();
+                slot.seq().swap(pos.wrapping_add(1), Ordering::SeqCst);
+                self.notify(H_GET_WAITERS, H_PUT_EVENT);
+                freed = true;
+            }
+        }
+        // A consumer that claimed the slot before `head`'s and died before freeing it.
+        let head = self.word(H_HEAD).load(Ordering::Acquire);
+        if let Some(old) = head.checked_sub(self.cap) {
+            let slot = self.slot(head);
+            if slot.seq().load(Ordering::Acquire) == old.wrapping_add(1)
+                && self.word(H_TAIL).load(Ordering::Acquire).wrapping_sub(old) as i64 > 0
+            {
+                let r = slot.reader().load(Ordering::Relaxed);
+                if r != 0
+                    && lease::check(r) == Liveness::Dead
+                    && slot
+                        .reader()
+                        .compare_exchange(r, me, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    self.count_lost();
+                    Release {
+                        ring: self,
+                        pos: old,
+                    }
+                    .free();
+                    freed = true;
+                }
+            }
+        }
+        freed
+    }
+
+    /// Puts `bytes`, waiting as `wait` allows.
+    pub(crate) fn put(&self, bytes: &[u8], wait: Wait) -> std::result::Result<(), Fail> {
+        self.put_parts(&[bytes], wait)
+    }
+
+    /// Puts the concatenation of `parts` as one item.
+    pub(crate) fn put_parts(&self, parts: &[&[u8]], wait: Wait) -> std::result::Result<(), Fail> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut fill = Some(|buf: &mut [u8]| {
+            let mut at = 0;
+            for part in parts {
+                buf[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+        });
+        self.put_with(total, wait, &mut fill)
+    }
+
+    /// Puts an item of `len` bytes that `fill` writes in place. `fill` is taken out of its
+    /// `Option` only when the item is put: on an error the caller gets it back.
+    pub(crate) fn put_with<F: FnOnce(&mut [u8])>(
+        &self,
+        len: usize,
+        wait: Wait,
+        fill: &mut Option<F>,
+    ) -> std::result::Result<(), Fail> {
+        assert!(len <= self.slot_size, "callers check the message size");
+        match self.try_put_once(len, fill) {
+            Err(Fail::WouldBlock) => {}
+            other => return other,
+        }
+        let Wait::Until(deadline) = wait else {
+            // Full now; unless a dead consumer held the slot: then once more.
+            if self.recover() {
+                return self.try_put_once(len, fill);
+            }
+            return Err(Fail::WouldBlock);
+        };
+        self.block(deadline, H_PUT_WAITERS, H_GET_EVENT, || {
+            self.try_put_once(len, fill)
+        })
+    }
+
+    /// Takes an item and hands its bytes to `f`, waiting as `wait` allows.
+    pub(crate) fn get<R>(
+        &self,
+        wait: Wait,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> std::result::Result<R, Fail> {
+        let mut f = Some(f);
+        match self.try_get_once(&mut f) {
+            Err(Fail::WouldBlock) => {}
+            other => return other,
+        }
+        let Wait::Until(deadline) = wait else {
+            // Empty now; unless a dead peer held the slot: then once more.
+            if self.recover() {
+                return self.try_get_once(&mut f);
+            }
+            return Err(Fail::WouldBlock);
+        };
+        self.block(deadline, H_GET_WAITERS, H_PUT_EVENT, || {
+            self.try_get_once(&mut f)
+        })
+    }
+
+    /// Spins ~20 µs retrying `attempt`, then sleeps on `event` between attempts, and
+    /// recovers slots of dead peers at least every [`LIVENESS_PERIOD`] while it waits.
+    fn block<R>(
+        &self,
+        deadline: Option<Instant>,
+        waiters: usize,
+        event: usize,
+        mut attempt: impl FnMut() -> std::result::Result<R, Fail>,
+    ) -> std::result::Result<R, Fail> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            std::hint::spin_loop();
+            match attempt() {
+                Err(Fail::WouldBlock) => {}
+                other => return other,
+            }
+            spins += 1;
+            if spins % 16 == 0 && start.elapsed() >= SPIN {
+                break;
+            }
+        }
+        let waiters = self.word32(waiters);
+        let event = self.word32(event);
+        let mut recovered = start;
+        loop {
+            waiters.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let ev = event.load(Ordering::SeqCst);
+            let r = attempt();
+            if !matches!(r, Err(Fail::WouldBlock)) {
+                waiters.fetch_sub(1, Ordering::SeqCst);
+                return r;
+            }
+            let slice = match deadline {
+                None => LIVENESS_PERIOD,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        waiters.fetch_sub(1, Ordering::SeqCst);
+                        return Err(Fail::Timeout);
+                    }
+                    left.min(LIVENESS_PERIOD)
+                }
+            };
+            futex::wait(event, ev, Some(slice));
+            waiters.fetch_sub(1, Ordering::SeqCst);
+            // Wake-ups for other slots must not postpone recovery forever.
+            if recovered.elapsed() >= LIVENESS_PERIOD {
+                self.recover();
+                recovered = Instant::now();
+            }
+        }
+    }
+}
+
+/// Counts retries of one attempt that see the same position: a sane ring moves on (or
+/// the attempt returns) well within [`STUCK`] of them; a ring that does not is corrupted.
+struct Stuck {
+    last: u64,
+    same: u32,
+}
+
+/// See [`Stuck`]: about a millisecond of spinning.
+const STUCK: u32 = 1 << 14;
+
+impl Stuck {
+    fn new() -> Stuck {
+        Stuck { last: 0, same: 0 }
+    }
+
+    fn at(&mut self, pos: u64) -> std::result::Result<(), Fail> {
+        if pos != self.last {
+            self.last = pos;
+            self.same = 0;
+            return Ok(());
+        }
+        self.same += 1;
+        if self.same > STUCK {
+            return Err(Fail::Corrupt);
+        }
+        Ok(())
+    }
+}
+
+/// Publishes a claimed slot; if the producer's callback did not return (it panicked),
+/// publishes it as lost.
+struct Publish<'a, 'm> {
+    ring: &'a Ring<'m>,
+    pos: u64,
+    len: usize,
+    /// Set once the callback returned: recorded, not guessed from `thread::panicking`
+    /// (a `put` from a `Drop` that runs during unwinding completes normally).
+    filled: bool,
+}
+
+impl Drop for Publish<'_, '_> {
+    fn drop(&mut self) {
+        let slot = self.ring.slot(self.pos);
+        let len = if self.filled {
+            self.len as u32
+        } else {
+            self.ring.count_lost();
+            LOST
+        };
+        slot.len().store(len, Ordering::Relaxed);
+        slot.seq().swap(self.pos.wrapping_add(1), Ordering::SeqCst);
+        self.ring.notify(H_GET_WAITERS, H_PUT_EVENT);
+    }
+}
+
+/// Frees a claimed slot for the next lap (also on unwind).
+struct Release<'a, 'm> {
+    ring: &'a Ring<'m>,
+    pos: u64,
+}
+
+impl Release<'_, '_> {
+    fn free(self) {
+        // Drop does the work.
+    }
+}
+
+impl Drop for Release<'_, '_> {
+    fn drop(&mut self) {
+        let slot = self.ring.slot(self.pos);
+        slot.writer().store(0, Ordering::Relaxed);
+        slot.reader().store(0, Ordering::Relaxed);
+        slot.seq()
+            .swap(self.pos.wrapping_add(self.ring.cap), Ordering::SeqCst);
+        self.ring.notify(H_PUT_WAITERS, H_GET_EVENT);
+    }
+}
+
+/// The error of a call that found the ring's shared state corrupted.
+pub(crate) fn corrupt() -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        "the queue's shared memory holds positions no queue has (it was overwritten); \
+         the queue cannot be used any more: make a new one",
+    )
+}
+
+pub(crate) fn deadline(timeout: Duration) -> Wait {
+    Wait::Until(Instant::now().checked_add(timeout))
+}
+
+impl fmt::Debug for Ring<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("capacity", &self.cap)
+            .field("slot_size", &self.slot_size)
+            .finish()
+    }
+}
+
+impl Fail {
+    /// The untyped outcome of a failed put (`putting`) or get on a ring; `corrupt` makes
+    /// the error of a ring whose shared state was overwritten.
+    pub(crate) fn outcome(self, putting: bool, corrupt: impl FnOnce() -> Error) -> Outcome {
+        match (self, putting) {
+            (Fail::WouldBlock, true) => Outcome::Full,
+            (Fail::WouldBlock, false) => Outcome::Empty,
+            (Fail::Timeout, _) => Outcome::Timeout,
+            (Fail::Closed, _) => Outcome::Closed,
+            (Fail::Corrupt, _) => Outcome::Failed(corrupt()),
+        }
+    }
+}
