@@ -24,6 +24,32 @@
 //!   `set`), [`NodeArray::scatter`] / [`NodeArray::gather`] (each node's block of a plan
 //!   from and to rank 0).
 //!
+//! # Examples
+//! A whole job: every rank runs this program (`mpiexec -n 4 ./job`); each node holds one
+//! copy of the array, every rank squares its chunks in place, and every rank gets the
+//! per-chunk sums in chunk order.
+//! ```no_run
+//! use ndshm::mpi::{rsmpi, NodeArray, NodeComm};
+//! use ndshm::{ndarray::Ix1, ChunkPlan};
+//!
+//! fn main() -> ndshm::Result<()> {
+//!     let universe = rsmpi::initialize().expect("MPI is initialised once");
+//!     let comm = NodeComm::split(&universe.world())?;
+//!     let mut a = NodeArray::<f64, Ix1>::zeros(&comm, 1_000_000)?;
+//!     let plan = ChunkPlan::balanced(1_000_000, 64)?;
+//!     // Rank 0's data to every node, then the same job on every rank's chunks.
+//!     let data = ndshm::ndarray::Array1::range(0.0, 1e6, 1.0);
+//!     a.replicate((comm.world_rank() == 0).then(|| data.view()))?;
+//!     a.for_each_chunk(&plan, |_chunk, mut x| x.mapv_inplace(|v| v * v))?;
+//!     let sums: Vec<f64> = a.map_reduce(&plan, |_chunk, x| x.sum())?;
+//!     if comm.world_rank() == 0 {
+//!         println!("{} nodes, sum of squares {}", comm.nodes(), sums.iter().sum::<f64>());
+//!     }
+//!     a.free(); // collective: the node leaders unlink their segments
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # Who may write when
 //! Writes to a node array happen only inside its `&mut self` collectives, each of which
 //! starts with a node barrier (every rank of the node has dropped its views of the array
