@@ -338,6 +338,9 @@ fn gc_cli_without_proc(prefix: &str) {
 
 #[test]
 fn a_temporary_segment_of_a_live_creator_is_never_removed_and_a_dead_ones_is() {
+    // Build the CLI first: the "fresh" file below must still be fresh when gc runs (a build
+    // of the CLI in between takes longer than gc's grace period for unlocked files).
+    common::ndshm_cli_bin();
     // Names only this test uses: the pid field is not a pid (nothing decides by pid).
     let me = std::process::id() | 0x4000_0000;
     // Old names without a lease: only the creator's lock tells.
