@@ -205,6 +205,19 @@ impl DType {
     ///
     /// # Errors
     /// [`ErrorKind::Unsupported`] for big-endian, structured, string, object or unknown types.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::DType;
+    /// assert_eq!(DType::from_descr("<f8")?, DType::F64);
+    /// assert_eq!(DType::from_descr("float32")?, DType::F32);
+    /// assert_eq!(DType::F64.descr(), "<f8");
+    /// assert_eq!((DType::C128.size(), DType::C128.align()), (16, 8));
+    /// assert_eq!(DType::from_typecode('d')?, DType::F64); // Python's Value('d', ..)
+    /// assert_eq!(DType::I32.typecode(), Some('i'));
+    /// assert!(DType::from_descr(">f8").is_err()); // big-endian: refused, not misread
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn from_descr(descr: &str) -> Result<DType> {
         let trimmed = descr.trim();
         let body = match trimmed.as_bytes().first() {

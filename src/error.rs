@@ -10,6 +10,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// The list grows as ndshm grows, so it is `#[non_exhaustive]`: match the kinds you act on
 /// and keep a `_` arm.
+/// # Examples
+/// ```
+/// use ndshm::{ErrorKind, SharedNdArray};
+/// # let name = format!("doc-errorkind-{}", std::process::id());
+/// let _a = SharedNdArray::<f64, ndarray::Ix1>::zeros(&name, 4)?;
+/// // Act on the kinds you expect; the message says what was wrong and how to fix it.
+/// match SharedNdArray::<f64, ndarray::Ix1>::zeros(&name, 4) {
+///     Err(e) if e.kind() == ErrorKind::AlreadyExists => assert!(e.message().contains(&name)),
+///     other => panic!("expected AlreadyExists, got {other:?}"),
+/// }
+/// # Ok::<(), ndshm::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -175,7 +187,15 @@ impl Error {
         Error::os(context, io::Error::from_raw_os_error(errno as i32))
     }
 
-    /// What went wrong.
+    /// What went wrong, as a value to match on.
+    ///
+    /// # Examples
+    /// ```
+    /// let e = ndshm::validate_name("a/b").unwrap_err();
+    /// assert_eq!(e.kind(), ndshm::ErrorKind::InvalidName);
+    /// assert!(e.message().contains("'/'"), "{e}");
+    /// assert_eq!(e.raw_os_error(), None); // not an OS error
+    /// ```
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }

@@ -88,6 +88,19 @@ impl Chunk {
     ///
     /// # Panics
     /// As [`of`](Self::of).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::ChunkPlan;
+    /// let mut a = ndarray::Array2::<u8>::zeros((4, 3));
+    /// let plan = ChunkPlan::balanced_along(a.shape(), 1, 3)?; // columns
+    /// let second = plan.get(1).unwrap();
+    /// assert_eq!((plan.axis(), second.range()), (1, 1..2));
+    /// second.of_mut(a.view_mut()).fill(7);
+    /// assert_eq!(a.column(1).sum(), 28);
+    /// assert_eq!(plan.bounds(), &[0, 1, 2, 3]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn of_mut<'a, T, D: Dimension>(
         &self,
         view: ArrayViewMut<'a, T, D>,

@@ -477,6 +477,14 @@ impl WorkerPool {
     }
 
     /// Number of executors: the workers plus the caller.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = ndshm::WorkerPool::new(3)?;
+    /// assert_eq!(pool.executors(), 3);
+    /// assert_eq!(pool.worker_pids().len(), 2); // the caller is the third executor
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn executors(&self) -> usize {
         self.workers.len() + 1
     }
