@@ -3,6 +3,7 @@
 //! [`SharedStruct`](shared_struct::SharedStruct), each in one segment (or anonymous shared
 //! memory) under its robust lock.
 
+mod fault;
 pub(crate) mod list;
 pub(crate) mod map;
 pub(crate) mod shared_struct;
