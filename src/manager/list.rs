@@ -439,7 +439,13 @@ impl<T: Pod> SharedList<T> {
             // Redo record first: the replacement is never torn.
             self.write(2, 0, &item);
             publish(self.word(H_LOG), index as u64 + 1);
-            self.write(st.buf, index, &item);
+            // In two halves, with a crash point between: the crash tests cut the copy in
+            // the middle, as a SIGKILL may cut that of an item wider than a word.
+            let (bytes, off) = (bytemuck::bytes_of(&item), self.offset(st.buf, index));
+            let half = bytes.len() / 2;
+            self.region.payload().write(off, &bytes[..half]);
+            crash_point();
+            self.region.payload().write(off + half, &bytes[half..]);
             crash_point();
             publish(self.word(H_LOG), 0);
             Ok(old)
