@@ -144,9 +144,18 @@ fn apply_list(list: &SharedList<u32>, op: ListOp) -> ndshm::Result<()> {
         }
         ListOp::PopAt(i) => list.pop_at(i).map(drop),
         ListOp::Remove(x) => list.remove(&x),
-        ListOp::Clear => Ok(list.clear()),
-        ListOp::Reverse => Ok(list.reverse()),
-        ListOp::Sort => Ok(list.sort()),
+        ListOp::Clear => {
+            list.clear();
+            Ok(())
+        }
+        ListOp::Reverse => {
+            list.reverse();
+            Ok(())
+        }
+        ListOp::Sort => {
+            list.sort();
+            Ok(())
+        }
     }
 }
 
@@ -209,7 +218,10 @@ fn list_set_out_of_range_is_a_typed_error() {
     assert_eq!(list.to_vec(), [0, 1, 2]);
     // Out-of-range on an empty list too; pop says None.
     list.clear();
-    assert_eq!(list.set(0, 1).unwrap_err().kind(), ErrorKind::IndexOutOfRange);
+    assert_eq!(
+        list.set(0, 1).unwrap_err().kind(),
+        ErrorKind::IndexOutOfRange
+    );
     assert_eq!(list.pop(), None);
     assert_eq!(list.get(0), None);
 }
@@ -466,7 +478,11 @@ fn list_killed_mid_insert_loses_and_duplicates_nothing() {
         for _ in 0..10 {
             apply_list(&list, w.next_op()).unwrap();
         }
-        assert_eq!(list.to_vec(), w.model, "killed at step {step}, then 10 calls");
+        assert_eq!(
+            list.to_vec(),
+            w.model,
+            "killed at step {step}, then 10 calls"
+        );
         step += 1;
     }
     assert!(step > OPS as u64, "only {step} steps for {OPS} calls");
@@ -512,7 +528,10 @@ fn list_holder_sigkilled_mid_churn_loses_and_duplicates_nothing() {
             w = after;
             done.store(done.load() + 1);
         } else {
-            assert_eq!(held, w.model, "kill {kill}: neither before nor after the call");
+            assert_eq!(
+                held, w.model,
+                "kill {kill}: neither before nor after the call"
+            );
         }
     }
 }
@@ -542,7 +561,10 @@ fn dict_iterates_in_insertion_order() {
     let n = name.0.clone();
     let child = Process::spawn(move || -> Result<(), String> {
         let d = SharedMap::<String, i32>::open(&n).map_err(|e| e.to_string())?;
-        let keys: Vec<String> = d.keys().collect::<ndshm::Result<_>>().map_err(|e| e.to_string())?;
+        let keys: Vec<String> = d
+            .keys()
+            .collect::<ndshm::Result<_>>()
+            .map_err(|e| e.to_string())?;
         if keys != ["a", "b", "c"] {
             return Err(format!("the child sees {keys:?}"));
         }
@@ -593,7 +615,10 @@ fn dict_changed_size_during_iteration_is_an_error() {
     }
     let changed = |e: ndshm::Error| {
         assert_eq!(e.kind(), ErrorKind::ChangedDuringIteration, "{e}");
-        assert!(e.to_string().contains("changed size during iteration"), "{e}");
+        assert!(
+            e.to_string().contains("changed size during iteration"),
+            "{e}"
+        );
     };
     // A new key, here.
     let mut it = d.iter();
@@ -651,14 +676,23 @@ fn two_values_share_one_lock_across_processes() {
         Ok(())
     })
     .unwrap();
-    assert!(within_deadline(|| a.load() == 1), "the child never took the lock");
-    assert!(b.try_lock().is_none(), "b's lock is not the one a's holder holds");
+    assert!(
+        within_deadline(|| a.load() == 1),
+        "the child never took the lock"
+    );
+    assert!(
+        b.try_lock().is_none(),
+        "b's lock is not the one a's holder holds"
+    );
     assert!(lock.is_locked());
     b.store(1);
     join_within(child, DEADLINE).unwrap();
     let g = b.lock();
     assert!(!g.owner_died());
-    assert!(a.try_lock().is_none(), "one lock: held through b, a is locked");
+    assert!(
+        a.try_lock().is_none(),
+        "one lock: held through b, a is locked"
+    );
     drop(g);
     // Anonymous values with an anonymous lock: a compound update over both, from children.
     let lock = Arc::new(Lock::new().unwrap());

@@ -1,6 +1,7 @@
 //! `SharedMap` under crashes and hostile memory: a holder killed between any two of its
-//! stores loses no committed entry and leaves `len()` exact; bytes written over the map
-//! by something else give a typed error in bounded time, never a panic or a hang.
+//! stores (inserting, replacing, removing, `popitem`) loses no committed entry, keeps the
+//! insertion order and leaves `len()` exact; bytes written over the map by something else
+//! give a typed error in bounded time, never a panic or a hang.
 
 mod common;
 

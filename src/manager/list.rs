@@ -264,7 +264,9 @@ impl<T: Pod> SharedList<T> {
     fn write_run(&self, buf: usize, from: usize, items: &[T]) {
         if !items.is_empty() {
             let off = self.offset(buf, from);
-            self.region.payload().write(off, bytemuck::cast_slice(items));
+            self.region
+                .payload()
+                .write(off, bytemuck::cast_slice(items));
         }
     }
 
@@ -706,12 +708,12 @@ impl<T: Pod> SharedList<T> {
     ///
     /// # Examples
     /// ```
-    /// let list = ndshm::SharedList::<u16>::new(4)?;
+    /// let list = ndshm::SharedList::<u16>::new(8)?;
     /// list.extend([3, 1, 2])?;
     /// for x in list.iter() {
-    ///     list.push(x).ok(); // the iteration goes on over the snapshot
+    ///     list.push(x)?; // the iteration goes on over the snapshot: it ends
     /// }
-    /// assert_eq!(list.iter().sum::<u16>(), 7);
+    /// assert_eq!(list.to_vec(), [3, 1, 2, 3, 1, 2]);
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn iter(&self) -> std::vec::IntoIter<T> {

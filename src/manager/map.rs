@@ -1,5 +1,6 @@
 //! `SharedMap<K, V>`: a hash map with a fixed capacity in shared memory, keyed by integers
-//! or short strings, holding `Pod` values: Python's `Manager().dict()` without the server.
+//! or short strings, holding `Pod` values, in insertion order: Python's `Manager().dict()`
+//! without the server.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -167,6 +168,17 @@ enum Probe {
 /// Inserting a new key into a map holding `capacity` entries is an [`ErrorKind::Full`]
 /// error; nothing is overwritten.
 ///
+/// # Insertion order
+/// As a Python 3.7+ `dict`, the map remembers the order in which keys were first
+/// inserted (replacing a value keeps the key's place; a key removed and inserted again
+/// goes last): [`to_vec`](Self::to_vec), [`iter`](Self::iter), [`keys`](Self::keys),
+/// [`values`](Self::values) and [`reversed`](Self::reversed) follow it, and
+/// [`popitem`](Self::popitem) removes the last inserted. Each entry carries an insertion
+/// stamp from a counter in the header; an iteration sorts the stamps once (O(n log n))
+/// and then reads one entry per step. Keys inserted or removed during an iteration make
+/// it fail with [`ErrorKind::ChangedDuringIteration`], as Python's `RuntimeError:
+/// dictionary changed size during iteration`.
+///
 /// Opening by name is safe: all access is under the lock, and state read from the segment
 /// is checked, so a segment overwritten by something else gives [`ErrorKind::Corrupt`]
 /// (in time bounded by the table's size), never a panic, a hang or an access out of
@@ -182,6 +194,10 @@ enum Probe {
 ///   probe run.
 /// - A new key is written into an empty slot whose state word still says empty, then
 ///   published by one store of that word. A holder that dies earlier leaves an empty slot.
+///   Its insertion stamp is taken (the header's counter advanced) before that, so a
+///   holder that dies in between only skips a stamp; the key-set version that iterations
+///   check is advanced before every insertion and removal commits, so an iteration
+///   elsewhere may stop spuriously but never walks a table that changed under it.
 /// - Replacing a value copies the new value into a log entry after the table, then
 ///   publishes "set slot *i*" in the header's pending-operation word, copies the value
 ///   and clears the word. A replacement is never torn: the log entry redoes it.

@@ -2,9 +2,9 @@
 //! Python's `multiprocessing.Value`.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI16, AtomicI32, AtomicI64, AtomicI8};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::element::{DType, Element};
