@@ -37,8 +37,8 @@ const H_SEQ: usize = 64;
 /// every removal, so that an iteration notices the keys changed under it.
 const H_MODS: usize = 72;
 /// An entry (a slot of the table): state (u32, the entry's commit word), then its body:
-/// key length (u32), key bytes, insertion stamp (u64), then the value. One more entry after the table holds the
-/// value of a pending replacement.
+/// key length (u32), key bytes, insertion stamp (u64), then the value. One more entry after
+/// the table holds the value of a pending replacement.
 const E_BODY: usize = 4;
 /// Offsets inside an entry's body.
 const B_KEY: usize = 4;
@@ -999,7 +999,9 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
                 return Err(Error::new(
                     ErrorKind::ChangedDuringIteration,
                     format!(
-                        "map '{name}' changed size during iteration (a key was inserted or                          removed, by this process or another); to change the keys while                          walking them, walk a to_vec() snapshot"
+                        "map '{name}' changed size during iteration (a key was inserted or \
+                         removed, by this process or another); to change the keys while \
+                         walking them, walk a to_vec() snapshot"
                     ),
                 ));
             }

@@ -323,7 +323,8 @@ impl<T: AtomicElement> SharedValue<T> {
             Err(e) => Err(Error::new(
                 e.kind(),
                 format!(
-                    "value segment '{name}' is guarded by lock '{lock_name}', which cannot be                      opened: {e}"
+                    "value segment '{name}' is guarded by lock '{lock_name}', which cannot be \
+                     opened: {e}"
                 ),
             )),
         }
@@ -375,7 +376,8 @@ impl<T: AtomicElement> SharedValue<T> {
     /// let a = SharedValue::create_with_lock(CreateOptions::unique(), 1u32, &lock)?;
     /// let b = SharedValue::create_with_lock(CreateOptions::unique(), 2u32, &lock)?;
     /// // As another process would: both values come back guarded by the same lock.
-    /// let (a2, b2) = (SharedValue::<u32>::open(a.name().unwrap())?, SharedValue::<u32>::open(b.name().unwrap())?);
+    /// let a2 = SharedValue::<u32>::open(a.name().unwrap())?;
+    /// let b2 = SharedValue::<u32>::open(b.name().unwrap())?;
     /// let _g = a2.lock();
     /// assert!(b2.try_lock().is_none() && lock.is_locked());
     /// # Ok::<(), ndshm::Error>(())
@@ -388,7 +390,8 @@ impl<T: AtomicElement> SharedValue<T> {
         let Some(lock_name) = lock.name() else {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
-                "a named value needs a named lock (another process opening the value could                  not find an anonymous one): make the lock with Lock::create",
+                "a named value needs a named lock (another process opening the value could \
+                 not find an anonymous one): make the lock with Lock::create",
             ));
         };
         let lock_name = lock_name.as_bytes().to_vec();
