@@ -87,6 +87,11 @@ pub enum ErrorKind {
     WouldDeadlock,
     /// Any other operating-system error; see [`Error::source`](std::error::Error::source).
     Io,
+    /// An index past the end of a shared list (Python's `IndexError`).
+    IndexOutOfRange,
+    /// A shared map gained or lost keys while it was being iterated (Python's
+    /// `RuntimeError: dictionary changed size during iteration`).
+    ChangedDuringIteration,
 }
 
 impl ErrorKind {
@@ -117,6 +122,8 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::WouldDeadlock => "this thread already holds the lock",
             ErrorKind::Io => "I/O error",
+            ErrorKind::IndexOutOfRange => "index out of range",
+            ErrorKind::ChangedDuringIteration => "changed during iteration",
         }
     }
 }

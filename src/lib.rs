@@ -136,7 +136,7 @@ pub use lifecycle::info::{info, list, OwnerStatus, SegmentInfo};
 pub use lifecycle::signals::{die_with_parent, SignalCleanup};
 pub use lifecycle::watchdog::CrashCleanup;
 pub use manager::list::SharedList;
-pub use manager::map::{KeyBytes, MapKey, SharedMap, MAX_KEY_LEN};
+pub use manager::map::{KeyBytes, MapIter, MapKey, SharedMap, MAX_KEY_LEN};
 pub use manager::shared_struct::{SharedStruct, StructGuard};
 pub use parallel::chunk::{Chunk, ChunkPlan, IntoChunkPlan, CACHE_LINE, MAX_CHUNKS};
 pub use parallel::fork_chunks::{fork_chunks, fork_chunks_into, MAX_FORKED_CHUNKS};

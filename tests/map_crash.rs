@@ -1,6 +1,7 @@
 //! `SharedMap` under crashes and hostile memory: a holder killed between any two of its
-//! stores loses no committed entry and leaves `len()` exact; bytes written over the map
-//! by something else give a typed error in bounded time, never a panic or a hang.
+//! stores (inserting, replacing, removing, `popitem`) loses no committed entry, keeps the
+//! insertion order and leaves `len()` exact; bytes written over the map by something else
+//! give a typed error in bounded time, never a panic or a hang.
 
 mod common;
 
@@ -40,11 +41,14 @@ impl Rng {
 enum Op {
     Insert(u64, u64),
     Remove(u64),
+    /// Removes the entry inserted last.
+    PopItem,
 }
 
-/// An endless, deterministic stream of inserts (new keys and replacements) and removals
-/// that keeps the map near its capacity (load ½: long probe runs, so removals shift
-/// entries back), with the model of what the map must hold after each operation.
+/// An endless, deterministic stream of inserts (new keys and replacements), removals and
+/// `popitem`s that keeps the map near its capacity (load ½: long probe runs, so removals
+/// shift entries back), with the model of what the map must hold after each operation:
+/// the values, and the keys in insertion order.
 ///
 /// A forked child draws from its copy without allocating (the parent's other threads may
 /// hold the allocator's lock at the fork): the model's room for `cap` keys is reserved
@@ -53,6 +57,7 @@ struct Workload {
     rng: Rng,
     cap: usize,
     model: HashMap<u64, u64>,
+    /// The keys in insertion order (a replacement keeps its key's place).
     keys: Vec<u64>,
 }
 
@@ -101,12 +106,21 @@ impl Workload {
             let v = self.rng.next();
             self.model.insert(k, v);
             Op::Insert(k, v)
-        } else {
+        } else if r < 88 {
             let at = self.rng.below(self.keys.len() as u64) as usize;
-            let k = self.keys.swap_remove(at);
+            let k = self.keys.remove(at);
             self.model.remove(&k);
             Op::Remove(k)
+        } else {
+            let k = self.keys.pop().expect("not empty");
+            self.model.remove(&k);
+            Op::PopItem
         }
+    }
+
+    /// What the map must hold, in insertion order.
+    fn entries(&self) -> Vec<(u64, u64)> {
+        self.keys.iter().map(|k| (*k, self.model[k])).collect()
     }
 }
 
@@ -114,22 +128,16 @@ fn apply(map: &Map, op: Op) -> ndshm::Result<()> {
     match op {
         Op::Insert(k, v) => map.insert(&k, v).map(drop),
         Op::Remove(k) => map.remove(&k).map(drop),
+        Op::PopItem => map.popitem().map(drop),
     }
 }
 
-fn sorted(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    v.sort_unstable();
-    v
-}
-
 /// Which of `candidates` (the model before and after the operation in flight) the map
-/// holds; checks that `len()` is exact and that every entry is found by its key.
+/// holds, in insertion order; checks that `len()` is exact, that every entry is found by
+/// its key, and that iterating both ways gives the same order.
 fn matching(map: &Map, candidates: &[&Workload], what: &str) -> usize {
-    let held = sorted(map.to_vec());
-    let Some(at) = candidates
-        .iter()
-        .position(|w| held == sorted(w.model.iter().map(|(&k, &v)| (k, v)).collect()))
-    else {
+    let held = map.to_vec();
+    let Some(at) = candidates.iter().position(|w| held == w.entries()) else {
         let want = candidates.first().map_or(0, |w| w.model.len());
         panic!(
             "{what}: the map holds {} entries matching neither the committed state \
@@ -139,6 +147,11 @@ fn matching(map: &Map, candidates: &[&Workload], what: &str) -> usize {
     };
     let model = &candidates[at].model;
     assert_eq!(map.len(), model.len(), "{what}: len() is not exact");
+    let walked: Vec<_> = map.iter().collect::<ndshm::Result<_>>().unwrap();
+    assert_eq!(walked, held, "{what}: iter() and to_vec() disagree");
+    let mut back: Vec<_> = map.reversed().collect::<ndshm::Result<_>>().unwrap();
+    back.reverse();
+    assert_eq!(back, held, "{what}: reversed() is not iter() backwards");
     for (k, v) in model {
         assert_eq!(map.get(k).unwrap(), Some(*v), "{what}: key {k} not found");
     }
@@ -314,9 +327,12 @@ fn scribble(name: &Name, offset: u64, bytes: &[u8]) {
     f.write_all(bytes).unwrap();
 }
 
-/// The bytes from the end of the map's header (64) to the start of its trailer (192).
+/// The map's header: the table starts here.
+const HEADER: u64 = 128;
+
+/// The bytes from the end of the map's header to the start of its trailer (192).
 fn table_len(name: &Name) -> u64 {
-    std::fs::metadata(name.path()).unwrap().len() - 192 - 64
+    std::fs::metadata(name.path()).unwrap().len() - 192 - HEADER
 }
 
 /// Runs every map operation on segment `name` in a child with a deadline: each must
@@ -341,6 +357,14 @@ fn every_operation_returns(name: &Name, what: &str) {
             allowed(map.get(&k).map(drop), "get")?;
             allowed(map.update(&k, 0, |v| v ^ 1).map(drop), "update")?;
             allowed(map.remove(&k).map(drop), "remove")?;
+            allowed(map.popitem().map(drop), "popitem")?;
+        }
+        for e in map.iter().chain(map.reversed()) {
+            match e {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Corrupt => {}
+                Err(e) => return Err(format!("iter: {e}")),
+            }
         }
         let _ = (map.len(), map.to_vec());
         Ok(())
@@ -359,7 +383,7 @@ fn map_with_every_slot_marked_full_gives_corrupt_error_not_panic() {
     let ones: Vec<u8> = std::iter::repeat_n([1u8, 0, 0, 0], table_len(&name) as usize / 4)
         .flatten()
         .collect();
-    scribble(&name, 64, &ones);
+    scribble(&name, HEADER, &ones);
     let n = name.0.clone();
     let child = Process::spawn(move || -> Result<(), String> {
         let map = Map::open(&n).map_err(|e| e.to_string())?;
@@ -395,13 +419,13 @@ fn map_over_hostile_bytes_returns_without_panic_or_hang() {
             // Random bytes over the whole table.
             0 => {
                 let junk: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-                scribble(&name, 64, &junk);
+                scribble(&name, HEADER, &junk);
             }
             // Random state words (0, 1 or anything) in random slots.
             1 => {
                 for _ in 0..8 {
                     let state = [0u32, 1, 2, rng.next() as u32][rng.below(4) as usize];
-                    let at = 64 + rng.below(len / 8) * 8;
+                    let at = HEADER + rng.below(len / 8) * 8;
                     scribble(&name, at, &state.to_le_bytes());
                 }
             }

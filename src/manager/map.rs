@@ -1,14 +1,16 @@
 //! `SharedMap<K, V>`: a hash map with a fixed capacity in shared memory, keyed by integers
-//! or short strings, holding `Pod` values: Python's `Manager().dict()` without the server.
+//! or short strings, holding `Pod` values, in insertion order: Python's `Manager().dict()`
+//! without the server.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use bytemuck::Pod;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::manager::fault::{crash_point, publish, FAULT_EXIT};
 use crate::segment::region::{header_word, type_tag, Region};
 use crate::segment::shared_mem::SharedMem;
 use crate::segment::trailer::SegmentKind;
@@ -17,8 +19,8 @@ use crate::segment::CreateOptions;
 /// The longest key, in bytes (a string key's UTF-8 length).
 pub const MAX_KEY_LEN: usize = 32;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMMP2");
-const HEADER: usize = 64;
+const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMMP3");
+const HEADER: usize = 128;
 const H_CAP: usize = 8;
 const H_SLOTS: usize = 16;
 const H_STRIDE: usize = 24;
@@ -28,13 +30,20 @@ const H_LEN: usize = 48;
 /// The pending-operation word: what a holder that died must have finished (see the type's
 /// docs). Its top two bits say what, the rest a slot index.
 const H_LOG: usize = 56;
+/// The next insertion stamp: every new key gets the next one, so entries sorted by stamp
+/// are in insertion order.
+const H_SEQ: usize = 64;
+/// The key-set version: bumped (before the commit) by every insertion of a new key and
+/// every removal, so that an iteration notices the keys changed under it.
+const H_MODS: usize = 72;
 /// An entry (a slot of the table): state (u32, the entry's commit word), then its body:
-/// key length (u32), key bytes, then the value. One more entry after the table holds the
-/// value of a pending replacement.
+/// key length (u32), key bytes, insertion stamp (u64), then the value. One more entry after
+/// the table holds the value of a pending replacement.
 const E_BODY: usize = 4;
 /// Offsets inside an entry's body.
 const B_KEY: usize = 4;
-const B_VALUE: usize = B_KEY + MAX_KEY_LEN;
+const B_SEQ: usize = B_KEY + MAX_KEY_LEN;
+const B_VALUE: usize = B_SEQ + 8;
 
 const EMPTY: u32 = 0;
 const FULL: u32 = 1;
@@ -47,61 +56,6 @@ const LOG_SET: u64 = 1 << 62;
 const LOG_HOLE: u64 = 2 << 62;
 /// Recount `len` from the table (a recovery in progress).
 const LOG_RECOUNT: u64 = 3 << 62;
-
-/// Fault injection for the crash tests: when non-zero, the process leaves with
-/// `_exit(FAULT_EXIT)` at that step of the map's shared-memory updates (steps counted
-/// over every map of the process).
-static FAULT_AT: AtomicU64 = AtomicU64::new(0);
-static FAULT_STEPS: AtomicU64 = AtomicU64::new(0);
-const FAULT_EXIT: i32 = 86;
-
-/// A point between two stores to shared memory where a holder may die.
-#[inline(always)]
-fn crash_point() {
-    if FAULT_AT.load(Ordering::Relaxed) != 0 {
-        fault_step();
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn fault_step() {
-    if FAULT_STEPS.fetch_add(1, Ordering::Relaxed) + 1 == FAULT_AT.load(Ordering::Relaxed) {
-        crate::sys::fork::exit_now(FAULT_EXIT);
-    }
-}
-
-/// Stores `v` as one step: the compiler keeps every store before it before, and every
-/// store after it after (a holder killed between two instructions leaves exactly the
-/// stores that precede the kill in program order).
-#[inline(always)]
-fn publish<A: Publish>(word: &A, v: A::Value) {
-    compiler_fence(Ordering::SeqCst);
-    word.publish(v);
-    compiler_fence(Ordering::SeqCst);
-    crash_point();
-}
-
-trait Publish {
-    type Value;
-    fn publish(&self, v: Self::Value);
-}
-
-impl Publish for AtomicU32 {
-    type Value = u32;
-    #[inline(always)]
-    fn publish(&self, v: u32) {
-        self.store(v, Ordering::Release);
-    }
-}
-
-impl Publish for AtomicU64 {
-    type Value = u64;
-    #[inline(always)]
-    fn publish(&self, v: u64) {
-        self.store(v, Ordering::Release);
-    }
-}
 
 mod private {
     pub trait Sealed {}
@@ -214,6 +168,17 @@ enum Probe {
 /// Inserting a new key into a map holding `capacity` entries is an [`ErrorKind::Full`]
 /// error; nothing is overwritten.
 ///
+/// # Insertion order
+/// As a Python 3.7+ `dict`, the map remembers the order in which keys were first
+/// inserted (replacing a value keeps the key's place; a key removed and inserted again
+/// goes last): [`to_vec`](Self::to_vec), [`iter`](Self::iter), [`keys`](Self::keys),
+/// [`values`](Self::values) and [`reversed`](Self::reversed) follow it, and
+/// [`popitem`](Self::popitem) removes the last inserted. Each entry carries an insertion
+/// stamp from a counter in the header; an iteration sorts the stamps once (O(n log n))
+/// and then reads one entry per step. Keys inserted or removed during an iteration make
+/// it fail with [`ErrorKind::ChangedDuringIteration`], as Python's `RuntimeError:
+/// dictionary changed size during iteration`.
+///
 /// Opening by name is safe: all access is under the lock, and state read from the segment
 /// is checked, so a segment overwritten by something else gives [`ErrorKind::Corrupt`]
 /// (in time bounded by the table's size), never a panic, a hang or an access out of
@@ -229,6 +194,10 @@ enum Probe {
 ///   probe run.
 /// - A new key is written into an empty slot whose state word still says empty, then
 ///   published by one store of that word. A holder that dies earlier leaves an empty slot.
+///   Its insertion stamp is taken (the header's counter advanced) before that, so a
+///   holder that dies in between only skips a stamp; the key-set version that iterations
+///   check is advanced before every insertion and removal commits, so an iteration
+///   elsewhere may stop spuriously but never walks a table that changed under it.
 /// - Replacing a value copies the new value into a log entry after the table, then
 ///   publishes "set slot *i*" in the header's pending-operation word, copies the value
 ///   and clears the word. A replacement is never torn: the log entry redoes it.
@@ -424,8 +393,7 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     /// hook off). Only for crash tests; not part of the API.
     #[doc(hidden)]
     pub fn __exit_at_step(step: u64) {
-        FAULT_STEPS.store(0, Ordering::Relaxed);
-        FAULT_AT.store(step, Ordering::Relaxed);
+        crate::manager::fault::exit_at_step(step);
     }
 
     /// The exit code of [`__exit_at_step`](Self::__exit_at_step).
@@ -675,9 +643,16 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
                 ),
             ));
         }
+        // A stamp and a key-set version of their own before the commit: a holder that
+        // dies in between skips a stamp, and an iteration elsewhere stops (spuriously,
+        // but never walks a table that changed under it).
+        let seq = self.word(H_SEQ).load(Ordering::Relaxed);
+        publish(self.word(H_SEQ), seq.wrapping_add(1));
+        self.bump_mods();
         let body = self.body(i);
         self.mem().write_pod(body, &(n as u32));
         self.mem().write(body + B_KEY, kb);
+        self.mem().write_pod(body + B_SEQ, &seq);
         self.set_value(i, &value);
         crash_point();
         // The commit: a holder that dies before it leaves the slot empty.
@@ -766,12 +741,82 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
                     "its length word says {len} while it holds the key"
                 )));
             }
-            let v = self.value_of(i);
-            // The commit: from here the entry is gone, and the hole gets closed.
-            publish(self.log(), LOG_HOLE | i as u64);
-            self.close_hole(i, 0)?;
-            publish(self.word(H_LEN), len - 1);
-            Ok(Some(v))
+            Ok(Some(self.remove_locked(i, len)?))
+        })
+    }
+
+    /// Removes the entry at slot `i`, found full, of a map of `len` entries (lock held);
+    /// returns its value.
+    fn remove_locked(&self, i: usize, len: u64) -> Result<V> {
+        let v = self.value_of(i);
+        self.bump_mods();
+        // The commit: from here the entry is gone, and the hole gets closed.
+        publish(self.log(), LOG_HOLE | i as u64);
+        self.close_hole(i, 0)?;
+        publish(self.word(H_LEN), len - 1);
+        Ok(v)
+    }
+
+    fn bump_mods(&self) {
+        let mods = self.word(H_MODS).load(Ordering::Relaxed);
+        publish(self.word(H_MODS), mods.wrapping_add(1));
+    }
+
+    /// The insertion stamp of entry `i`.
+    fn seq_of(&self, i: usize) -> u64 {
+        self.mem().read_pod(self.body(i) + B_SEQ)
+    }
+
+    /// The full slots with their stamps, in insertion order (lock held).
+    fn order(&self) -> Vec<(usize, u64)> {
+        let mut order: Vec<(usize, u64)> = (0..self.slots)
+            .filter(|&i| self.state(i).load(Ordering::Relaxed) == FULL)
+            .map(|i| (i, self.seq_of(i)))
+            .collect();
+        order.sort_by_key(|&(_, seq)| seq);
+        order
+    }
+
+    fn entry_at(&self, i: usize) -> (K, V) {
+        let (key, n) = self.key_of(i);
+        (K::from_key_bytes(&key[..n]), self.value_of(i))
+    }
+
+    /// Removes and returns the entry inserted last (Python 3.7+'s `d.popitem()`, with
+    /// `None` for the `KeyError` of an empty dict).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupt`] when the map's shared state was overwritten.
+    ///
+    /// # Examples
+    /// ```
+    /// let d = ndshm::SharedMap::<String, i32>::new(8)?;
+    /// d.insert("a", 1)?;
+    /// d.insert("b", 2)?;
+    /// d.insert("a", 3)?; // a replacement keeps the key's place
+    /// assert_eq!(d.popitem()?, Some(("b".to_string(), 2))); // d.popitem()
+    /// assert_eq!(d.popitem()?, Some(("a".to_string(), 3)));
+    /// assert_eq!(d.popitem()?, None);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn popitem(&self) -> Result<Option<(K, V)>> {
+        self.with_lock(|ok| {
+            ok?;
+            let last = (0..self.slots)
+                .filter(|&i| self.state(i).load(Ordering::Relaxed) == FULL)
+                .max_by_key(|&i| self.seq_of(i));
+            let Some(i) = last else {
+                return Ok(None);
+            };
+            let len = self.word(H_LEN).load(Ordering::Relaxed);
+            if len == 0 || len > self.cap as u64 {
+                return Err(self.corrupt(format_args!(
+                    "its length word says {len} while slot {i} is full"
+                )));
+            }
+            let (key, _) = self.entry_at(i);
+            let v = self.remove_locked(i, len)?;
+            Ok(Some((key, v)))
         })
     }
 
@@ -824,7 +869,9 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
         self.cap
     }
 
-    /// A snapshot of all entries (in table order; sort it for a stable order).
+    /// A snapshot of all entries, in insertion order (Python's `list(d.items())`), taken
+    /// in one step under the lock. (Of a map whose shared state was overwritten, what its
+    /// table holds.)
     ///
     /// # Examples
     /// ```
@@ -832,20 +879,133 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
     /// for k in [3, 1, 2] {
     ///     map.insert(&k, k * 10)?;
     /// }
-    /// let mut all = map.to_vec();
-    /// all.sort();
-    /// assert_eq!(all, [(1, 10), (2, 20), (3, 30)]);
+    /// assert_eq!(map.to_vec(), [(3, 30), (1, 10), (2, 20)]);
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn to_vec(&self) -> Vec<(K, V)> {
         self.with_lock(|_| {
-            (0..self.slots)
-                .filter(|&i| self.state(i).load(Ordering::Relaxed) == FULL)
-                .map(|i| {
-                    let (key, n) = self.key_of(i);
-                    (K::from_key_bytes(&key[..n]), self.value_of(i))
-                })
+            self.order()
+                .into_iter()
+                .map(|(i, _)| self.entry_at(i))
                 .collect()
+        })
+    }
+
+    /// Iterates over the entries in insertion order (Python's `for k, v in d.items()`),
+    /// reading each entry's current value when it comes to it; `.rev()` (or
+    /// [`reversed`](Self::reversed)) walks from the last inserted.
+    ///
+    /// Each step takes the lock. A key inserted or removed while iterating, by this
+    /// process or another, makes the next step an [`ErrorKind::ChangedDuringIteration`]
+    /// error, after which the iterator ends (Python's `RuntimeError: dictionary changed
+    /// size during iteration`); replacing values is fine. To change the keys while
+    /// walking them, walk a [`to_vec`](Self::to_vec) snapshot instead.
+    ///
+    /// # Examples
+    /// ```
+    /// let d = ndshm::SharedMap::<String, u8>::new(8)?;
+    /// d.insert("x", 1)?;
+    /// d.insert("y", 2)?;
+    /// for entry in d.iter() {
+    ///     let (k, v) = entry?;
+    ///     d.insert(&k, v * 10)?; // replacing values while iterating is fine
+    /// }
+    /// assert_eq!(d.to_vec(), [("x".to_string(), 10), ("y".to_string(), 20)]);
+    ///
+    /// let mut it = d.iter();
+    /// it.next().transpose()?;
+    /// d.insert("z", 3)?; // d["z"] = 3 while iterating
+    /// let err = it.next().unwrap().unwrap_err();
+    /// assert_eq!(err.kind(), ndshm::ErrorKind::ChangedDuringIteration);
+    /// assert!(it.next().is_none());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn iter(&self) -> MapIter<'_, K, V> {
+        let start = self.with_lock(|ok| {
+            ok?;
+            Ok((self.word(H_MODS).load(Ordering::Relaxed), self.order()))
+        });
+        let (mods, order, pending) = match start {
+            Ok((mods, order)) => (mods, order, None),
+            Err(e) => (0, Vec::new(), Some(e)),
+        };
+        MapIter {
+            map: self,
+            front: 0,
+            back: order.len(),
+            order,
+            mods,
+            pending,
+        }
+    }
+
+    /// The keys, in insertion order (Python's `for k in d`): [`iter`](Self::iter)'s keys.
+    ///
+    /// # Examples
+    /// ```
+    /// let d = ndshm::SharedMap::<u64, f64>::new(8)?;
+    /// d.insert(&9, 0.5)?;
+    /// d.insert(&4, 1.5)?;
+    /// assert_eq!(d.keys().collect::<ndshm::Result<Vec<_>>>()?, [9, 4]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = Result<K>> + '_ {
+        self.iter().map(|e| e.map(|(k, _)| k))
+    }
+
+    /// The values, in insertion order (Python's `d.values()`): [`iter`](Self::iter)'s
+    /// values.
+    ///
+    /// # Examples
+    /// ```
+    /// let d = ndshm::SharedMap::<u64, f64>::new(8)?;
+    /// d.insert(&9, 0.5)?;
+    /// d.insert(&4, 1.5)?;
+    /// assert_eq!(d.values().collect::<ndshm::Result<Vec<_>>>()?, [0.5, 1.5]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = Result<V>> + '_ {
+        self.iter().map(|e| e.map(|(_, v)| v))
+    }
+
+    /// The entries from the last inserted to the first (Python's `reversed(d.items())`;
+    /// `d.keys().rev()` for `reversed(d)`).
+    ///
+    /// # Examples
+    /// ```
+    /// let d = ndshm::SharedMap::<i32, i32>::new(8)?;
+    /// for k in [1, 2, 3] {
+    ///     d.insert(&k, -k)?;
+    /// }
+    /// let back: Vec<_> = d.reversed().collect::<ndshm::Result<_>>()?;
+    /// assert_eq!(back, [(3, -3), (2, -2), (1, -1)]);
+    /// assert_eq!(d.keys().rev().collect::<ndshm::Result<Vec<_>>>()?, [3, 2, 1]); // reversed(d)
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn reversed(&self) -> std::iter::Rev<MapIter<'_, K, V>> {
+        self.iter().rev()
+    }
+
+    /// One step of an iteration: the entry at slot `i` stamped `seq`, if the keys did not
+    /// change since the iteration started at key-set version `mods`.
+    fn step(&self, i: usize, seq: u64, mods: u64) -> Result<(K, V)> {
+        self.with_lock(|ok| {
+            ok?;
+            if self.word(H_MODS).load(Ordering::Relaxed) != mods
+                || self.state(i).load(Ordering::Relaxed) != FULL
+                || self.seq_of(i) != seq
+            {
+                let name = self.region.name().unwrap_or("(anonymous)");
+                return Err(Error::new(
+                    ErrorKind::ChangedDuringIteration,
+                    format!(
+                        "map '{name}' changed size during iteration (a key was inserted or \
+                         removed, by this process or another); to change the keys while \
+                         walking them, walk a to_vec() snapshot"
+                    ),
+                ));
+            }
+            Ok(self.entry_at(i))
         })
     }
 
@@ -858,5 +1018,82 @@ impl<K: MapKey, V: Pod> SharedMap<K, V> {
 impl<K: MapKey + fmt::Debug, V: Pod + fmt::Debug> fmt::Debug for SharedMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.to_vec()).finish()
+    }
+}
+
+/// An iteration over a [`SharedMap`] in insertion order: see [`SharedMap::iter`]. Yields
+/// `Result<(K, V)>`; after an error it ends.
+///
+/// # Examples
+/// ```
+/// let d = ndshm::SharedMap::<u32, u32>::new(4)?;
+/// d.insert(&1, 10)?;
+/// let mut it: ndshm::MapIter<'_, u32, u32> = d.iter();
+/// assert_eq!(it.next().transpose()?, Some((1, 10)));
+/// assert!(it.next().is_none());
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub struct MapIter<'a, K: MapKey, V: Pod> {
+    map: &'a SharedMap<K, V>,
+    /// (slot, stamp) of the entries when the iteration started, in insertion order.
+    order: Vec<(usize, u64)>,
+    front: usize,
+    back: usize,
+    /// The key-set version when the iteration started.
+    mods: u64,
+    /// An error to yield before ending (from the start, or from a step).
+    pending: Option<Error>,
+}
+
+impl<K: MapKey, V: Pod> MapIter<'_, K, V> {
+    fn at(&mut self, k: usize) -> Option<Result<(K, V)>> {
+        let (i, seq) = self.order[k];
+        let r = self.map.step(i, seq, self.mods);
+        if r.is_err() {
+            self.front = self.back;
+        }
+        Some(r)
+    }
+}
+
+impl<K: MapKey, V: Pod> Iterator for MapIter<'_, K, V> {
+    type Item = Result<(K, V)>;
+
+    fn next(&mut self) -> Option<Result<(K, V)>> {
+        if let Some(e) = self.pending.take() {
+            return Some(Err(e));
+        }
+        if self.front == self.back {
+            return None;
+        }
+        self.front += 1;
+        self.at(self.front - 1)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.back - self.front + usize::from(self.pending.is_some());
+        (0, Some(n))
+    }
+}
+
+impl<K: MapKey, V: Pod> DoubleEndedIterator for MapIter<'_, K, V> {
+    fn next_back(&mut self) -> Option<Result<(K, V)>> {
+        if let Some(e) = self.pending.take() {
+            return Some(Err(e));
+        }
+        if self.front == self.back {
+            return None;
+        }
+        self.back -= 1;
+        self.at(self.back)
+    }
+}
+
+impl<K: MapKey + fmt::Debug, V: Pod> fmt::Debug for MapIter<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapIter")
+            .field("map", &self.map.name())
+            .field("left", &(self.back - self.front))
+            .finish()
     }
 }

@@ -79,7 +79,7 @@ pub enum SegmentKind {
     Queue,
     /// A duplex pipe.
     Pipe,
-    /// An append-only shared list.
+    /// A shared list.
     List,
     /// A shared hash map.
     Map,

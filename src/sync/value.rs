@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicI16, AtomicI32, AtomicI64, AtomicI8};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::element::{DType, Element};
@@ -11,8 +12,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::segment::region::Region;
 use crate::segment::shared_mem::SharedMem;
 use crate::segment::trailer::SegmentKind;
-use crate::segment::CreateOptions;
-use crate::sync::lock::LockGuard;
+use crate::segment::{CreateOptions, MAX_NAME_LEN};
+use crate::sync::lock::{Lock, LockGuard};
 
 mod private {
     use crate::segment::shared_mem::SharedMem;
@@ -137,6 +138,14 @@ atomic_float! { f32 => AtomicU32, f64 => AtomicU64 }
 
 /// Payload: the value (up to 8 bytes, zero-padded), then its element type code.
 const PAYLOAD: usize = 16;
+/// Payload of a value guarded by a named [`Lock`]: as [`PAYLOAD`], then the lock record
+/// (`LOCK_NAMED`), the lock name's length and its bytes.
+const P_LOCK: usize = 16;
+const P_LOCK_LEN: usize = 24;
+const P_LOCK_NAME: usize = 32;
+const PAYLOAD_SHARED: usize = P_LOCK_NAME + MAX_NAME_LEN;
+/// The lock record of a value guarded by the named lock whose name follows.
+const LOCK_NAMED: u64 = u64::from_le_bytes(*b"LOCKNAME");
 
 /// The code a value segment records for its element type (index in `DType::ALL` + 1).
 fn dtype_code(d: DType) -> u64 {
@@ -163,6 +172,14 @@ fn dtype_code(d: DType) -> u64 {
 /// Opening a value by name is safe: all access is atomic or under the lock, so no other
 /// process can break what this one reads.
 ///
+/// # Several values under one lock
+/// Python's `Value('i', 0, lock=lock)` is [`with_lock`](SharedValue::with_lock) (anonymous)
+/// or [`create_with_lock`](SharedValue::create_with_lock) (named): the value's
+/// [`lock`](SharedValue::lock) then takes that [`Lock`], so a compound update spanning
+/// several values is one step for every process. A named value records its lock's name,
+/// and [`open`](SharedValue::open) opens that lock too. (Python's `lock=False`, no lock at
+/// all, has no counterpart: an unused lock costs nothing.)
+///
 /// # Examples
 /// ```
 /// use ndshm::SharedValue;
@@ -178,6 +195,8 @@ fn dtype_code(d: DType) -> u64 {
 /// ```
 pub struct SharedValue<T: AtomicElement> {
     region: Region,
+    /// The lock that guards the value when it is not the region's own.
+    shared_lock: Option<Arc<Lock>>,
     _marker: std::marker::PhantomData<T>,
 }
 
@@ -193,6 +212,7 @@ impl<T: AtomicElement> SharedValue<T> {
     fn wrap(region: Region) -> Self {
         SharedValue {
             region,
+            shared_lock: None,
             _marker: std::marker::PhantomData,
         }
     }
@@ -268,10 +288,142 @@ impl<T: AtomicElement> SharedValue<T> {
                 ),
             ));
         }
+        let shared_lock = Self::recorded_lock(&region, name)?;
         Ok(SharedValue {
             region,
+            shared_lock,
             _marker: std::marker::PhantomData,
         })
+    }
+
+    /// The named lock a value segment records, opened (`None`: the value uses its own).
+    fn recorded_lock(region: &Region, name: &str) -> Result<Option<Arc<Lock>>> {
+        if region.payload_len() < PAYLOAD_SHARED {
+            return Ok(None);
+        }
+        // Written before the segment was published, only read since.
+        let mem = region.payload();
+        if mem.u64(P_LOCK).load(Ordering::Acquire) != LOCK_NAMED {
+            return Ok(None);
+        }
+        let len = mem.u64(P_LOCK_LEN).load(Ordering::Acquire) as usize;
+        let mut bytes = vec![0u8; len.min(MAX_NAME_LEN)];
+        mem.read(P_LOCK_NAME, &mut bytes);
+        let lock_name = match std::str::from_utf8(&bytes) {
+            Ok(n) if len <= MAX_NAME_LEN => n,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidHeader,
+                    format!("value segment '{name}' records an invalid lock name; corrupted"),
+                ))
+            }
+        };
+        match Lock::open(lock_name) {
+            Ok(lock) => Ok(Some(Arc::new(lock))),
+            Err(e) => Err(Error::new(
+                e.kind(),
+                format!(
+                    "value segment '{name}' is guarded by lock '{lock_name}', which cannot be \
+                     opened: {e}"
+                ),
+            )),
+        }
+    }
+
+    /// An anonymous value guarded by `lock` instead of a lock of its own: Python's
+    /// `Value('i', 0, lock=lock)`. Give several values the same lock, and a compound
+    /// update of all of them is one step for every process.
+    ///
+    /// # Errors
+    /// An OS error when the shared mapping fails.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::Arc;
+    /// use ndshm::{Lock, SharedValue};
+    /// let lock = Arc::new(Lock::new()?); // lock = Lock()
+    /// let from = SharedValue::with_lock(100i64, &lock)?; // Value('q', 100, lock=lock)
+    /// let to = SharedValue::with_lock(0i64, &lock)?; // Value('q', 0, lock=lock)
+    /// {
+    ///     let _g = from.lock(); // takes `lock`: `to` is guarded too
+    ///     from.store(from.load() - 30);
+    ///     to.store(to.load() + 30);
+    ///     assert!(to.try_lock().is_none());
+    /// }
+    /// assert_eq!((from.load(), to.load()), (70, 30));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn with_lock(value: T, lock: &Arc<Lock>) -> Result<Self> {
+        let mut v = Self::new(value)?;
+        v.shared_lock = Some(Arc::clone(lock));
+        Ok(v)
+    }
+
+    /// Creates value segment `name` holding `value`, guarded by the named `lock`; the
+    /// segment records the lock's name, so that [`open`](Self::open) in any process gets
+    /// the same lock.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] when `lock` is anonymous (another process could not
+    /// find it by name: make it with [`Lock::create`]), and the errors of segment
+    /// creation.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::Arc;
+    /// use ndshm::{CreateOptions, Lock, SharedValue};
+    /// let lock = Arc::new(Lock::create(CreateOptions::unique())?);
+    /// let a = SharedValue::create_with_lock(CreateOptions::unique(), 1u32, &lock)?;
+    /// let b = SharedValue::create_with_lock(CreateOptions::unique(), 2u32, &lock)?;
+    /// // As another process would: both values come back guarded by the same lock.
+    /// let a2 = SharedValue::<u32>::open(a.name().unwrap())?;
+    /// let b2 = SharedValue::<u32>::open(b.name().unwrap())?;
+    /// let _g = a2.lock();
+    /// assert!(b2.try_lock().is_none() && lock.is_locked());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn create_with_lock(
+        segment: impl Into<CreateOptions>,
+        value: T,
+        lock: &Arc<Lock>,
+    ) -> Result<Self> {
+        let Some(lock_name) = lock.name() else {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a named value needs a named lock (another process opening the value could \
+                 not find an anonymous one): make the lock with Lock::create",
+            ));
+        };
+        let lock_name = lock_name.as_bytes().to_vec();
+        let opts = &segment.into();
+        let init = Self::init(value);
+        let region = Region::create(opts, SegmentKind::Value, PAYLOAD_SHARED, |p| {
+            init(p)?;
+            p[P_LOCK..P_LOCK + 8].copy_from_slice(&LOCK_NAMED.to_le_bytes());
+            p[P_LOCK_LEN..P_LOCK_LEN + 8].copy_from_slice(&(lock_name.len() as u64).to_le_bytes());
+            p[P_LOCK_NAME..P_LOCK_NAME + lock_name.len()].copy_from_slice(&lock_name);
+            Ok(())
+        })?;
+        let mut v = Self::wrap(region);
+        v.shared_lock = Some(Arc::clone(lock));
+        Ok(v)
+    }
+
+    /// The [`Lock`] this value shares with others (made with
+    /// [`with_lock`](Self::with_lock) or [`create_with_lock`](Self::create_with_lock), or
+    /// opened from what such a segment records), or `None` when it uses its own.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::Arc;
+    /// let lock = Arc::new(ndshm::Lock::new()?);
+    /// let v = ndshm::SharedValue::with_lock(0u8, &lock)?;
+    /// assert!(Arc::ptr_eq(v.shared_lock().unwrap(), &lock));
+    /// assert!(ndshm::SharedValue::new(0u8)?.shared_lock().is_none());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn shared_lock(&self) -> Option<&Arc<Lock>> {
+        self.shared_lock.as_ref()
     }
 
     /// The value word (at the start of the page-aligned payload, so aligned for any
@@ -383,13 +535,15 @@ impl<T: AtomicElement> SharedValue<T> {
         }
     }
 
-    /// Takes the value's own robust lock (Python's `get_lock()`), for compound updates:
-    /// every process (and thread) that updates the value this way excludes the others. The
-    /// lock behaves as [`Lock`](crate::Lock)'s does: robust, owned by the locking thread,
-    /// not reentrant.
+    /// Takes the value's lock (Python's `with v.get_lock():`), for compound updates: every
+    /// process (and thread) that updates the value this way excludes the others. That is
+    /// the value's own robust lock, or the [`Lock`] it shares with other values
+    /// ([`with_lock`](Self::with_lock)). The lock behaves as [`Lock`]'s does: robust, owned
+    /// by the locking thread, not reentrant.
     ///
     /// # Panics
-    /// When this thread holds the value's lock already (use
+    /// When this thread holds the value's lock already, through this value or another
+    /// that shares the lock (use
     /// [`lock_timeout`](Self::lock_timeout) to get [`ErrorKind::WouldDeadlock`] instead).
     ///
     /// # Examples
@@ -405,7 +559,10 @@ impl<T: AtomicElement> SharedValue<T> {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn lock(&self) -> LockGuard<'_> {
-        self.region.lock().lock_guard()
+        match &self.shared_lock {
+            Some(lock) => lock.lock(),
+            None => self.region.lock().lock_guard(),
+        }
     }
 
     /// [`lock`](Self::lock) without waiting: `None` when a live thread holds it, this one
@@ -420,7 +577,10 @@ impl<T: AtomicElement> SharedValue<T> {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn try_lock(&self) -> Option<LockGuard<'_>> {
-        self.region.lock().try_lock_guard()
+        match &self.shared_lock {
+            Some(lock) => lock.try_lock(),
+            None => self.region.lock().try_lock_guard(),
+        }
     }
 
     /// [`lock`](Self::lock), waiting at most `timeout`.
@@ -438,9 +598,13 @@ impl<T: AtomicElement> SharedValue<T> {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
-        self.region
-            .lock()
-            .lock_timeout_guard(timeout, "the value's lock")
+        match &self.shared_lock {
+            Some(lock) => lock.lock_timeout(timeout),
+            None => self
+                .region
+                .lock()
+                .lock_timeout_guard(timeout, "the value's lock"),
+        }
     }
 
     /// The segment name, or `None` for an anonymous value.
@@ -460,6 +624,7 @@ impl<T: AtomicElement> fmt::Debug for SharedValue<T> {
         f.debug_struct("SharedValue")
             .field("name", &self.name())
             .field("value", &self.load())
+            .field("shared_lock", &self.shared_lock.as_ref().map(|l| l.name()))
             .finish()
     }
 }
