@@ -1,5 +1,6 @@
 //! [`CreateOptions`]: what every named segment is created with — its name (given, or
-//! generated), permission bits, persistence, prefaulting and, for arrays, memory order.
+//! generated), permission bits, persistence, cleanup at exit, prefaulting and, for arrays,
+//! memory order.
 
 use crate::error::Result;
 use crate::segment::validate_name;
