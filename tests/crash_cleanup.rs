@@ -108,3 +108,111 @@ fn a_live_owner_keeps_its_segments_and_dropping_the_guard_reaps_the_watchdog() {
     drop(a);
     assert!(!exists(&name));
 }
+
+/// Forks a creator that makes `tracked` with `cleanup_on_exit(true)` (an array and a queue)
+/// and `untracked` with the defaults (arrays), then waits to be killed; returns once all
+/// exist.
+fn creator(tracked: &[String], untracked: &[String]) -> Process {
+    let (t, u) = (tracked.to_vec(), untracked.to_vec());
+    let child = Process::spawn(move || -> ndshm::Result<()> {
+        let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+        for (i, n) in t.iter().enumerate() {
+            let opts = CreateOptions::named(n).cleanup_on_exit(true);
+            if i % 2 == 0 {
+                keep.push(Box::new(SharedNdArray::<f64, Ix1>::zeros(opts, 1024)?));
+            } else {
+                keep.push(Box::new(ndshm::Queue::<u64>::create(opts, 4)?));
+            }
+        }
+        for n in &u {
+            keep.push(Box::new(SharedNdArray::<u8, Ix1>::zeros(n, 16)?));
+        }
+        std::thread::sleep(Duration::from_secs(600)); // until killed
+        Ok(())
+    })
+    .unwrap();
+    eventually("the creator never made its segments", || {
+        tracked.iter().chain(untracked).all(|n| exists(n))
+    });
+    child
+}
+
+#[test]
+fn a_tracked_segment_is_removed_when_its_creator_is_sigkilled() {
+    let me = std::process::id();
+    let names: Vec<String> = ["kill-array", "kill-queue", "term-array", "term-queue"]
+        .iter()
+        .map(|t| format!("crash-{me}-tracked-{t}"))
+        .collect();
+    let _u = Unlink(names.clone());
+    let killed = creator(&names[..2], &[]);
+    let termed = creator(&names[2..], &[]);
+    killed.kill().unwrap();
+    termed.signal(libc::SIGTERM).unwrap();
+    assert!(killed.join().unwrap_err().to_string().contains("SIGKILL"));
+    assert!(termed.join().unwrap_err().to_string().contains("SIGTERM"));
+    for n in &names {
+        eventually(
+            &format!("the tracked segment {n} outlived its killed creator"),
+            || !exists(n),
+        );
+    }
+}
+
+#[test]
+fn an_untracked_segment_survives_its_creators_sigkill_until_gc() {
+    let me = std::process::id();
+    let (tracked, untracked) = (
+        format!("crash-{me}-pertrack-tracked"),
+        format!("crash-{me}-pertrack-untracked"),
+    );
+    let _u = Unlink(vec![tracked.clone(), untracked.clone()]);
+    let child = creator(
+        std::slice::from_ref(&tracked),
+        std::slice::from_ref(&untracked),
+    );
+    child.kill().unwrap();
+    assert!(child.join().is_err());
+    // The watchdog has done its work once the tracked one is gone...
+    eventually("the tracked segment outlived its killed creator", || {
+        !exists(&tracked)
+    });
+    // ...and it tracks per segment: the default one stays (the safe default), for gc.
+    assert!(exists(&untracked), "an untracked segment was removed");
+    let removed = ndshm::gc_matching(|s| s.name == untracked).unwrap();
+    assert_eq!(removed.len(), 1, "gc finds the dead creator's segment");
+    assert!(!exists(&untracked));
+}
+
+#[test]
+fn a_tracked_segment_unlinked_by_its_creator_is_not_touched_again() {
+    // The creator drops its tracked segment, and another process re-creates the name
+    // before the creator dies: the watchdog leaves the new segment (another creation).
+    let name = format!("crash-{}-recreated", std::process::id());
+    // Tracked and kept: the watchdog judges names in order, so once this one is gone it
+    // has judged `name` too.
+    let marker = format!("{name}-zz-marker");
+    let _u = Unlink(vec![name.clone(), marker.clone()]);
+    let (n, m) = (name.clone(), marker.clone());
+    let child = Process::spawn(move || -> ndshm::Result<()> {
+        let first =
+            SharedNdArray::<u8, Ix1>::zeros(CreateOptions::named(&n).cleanup_on_exit(true), 8)?;
+        let _marker =
+            SharedNdArray::<u8, Ix1>::zeros(CreateOptions::named(&m).cleanup_on_exit(true), 8)?;
+        drop(first);
+        std::thread::sleep(Duration::from_secs(600)); // until killed
+        Ok(())
+    })
+    .unwrap();
+    eventually("the child never made its marker", || exists(&marker));
+    eventually("the child never dropped its segment", || !exists(&name));
+    let mine = SharedNdArray::<u8, Ix1>::zeros(&name, 8).unwrap();
+    child.kill().unwrap();
+    assert!(child.join().is_err());
+    eventually("the watchdog never removed the marker", || !exists(&marker));
+    assert!(
+        exists(&name),
+        "the watchdog removed a segment it did not track"
+    );
+    drop(mine);
+}

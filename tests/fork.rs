@@ -348,25 +348,111 @@ fn spawn_with_hands_the_array_over_and_back() {
     );
 }
 
-#[test]
-fn exit_codes_are_data() {
-    let mut p = Process::spawn::<_, ()>(|| std::process::exit(0)).unwrap();
-    while !p.is_finished().unwrap() {
+/// Waits (with a deadline) until `finished` says the child has ended.
+fn wait_finished(mut finished: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never ended"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(p.exitcode(), Some(0));
-    let err = p.join().unwrap_err();
-    assert!(err.to_string().contains("without reporting"), "{err}");
-    let p = Process::spawn::<_, ()>(|| std::process::exit(3)).unwrap();
-    let err = p.join().unwrap_err();
+}
+
+#[test]
+fn exit_zero_in_a_child_is_success() {
+    // Process: Python's `sys.exit(0)` in the target is a success.
+    let p = Process::spawn::<_, ()>(|| std::process::exit(0)).unwrap();
+    p.join().unwrap();
+    // ProcessWith: the array comes back.
+    let n = common::Name::new("exit0-with");
+    let a = SharedNdArray::<u8, Ix1>::zeros(&n, 3).unwrap();
+    let child = Process::spawn_with::<_, _, _, _, ()>(a, |a| {
+        a.view_mut().fill(5);
+        std::process::exit(0)
+    })
+    .unwrap();
+    let a = child.join().unwrap();
+    assert_eq!(a.as_slice().unwrap(), &[5, 5, 5]);
+    // ScopedChild, joined explicitly and implicitly (an implicit failure would panic).
+    ndshm::scope(|s| -> ndshm::Result<()> {
+        s.spawn::<_, ()>(|| std::process::exit(0))?;
+        s.spawn::<_, ()>(|| std::process::exit(0))?.join()
+    })
+    .unwrap();
+    // A non-zero exit is still a failure, and its error names the code.
+    let err = Process::spawn::<_, ()>(|| std::process::exit(3))
+        .unwrap()
+        .join()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WorkerFailed);
     assert!(err.to_string().contains("exited with code 3"), "{err}");
+    // fork_chunks: a chunk closure that exits before returning did not finish its chunk.
+    let mut b = range(&name("exit0-chunks"), 8);
+    let err = fork_chunks(&mut b, 4, |chunk, mut v| {
+        if chunk.index == 2 {
+            std::process::exit(0);
+        }
+        v.fill(1.0);
+    })
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WorkerFailed);
+    assert!(
+        err.to_string()
+            .contains("exited with code 0 before finishing chunk 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exitcode_is_data_not_only_a_message() {
+    // Process: None while running, the code once ended, -N for signal N.
     let mut p = Process::spawn(|| std::thread::sleep(Duration::from_secs(600))).unwrap();
     assert_eq!(p.exitcode(), None, "still running");
     p.kill().unwrap();
-    while !p.is_finished().unwrap() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert_eq!(p.wait().unwrap(), Some(-libc::SIGKILL));
     assert_eq!(p.exitcode(), Some(-libc::SIGKILL));
+    assert!(p.join().unwrap_err().to_string().contains("SIGKILL"));
+    let mut p = Process::spawn::<_, ()>(|| std::process::exit(0)).unwrap();
+    wait_finished(|| p.is_finished().unwrap());
+    assert_eq!(p.exitcode(), Some(0));
+    p.join().unwrap();
+    let mut p = Process::spawn::<_, ()>(|| std::process::exit(3)).unwrap();
+    assert_eq!(p.wait().unwrap(), Some(3));
+    let err = p.join().unwrap_err();
+    assert!(err.to_string().contains("exited with code 3"), "{err}");
+    // How the closure ended maps onto codes: an error 1, a panic 101.
+    let mut p = Process::spawn(|| -> Result<(), String> { Err("no".into()) }).unwrap();
+    assert_eq!(p.wait().unwrap(), Some(1));
+    let mut p = Process::spawn::<_, ()>(|| panic!("boom")).unwrap();
+    assert_eq!(p.wait().unwrap(), Some(101));
+    // ProcessWith.
+    let n = common::Name::new("exitcode-with");
+    let a = SharedNdArray::<u8, Ix1>::zeros(&n, 1).unwrap();
+    let mut child = Process::spawn_with::<_, _, _, _, ()>(a, |_| std::process::exit(7)).unwrap();
+    assert_eq!(child.wait().unwrap(), Some(7));
+    assert_eq!(child.exitcode(), Some(7));
+    let (a, r) = child.join_keeping();
+    assert!(r.unwrap_err().to_string().contains("exited with code 7"));
+    drop(a);
+    // ScopedChild.
+    ndshm::scope(|s| -> ndshm::Result<()> {
+        let c = s.spawn(|| std::thread::sleep(Duration::from_secs(600)))?;
+        assert_eq!(c.exitcode(), None);
+        let c2 = s.spawn::<_, ()>(|| std::process::exit(4))?;
+        assert_eq!(c2.wait()?, Some(4));
+        assert_eq!(c2.exitcode(), Some(4));
+        assert!(c2.join().unwrap_err().to_string().contains("code 4"));
+        // Killed through its pid (ScopedChild has no kill): -SIGTERM.
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+        assert_eq!(unsafe { libc::kill(c.pid(), libc::SIGTERM) }, 0);
+        assert_eq!(c.wait()?, Some(-libc::SIGTERM));
+        assert_eq!(c.exitcode(), Some(-libc::SIGTERM));
+        assert!(c.join().unwrap_err().to_string().contains("SIGTERM"));
+        Ok(())
+    })
+    .unwrap();
 }
 
 #[test]

@@ -41,12 +41,25 @@ pub struct ByteQueue {
     shared: RingSegment,
 }
 
+/// A byte queue's slots hold one message each: a slot of 0 bytes could hold none.
+fn check_slot_size(slot_size: usize) -> Result<()> {
+    if slot_size == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "a byte queue needs a slot_size of at least 1 byte (slot_size = 0): pass the size \
+             of the largest message you will put",
+        ));
+    }
+    Ok(())
+}
+
 impl ByteQueue {
     /// An anonymous queue of at least `capacity` messages of up to `slot_size` bytes,
     /// shared with children forked after it.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`] for a zero capacity or a slot size over 4 GiB.
+    /// [`ErrorKind::InvalidArgument`] for a zero capacity, a zero slot size (as Python's
+    /// `SharedMemory(size=0)`) or a slot size over 4 GiB.
     ///
     /// # Examples
     /// ```
@@ -55,6 +68,7 @@ impl ByteQueue {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn new(capacity: usize, slot_size: usize) -> Result<Self> {
+        check_slot_size(slot_size)?;
         Ok(ByteQueue {
             shared: RingSegment::make(None, capacity, slot_size, BYTES_TAG)?,
         })
@@ -79,6 +93,7 @@ impl ByteQueue {
         capacity: usize,
         slot_size: usize,
     ) -> Result<Self> {
+        check_slot_size(slot_size)?;
         Ok(ByteQueue {
             shared: RingSegment::make(Some(segment.into()), capacity, slot_size, BYTES_TAG)?,
         })

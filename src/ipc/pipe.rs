@@ -97,6 +97,12 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 type Init = Box<dyn FnOnce(&mut [u8]) -> Result<()>>;
 
 fn layout(slots: usize, chunk: usize) -> Result<(usize, Init)> {
+    if slots == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "a pipe needs at least 1 slot (slots = 0): pass slots >= 1",
+        ));
+    }
     if chunk == 0 {
         return Err(Error::new(
             ErrorKind::InvalidArgument,

@@ -25,6 +25,9 @@ use crate::sys::{fork, lease, proc};
 ///
 /// Only segments owned by this very process are covered (not those of its workers, which
 /// are their own owners). Create the guard in the process that creates the segments, once.
+/// To cover chosen segments only, create them with
+/// [`CreateOptions::cleanup_on_exit`](crate::CreateOptions::cleanup_on_exit) instead (Python's
+/// `track=True`): that starts a watchdog of its own, lazily, for those segments.
 ///
 /// [`SignalCleanup`]: crate::SignalCleanup
 ///

@@ -89,6 +89,13 @@ pub struct SharedList<T: Pod> {
 
 impl<T: Pod> SharedList<T> {
     fn layout(capacity: usize) -> Result<usize> {
+        if capacity == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a list needs a capacity of at least 1 (capacity = 0): pass the most items \
+                 it will hold",
+            ));
+        }
         capacity
             .checked_mul(2)
             .and_then(|n| n.checked_add(1))
@@ -114,7 +121,8 @@ impl<T: Pod> SharedList<T> {
     /// An anonymous list of up to `capacity` items, shared with children forked later.
     ///
     /// # Errors
-    /// [`ErrorKind::SizeOverflow`], or an OS error when mapping fails.
+    /// [`ErrorKind::InvalidArgument`] for a zero capacity, [`ErrorKind::SizeOverflow`], or
+    /// an OS error when mapping fails.
     ///
     /// # Examples
     /// ```

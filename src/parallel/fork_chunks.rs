@@ -26,7 +26,7 @@ use crate::array::{AccessMode, SharedNdArray};
 use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
 use crate::parallel::chunk::{Chunk, ChunkPlan, IntoChunkPlan};
-use crate::parallel::process::{check_fork_allowed, Child, ChildResult};
+use crate::parallel::process::{check_fork_allowed, Child, ChildResult, Job};
 
 /// Forks one child per chunk of `plan` over `array`, each running `f` on its chunk, all at
 /// once, and waits for all of them.
@@ -192,7 +192,7 @@ fn run_forked<R: ChildResult>(plan: &ChunkPlan, mut job: impl FnMut(Chunk) -> R)
     for (chunk, child) in &mut children {
         match child.wait(false) {
             Ok(_) => {
-                if let Some(why) = child.failure() {
+                if let Some(why) = child.failure(Job::Chunk(chunk.index)) {
                     first.get_or_insert_with(|| {
                         worker_failed(chunk, &format!("worker process {}", child.pid()), &why)
                     });

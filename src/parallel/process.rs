@@ -187,24 +187,40 @@ pub(crate) enum End {
     Reaped,
 }
 
+/// What a child that ended without reporting (its closure never returned) was running:
+/// that decides whether exit code 0 is a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Job {
+    /// A [`Process`]: like Python's, a child that calls `exit(0)` succeeded.
+    Process,
+    /// Chunk `n` of a fork-per-call job: a child that exits, even with 0, before its closure
+    /// returned did not finish its chunk, which is a failure (Python's `Pool` would count
+    /// it as a lost worker).
+    Chunk(usize),
+}
+
 /// Describes how a child ended, for errors: "panicked: msg", "killed by SIGKILL"…; `None`
 /// for a success.
 ///
 /// The report decides first: a child that reported an error or a panic keeps its message
-/// whatever its exit status. When the status is gone ([`End::Reaped`]), a child that
-/// reported success succeeded, and one that left no report "ended without reporting".
-/// A child that left no report failed even with exit code 0: its closure never returned.
-pub(crate) fn describe_failure(report: &Report, end: End) -> Option<String> {
+/// whatever its exit status. A child that left no report (its closure called `exit`)
+/// succeeded with exit code 0 when it ran a [`Job::Process`] (Python's rule) and failed
+/// when it ran a [`Job::Chunk`] (the chunk was not finished). When the status is gone
+/// ([`End::Reaped`]), a child that reported success succeeded, and one that left no report
+/// "ended without reporting".
+pub(crate) fn describe_failure(report: &Report, end: End, job: Job) -> Option<String> {
     let (state, msg) = report.read();
     match (state, end) {
         (STATE_PANIC, _) => Some(format!("panicked: {msg}")),
         (STATE_ERR, _) => Some(format!("returned an error: {msg}")),
         (STATE_OK, End::Exit(Exit::Code(0)) | End::Reaped) => None,
-        (0, End::Exit(Exit::Code(0))) => Some(
-            "exited with code 0 without reporting (the closure never returned: it called \
-             exit)"
-                .to_string(),
-        ),
+        (0, End::Exit(Exit::Code(0))) => match job {
+            Job::Process => None,
+            Job::Chunk(n) => Some(format!(
+                "exited with code 0 before finishing chunk {n} (its closure called exit \
+                 instead of returning)"
+            )),
+        },
         (_, End::Exit(Exit::Code(code))) => Some(format!("exited with code {code}")),
         (_, End::Exit(Exit::Signal(sig))) => {
             Some(format!("was killed by {}", fork::signal_name(sig)))
@@ -369,8 +385,19 @@ impl Child {
     }
 
     /// Why the child failed, once it has ended; `None` for a success (or while it runs).
-    pub(crate) fn failure(&self) -> Option<String> {
-        describe_failure(&self.report, self.end?)
+    /// `job` says what it ran (see [`describe_failure`]).
+    pub(crate) fn failure(&self, job: Job) -> Option<String> {
+        describe_failure(&self.report, self.end?, job)
+    }
+
+    /// Python's `exitcode`: the exit code, `-N` for signal `N`, `None` while it runs or
+    /// when its status was reaped by someone else.
+    pub(crate) fn exitcode(&self) -> Option<i32> {
+        match self.end? {
+            End::Exit(Exit::Code(code)) => Some(code),
+            End::Exit(Exit::Signal(sig)) => Some(-sig),
+            End::Reaped => None,
+        }
     }
 
     /// Sends `sig` to the child; nothing once it has ended.
@@ -576,18 +603,41 @@ impl Process {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn join(mut self) -> Result<()> {
-        self.wait()
+        self.child.wait(false)?;
+        self.outcome()
     }
 
-    fn wait(&mut self) -> Result<()> {
-        self.child.wait(false)?;
-        match self.child.failure() {
+    /// The outcome of a child that has ended.
+    fn outcome(&self) -> Result<()> {
+        match self.child.failure(Job::Process) {
             None => Ok(()),
             Some(why) => Err(Error::new(
                 ErrorKind::WorkerFailed,
                 format!("process {} {why}", self.child.pid()),
             )),
         }
+    }
+
+    /// Waits for the child to end and returns its [`exitcode`](Process::exitcode), without
+    /// judging it (as `std::process::Child::wait`, or Python's `p.join(); p.exitcode`):
+    /// `join` afterwards still returns the outcome. A child that returned an error exits
+    /// with 1, one that panicked with 101, one that called `exit(n)` with `n`.
+    ///
+    /// # Errors
+    /// An OS error when waiting fails.
+    ///
+    /// # Examples
+    /// ```
+    /// // Python: p = Process(target=sys.exit, args=(3,)); p.start(); p.join(); p.exitcode == 3
+    /// let mut p = ndshm::Process::spawn::<_, ()>(|| std::process::exit(3))?;
+    /// assert_eq!(p.wait()?, Some(3));
+    /// assert_eq!(p.exitcode(), Some(3));
+    /// assert!(p.join().unwrap_err().to_string().contains("exited with code 3"));
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn wait(&mut self) -> Result<Option<i32>> {
+        self.child.wait(false)?;
+        Ok(self.child.exitcode())
     }
 
     /// Whether the child has ended (reaping it if so), without blocking.
@@ -599,15 +649,22 @@ impl Process {
     }
 
     /// The child's exit code once it has ended, as Python's `Process.exitcode`: the code
-    /// it exited with, or `-N` when signal `N` killed it; `None` while it runs (see
-    /// [`is_finished`](Process::is_finished)) and when its exit status was reaped by
-    /// someone else (`SIGCHLD` ignored).
+    /// it exited with (0 also when the closure called `exit(0)`: a success, as in Python),
+    /// or `-N` when signal `N` killed it; `None` while it runs (see
+    /// [`is_finished`](Process::is_finished) and [`wait`](Process::wait)) and when its exit
+    /// status was reaped by someone else (`SIGCHLD` ignored).
+    ///
+    /// # Examples
+    /// ```
+    /// let mut p = ndshm::Process::spawn(|| std::thread::park())?;
+    /// assert_eq!(p.exitcode(), None); // still running
+    /// p.kill()?;
+    /// p.wait()?;
+    /// assert_eq!(p.exitcode(), Some(-9)); // killed by SIGKILL, as Python's -signal.SIGKILL
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn exitcode(&self) -> Option<i32> {
-        match self.child.end()? {
-            End::Exit(Exit::Code(code)) => Some(code),
-            End::Exit(Exit::Signal(sig)) => Some(-sig),
-            End::Reaped => None,
-        }
+        self.child.exitcode()
     }
 
     /// Sends `SIGKILL` to the child (it is reaped by `join` or drop).
@@ -706,8 +763,32 @@ impl<A> ProcessWith<A> {
     }
 
     /// As [`Process::exitcode`].
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{CreateOptions, Process, SharedNdArray};
+    /// let a = SharedNdArray::<u8, ndarray::Ix1>::zeros(CreateOptions::unique(), 2)?;
+    /// let mut child = Process::spawn_with::<_, _, _, _, ()>(a, |a| {
+    ///     a.view_mut().fill(1);
+    ///     std::process::exit(0) // a success, as in Python
+    /// })?;
+    /// assert_eq!(child.wait()?, Some(0));
+    /// assert_eq!(child.exitcode(), Some(0));
+    /// let a = child.join()?;
+    /// assert_eq!(a.as_slice().unwrap(), &[1, 1]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn exitcode(&self) -> Option<i32> {
         self.process.exitcode()
+    }
+
+    /// As [`Process::wait`]: waits for the child and returns its exit code; the value
+    /// stays held until [`join`](ProcessWith::join).
+    ///
+    /// # Errors
+    /// An OS error when waiting fails.
+    pub fn wait(&mut self) -> Result<Option<i32>> {
+        self.process.wait()
     }
 
     /// As [`Process::kill`].
@@ -1041,6 +1122,37 @@ impl ScopedChild<'_, '_> {
             Some(child) => child.is_finished(),
             None => Ok(true),
         }
+    }
+
+    /// As [`Process::wait`]: waits for the child to end and returns its exit code; `join`
+    /// afterwards still returns its outcome.
+    ///
+    /// # Errors
+    /// An OS error when waiting fails.
+    ///
+    /// # Examples
+    /// ```
+    /// ndshm::scope(|s| -> ndshm::Result<()> {
+    ///     let child = s.spawn::<_, ()>(|| std::process::exit(0))?;
+    ///     assert_eq!(child.wait()?, Some(0));
+    ///     assert_eq!(child.exitcode(), Some(0));
+    ///     child.join() // exit(0) is a success, as in Python
+    /// })?;
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn wait(&self) -> Result<Option<i32>> {
+        match self.scope.children.borrow_mut()[self.index].as_mut() {
+            Some(child) => child.wait(),
+            None => Ok(None),
+        }
+    }
+
+    /// As [`Process::exitcode`]: the exit code (`-N` for signal `N`) once the child has
+    /// ended, `None` while it runs.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.scope.children.borrow()[self.index]
+            .as_ref()
+            .and_then(Process::exitcode)
     }
 }
 

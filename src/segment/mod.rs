@@ -11,8 +11,10 @@
 //! - `shared_mem`: [`SharedMem`](shared_mem::SharedMem), the bounds-checked window on
 //!   shared memory (atomics, copies, the robust lock);
 //! - `owned`: the segments this process owns (unlinked at exit or on a signal);
-//! - `options`: [`CreateOptions`], how every create-style constructor is told the name.
+//! - `options`: [`CreateOptions`], how every create-style constructor is told the name;
+//! - `exit_cleanup`: the watchdog behind [`CreateOptions::cleanup_on_exit`].
 
+pub(crate) mod exit_cleanup;
 pub(crate) mod name;
 pub(crate) mod options;
 pub(crate) mod owned;

@@ -1,5 +1,6 @@
 //! [`CreateOptions`]: what every named segment is created with — its name (given, or
-//! generated), permission bits, persistence, prefaulting and, for arrays, memory order.
+//! generated), permission bits, persistence, cleanup at exit, prefaulting and, for arrays,
+//! memory order.
 
 use crate::error::Result;
 use crate::segment::validate_name;
@@ -11,7 +12,8 @@ use crate::sys::proc;
 /// Those constructors take `impl Into<CreateOptions>`, so a plain name is enough — a
 /// `&str` or `String` converts into the default options for that name — and the options
 /// are spelled only when something differs from the defaults (mode `0o600`, owned by the
-/// creator and unlinked when its handle drops, no prefault, C order):
+/// creator and unlinked when its handle drops, no cleanup-at-exit watchdog, no prefault,
+/// C order):
 ///
 /// ```
 /// use ndshm::{CreateOptions, SharedNdArray};
@@ -35,6 +37,7 @@ pub struct CreateOptions {
     pub(crate) persistent: bool,
     pub(crate) prefault: bool,
     pub(crate) fortran_order: bool,
+    pub(crate) cleanup_on_exit: bool,
 }
 
 /// Where a new segment's name comes from.
@@ -102,6 +105,7 @@ impl CreateOptions {
             persistent: false,
             prefault: false,
             fortran_order: false,
+            cleanup_on_exit: false,
         }
     }
 
@@ -137,6 +141,40 @@ impl CreateOptions {
     /// ```
     pub fn persistent(mut self, persistent: bool) -> Self {
         self.persistent = persistent;
+        self
+    }
+
+    /// Remove the segment when its creator ends, however it ends — Python's
+    /// `SharedMemory(create=True, track=True)`: `CreateOptions::unique().cleanup_on_exit(true)`.
+    ///
+    /// By default a segment is unlinked when its creator's handle drops (or on a fatal
+    /// signal handled by [`SignalCleanup`](crate::SignalCleanup)); a creator killed by
+    /// `SIGKILL`, or by `SIGTERM` without a handler, leaves it for [`gc`](crate::gc). With
+    /// this option the creating process's cleanup-at-exit watchdog is started (once per
+    /// process, at the first such segment; a forked child that creates one starts its
+    /// own) and told about this segment; when the creator has ended, the watchdog removes
+    /// it unless it was unlinked, made persistent or handed over to another owner
+    /// meanwhile. Only the segments created with this option are covered (for every
+    /// segment of a process, start a [`CrashCleanup`](crate::CrashCleanup) instead).
+    ///
+    /// Unlike Python's resource tracker, the watchdog never removes a segment that this
+    /// process merely attached to (CPython gh-82300): only its own creations. A persistent
+    /// segment ([`persistent`](Self::persistent)) is never tracked.
+    ///
+    /// # Errors
+    /// Creation fails with an OS error (and leaves no segment) when the watchdog cannot be
+    /// forked or told.
+    ///
+    /// # Examples
+    /// ```
+    /// // Python: shm = SharedMemory(create=True, size=8 * 1000, track=True)
+    /// let opts = ndshm::CreateOptions::unique().cleanup_on_exit(true);
+    /// let a = ndshm::SharedNdArray::<f64, ndarray::Ix1>::zeros(opts, 1000)?;
+    /// // Even `kill -9` of this process now leaves no segment behind.
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn cleanup_on_exit(mut self, cleanup: bool) -> Self {
+        self.cleanup_on_exit = cleanup;
         self
     }
 

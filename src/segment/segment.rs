@@ -13,7 +13,7 @@ use crate::segment::shared_mem::SharedMem;
 use crate::segment::trailer::{
     self, LiveTrailer, OwnerFields, SegmentKind, Trailer, TrailerInfo, TRAILER_LEN,
 };
-use crate::segment::{owned, CreateOptions};
+use crate::segment::{exit_cleanup, owned, CreateOptions};
 use crate::sys::proc;
 use crate::sys::shm::{self, FileMapping};
 
@@ -253,7 +253,7 @@ impl Segment {
         if !opts.persistent {
             owned::track_segment(name);
         }
-        Ok(Segment::new(
+        let segment = Segment::new(
             name,
             mapping,
             file_id,
@@ -262,7 +262,12 @@ impl Segment {
             info,
             token,
             kind == SegmentKind::Array,
-        ))
+        );
+        if opts.cleanup_on_exit && !opts.persistent {
+            // On failure the segment drops here, unlinked: nothing is left untracked.
+            exit_cleanup::track(segment.name(), segment.segment_id())?;
+        }
+        Ok(segment)
     }
 
     /// Assembles a handle bound to the process with token `token`; array mappings (`keep`)
