@@ -72,6 +72,10 @@ pub enum ErrorKind {
     WouldDeadlock,
     /// Any other operating-system error; see [`Error::source`](std::error::Error::source).
     Io,
+    /// A [`Barrier`](crate::Barrier) is broken (Python's `BrokenBarrierError`): a party
+    /// timed out or died while waiting, or the barrier was aborted or reset while this
+    /// party waited. [`Barrier::reset`](crate::Barrier::reset) makes it usable again.
+    BrokenBarrier,
 }
 
 impl ErrorKind {
@@ -101,6 +105,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::WouldDeadlock => "this thread already holds the lock",
             ErrorKind::Io => "I/O error",
+            ErrorKind::BrokenBarrier => "broken barrier",
         }
     }
 }
