@@ -74,14 +74,6 @@ impl Core {
         self.region.payload().u32(4)
     }
 
-    fn initial(&self) -> u32 {
-        header_word(&self.region, HEADER) as u32
-    }
-
-    fn bounded(&self) -> bool {
-        header_word(&self.region, HEADER) & BOUNDED != 0
-    }
-
     #[inline]
     fn try_take(&self) -> bool {
         let v = self.value_word();
@@ -128,15 +120,13 @@ impl Core {
 
     fn release(&self, n: u32) -> Result<()> {
         let v = self.value_word();
-        let limit = if self.bounded() {
-            self.initial()
-        } else {
-            u32::MAX
-        };
+        let h = header_word(&self.region, HEADER);
+        let bounded = h & BOUNDED != 0;
+        let limit = if bounded { h as u32 } else { u32::MAX };
         let mut cur = v.load(Ordering::Relaxed);
         loop {
             let Some(next) = cur.checked_add(n).filter(|&x| x <= limit) else {
-                return Err(if self.bounded() {
+                return Err(if bounded {
                     Error::new(
                         ErrorKind::InvalidArgument,
                         format!(

@@ -10,21 +10,32 @@ use std::time::{Duration, Instant};
 use crate::sync::raw_lock::SPIN;
 use crate::sys::futex;
 
-/// Spins until `ready()` holds, at most [`SPIN`]; says whether it did.
+/// Busy-wait rounds (`spin_loop` hints, well under a microsecond in all) before a waiter
+/// starts yielding its CPU.
+const SPINS: u32 = 64;
+
+/// Spins until `ready()` holds, bounded: [`SPINS`] busy rounds, then `sched_yield` rounds
+/// until [`SPIN`] has passed (so that a partner that needs this CPU runs: on a loaded
+/// machine a pure busy-wait only delays the very wake-up it waits for); says whether
+/// `ready()` came true. The caller sleeps on its futex after a `false`.
 #[inline]
 pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
     if ready() {
         return true;
     }
-    let start = Instant::now();
-    let mut spins = 0u32;
-    loop {
+    for _ in 0..SPINS {
         std::hint::spin_loop();
         if ready() {
             return true;
         }
-        spins += 1;
-        if spins % 32 == 0 && start.elapsed() >= SPIN {
+    }
+    let start = Instant::now();
+    loop {
+        std::thread::yield_now();
+        if ready() {
+            return true;
+        }
+        if start.elapsed() >= SPIN {
             return false;
         }
     }
