@@ -322,6 +322,15 @@ impl fmt::Debug for RLock {
 /// `!Send`: the holding thread owns the robust mutex, and only it may release. A copy
 /// inherited through `fork` releases nothing.
 ///
+/// ```compile_fail
+/// let lock = ndshm::RLock::new()?;
+/// let guard = lock.lock();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard)); // error: `RLockGuard` cannot be sent between threads
+/// });
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+///
 /// # Examples
 /// ```
 /// let lock = ndshm::RLock::new()?;

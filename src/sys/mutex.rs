@@ -642,6 +642,32 @@ mod tests {
     }
 
     #[test]
+    fn unlock_if_held_by_this_thread_refuses_other_threads_and_free_locks() {
+        let a = fresh();
+        let m = mutex(&a);
+        assert!(
+            !m.unlock_if_held_by_this_thread(),
+            "free: nothing to unlock"
+        );
+        assert_eq!(m.lock(None), Ok(Some(false)));
+        let raw = &*a as *const Area as usize;
+        let other = std::thread::spawn(move || {
+            // SAFETY: the area outlives the thread (joined below).
+            let m = unsafe { RobustMutex::from_ptr(raw as *mut u8) };
+            m.unlock_if_held_by_this_thread()
+        })
+        .join()
+        .unwrap();
+        assert!(
+            !other,
+            "another thread of the holder's process must not unlock"
+        );
+        assert!(m.is_locked());
+        assert!(m.unlock_if_held_by_this_thread());
+        assert!(!m.is_locked());
+    }
+
+    #[test]
     fn an_uninitialised_area_is_refused() {
         let a = Box::new(Area([0; AREA_LEN]));
         assert_eq!(mutex(&a).try_lock(), Err(LockError::NotInitialised));
