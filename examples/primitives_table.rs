@@ -451,6 +451,8 @@ fn main() -> ndshm::Result<()> {
         met: Some(ins <= 1000.0 && look <= 1000.0),
     });
 
+    rows.extend(sync_primitive_rows(scale)?);
+
     println!("| measurement | ndshm | anchors (same run) | target | met |");
     println!("|---|---|---|---|---|");
     for r in rows {
@@ -465,4 +467,259 @@ fn main() -> ndshm::Result<()> {
         );
     }
     Ok(())
+}
+
+// ---- the synchronisation counterparts of issue 13: Event, Barrier, Semaphore ----
+
+/// Runs `script` with `python3 -c` and reads the one number it prints (µs or ns, as the
+/// script says); `None` when Python or its multiprocessing is not available.
+fn python_number(script: &str, arg: usize) -> Option<f64> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &arg.to_string()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+const PY_EVENT: &str = r#"
+import multiprocessing as mp, sys, time
+def child(a, b, n):
+    for _ in range(n):
+        a.wait(); a.clear(); b.set()
+n = int(sys.argv[1]); ctx = mp.get_context("fork")
+a, b = ctx.Event(), ctx.Event()
+p = ctx.Process(target=child, args=(a, b, n)); p.start()
+t = time.perf_counter()
+for _ in range(n):
+    a.set(); b.wait(); b.clear()
+dt = time.perf_counter() - t; p.join(); print(dt / n * 1e6)
+"#;
+
+const PY_BARRIER: &str = r#"
+import multiprocessing as mp, sys, time
+def child(b, n):
+    for _ in range(n):
+        b.wait()
+n, k = int(sys.argv[1]) // 10, int(sys.argv[1]) % 10; ctx = mp.get_context("fork")
+b = ctx.Barrier(k)
+ps = [ctx.Process(target=child, args=(b, n)) for _ in range(k - 1)]
+for p in ps: p.start()
+b.wait()
+t = time.perf_counter()
+for _ in range(n - 1):
+    b.wait()
+dt = time.perf_counter() - t
+for p in ps: p.join()
+print(dt / (n - 1) * 1e6)
+"#;
+
+const PY_SEMAPHORE: &str = r#"
+import multiprocessing as mp, sys, time
+n = int(sys.argv[1]); s = mp.get_context("fork").Semaphore(1)
+t = time.perf_counter()
+for _ in range(n):
+    s.acquire(); s.release()
+print((time.perf_counter() - t) / n * 1e9)
+"#;
+
+/// A std event: `Mutex<bool>` + `Condvar`.
+struct StdEvent {
+    flag: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl StdEvent {
+    fn new() -> StdEvent {
+        StdEvent {
+            flag: std::sync::Mutex::new(false),
+            cv: std::sync::Condvar::new(),
+        }
+    }
+    fn set(&self) {
+        *self.flag.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+    fn clear(&self) {
+        *self.flag.lock().unwrap() = false;
+    }
+    fn wait(&self) {
+        let mut f = self.flag.lock().unwrap();
+        while !*f {
+            f = self.cv.wait(f).unwrap();
+        }
+    }
+}
+
+/// A std semaphore: `Mutex<u32>` + `Condvar`.
+struct StdSemaphore {
+    value: std::sync::Mutex<u32>,
+    cv: std::sync::Condvar,
+}
+
+impl StdSemaphore {
+    fn acquire(&self) {
+        let mut v = self.value.lock().unwrap();
+        while *v == 0 {
+            v = self.cv.wait(v).unwrap();
+        }
+        *v -= 1;
+    }
+    fn release(&self) {
+        *self.value.lock().unwrap() += 1;
+        self.cv.notify_one();
+    }
+}
+
+/// The target cell and verdict of a row measured against std and Python: each goal with
+/// its own answer, so that a miss says which one.
+fn std_py_target(ours: f64, std_anchor: f64, py: Option<f64>) -> (String, Option<bool>) {
+    let std_ok = ours <= 2.0 * std_anchor;
+    let py_ok = py.map(|p| p >= 50.0 * ours);
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    let target = format!(
+        "≤ 2× std ({}), ≥ 50× faster than Python ({})",
+        yn(std_ok),
+        py_ok.map_or("n/a", yn)
+    );
+    (target, Some(std_ok && py_ok.unwrap_or(true)))
+}
+
+fn sync_primitive_rows(scale: usize) -> ndshm::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let fmt_py = |v: Option<f64>, unit: &str| {
+        v.map_or("Python: n/a".to_string(), |p| {
+            format!("Python {p:.1} {unit}")
+        })
+    };
+
+    // Event: set → wait wake-up, ping-pong between two processes (two wake-ups a round).
+    let rounds = 20_000 / scale;
+    let (a, b) = (ndshm::Event::new()?, ndshm::Event::new()?);
+    let ours = ndshm::scope(|s| -> ndshm::Result<_> {
+        s.spawn(|| {
+            for _ in 0..rounds + rounds / 10 {
+                a.wait();
+                a.clear();
+                b.set();
+            }
+        })?;
+        Ok(time_rounds(rounds, |_| {
+            a.set();
+            b.wait();
+            b.clear();
+        }))
+    })?;
+    let (sa, sb) = (StdEvent::new(), StdEvent::new());
+    let std_rtt = std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..rounds + rounds / 10 {
+                sa.wait();
+                sa.clear();
+                sb.set();
+            }
+        });
+        time_rounds(rounds, |_| {
+            sa.set();
+            sb.wait();
+            sb.clear();
+        })
+    });
+    let py = python_number(PY_EVENT, 2_000 / scale);
+    rows.push(Row {
+        what: "Event set → wait ping-pong round trip (2 wake-ups), median: 2 processes".into(),
+        ours: format!("{ours:.2} µs"),
+        anchors: format!(
+            "std Mutex+Condvar event, 2 threads {std_rtt:.2} µs (×{:.2}); {}",
+            ours / std_rtt,
+            fmt_py(py, "µs")
+        ) + &py.map_or(String::new(), |p| format!(" (÷{:.0})", p / ours)),
+        target: std_py_target(ours, std_rtt, py).0,
+        met: std_py_target(ours, std_rtt, py).1,
+    });
+
+    // Barrier: time per round with k parties (k - 1 forked children + the caller).
+    for k in [2u32, 4] {
+        let n = 20_000 / scale;
+        let bar = ndshm::Barrier::new(k)?;
+        let ours = ndshm::scope(|s| -> ndshm::Result<_> {
+            for _ in 1..k {
+                s.spawn(|| -> ndshm::Result<()> {
+                    for _ in 0..n + 1 {
+                        bar.wait()?;
+                    }
+                    Ok(())
+                })?;
+            }
+            bar.wait()?;
+            let t = Instant::now();
+            for _ in 0..n {
+                bar.wait()?;
+            }
+            Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+        })?;
+        let sbar = std::sync::Barrier::new(k as usize);
+        let std_round = std::thread::scope(|s| {
+            for _ in 1..k {
+                s.spawn(|| {
+                    for _ in 0..n + 1 {
+                        sbar.wait();
+                    }
+                });
+            }
+            sbar.wait();
+            let t = Instant::now();
+            for _ in 0..n {
+                sbar.wait();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        });
+        let py = python_number(PY_BARRIER, (2_000 / scale) * 10 + k as usize);
+        rows.push(Row {
+            what: format!("Barrier round, {k} processes (mean per round)"),
+            ours: format!("{ours:.2} µs"),
+            anchors: format!(
+                "std Barrier, {k} threads {std_round:.2} µs (×{:.2}); {}",
+                ours / std_round,
+                fmt_py(py, "µs")
+            ) + &py.map_or(String::new(), |p| format!(" (÷{:.0})", p / ours)),
+            target: std_py_target(ours, std_round, py).0,
+            met: std_py_target(ours, std_round, py).1,
+        });
+    }
+
+    // Semaphore: acquire + release, uncontended, one process.
+    let ops = 20_000_000u64 / scale as u64;
+    let sem = ndshm::Semaphore::new(1)?;
+    let t = Instant::now();
+    for _ in 0..ops {
+        black_box(&sem).acquire();
+        black_box(&sem).release()?;
+    }
+    let ours = t.elapsed().as_secs_f64() * 1e9 / ops as f64;
+    let ssem = StdSemaphore {
+        value: std::sync::Mutex::new(1),
+        cv: std::sync::Condvar::new(),
+    };
+    let t = Instant::now();
+    for _ in 0..ops {
+        black_box(&ssem).acquire();
+        black_box(&ssem).release();
+    }
+    let std_pair = t.elapsed().as_secs_f64() * 1e9 / ops as f64;
+    let py = python_number(PY_SEMAPHORE, 200_000 / scale);
+    rows.push(Row {
+        what: "Semaphore acquire + release, uncontended".into(),
+        ours: format!("{ours:.2} ns"),
+        anchors: format!(
+            "std Mutex+Condvar semaphore {std_pair:.2} ns (×{:.2}); {}",
+            ours / std_pair,
+            fmt_py(py, "ns")
+        ) + &py.map_or(String::new(), |p| format!(" (÷{:.0})", p / ours)),
+        target: std_py_target(ours, std_pair, py).0,
+        met: std_py_target(ours, std_pair, py).1,
+    });
+    Ok(rows)
 }

@@ -92,6 +92,10 @@ pub enum ErrorKind {
     /// A shared map gained or lost keys while it was being iterated (Python's
     /// `RuntimeError: dictionary changed size during iteration`).
     ChangedDuringIteration,
+    /// A [`Barrier`](crate::Barrier) is broken (Python's `BrokenBarrierError`): a party
+    /// timed out or died while waiting, or the barrier was aborted or reset while this
+    /// party waited. [`Barrier::reset`](crate::Barrier::reset) makes it usable again.
+    BrokenBarrier,
 }
 
 impl ErrorKind {
@@ -124,6 +128,7 @@ impl ErrorKind {
             ErrorKind::Io => "I/O error",
             ErrorKind::IndexOutOfRange => "index out of range",
             ErrorKind::ChangedDuringIteration => "changed during iteration",
+            ErrorKind::BrokenBarrier => "broken barrier",
         }
     }
 }

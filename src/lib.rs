@@ -149,8 +149,13 @@ pub use parallel::process::{
 };
 pub use segment::trailer::SegmentKind;
 pub use segment::{unlink, validate_name, CreateOptions, MAX_NAME_LEN};
+pub use sync::barrier::Barrier;
+pub use sync::condition::{Condition, ConditionGuard, ConditionLock};
+pub use sync::event::Event;
 pub use sync::lock::Lock;
 pub use sync::raw_lock::LockGuard;
+pub use sync::rlock::{RLock, RLockGuard};
+pub use sync::semaphore::{BoundedSemaphore, Semaphore};
 pub use sync::value::{AtomicElement, SharedValue};
 
 /// Re-export of `bytemuck`, whose [`Pod`] bound the element, value and queue types use;

@@ -87,10 +87,21 @@ pub enum SegmentKind {
     Struct,
     /// The control block of a worker pool.
     Pool,
+    /// A re-entrant robust lock ([`RLock`](crate::RLock)).
+    RLock,
+    /// A counting semaphore ([`Semaphore`](crate::Semaphore) or
+    /// [`BoundedSemaphore`](crate::BoundedSemaphore)).
+    Semaphore,
+    /// An event flag ([`Event`](crate::Event)).
+    Event,
+    /// A condition variable with its lock ([`Condition`](crate::Condition)).
+    Condition,
+    /// A barrier ([`Barrier`](crate::Barrier)).
+    Barrier,
 }
 
 impl SegmentKind {
-    const ALL: [SegmentKind; 9] = [
+    const ALL: [SegmentKind; 14] = [
         SegmentKind::Array,
         SegmentKind::Value,
         SegmentKind::Lock,
@@ -100,6 +111,11 @@ impl SegmentKind {
         SegmentKind::Map,
         SegmentKind::Struct,
         SegmentKind::Pool,
+        SegmentKind::RLock,
+        SegmentKind::Semaphore,
+        SegmentKind::Event,
+        SegmentKind::Condition,
+        SegmentKind::Barrier,
     ];
 
     fn code(self) -> u32 {
@@ -113,6 +129,11 @@ impl SegmentKind {
             SegmentKind::Map => 7,
             SegmentKind::Struct => 8,
             SegmentKind::Pool => 9,
+            SegmentKind::RLock => 10,
+            SegmentKind::Semaphore => 11,
+            SegmentKind::Event => 12,
+            SegmentKind::Condition => 13,
+            SegmentKind::Barrier => 14,
         }
     }
 
@@ -132,6 +153,11 @@ impl SegmentKind {
             SegmentKind::Map => "map",
             SegmentKind::Struct => "struct",
             SegmentKind::Pool => "pool",
+            SegmentKind::RLock => "rlock",
+            SegmentKind::Semaphore => "semaphore",
+            SegmentKind::Event => "event",
+            SegmentKind::Condition => "condition",
+            SegmentKind::Barrier => "barrier",
         }
     }
 }

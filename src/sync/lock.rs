@@ -250,6 +250,11 @@ impl Lock {
     pub fn name(&self) -> Option<&str> {
         self.region.name()
     }
+
+    /// The robust mutex itself, for types that wait on a given `Lock` (`Condition`).
+    pub(crate) fn raw_mutex(&self) -> &crate::sys::mutex::RobustMutex {
+        self.region.lock()
+    }
 }
 
 impl fmt::Debug for Lock {

@@ -22,7 +22,7 @@ pub(crate) const SPIN: Duration = crate::sys::mutex::SPIN;
 
 /// The error for a lock that could not be taken; `what` names it ("the lock", "the
 /// value's lock"…).
-fn lock_error(e: LockError, what: &str) -> Error {
+pub(crate) fn lock_error(e: LockError, what: &str) -> Error {
     match e {
         LockError::WouldDeadlock => Error::new(
             ErrorKind::WouldDeadlock,

@@ -437,6 +437,24 @@ impl RobustMutex {
     pub(crate) fn recoveries(&self) -> u64 {
         self.state.load(Ordering::Relaxed) & COUNT_MASK
     }
+
+    /// Unlocks if the calling thread holds the lock, and says whether it did: the checked,
+    /// safe unlock for lock types that keep no [`Held`] per acquisition (the re-entrant
+    /// lock counts its holds in shared memory and unlocks at the last release).
+    pub(crate) fn unlock_if_held_by_this_thread(&self) -> bool {
+        let mine = self.state.load(Ordering::Acquire) & MAGIC_MASK == READY
+            && self.holder.load(Ordering::Acquire) == proc::process_token()
+            && self.word().load(Ordering::Acquire) & FUTEX_TID_MASK
+                == gettid() as u32 & FUTEX_TID_MASK;
+        if mine {
+            // SAFETY: the word names this thread's id and the holder field this process's
+            // token (written only by a thread of this process right after it locked): so
+            // this very thread holds the lock, as `unlock` requires. (A same-numbered
+            // thread of another pid namespace never writes our token.)
+            unsafe { self.unlock() };
+        }
+        mine
+    }
 }
 
 /// `CLOCK_MONOTONIC` now plus `d`, as a timespec (saturating).
@@ -506,6 +524,13 @@ impl RobustMutex {
         deadline: Option<Instant>,
     ) -> Result<Option<(Held<'_>, OwnerDied)>, LockError> {
         Ok(self.lock(deadline)?.map(|died| (self.held(), died)))
+    }
+}
+
+impl<'a> Held<'a> {
+    /// The mutex this hold is on (to take it again after dropping the hold).
+    pub(crate) fn mutex(&self) -> &'a RobustMutex {
+        self.mutex
     }
 }
 
@@ -614,6 +639,32 @@ mod tests {
         }
         assert_eq!(m.try_lock(), Err(LockError::NotRecoverable));
         assert_eq!(m.lock(None), Err(LockError::NotRecoverable));
+    }
+
+    #[test]
+    fn unlock_if_held_by_this_thread_refuses_other_threads_and_free_locks() {
+        let a = fresh();
+        let m = mutex(&a);
+        assert!(
+            !m.unlock_if_held_by_this_thread(),
+            "free: nothing to unlock"
+        );
+        assert_eq!(m.lock(None), Ok(Some(false)));
+        let raw = &*a as *const Area as usize;
+        let other = std::thread::spawn(move || {
+            // SAFETY: the area outlives the thread (joined below).
+            let m = unsafe { RobustMutex::from_ptr(raw as *mut u8) };
+            m.unlock_if_held_by_this_thread()
+        })
+        .join()
+        .unwrap();
+        assert!(
+            !other,
+            "another thread of the holder's process must not unlock"
+        );
+        assert!(m.is_locked());
+        assert!(m.unlock_if_held_by_this_thread());
+        assert!(!m.is_locked());
     }
 
     #[test]
