@@ -75,6 +75,10 @@ pub enum ErrorKind {
     WouldDeadlock,
     /// Any other operating-system error; see [`Error::source`](std::error::Error::source).
     Io,
+    /// The other end of a pipe is gone: every handle of it was dropped or closed, or the
+    /// processes holding it died (Python's `EOFError` / `BrokenPipeError`, `mpsc`'s
+    /// `Disconnected`). A receive reports it only after every message already sent.
+    Disconnected,
 }
 
 impl ErrorKind {
@@ -105,6 +109,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::WouldDeadlock => "this thread already holds the lock",
             ErrorKind::Io => "I/O error",
+            ErrorKind::Disconnected => "the other end hung up",
         }
     }
 }

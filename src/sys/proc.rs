@@ -108,7 +108,17 @@ extern "C" fn before_fork() {
 
 /// The fork parent handler: releases what `before_fork` took.
 extern "C" fn after_fork_in_parent() {
+    FORKS.fetch_add(1, Ordering::Release);
     FORK_SAFE_LOCK.store(false, Ordering::Release);
+}
+
+/// Forks this process made (from any thread, by ndshm or anyone), counted by the fork
+/// parent handler: a pipe end compares it to tell whether a child may hold a copy.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times this process has forked so far (see [`FORKS`]).
+pub(crate) fn forks_made() -> u64 {
+    FORKS.load(Ordering::Acquire)
 }
 
 /// The one spin lock behind every [`ForkSafeMutex`]; see there.
