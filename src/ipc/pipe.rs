@@ -74,7 +74,7 @@ use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 use crate::sync::lock::LIVENESS_PERIOD;
 use crate::sys::lease::{self, Liveness};
-use crate::sys::proc::{forks_made, process_token, random_u64};
+use crate::sys::proc::{fork_mark, forked_since, process_token, random_u64};
 
 /// Chunk flags (the first byte of each slot): more chunks of this message follow.
 const MORE: u8 = 1;
@@ -403,8 +403,8 @@ struct Registration {
     tag: AtomicU32,
     /// The registering process's lease (the table entry's word).
     lease: AtomicU64,
-    /// [`forks_made`] when it registered.
-    forks: AtomicU64,
+    /// [`fork_mark`] when it registered: thread serial, its forks, the process's forks.
+    forks: [AtomicU64; 3],
 }
 
 const CLAIMING: u64 = u64::MAX;
@@ -582,7 +582,7 @@ impl Connection {
                 idx: AtomicU32::new(NO_ENTRY),
                 tag: AtomicU32::new(0),
                 lease: AtomicU64::new(0),
-                forks: AtomicU64::new(0),
+                forks: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             },
             closed: AtomicBool::new(false),
             checked_ms: AtomicU64::new(0),
@@ -599,7 +599,10 @@ impl Connection {
         self.reg.idx.store(idx, Ordering::Relaxed);
         self.reg.tag.store(tag, Ordering::Relaxed);
         self.reg.lease.store(lease::holder(), Ordering::Relaxed);
-        self.reg.forks.store(forks_made(), Ordering::Relaxed);
+        let mark = fork_mark();
+        for (w, v) in self.reg.forks.iter().zip([mark.0, mark.1, mark.2]) {
+            w.store(v, Ordering::Relaxed);
+        }
         self.reg.owner.store(process_token(), Ordering::Release);
     }
 
@@ -665,7 +668,13 @@ impl Connection {
         };
         self.reg.idx.store(NO_ENTRY, Ordering::Relaxed);
         let freed = if owner == me {
-            let handing = forks_made() != self.reg.forks.load(Ordering::Relaxed);
+            let [a, b, c] = &self.reg.forks;
+            let then = (
+                a.load(Ordering::Relaxed),
+                b.load(Ordering::Relaxed),
+                c.load(Ordering::Relaxed),
+            );
+            let handing = forked_since(then);
             self.shared.release(self.end, idx, tag, lease, handing)
         } else if owner != 0 && owner != CLAIMING {
             self.shared.settle(self.end, idx, tag, lease)
