@@ -52,12 +52,16 @@ fn joinable_queue_join_returns_after_every_task_done() {
     // join waits while a task is unfinished (bounded here).
     q.put(1).unwrap();
     assert_eq!(
-        q.join_timeout(Duration::from_millis(50)).unwrap_err().kind(),
+        q.join_timeout(Duration::from_millis(50))
+            .unwrap_err()
+            .kind(),
         ErrorKind::Timeout
     );
     assert_eq!(q.get().unwrap(), 1);
     assert_eq!(
-        q.join_timeout(Duration::from_millis(50)).unwrap_err().kind(),
+        q.join_timeout(Duration::from_millis(50))
+            .unwrap_err()
+            .kind(),
         ErrorKind::Timeout,
         "taken is not done"
     );
@@ -77,7 +81,10 @@ fn task_done_more_than_put_is_an_error() {
     q.get().unwrap();
     q.task_done().unwrap();
     q.task_done().unwrap();
-    assert_eq!(q.task_done().unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        q.task_done().unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
     assert_eq!(q.unfinished(), 0, "the failed call leaves the count at 0");
     q.join().unwrap();
     // A failed put does not count as a task.

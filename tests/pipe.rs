@@ -7,9 +7,7 @@ use common::Name;
 
 use std::time::{Duration, Instant};
 
-use ndshm::{
-    Connection, ErrorKind, Process, Queue, RecvError, RecvTimeoutError, TryRecvError,
-};
+use ndshm::{Connection, ErrorKind, Process, Queue, RecvError, RecvTimeoutError, TryRecvError};
 
 /// Longest wait of a step that must not hang: a hang fails the test instead.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -180,7 +178,10 @@ fn recv_after_the_peer_dropped_drains_then_reports_disconnected() {
     assert_eq!(b.recv::<u64>().unwrap(), 1);
     assert!(b.poll().unwrap());
     assert_eq!(b.recv_string().unwrap(), "two");
-    assert!(b.poll().unwrap(), "a receive returns at once: it reports the hang-up");
+    assert!(
+        b.poll().unwrap(),
+        "a receive returns at once: it reports the hang-up"
+    );
     assert_eq!(b.recv::<u64>(), Err(RecvError::Disconnected));
     assert_eq!(b.try_recv::<u64>(), Err(TryRecvError::Disconnected));
     assert_eq!(
@@ -286,7 +287,10 @@ fn send_to_a_vanished_receiver_returns_instead_of_waiting() {
     a.send(1u8).unwrap();
     a.send(2u8).unwrap();
     std::thread::scope(|s| {
-        let t = s.spawn(|| a.send_timeout(3u8, DEADLINE).map_err(|e| e.is_disconnected()));
+        let t = s.spawn(|| {
+            a.send_timeout(3u8, DEADLINE)
+                .map_err(|e| e.is_disconnected())
+        });
         drop(b);
         assert_eq!(t.join().unwrap(), Err(true));
     });
@@ -387,7 +391,10 @@ fn one_way_pipe_read_end_cannot_send() {
         assert_eq!(r.recv_timeout::<u16>(DEADLINE).unwrap(), i);
     }
     assert_eq!(r.recv_string().unwrap(), "done");
-    assert!(r.recv_bytes_timeout(DEADLINE).unwrap_err().is_disconnected());
+    assert!(r
+        .recv_bytes_timeout(DEADLINE)
+        .unwrap_err()
+        .is_disconnected());
     common::join_within(child, DEADLINE).unwrap();
     let (r, w) = ndshm::Connection::pair_one_way(2, 8).unwrap();
     drop(r);

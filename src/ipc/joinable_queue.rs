@@ -518,4 +518,3 @@ impl<T: Pod> fmt::Debug for JoinableQueue<T> {
             .finish()
     }
 }
-

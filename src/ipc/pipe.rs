@@ -41,7 +41,10 @@
 //!   never touches its copy (a pool worker forked while the parent held the end) never
 //!   keeps the end alive.
 //! - **Explicit hand-over.** A handle dropped (or closed) in the process that registered
-//!   it, when that process has forked since, does not release the end at once: its entry
+//!   it, when a child may have been forked since (by the thread that drops it, if that
+//!   thread also made the handle; by any thread of the process otherwise, so forks of
+//!   unrelated threads do not count for a handle used on one thread), does not release
+//!   the end at once: its entry
 //!   becomes a *pending hand-over*, still held while the process lives, until a child
 //!   settles it by using its copy (it registers itself first) or by dropping or closing
 //!   it. So `Process::spawn(move || .. end ..)` keeps working even when the child first
@@ -139,8 +142,7 @@ impl Shared {
                         && st.load(Ordering::Acquire) != 0
                         && lease::check(cur) == Liveness::Dead);
                 if free
-                    && l
-                        .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
+                    && l.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
                 {
                     st.store((tag as u64) << 32 | HELD, Ordering::SeqCst);
@@ -216,8 +218,7 @@ impl Shared {
     /// its process lives). Clears the dead entries it finds.
     fn end_gone(&self, end: usize) -> bool {
         let block = self.end_block(end);
-        if block.u64(0).load(Ordering::SeqCst) == 0 || block.u64(8).load(Ordering::SeqCst) != 0
-        {
+        if block.u64(0).load(Ordering::SeqCst) == 0 || block.u64(8).load(Ordering::SeqCst) != 0 {
             return false;
         }
         for i in 0..ENTRIES {
@@ -324,8 +325,7 @@ fn attach(region: Region, half: usize) -> Result<Shared> {
     let table_ok = payload
         .get(2 * half, TABLE)
         .is_some_and(|t| t.u64(0).load(Ordering::Acquire) == TABLE_MAGIC);
-    let (Some(a), Some(b), true) = (payload.get(0, half), payload.get(half, half), table_ok)
-    else {
+    let (Some(a), Some(b), true) = (payload.get(0, half), payload.get(half, half), table_ok) else {
         return Err(Error::new(
             ErrorKind::InvalidHeader,
             format!("{what}: its size does not hold two rings; the segment is corrupted"),
@@ -864,7 +864,11 @@ impl Connection {
             // Otherwise in slices too, to notice that the other end's processes died.
             let w = match wait {
                 Wait::Until(d) => {
-                    let period = if active { LIVENESS_PERIOD } else { HANGUP_PERIOD };
+                    let period = if active {
+                        LIVENESS_PERIOD
+                    } else {
+                        HANGUP_PERIOD
+                    };
                     let slice = Instant::now() + period;
                     Wait::Until(Some(d.map_or(slice, |d| d.min(slice))))
                 }
@@ -1605,7 +1609,10 @@ impl PipeWriter {
         self.0.send_bytes(msg)
     }
     /// As [`Connection::try_send_bytes`].
-    pub fn try_send_bytes<'a>(&self, msg: &'a [u8]) -> std::result::Result<(), TrySendError<&'a [u8]>> {
+    pub fn try_send_bytes<'a>(
+        &self,
+        msg: &'a [u8],
+    ) -> std::result::Result<(), TrySendError<&'a [u8]>> {
         self.0.try_send_bytes(msg)
     }
     /// As [`Connection::send_bytes_timeout`].
@@ -1621,7 +1628,10 @@ impl PipeWriter {
         self.0.send_str(s)
     }
     /// As [`Connection::send_slice`].
-    pub fn send_slice<'a, T: Pod>(&self, values: &'a [T]) -> std::result::Result<(), SendError<&'a [T]>> {
+    pub fn send_slice<'a, T: Pod>(
+        &self,
+        values: &'a [T],
+    ) -> std::result::Result<(), SendError<&'a [T]>> {
         self.0.send_slice(values)
     }
 }
@@ -1668,9 +1678,6 @@ mod tests {
         a.close();
         assert_eq!(a.send_str("x").unwrap_err().kind(), ErrorKind::Closed);
         assert_eq!(b.recv_bytes().unwrap_err(), RecvError::Disconnected);
-        assert_eq!(
-            b.send_str("y").unwrap_err().kind(),
-            ErrorKind::Disconnected
-        );
+        assert_eq!(b.send_str("y").unwrap_err().kind(), ErrorKind::Disconnected);
     }
 }
