@@ -726,6 +726,11 @@ impl Connection {
                 r => r,
             };
         };
+        // A first try without waiting: no clock read on the fast path.
+        match op(Wait::No) {
+            Err(Fail::WouldBlock) => {}
+            r => return r,
+        }
         loop {
             let slice = Instant::now() + HANGUP_PERIOD;
             match op(Wait::Until(Some(d.map_or(slice, |d| d.min(slice))))) {
@@ -859,20 +864,28 @@ impl Connection {
         }
         let rx = self.rx();
         let mut hung = false;
+        let mut first = true;
         loop {
-            // In the middle of a message, wait in slices to notice a sender that died.
-            // Otherwise in slices too, to notice that the other end's processes died.
-            let w = match wait {
-                Wait::Until(d) => {
-                    let period = if active {
-                        LIVENESS_PERIOD
-                    } else {
-                        HANGUP_PERIOD
-                    };
-                    let slice = Instant::now() + period;
-                    Wait::Until(Some(d.map_or(slice, |d| d.min(slice))))
+            // A first try without waiting (no clock read on the fast path); then, in the
+            // middle of a message, wait in slices to notice a sender that died, otherwise
+            // in slices too, to notice that the other end's processes died.
+            let quick = first && matches!(wait, Wait::Until(_));
+            first = false;
+            let w = if quick {
+                Wait::No
+            } else {
+                match wait {
+                    Wait::Until(d) => {
+                        let period = if active {
+                            LIVENESS_PERIOD
+                        } else {
+                            HANGUP_PERIOD
+                        };
+                        let slice = Instant::now() + period;
+                        Wait::Until(Some(d.map_or(slice, |d| d.min(slice))))
+                    }
+                    w => w,
                 }
-                w => w,
             };
             let mut done = false;
             let mut dropped = false;
@@ -908,6 +921,7 @@ impl Connection {
             match r {
                 Ok(()) if done => return Ok(sink.len()),
                 Ok(()) => {}
+                Err(Fail::WouldBlock) if quick => {}
                 Err(Fail::WouldBlock | Fail::Timeout) if active => {
                     if self.sender_gone() {
                         sink.clear();
