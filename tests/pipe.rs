@@ -400,3 +400,28 @@ fn one_way_pipe_read_end_cannot_send() {
     drop(r);
     assert!(w.send(1u8).unwrap_err().is_disconnected());
 }
+
+#[test]
+fn shutdown_ends_the_pipe_for_every_handle() {
+    // The parent forks a consumer given `b` and keeps `a`: dropping `a` afterwards is a
+    // pending hand-over (the child holds an inherited copy it never uses); `shutdown`
+    // tells the consumer at once.
+    let (a, b) = ndshm::pipe().unwrap();
+    let consumer = Process::spawn(move || -> Result<(), String> {
+        let mut n = 0u32;
+        loop {
+            match b.recv_timeout::<u32>(DEADLINE) {
+                Ok(_) => n += 1,
+                Err(RecvTimeoutError::Disconnected) if n == 3 => return Ok(()),
+                Err(e) => return Err(format!("after {n} messages: {e:?}")),
+            }
+        }
+    })
+    .unwrap();
+    for i in 0..3u32 {
+        a.send(i).unwrap();
+    }
+    a.shutdown();
+    assert!(a.send(4u32).unwrap_err().is_disconnected());
+    common::join_within(consumer, DEADLINE).unwrap();
+}

@@ -54,6 +54,8 @@
 //!   releases at once. A pending hand-over that no child settles (the child was killed
 //!   before its first use, or the parent forked only unrelated children and then dropped
 //!   the end) ends when the parent exits.
+//! - [`shutdown`](Connection::shutdown) ends the pipe for every handle at once, whoever
+//!   holds copies: the way out of a pending hand-over the other end must not wait for.
 //! - A child closing or dropping its copy never cuts the parent off: it releases only the
 //!   child's own registration (or settles the inherited one, as above).
 //! - A process that could not claim a lease, or an end with more than 60 live handles,
@@ -1461,6 +1463,27 @@ impl Connection {
         }
     }
 
+    /// Ends the pipe for every handle of both ends, in every process, at once (the
+    /// counterpart of Python 3.13's `Queue.shutdown()`; Python's pipes have none): each
+    /// receive returns what was already sent, then [`RecvError::Disconnected`]; each send
+    /// fails with [`SendError::Disconnected`]. Use it where a drop would be a pending
+    /// hand-over (the process forked children that do not use the end, see the module
+    /// docs) and the other end must learn now that nothing more will come.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send(1u8)?;
+    /// a.shutdown();
+    /// assert_eq!(b.recv::<u8>()?, 1);
+    /// assert!(b.recv::<u8>().unwrap_err().is_disconnected());
+    /// assert!(a.send(2u8).unwrap_err().is_disconnected());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn shutdown(&self) {
+        self.shared.hang_up();
+    }
+
     /// Whether [`close`](Self::close) was called on this handle (Python's
     /// `Connection.closed`). The other end's hang-up does not close this handle: a
     /// receive reports it as [`RecvError::Disconnected`].
@@ -1605,6 +1628,7 @@ impl PipeReader {
         fn poll_timeout(&self, timeout: Duration) -> Result<bool>;
         fn lost(&self) -> u64;
         fn close(&self) -> ();
+        fn shutdown(&self) -> ();
         fn is_closed(&self) -> bool;
     }
 }
@@ -1615,6 +1639,7 @@ impl PipeWriter {
         fn try_send<T: Pod>(&self, value: T) -> std::result::Result<(), TrySendError<T>>;
         fn send_timeout<T: Pod>(&self, value: T, timeout: Duration) -> std::result::Result<(), SendTimeoutError<T>>;
         fn close(&self) -> ();
+        fn shutdown(&self) -> ();
         fn is_closed(&self) -> bool;
     }
 
