@@ -866,28 +866,22 @@ impl Connection {
         }
         let rx = self.rx();
         let mut hung = false;
-        let mut first = true;
         loop {
-            // A first try without waiting (no clock read on the fast path); then, in the
-            // middle of a message, wait in slices to notice a sender that died, otherwise
-            // in slices too, to notice that the other end's processes died.
-            let quick = first && matches!(wait, Wait::Until(_));
-            first = false;
-            let w = if quick {
-                Wait::No
-            } else {
-                match wait {
-                    Wait::Until(d) => {
-                        let period = if active {
-                            LIVENESS_PERIOD
-                        } else {
-                            HANGUP_PERIOD
-                        };
-                        let slice = Instant::now() + period;
-                        Wait::Until(Some(d.map_or(slice, |d| d.min(slice))))
-                    }
-                    w => w,
+            // Wait in slices: in the middle of a message, to notice a sender that died;
+            // otherwise, to notice that the other end's processes died. (No `Wait::No`
+            // try first: a miss would run the ring's recovery on every receive that
+            // waits, which costs more than this clock read.)
+            let w = match wait {
+                Wait::Until(d) => {
+                    let period = if active {
+                        LIVENESS_PERIOD
+                    } else {
+                        HANGUP_PERIOD
+                    };
+                    let slice = Instant::now() + period;
+                    Wait::Until(Some(d.map_or(slice, |d| d.min(slice))))
                 }
+                w => w,
             };
             let mut done = false;
             let mut dropped = false;
@@ -923,7 +917,6 @@ impl Connection {
             match r {
                 Ok(()) if done => return Ok(sink.len()),
                 Ok(()) => {}
-                Err(Fail::WouldBlock) if quick => {}
                 Err(Fail::WouldBlock | Fail::Timeout) if active => {
                     if self.sender_gone() {
                         sink.clear();
