@@ -8,19 +8,7 @@
 //! kernel-vouched liveness token of the crate docs, "Crashes and signals").
 //!
 //! # A consumer that dies
-//! A consumer killed after `get` and before `task_done` would leave `join` waiting for ever
-//! in Python. Here a waiting `join` checks the consumer table at least every
-//! [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD): the unfinished items of a
-//! process the kernel reports dead are released (they count as done) and added to
-//! [`lost`](JoinableQueue::lost), as are the items the queue itself lost (a consumer that
-//! died inside `get`, see [`Queue::lost`]). `join` then returns `Ok`; a program that must
-//! know whether every task really ran compares `lost()` before and after.
-//!
-//! Windows that are not covered (a few instructions wide): a producer killed after its
-//! `put` counted the item and before the item entered the queue leaves one unfinished
-//! item behind (use [`join_timeout`](JoinableQueue::join_timeout) where producers may be
-//! killed); a consumer killed between its `get` returning and recording the item in the
-//! table, likewise.
+//! See [`JoinableQueue`]'s docs.
 
 use std::fmt;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -55,8 +43,23 @@ const BLOCK: usize = TABLE + ENTRIES * 16;
 /// unfinished task until a consumer calls [`task_done`](Self::task_done) for it, and
 /// [`join`](Self::join) waits until no task is unfinished. Anonymous, shared with children
 /// forked after it (like [`Queue::new`]). A consumer that dies before `task_done` does not
-/// make `join` hang (see the module docs: its items are released and counted in
-/// [`lost`](Self::lost)).
+/// make `join` hang (its items are released and counted in [`lost`](Self::lost), see
+/// below).
+///
+/// # A consumer that dies
+/// A consumer killed after `get` and before `task_done` would leave `join` waiting for ever
+/// in Python. Here a waiting `join` checks the consumer table at least every
+/// [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD): the unfinished items of a
+/// process the kernel reports dead are released (they count as done) and added to
+/// [`lost`](JoinableQueue::lost), as are the items the queue itself lost (a consumer that
+/// died inside `get`, see [`Queue::lost`]). `join` then returns `Ok`; a program that must
+/// know whether every task really ran compares `lost()` before and after.
+///
+/// Windows that are not covered (a few instructions wide): a producer killed after its
+/// `put` counted the item and before the item entered the queue leaves one unfinished
+/// item behind (use [`join_timeout`](JoinableQueue::join_timeout) where producers may be
+/// killed); a consumer killed between its `get` returning and recording the item in the
+/// table, likewise.
 ///
 /// # Examples
 /// ```
@@ -389,7 +392,7 @@ impl<T: Pod> JoinableQueue<T> {
 
     /// Waits until every item put has been marked done (Python's `join()`); sleeps, never
     /// spins. Items whose consumer died before `task_done` are released while it waits
-    /// (see the module docs and [`lost`](Self::lost)).
+    /// (see "A consumer that dies" on the type and [`lost`](Self::lost)).
     ///
     /// # Errors
     /// None today; a `Result` for the errors of shared state to come.
@@ -471,7 +474,7 @@ impl<T: Pod> JoinableQueue<T> {
     }
 
     /// Tasks that will never be marked done: items whose consumer died after taking them
-    /// (released by `join`, see the module docs), plus the queue's own losses
+    /// (released by `join`, see "A consumer that dies" on the type), plus the queue's own losses
     /// ([`Queue::lost`]). Never reset.
     ///
     /// # Examples

@@ -21,45 +21,7 @@
 //! otherwise).
 //!
 //! # Hang-up and hand-over
-//! Each end knows who holds it: the segment keeps, per end, a table of *holders*, one
-//! entry per registered handle naming its process by its lease (the kernel-vouched
-//! liveness token of the crate docs, "Crashes and signals"). An end is **gone** when it
-//! had a holder and now every entry is released or names a dead process. Then the pipe
-//! is hung up: a receive on the other end returns every message already sent, then
-//! [`RecvError::Disconnected`] (Python's `EOFError`, `mpsc`'s `Disconnected`); a send
-//! there fails with [`SendError::Disconnected`], handing the message back, including a
-//! long send waiting for room. A drop or [`close`](Connection::close) of the last handle
-//! wakes the other end at once; a death is noticed by a waiting call within about 100 ms
-//! and by a `try_` call on its next call (checked at most every
-//! [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD) per handle).
-//!
-//! The rules, for processes that fork:
-//! - A handle is registered by the process that made it ([`pipe()`],
-//!   [`Connection::pair`], [`create`](Connection::create), [`open`](Connection::open)).
-//! - A copy inherited through `fork` does **not** count until it is used: its first send,
-//!   receive or poll in the child registers the child as a holder of that end. A child that
-//!   never touches its copy (a pool worker forked while the parent held the end) never
-//!   keeps the end alive.
-//! - **Explicit hand-over.** A handle dropped (or closed) in the process that registered
-//!   it, when a child may have been forked since (by the thread that drops it, if that
-//!   thread also made the handle; by any thread of the process otherwise, so forks of
-//!   unrelated threads do not count for a handle used on one thread), does not release
-//!   the end at once: its entry
-//!   becomes a *pending hand-over*, still held while the process lives, until a child
-//!   settles it by using its copy (it registers itself first) or by dropping or closing
-//!   it. So `Process::spawn(move || .. end ..)` keeps working even when the child first
-//!   uses the end long after the parent dropped its copy, and Python's pattern
-//!   `p.start(); child_conn.close()` is not a hang-up. If a child settles first (it used
-//!   or closed its copy while the parent still held the end), the parent's later drop
-//!   releases at once. A pending hand-over that no child settles (the child was killed
-//!   before its first use, or the parent forked only unrelated children and then dropped
-//!   the end) ends when the parent exits.
-//! - [`shutdown`](Connection::shutdown) ends the pipe for every handle at once, whoever
-//!   holds copies: the way out of a pending hand-over the other end must not wait for.
-//! - A child closing or dropping its copy never cuts the parent off: it releases only the
-//!   child's own registration (or settles the inherited one, as above).
-//! - A process that could not claim a lease, or an end with more than 60 live handles,
-//!   is never reported gone (the safe side: a receive then waits as before).
+//! See [`Connection`]'s docs: the rules are part of its public contract.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -158,7 +120,7 @@ impl Shared {
 
     /// Releases the registration `(idx, tag)` of `lease` on `end`. `handing` (the
     /// registering process forked since): a registration no child has settled yet becomes
-    /// a pending hand-over instead (see the module docs). Returns whether it was freed.
+    /// a pending hand-over instead (see [`Connection`], "Hang-up and hand-over"). Returns whether it was freed.
     fn release(&self, end: usize, idx: u32, tag: u32, owner: u64, handing: bool) -> bool {
         let (l, st) = self.entry(end, idx as usize);
         loop {
@@ -367,7 +329,48 @@ fn attach(region: Region, half: usize) -> Result<Shared> {
 /// processes holding it die, the other end's receive returns what was already sent, then
 /// [`RecvError::Disconnected`] (Python's `EOFError`), and its send fails with
 /// [`SendError::Disconnected`]. Giving an end to a forked child and dropping the parent's
-/// copy is not a hang-up (see the module docs, "Hang-up and hand-over").
+/// copy is not a hang-up (see "Hang-up and hand-over" below).
+///
+/// # Hang-up and hand-over
+/// Each end knows who holds it: the segment keeps, per end, a table of *holders*, one
+/// entry per registered handle naming its process by its lease (the kernel-vouched
+/// liveness token of the crate docs, "Crashes and signals"). An end is **gone** when it
+/// had a holder and now every entry is released or names a dead process. Then the pipe
+/// is hung up: a receive on the other end returns every message already sent, then
+/// [`RecvError::Disconnected`] (Python's `EOFError`, `mpsc`'s `Disconnected`); a send
+/// there fails with [`SendError::Disconnected`], handing the message back, including a
+/// long send waiting for room. A drop or [`close`](Connection::close) of the last handle
+/// wakes the other end at once; a death is noticed by a waiting call within about 100 ms
+/// and by a `try_` call on its next call (checked at most every
+/// [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD) per handle).
+///
+/// The rules, for processes that fork:
+/// - A handle is registered by the process that made it ([`pipe()`],
+///   [`Connection::pair`], [`create`](Connection::create), [`open`](Connection::open)).
+/// - A copy inherited through `fork` does **not** count until it is used: its first send,
+///   receive or poll in the child registers the child as a holder of that end. A child that
+///   never touches its copy (a pool worker forked while the parent held the end) never
+///   keeps the end alive.
+/// - **Explicit hand-over.** A handle dropped (or closed) in the process that registered
+///   it, when a child may have been forked since (by the thread that drops it, if that
+///   thread also made the handle; by any thread of the process otherwise, so forks of
+///   unrelated threads do not count for a handle used on one thread), does not release
+///   the end at once: its entry
+///   becomes a *pending hand-over*, still held while the process lives, until a child
+///   settles it by using its copy (it registers itself first) or by dropping or closing
+///   it. So `Process::spawn(move || .. end ..)` keeps working even when the child first
+///   uses the end long after the parent dropped its copy, and Python's pattern
+///   `p.start(); child_conn.close()` is not a hang-up. If a child settles first (it used
+///   or closed its copy while the parent still held the end), the parent's later drop
+///   releases at once. A pending hand-over that no child settles (the child was killed
+///   before its first use, or the parent forked only unrelated children and then dropped
+///   the end) ends when the parent exits.
+/// - [`shutdown`](Connection::shutdown) ends the pipe for every handle at once, whoever
+///   holds copies: the way out of a pending hand-over the other end must not wait for.
+/// - A child closing or dropping its copy never cuts the parent off: it releases only the
+///   child's own registration (or settles the inherited one, as above).
+/// - A process that could not claim a lease, or an end with more than 60 live handles,
+///   is never reported gone (the safe side: a receive then waits as before).
 ///
 /// # Examples
 /// ```
@@ -385,7 +388,7 @@ pub struct Connection {
     /// A message a timed receive returned before its last chunk came; held by the thread
     /// receiving on this end (one at a time: `try_lock`, never waiting for another).
     partial: Mutex<Partial>,
-    /// This handle's registration as a holder of its end (see the module docs).
+    /// This handle's registration as a holder of its end (see [`Connection`], "Hang-up and hand-over").
     reg: Registration,
     /// `close()` was called on this handle.
     closed: AtomicBool,
@@ -610,7 +613,7 @@ impl Connection {
 
     /// Before every use: in a process other than the one that registered this handle (a
     /// forked child's copy), registers this process and settles the registration it
-    /// inherited (see the module docs). One relaxed load when there is nothing to do.
+    /// inherited (see [`Connection`], "Hang-up and hand-over"). One relaxed load when there is nothing to do.
     /// `Closed` when this handle was closed.
     fn ready(&self) -> std::result::Result<(), Outcome> {
         if self.closed.load(Ordering::Acquire) {
@@ -1051,7 +1054,7 @@ impl Connection {
     }
 
     /// Receives a `Pod` value, waiting for one. A message whose sender died part-way is
-    /// dropped and counted in [`lost`](Self::lost) (see the module docs).
+    /// dropped and counted in [`lost`](Self::lost) (see [`Connection`], "Hang-up and hand-over").
     ///
     /// # Errors
     /// [`RecvError::Disconnected`] when the other end is gone and everything it sent was
@@ -1184,7 +1187,7 @@ impl Connection {
     }
 
     /// Receives a byte message, waiting for one. A message whose sender died part-way is
-    /// dropped and counted in [`lost`](Self::lost) (see the module docs).
+    /// dropped and counted in [`lost`](Self::lost) (see [`Connection`], "Hang-up and hand-over").
     ///
     /// # Errors
     /// [`RecvError::Disconnected`] when the other end is gone and everything it sent was
@@ -1520,7 +1523,7 @@ impl fmt::Debug for Connection {
 /// `multiprocessing.Pipe(duplex=False)`, returned in the same order, `(reader, writer)`
 /// (as `std::io::pipe()`). The reader has no send methods and the writer no receive
 /// methods: using an end the wrong way does not compile. Hang-up, hand-over to forked
-/// children and `close` work as for [`Connection`] (see the module docs).
+/// children and `close` work as for [`Connection`] (see [`Connection`], "Hang-up and hand-over").
 /// [`Connection::pair_one_way`] chooses the sizes.
 ///
 /// # Errors
