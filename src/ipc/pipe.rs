@@ -401,7 +401,7 @@ pub struct Connection {
 /// Which process registered a handle, where, and what to release. Atomics only (no lock:
 /// a forked child uses its copy without taking any).
 struct Registration {
-    /// [`process_token`] of the registering process; 0 none; [`CLAIMING`] while a thread
+    /// [`process_token`] of the registering process; 0 none; `token ^` [`CLAIMING`] while a thread
     /// of this process registers.
     owner: AtomicU64,
     idx: AtomicU32,
@@ -412,7 +412,9 @@ struct Registration {
     forks: [AtomicU64; 3],
 }
 
-const CLAIMING: u64 = u64::MAX;
+/// XORed with a process token: that process is registering the handle. A child forked
+/// while its parent was registering sees the parent's marker, not its own, and goes on.
+const CLAIMING: u64 = 0x5a5a_5a5a_5a5a_5a5a;
 /// `idx` of a handle whose registration found the table full.
 const NO_ENTRY: u32 = u32::MAX;
 
@@ -625,14 +627,14 @@ impl Connection {
             if owner == me {
                 return Ok(());
             }
-            if owner == CLAIMING {
+            if owner == me ^ CLAIMING {
                 std::thread::yield_now();
                 continue;
             }
             if self
                 .reg
                 .owner
-                .compare_exchange(owner, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(owner, me ^ CLAIMING, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
             {
                 continue;
@@ -681,7 +683,7 @@ impl Connection {
             );
             let handing = forked_since(then);
             self.shared.release(self.end, idx, tag, lease, handing)
-        } else if owner != 0 && owner != CLAIMING {
+        } else if owner != 0 && owner != me ^ CLAIMING {
             self.shared.settle(self.end, idx, tag, lease)
         } else {
             false
