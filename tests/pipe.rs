@@ -425,3 +425,42 @@ fn shutdown_ends_the_pipe_for_every_handle() {
     assert!(a.send(4u32).unwrap_err().is_disconnected());
     common::join_within(consumer, DEADLINE).unwrap();
 }
+
+#[test]
+fn a_drop_after_forking_an_unrelated_child_is_pending_until_the_process_exits() {
+    // The documented limit of the hand-over rule: a process that forked a child (which
+    // never touches the end) and then drops the end still holds it, as a pending
+    // hand-over, until it exits.
+    let name = Name::new("pending");
+    let to_test = Name::new("pending-q1");
+    let to_holder = Name::new("pending-q2");
+    let a = Connection::create(&name.0, 4, 64).unwrap();
+    let q1 = Queue::<u8>::create(&to_test.0, 2).unwrap();
+    let q2 = Queue::<u8>::create(&to_holder.0, 2).unwrap();
+    let (n, n1, n2) = (name.0.clone(), to_test.0.clone(), to_holder.0.clone());
+    let holder = Process::spawn(move || -> ndshm::Result<()> {
+        let b = Connection::open(&n)?;
+        let (q1, q2) = (Queue::<u8>::open(&n1)?, Queue::<u8>::open(&n2)?);
+        b.send_str("opened")?;
+        Process::spawn(|| {})?.join()?; // an unrelated child
+        drop(b);
+        q1.put(1)?;
+        q2.get()?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(a.recv_string().unwrap(), "opened");
+    assert_eq!(q1.get_timeout(DEADLINE).unwrap(), 1);
+    assert_eq!(
+        a.recv_bytes_timeout(Duration::from_millis(300)),
+        Err(RecvTimeoutError::Timeout),
+        "pending while the process lives"
+    );
+    q2.put(1).unwrap();
+    assert_eq!(
+        a.recv_bytes_timeout(DEADLINE),
+        Err(RecvTimeoutError::Disconnected),
+        "gone once it exited"
+    );
+    common::join_within(holder, DEADLINE).unwrap();
+}
