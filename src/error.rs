@@ -96,6 +96,10 @@ pub enum ErrorKind {
     /// timed out or died while waiting, or the barrier was aborted or reset while this
     /// party waited. [`Barrier::reset`](crate::Barrier::reset) makes it usable again.
     BrokenBarrier,
+    /// The other end of a pipe is gone: every handle of it was dropped or closed, or the
+    /// processes holding it died (Python's `EOFError` / `BrokenPipeError`, `mpsc`'s
+    /// `Disconnected`). A receive reports it only after every message already sent.
+    Disconnected,
 }
 
 impl ErrorKind {
@@ -129,6 +133,7 @@ impl ErrorKind {
             ErrorKind::IndexOutOfRange => "index out of range",
             ErrorKind::ChangedDuringIteration => "changed during iteration",
             ErrorKind::BrokenBarrier => "broken barrier",
+            ErrorKind::Disconnected => "the other end hung up",
         }
     }
 }

@@ -129,7 +129,8 @@ pub use ipc::error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, RecvError, RecvTimeoutError, SendError,
     SendTimeoutError, TryGetError, TryPutError, TryRecvError, TrySendError,
 };
-pub use ipc::pipe::{pipe, Connection};
+pub use ipc::joinable_queue::JoinableQueue;
+pub use ipc::pipe::{pipe, pipe_one_way, Connection, PipeReader, PipeWriter};
 pub use ipc::queue::Queue;
 pub use lifecycle::gc::{gc, gc_matching, stale};
 pub use lifecycle::info::{info, list, OwnerStatus, SegmentInfo};

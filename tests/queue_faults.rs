@@ -371,6 +371,7 @@ fn acceptable<E: Into<ndshm::Error>>(r: Result<(), E>) {
                     | ErrorKind::Empty
                     | ErrorKind::Timeout
                     | ErrorKind::Closed
+                    | ErrorKind::Disconnected
             ),
             "{e}"
         );

@@ -63,8 +63,13 @@ fn describe(kind: ErrorKind, pipe: bool) -> &'static str {
              items will come; stop, or make a new queue"
         }
         (ErrorKind::Closed, true) => {
-            "the pipe was closed (and, for a receive, everything sent was received): the \
-             other end is done; stop, or make a new pipe"
+            "this handle of the pipe was closed (close()): it cannot be used any more; keep \
+             another handle open, or make a new pipe"
+        }
+        (ErrorKind::Disconnected, _) => {
+            "the other end of the pipe is gone (every handle of it dropped or closed, or its \
+             processes died): no more messages will come, and none sent will be received \
+             (Python's EOFError / BrokenPipeError)"
         }
         _ => "failed",
     }
@@ -293,8 +298,11 @@ plain_error!(
 item_error!(
     /// The error of a blocking `send` on a pipe end: the item comes back.
     SendError, true, "sent." {
-        /// The pipe was closed.
+        /// This handle was closed ([`Connection::close`](crate::Connection::close)).
         Closed => Closed, is_closed;
+        /// The other end is gone (dropped, closed or dead): nobody will receive it
+        /// (Python's `BrokenPipeError`).
+        Disconnected => Disconnected, is_disconnected;
     }
 );
 item_error!(
@@ -303,8 +311,10 @@ item_error!(
         /// No room for the message's first chunk now, or another process or thread is
         /// sending a long message on this end.
         Full => Full, is_full;
-        /// The pipe was closed.
+        /// This handle was closed ([`Connection::close`](crate::Connection::close)).
         Closed => Closed, is_closed;
+        /// The other end is gone (dropped, closed or dead): nobody will receive it.
+        Disconnected => Disconnected, is_disconnected;
     }
 );
 item_error!(
@@ -312,16 +322,20 @@ item_error!(
     SendTimeoutError, true, "sent." {
         /// No room before the timeout.
         Timeout => Timeout, is_timeout;
-        /// The pipe was closed.
+        /// This handle was closed ([`Connection::close`](crate::Connection::close)).
         Closed => Closed, is_closed;
+        /// The other end is gone (dropped, closed or dead): nobody will receive it.
+        Disconnected => Disconnected, is_disconnected;
     }
 );
 plain_error!(
     /// The error of a blocking `recv` on a pipe end.
     RecvError, true, {
-        /// The other end closed the pipe and everything sent was received (Python's
-        /// `EOFError`).
+        /// This handle was closed ([`Connection::close`](crate::Connection::close)).
         Closed => Closed, is_closed;
+        /// The other end is gone (dropped, closed or dead) and every message it sent was
+        /// received (Python's `EOFError`).
+        Disconnected => Disconnected, is_disconnected;
     }
 );
 plain_error!(
@@ -330,8 +344,10 @@ plain_error!(
         /// No whole message is waiting now (what arrived of a long one is kept for the next
         /// receive).
         Empty => Empty, is_empty;
-        /// The other end closed the pipe and everything sent was received.
+        /// This handle was closed ([`Connection::close`](crate::Connection::close)).
         Closed => Closed, is_closed;
+        /// The other end is gone and every message it sent was received.
+        Disconnected => Disconnected, is_disconnected;
     }
 );
 plain_error!(
@@ -340,8 +356,10 @@ plain_error!(
         /// No whole message arrived before the timeout (what arrived of a long one is kept
         /// for the next receive).
         Timeout => Timeout, is_timeout;
-        /// The other end closed the pipe and everything sent was received.
+        /// This handle was closed ([`Connection::close`](crate::Connection::close)).
         Closed => Closed, is_closed;
+        /// The other end is gone and every message it sent was received.
+        Disconnected => Disconnected, is_disconnected;
     }
 );
 
@@ -354,6 +372,8 @@ pub(crate) enum Outcome {
     Timeout,
     Closed,
     Failed(Error),
+    /// Pipes only: the other end is gone.
+    Disconnected,
 }
 
 impl Outcome {
@@ -366,14 +386,14 @@ impl Outcome {
     pub(crate) fn try_put<T>(self, item: T) -> TryPutError<T> {
         match self {
             Outcome::Full | Outcome::Empty | Outcome::Timeout => TryPutError::Full(item),
-            Outcome::Closed => TryPutError::Closed(item),
+            Outcome::Closed | Outcome::Disconnected => TryPutError::Closed(item),
             Outcome::Failed(e) => TryPutError::Failed(item, e),
         }
     }
     pub(crate) fn put_timeout<T>(self, item: T) -> PutTimeoutError<T> {
         match self {
             Outcome::Full | Outcome::Empty | Outcome::Timeout => PutTimeoutError::Timeout(item),
-            Outcome::Closed => PutTimeoutError::Closed(item),
+            Outcome::Closed | Outcome::Disconnected => PutTimeoutError::Closed(item),
             Outcome::Failed(e) => PutTimeoutError::Failed(item, e),
         }
     }
@@ -386,20 +406,21 @@ impl Outcome {
     pub(crate) fn try_get(self) -> TryGetError {
         match self {
             Outcome::Full | Outcome::Empty | Outcome::Timeout => TryGetError::Empty,
-            Outcome::Closed => TryGetError::Closed,
+            Outcome::Closed | Outcome::Disconnected => TryGetError::Closed,
             Outcome::Failed(e) => TryGetError::Failed(e),
         }
     }
     pub(crate) fn get_timeout(self) -> GetTimeoutError {
         match self {
             Outcome::Full | Outcome::Empty | Outcome::Timeout => GetTimeoutError::Timeout,
-            Outcome::Closed => GetTimeoutError::Closed,
+            Outcome::Closed | Outcome::Disconnected => GetTimeoutError::Closed,
             Outcome::Failed(e) => GetTimeoutError::Failed(e),
         }
     }
     pub(crate) fn send<T>(self, item: T) -> SendError<T> {
         match self {
             Outcome::Failed(e) => SendError::Failed(item, e),
+            Outcome::Disconnected => SendError::Disconnected(item),
             _ => SendError::Closed(item),
         }
     }
@@ -407,6 +428,7 @@ impl Outcome {
         match self {
             Outcome::Full | Outcome::Empty | Outcome::Timeout => TrySendError::Full(item),
             Outcome::Closed => TrySendError::Closed(item),
+            Outcome::Disconnected => TrySendError::Disconnected(item),
             Outcome::Failed(e) => TrySendError::Failed(item, e),
         }
     }
@@ -414,12 +436,14 @@ impl Outcome {
         match self {
             Outcome::Full | Outcome::Empty | Outcome::Timeout => SendTimeoutError::Timeout(item),
             Outcome::Closed => SendTimeoutError::Closed(item),
+            Outcome::Disconnected => SendTimeoutError::Disconnected(item),
             Outcome::Failed(e) => SendTimeoutError::Failed(item, e),
         }
     }
     pub(crate) fn recv(self) -> RecvError {
         match self {
             Outcome::Failed(e) => RecvError::Failed(e),
+            Outcome::Disconnected => RecvError::Disconnected,
             _ => RecvError::Closed,
         }
     }
@@ -427,6 +451,7 @@ impl Outcome {
         match self {
             Outcome::Full | Outcome::Empty | Outcome::Timeout => TryRecvError::Empty,
             Outcome::Closed => TryRecvError::Closed,
+            Outcome::Disconnected => TryRecvError::Disconnected,
             Outcome::Failed(e) => TryRecvError::Failed(e),
         }
     }
@@ -434,6 +459,7 @@ impl Outcome {
         match self {
             Outcome::Full | Outcome::Empty | Outcome::Timeout => RecvTimeoutError::Timeout,
             Outcome::Closed => RecvTimeoutError::Closed,
+            Outcome::Disconnected => RecvTimeoutError::Disconnected,
             Outcome::Failed(e) => RecvTimeoutError::Failed(e),
         }
     }

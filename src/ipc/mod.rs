@@ -9,12 +9,15 @@
 //!   shares with [`byte_queue`]: [`ByteQueue`](crate::ByteQueue) for byte messages.
 //! - [`pipe`]: [`pipe()`](crate::pipe) and its two [`Connection`](crate::Connection) ends,
 //!   two rings in one segment, messages of any length in slot-sized chunks.
+//! - [`joinable_queue`]: [`JoinableQueue<T>`](crate::JoinableQueue), a [`Queue<T>`](crate::Queue)
+//!   with Python's `task_done()` / `join()`.
 //! - [`array_queue`]: [`NdArrayQueue`](crate::NdArrayQueue), a [`ByteQueue`](crate::ByteQueue)
 //!   of segment names that moves whole arrays between processes.
 
 pub(crate) mod array_queue;
 pub(crate) mod byte_queue;
 pub(crate) mod error;
+pub(crate) mod joinable_queue;
 pub(crate) mod pipe;
 pub(crate) mod queue;
 pub(crate) mod ring;

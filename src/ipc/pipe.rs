@@ -19,9 +19,12 @@
 //! in the middle of a message keeps what it has received for the next receive on that end.
 //! Receive on one thread at a time per end (a `Failed` error of [`ErrorKind::WouldDeadlock`]
 //! otherwise).
+//!
+//! # Hang-up and hand-over
+//! See [`Connection`]'s docs: the rules are part of its public contract.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -33,10 +36,12 @@ use crate::ipc::error::{
 };
 use crate::ipc::ring::{deadline, ring_layout, Fail, Ring, RingLayout, Wait};
 use crate::segment::region::Region;
+use crate::segment::shared_mem::SharedMem;
 use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 use crate::sync::lock::LIVENESS_PERIOD;
 use crate::sys::lease::{self, Liveness};
+use crate::sys::proc::{fork_mark, forked_since, process_token, random_u64};
 
 /// Chunk flags (the first byte of each slot): more chunks of this message follow.
 const MORE: u8 = 1;
@@ -45,14 +50,172 @@ const FIRST: u8 = 2;
 /// Tag of pipe rings.
 const PIPE_TAG: u64 = u64::from_le_bytes(*b"ndshmPIP");
 
-/// The segment of a pipe: two rings of `half` bytes each, one per direction.
+/// The segment of a pipe: two rings of `half` bytes each, one per direction, then the
+/// holder table ([`TABLE`] bytes).
 struct Shared {
     layouts: [RingLayout; 2],
     half: usize,
     region: Region,
 }
 
+/// Holder table: a magic word, then per end a block of [`END_BYTES`]: `ever` (set when a
+/// first handle of the end registered), `overflow` (registrations that found no free
+/// entry: the end is then never reported gone), and [`ENTRIES`] entries of
+/// `[lease u64][state u64]`. A state is `tag << 32 | handed << 2 | flags` ([`HELD`],
+/// [`PENDING`]); 0 with a non-zero lease is an entry being claimed (counts as held).
+const TABLE: usize = 64 + 2 * END_BYTES;
+const END_BYTES: usize = 1024;
+const ENTRIES: usize = (END_BYTES - 64) / 16;
+const TABLE_MAGIC: u64 = u64::from_le_bytes(*b"ndshmHLD");
+const HELD: u64 = 1;
+const PENDING: u64 = 2;
+const HANDED_ONE: u64 = 4;
+const HANDED_MASK: u64 = 0xffff_fffc;
+
+/// How often a waiting call checks whether the other end's holders died (a drop or close
+/// of the last handle wakes it at once).
+const HANGUP_PERIOD: Duration = Duration::from_millis(100);
+
 impl Shared {
+    fn table(&self) -> SharedMem<'_> {
+        self.region.payload().sub(2 * self.half, TABLE)
+    }
+
+    fn end_block(&self, end: usize) -> SharedMem<'_> {
+        self.table().sub(64 + end * END_BYTES, END_BYTES)
+    }
+
+    fn entry(&self, end: usize, i: usize) -> (&AtomicU64, &AtomicU64) {
+        let e = self.end_block(end).sub(64 + i * 16, 16);
+        (e.u64(0), e.u64(8))
+    }
+
+    /// Registers this process as a holder of `end`: the entry index and its tag, or
+    /// `None` when the table is full (then the end is marked never gone).
+    fn register(&self, end: usize) -> Option<(u32, u32)> {
+        let me = lease::holder();
+        let tag = (random_u64() as u32) | 1;
+        let block = self.end_block(end);
+        block.u64(0).store(1, Ordering::SeqCst);
+        for pass in 0..2 {
+            for i in 0..ENTRIES {
+                let (l, st) = self.entry(end, i);
+                let cur = l.load(Ordering::Acquire);
+                let free = cur == 0
+                    || (pass == 1
+                        && st.load(Ordering::Acquire) != 0
+                        && lease::check(cur) == Liveness::Dead);
+                if free
+                    && l.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    st.store((tag as u64) << 32 | HELD, Ordering::SeqCst);
+                    return Some((i as u32, tag));
+                }
+            }
+        }
+        block.u64(8).fetch_add(1, Ordering::SeqCst);
+        None
+    }
+
+    /// Releases the registration `(idx, tag)` of `lease` on `end`. `handing` (the
+    /// registering process forked since): a registration no child has settled yet becomes
+    /// a pending hand-over instead (see [`Connection`], "Hang-up and hand-over"). Returns whether it was freed.
+    fn release(&self, end: usize, idx: u32, tag: u32, owner: u64, handing: bool) -> bool {
+        let (l, st) = self.entry(end, idx as usize);
+        loop {
+            let cur = st.load(Ordering::Acquire);
+            if l.load(Ordering::Acquire) != owner || (cur >> 32) as u32 != tag {
+                return false; // not ours any more (taken over as dead)
+            }
+            let new = if handing && cur & HANDED_MASK == 0 {
+                (cur & !HELD) | PENDING
+            } else {
+                0
+            };
+            if st
+                .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                if new == 0 {
+                    let _ = l.compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed);
+                    return true;
+                }
+                return false;
+            }
+        }
+    }
+
+    /// A child settles the registration its copy was inherited with: a pending hand-over
+    /// is freed (returns true), a registration still held is marked handed.
+    fn settle(&self, end: usize, idx: u32, tag: u32, owner: u64) -> bool {
+        if idx as usize >= ENTRIES {
+            return false;
+        }
+        let (l, st) = self.entry(end, idx as usize);
+        loop {
+            let cur = st.load(Ordering::Acquire);
+            if l.load(Ordering::Acquire) != owner || (cur >> 32) as u32 != tag {
+                return false;
+            }
+            let (new, freed) = if cur & PENDING != 0 {
+                (0, true)
+            } else if cur & HANDED_MASK == HANDED_MASK {
+                (cur, false)
+            } else {
+                (cur + HANDED_ONE, false)
+            };
+            if st
+                .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                if freed {
+                    let _ = l.compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed);
+                }
+                return freed;
+            }
+        }
+    }
+
+    /// Whether every holder of `end` is gone: it had one, and each registered entry is
+    /// free or names a process the kernel reports dead (a pending hand-over counts while
+    /// its process lives). Clears the dead entries it finds.
+    fn end_gone(&self, end: usize) -> bool {
+        let block = self.end_block(end);
+        if block.u64(0).load(Ordering::SeqCst) == 0 || block.u64(8).load(Ordering::SeqCst) != 0 {
+            return false;
+        }
+        for i in 0..ENTRIES {
+            let (l, st) = self.entry(end, i);
+            let who = l.load(Ordering::SeqCst);
+            if who == 0 {
+                continue;
+            }
+            let cur = st.load(Ordering::SeqCst);
+            if cur == 0 || lease::check(who) != Liveness::Dead {
+                return false;
+            }
+            if st
+                .compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                let _ = l.compare_exchange(who, 0, Ordering::AcqRel, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// The other end of `end` is gone: closes both rings, which every waiter on either
+    /// side sees at once (a receive drains, then reports `Disconnected`).
+    fn hang_up(&self) {
+        for i in 0..2 {
+            let r = self.ring(i);
+            if !r.is_closed() {
+                r.close();
+            }
+        }
+    }
+
     /// The ring of direction `i` (0: from the first end to the second).
     fn ring(&self, i: usize) -> Ring<'_> {
         Ring::over(
@@ -114,9 +277,12 @@ fn layout(slots: usize, chunk: usize) -> Result<(usize, Init)> {
         .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "chunk size overflows"))?;
     let (_, _, len) = ring_layout(slots, slot)?;
     let init: Init = Box::new(move |mem: &mut [u8]| {
-        let (a, b) = mem.split_at_mut(len);
+        let (a, rest) = mem.split_at_mut(len);
+        let (b, table) = rest.split_at_mut(len);
         Ring::init(a, slots, slot, PIPE_TAG)?;
-        Ring::init(b, slots, slot, PIPE_TAG)
+        Ring::init(b, slots, slot, PIPE_TAG)?;
+        table[..8].copy_from_slice(&TABLE_MAGIC.to_le_bytes());
+        Ok(())
     });
     Ok((len, init))
 }
@@ -126,7 +292,10 @@ fn attach(region: Region, half: usize) -> Result<Shared> {
         .name()
         .map_or("anonymous pipe".into(), |n| format!("pipe '{n}'"));
     let payload = region.payload();
-    let (Some(a), Some(b)) = (payload.get(0, half), payload.get(half, half)) else {
+    let table_ok = payload
+        .get(2 * half, TABLE)
+        .is_some_and(|t| t.u64(0).load(Ordering::Acquire) == TABLE_MAGIC);
+    let (Some(a), Some(b), true) = (payload.get(0, half), payload.get(half, half), table_ok) else {
         return Err(Error::new(
             ErrorKind::InvalidHeader,
             format!("{what}: its size does not hold two rings; the segment is corrupted"),
@@ -161,10 +330,53 @@ fn attach(region: Region, half: usize) -> Result<Shared> {
 /// strings and slices; each receive returns what one send sent. Every send and receive
 /// comes as a triple: blocking, `try_`, and `_timeout`, with the typed errors of
 /// [`TrySendError`] / [`TryRecvError`] and their siblings (a failed send hands the value
-/// back). [`close`](Connection::close) tells the other end: its receive returns what was
-/// already sent, then `Closed` (Python's `EOFError`), and its send fails with `Closed`.
-/// Dropping an end does *not* close it: the parent's copy of an end given to a forked child
-/// is dropped in the parent while the child still uses it.
+/// back). [`close`](Connection::close) releases this handle only (Python's
+/// `Connection.close()`); when the last handle of an end is closed or dropped, or the
+/// processes holding it die, the other end's receive returns what was already sent, then
+/// [`RecvError::Disconnected`] (Python's `EOFError`), and its send fails with
+/// [`SendError::Disconnected`]. Giving an end to a forked child and dropping the parent's
+/// copy is not a hang-up (see "Hang-up and hand-over" below).
+///
+/// # Hang-up and hand-over
+/// Each end knows who holds it: the segment keeps, per end, a table of *holders*, one
+/// entry per registered handle naming its process by its lease (the kernel-vouched
+/// liveness token of the crate docs, "Crashes and signals"). An end is **gone** when it
+/// had a holder and now every entry is released or names a dead process. Then the pipe
+/// is hung up: a receive on the other end returns every message already sent, then
+/// [`RecvError::Disconnected`] (Python's `EOFError`, `mpsc`'s `Disconnected`); a send
+/// there fails with [`SendError::Disconnected`], handing the message back, including a
+/// long send waiting for room. A drop or [`close`](Connection::close) of the last handle
+/// wakes the other end at once; a death is noticed by a waiting call within about 100 ms
+/// and by a `try_` call on its next call (checked at most every
+/// [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD) per handle).
+///
+/// The rules, for processes that fork:
+/// - A handle is registered by the process that made it ([`pipe()`],
+///   [`Connection::pair`], [`create`](Connection::create), [`open`](Connection::open)).
+/// - A copy inherited through `fork` does **not** count until it is used: its first send,
+///   receive or poll in the child registers the child as a holder of that end. A child that
+///   never touches its copy (a pool worker forked while the parent held the end) never
+///   keeps the end alive.
+/// - **Explicit hand-over.** A handle dropped (or closed) in the process that registered
+///   it, when a child may have been forked since (by the thread that drops it, if that
+///   thread also made the handle; by any thread of the process otherwise, so forks of
+///   unrelated threads do not count for a handle used on one thread), does not release
+///   the end at once: its entry
+///   becomes a *pending hand-over*, still held while the process lives, until a child
+///   settles it by using its copy (it registers itself first) or by dropping or closing
+///   it. So `Process::spawn(move || .. end ..)` keeps working even when the child first
+///   uses the end long after the parent dropped its copy, and Python's pattern
+///   `p.start(); child_conn.close()` is not a hang-up. If a child settles first (it used
+///   or closed its copy while the parent still held the end), the parent's later drop
+///   releases at once. A pending hand-over that no child settles (the child was killed
+///   before its first use, or the parent forked only unrelated children and then dropped
+///   the end) ends when the parent exits.
+/// - [`shutdown`](Connection::shutdown) ends the pipe for every handle at once, whoever
+///   holds copies: the way out of a pending hand-over the other end must not wait for.
+/// - A child closing or dropping its copy never cuts the parent off: it releases only the
+///   child's own registration (or settles the inherited one, as above).
+/// - A process that could not claim a lease, or an end with more than 60 live handles,
+///   is never reported gone (the safe side: a receive then waits as before).
 ///
 /// # Examples
 /// ```
@@ -172,7 +384,7 @@ fn attach(region: Region, half: usize) -> Result<Shared> {
 /// a.send(42u64)?;
 /// assert_eq!(b.recv::<u64>()?, 42);
 /// b.send_bytes(b"pong")?;
-/// assert!(a.poll());
+/// assert!(a.poll()?);
 /// assert_eq!(a.recv_bytes()?, b"pong");
 /// # Ok::<(), ndshm::Error>(())
 /// ```
@@ -182,10 +394,42 @@ pub struct Connection {
     /// A message a timed receive returned before its last chunk came; held by the thread
     /// receiving on this end (one at a time: `try_lock`, never waiting for another).
     partial: Mutex<Partial>,
+    /// This handle's registration as a holder of its end (see [`Connection`], "Hang-up and hand-over").
+    reg: Registration,
+    /// `close()` was called on this handle.
+    closed: AtomicBool,
+    /// When a `try_` call last checked the other end's holders (ms since `born`), to keep
+    /// empty `try_recv` loops cheap.
+    checked_ms: AtomicU64,
+    born: Instant,
 }
+
+/// Which process registered a handle, where, and what to release. Atomics only (no lock:
+/// a forked child uses its copy without taking any).
+struct Registration {
+    /// [`process_token`] of the registering process; 0 none; `token ^` [`CLAIMING`] while a thread
+    /// of this process registers.
+    owner: AtomicU64,
+    idx: AtomicU32,
+    tag: AtomicU32,
+    /// The registering process's lease (the table entry's word).
+    lease: AtomicU64,
+    /// [`fork_mark`] when it registered: thread serial, its forks, the process's forks.
+    forks: [AtomicU64; 3],
+}
+
+/// XORed with a process token: that process is registering the handle. A child forked
+/// while its parent was registering sees the parent's marker, not its own, and goes on.
+const CLAIMING: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+/// `idx` of a handle whose registration found the table full.
+const NO_ENTRY: u32 = u32::MAX;
 
 /// What a failed send or receive on a pipe ring says.
 fn outcome(e: Fail, sending: bool) -> Outcome {
+    if e == Fail::Closed {
+        // Rings are closed only when an end is gone (see `Shared::hang_up`).
+        return Outcome::Disconnected;
+    }
     e.outcome(sending, || {
         Error::new(
             ErrorKind::Corrupt,
@@ -291,7 +535,7 @@ impl Connection {
     /// ```
     pub fn pair(slots: usize, chunk: usize) -> Result<(Connection, Connection)> {
         let (len, init) = layout(slots, chunk)?;
-        let shared = Arc::new(attach(Region::anonymous(2 * len, init)?, len)?);
+        let shared = Arc::new(attach(Region::anonymous(2 * len + TABLE, init)?, len)?);
         Ok((
             Connection::new(Arc::clone(&shared), 0),
             Connection::new(shared, 1),
@@ -320,7 +564,7 @@ impl Connection {
         chunk: usize,
     ) -> Result<Connection> {
         let (len, init) = layout(slots, chunk)?;
-        let region = Region::create(&segment.into(), SegmentKind::Pipe, 2 * len, init)?;
+        let region = Region::create(&segment.into(), SegmentKind::Pipe, 2 * len + TABLE, init)?;
         Ok(Connection::new(Arc::new(attach(region, len)?), 0))
     }
 
@@ -337,15 +581,180 @@ impl Connection {
     /// ```
     pub fn open(name: &str) -> Result<Connection> {
         let region = Region::open(name, SegmentKind::Pipe, 0)?;
-        let half = region.payload_len() / 2;
+        let half = region.payload_len().saturating_sub(TABLE) / 2;
         Ok(Connection::new(Arc::new(attach(region, half)?), 1))
     }
 
     fn new(shared: Arc<Shared>, end: usize) -> Connection {
-        Connection {
+        let c = Connection {
             shared,
             end,
             partial: Mutex::new(Partial::default()),
+            reg: Registration {
+                owner: AtomicU64::new(0),
+                idx: AtomicU32::new(NO_ENTRY),
+                tag: AtomicU32::new(0),
+                lease: AtomicU64::new(0),
+                forks: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            },
+            closed: AtomicBool::new(false),
+            checked_ms: AtomicU64::new(0),
+            born: Instant::now(),
+        };
+        c.register_here();
+        c
+    }
+
+    /// Registers this process as a holder of this handle's end (a handle is registered
+    /// by the process that made it; a forked child's copy on its first use).
+    fn register_here(&self) {
+        let (idx, tag) = self.shared.register(self.end).unwrap_or((NO_ENTRY, 0));
+        self.reg.idx.store(idx, Ordering::Relaxed);
+        self.reg.tag.store(tag, Ordering::Relaxed);
+        self.reg.lease.store(lease::holder(), Ordering::Relaxed);
+        let mark = fork_mark();
+        for (w, v) in self.reg.forks.iter().zip([mark.0, mark.1, mark.2]) {
+            w.store(v, Ordering::Relaxed);
+        }
+        self.reg.owner.store(process_token(), Ordering::Release);
+    }
+
+    /// Before every use: in a process other than the one that registered this handle (a
+    /// forked child's copy), registers this process and settles the registration it
+    /// inherited (see [`Connection`], "Hang-up and hand-over"). One relaxed load when there is nothing to do.
+    /// `Closed` when this handle was closed.
+    fn ready(&self) -> std::result::Result<(), Outcome> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Outcome::Closed);
+        }
+        let me = process_token();
+        loop {
+            let owner = self.reg.owner.load(Ordering::Acquire);
+            if owner == me {
+                return Ok(());
+            }
+            if owner == me ^ CLAIMING {
+                std::thread::yield_now();
+                continue;
+            }
+            if self
+                .reg
+                .owner
+                .compare_exchange(owner, me ^ CLAIMING, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let inherited = self.inherited();
+            // Register first, then settle: the end never looks unheld in between.
+            self.register_here();
+            if let Some((idx, tag, lease)) = inherited {
+                if self.shared.settle(self.end, idx, tag, lease) {
+                    self.hang_up_if_gone(self.end);
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// The registration of another process this handle carries (a forked child's copy).
+    fn inherited(&self) -> Option<(u32, u32, u64)> {
+        let idx = self.reg.idx.load(Ordering::Relaxed);
+        (idx != NO_ENTRY).then(|| {
+            (
+                idx,
+                self.reg.tag.load(Ordering::Relaxed),
+                self.reg.lease.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Gives up this handle's hold on its end: by its registering process, releases the
+    /// registration (a pending hand-over if the process forked since, see the module
+    /// docs); by a child that never used its copy, settles the inherited one. Then
+    /// reports a hang-up to the other end if this end has no holder left.
+    fn release(&self) {
+        let me = process_token();
+        let owner = self.reg.owner.swap(0, Ordering::AcqRel);
+        let Some((idx, tag, lease)) = self.inherited() else {
+            return;
+        };
+        self.reg.idx.store(NO_ENTRY, Ordering::Relaxed);
+        let freed = if owner == me {
+            let [a, b, c] = &self.reg.forks;
+            let then = (
+                a.load(Ordering::Relaxed),
+                b.load(Ordering::Relaxed),
+                c.load(Ordering::Relaxed),
+            );
+            let handing = forked_since(then);
+            self.shared.release(self.end, idx, tag, lease, handing)
+        } else if owner != 0 && owner != me ^ CLAIMING {
+            self.shared.settle(self.end, idx, tag, lease)
+        } else {
+            false
+        };
+        if freed {
+            self.hang_up_if_gone(self.end);
+        }
+    }
+
+    /// If every holder of `end` is gone, closes the pipe for the other end.
+    fn hang_up_if_gone(&self, end: usize) -> bool {
+        if self.shared.end_gone(end) {
+            self.shared.hang_up();
+            return true;
+        }
+        false
+    }
+
+    /// Whether the other end is gone (checking its holders); hangs up if so. `rate`: at
+    /// most once per [`LIVENESS_PERIOD`] for this handle (for `try_` calls).
+    fn peer_gone(&self, rate: bool) -> bool {
+        if self.rx().is_closed() {
+            return true;
+        }
+        if rate {
+            let now = self.born.elapsed().as_millis() as u64;
+            let last = self.checked_ms.load(Ordering::Relaxed);
+            if last != 0 && now.saturating_sub(last) < LIVENESS_PERIOD.as_millis() as u64 {
+                return false;
+            }
+            self.checked_ms.store(now.max(1), Ordering::Relaxed);
+        }
+        self.hang_up_if_gone(1 - self.end)
+    }
+
+    /// Runs a ring operation that may wait, in slices of [`HANGUP_PERIOD`], checking
+    /// between slices whether the other end is gone (then the operation ends with the
+    /// ring closed). A `Wait::No` operation checks once (rate-limited) when it would block.
+    fn sliced<R>(
+        &self,
+        wait: Wait,
+        mut op: impl FnMut(Wait) -> std::result::Result<R, Fail>,
+    ) -> std::result::Result<R, Fail> {
+        let Wait::Until(d) = wait else {
+            return match op(Wait::No) {
+                Err(Fail::WouldBlock) if self.peer_gone(true) => op(Wait::No),
+                r => r,
+            };
+        };
+        // A first try without waiting: no clock read on the fast path.
+        match op(Wait::No) {
+            Err(Fail::WouldBlock) => {}
+            r => return r,
+        }
+        loop {
+            let slice = Instant::now() + HANGUP_PERIOD;
+            match op(Wait::Until(Some(d.map_or(slice, |d| d.min(slice))))) {
+                Err(Fail::Timeout | Fail::WouldBlock) => {
+                    if d.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Fail::Timeout);
+                    }
+                    self.peer_gone(false);
+                }
+                r => return r,
+            }
         }
     }
 
@@ -371,7 +780,7 @@ impl Connection {
                 Err(other) => other,
             };
             if tx.is_closed() {
-                return Err(Outcome::Closed);
+                return Err(Outcome::Disconnected);
             }
             let deadline = match wait {
                 Wait::No => Some(Instant::now()),
@@ -398,12 +807,13 @@ impl Connection {
     }
 
     fn send_wait(&self, msg: &[u8], wait: Wait) -> std::result::Result<(), Outcome> {
+        self.ready()?;
         let tx = self.tx();
         let chunk = tx.slot_size() - 1;
         if msg.len() <= chunk {
             // One chunk: it cannot interleave with another, no turn needed.
-            return tx
-                .put_parts(&[&[FIRST], msg], wait)
+            return self
+                .sliced(wait, |w| tx.put_parts(&[&[FIRST], msg], w))
                 .map_err(|e| outcome(e, true));
         }
         let _turn = self.take_turn(wait)?;
@@ -416,7 +826,7 @@ impl Connection {
             }
             // Once the first chunk is in, the rest must follow: wait for room.
             let w = if first { wait } else { Wait::Until(None) };
-            tx.put_parts(&[&[flag], c], w)
+            self.sliced(w, |w| tx.put_parts(&[&[flag], c], w))
                 .map_err(|e| outcome(e, true))?;
             first = false;
         }
@@ -456,6 +866,7 @@ impl Connection {
     }
 
     fn recv_wait(&self, sink: &mut impl Sink, wait: Wait) -> std::result::Result<usize, Outcome> {
+        self.ready()?;
         let mut partial = self.receiving()?;
         let partial = &mut *partial;
         sink.clear();
@@ -465,11 +876,20 @@ impl Connection {
             partial.bytes = Vec::new();
         }
         let rx = self.rx();
+        let mut hung = false;
         loop {
-            // In the middle of a message, wait in slices to notice a sender that died.
+            // Wait in slices: in the middle of a message, to notice a sender that died;
+            // otherwise, to notice that the other end's processes died. (No `Wait::No`
+            // try first: a miss would run the ring's recovery on every receive that
+            // waits, which costs more than this clock read.)
             let w = match wait {
-                Wait::Until(d) if active => {
-                    let slice = Instant::now() + LIVENESS_PERIOD;
+                Wait::Until(d) => {
+                    let period = if active {
+                        LIVENESS_PERIOD
+                    } else {
+                        HANGUP_PERIOD
+                    };
+                    let slice = Instant::now() + period;
                     Wait::Until(Some(d.map_or(slice, |d| d.min(slice))))
                 }
                 w => w,
@@ -525,6 +945,24 @@ impl Connection {
                         return Err(Outcome::Timeout);
                     }
                 }
+                Err(Fail::WouldBlock | Fail::Timeout) => {
+                    let over = match wait {
+                        Wait::No => true,
+                        Wait::Until(d) => d.is_some_and(|d| Instant::now() >= d),
+                    };
+                    // A gone peer closes the ring: the next try drains, then says so.
+                    if !hung && self.peer_gone(over) {
+                        hung = true;
+                        continue;
+                    }
+                    if over {
+                        return Err(if matches!(wait, Wait::No) {
+                            Outcome::Empty
+                        } else {
+                            Outcome::Timeout
+                        });
+                    }
+                }
                 Err(e) => {
                     if active {
                         rx.count_lost();
@@ -561,7 +999,8 @@ impl Connection {
     /// Sends a `Pod` value as one message, waiting for room.
     ///
     /// # Errors
-    /// [`SendError::Closed`], or [`SendError::Failed`] ([`ErrorKind::Corrupt`] when the
+    /// [`SendError::Closed`] (this handle closed), [`SendError::Disconnected`] (the
+    /// other end is gone), or [`SendError::Failed`] ([`ErrorKind::Corrupt`] when the
     /// pipe's memory was overwritten); both hand `value` back.
     ///
     /// # Examples
@@ -580,7 +1019,8 @@ impl Connection {
     ///
     /// # Errors
     /// [`TrySendError::Full`] (also while another process or thread sends a long message
-    /// on this end), [`TrySendError::Closed`], [`TrySendError::Failed`]; each hands `value`
+    /// on this end), [`TrySendError::Closed`] (this handle closed), [`TrySendError::Disconnected`] (the
+    /// other end is gone), [`TrySendError::Failed`]; each hands `value`
     /// back.
     ///
     /// # Examples
@@ -599,7 +1039,8 @@ impl Connection {
     /// Sends a `Pod` value, waiting at most `timeout` for room.
     ///
     /// # Errors
-    /// [`SendTimeoutError::Timeout`], [`SendTimeoutError::Closed`],
+    /// [`SendTimeoutError::Timeout`], [`SendTimeoutError::Closed`] (this handle closed), [`SendTimeoutError::Disconnected`] (the
+    /// other end is gone),
     /// [`SendTimeoutError::Failed`]; each hands `value` back.
     ///
     /// # Examples
@@ -621,10 +1062,11 @@ impl Connection {
     }
 
     /// Receives a `Pod` value, waiting for one. A message whose sender died part-way is
-    /// dropped and counted in [`lost`](Self::lost) (see the module docs).
+    /// dropped and counted in [`lost`](Self::lost) (see [`Connection`], "Hang-up and hand-over").
     ///
     /// # Errors
-    /// [`RecvError::Closed`] when the other end closed and everything was received;
+    /// [`RecvError::Disconnected`] when the other end is gone and everything it sent was
+    /// received; [`RecvError::Closed`] when this handle was closed;
     /// [`RecvError::Failed`] of [`ErrorKind::TypeMismatch`] when the message is not the
     /// size of a `T` (it is consumed), of [`ErrorKind::WouldDeadlock`] when another thread
     /// of this process is receiving on this end, of [`ErrorKind::Corrupt`] when the pipe's
@@ -635,8 +1077,8 @@ impl Connection {
     /// let (a, b) = ndshm::pipe()?;
     /// a.send(7u64)?;
     /// assert_eq!(b.recv::<u64>()?, 7);
-    /// a.close();
-    /// assert!(b.recv::<u64>().unwrap_err().is_closed());
+    /// drop(a); // Python: a.close()
+    /// assert!(b.recv::<u64>().unwrap_err().is_disconnected()); // Python: EOFError
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn recv<T: Pod>(&self) -> std::result::Result<T, RecvError> {
@@ -646,7 +1088,7 @@ impl Connection {
     /// Receives a `Pod` value if a whole message is there now.
     ///
     /// # Errors
-    /// [`TryRecvError::Empty`] (never a timeout), [`TryRecvError::Closed`],
+    /// [`TryRecvError::Empty`] (never a timeout), [`TryRecvError::Closed`], [`TryRecvError::Disconnected`],
     /// [`TryRecvError::Failed`] (as [`recv`](Self::recv)).
     ///
     /// # Examples
@@ -663,7 +1105,7 @@ impl Connection {
     /// Receives a `Pod` value, waiting at most `timeout` (plus a few milliseconds).
     ///
     /// # Errors
-    /// [`RecvTimeoutError::Timeout`], [`RecvTimeoutError::Closed`],
+    /// [`RecvTimeoutError::Timeout`], [`RecvTimeoutError::Closed`], [`RecvTimeoutError::Disconnected`],
     /// [`RecvTimeoutError::Failed`] (as [`recv`](Self::recv)).
     ///
     /// # Examples
@@ -686,7 +1128,8 @@ impl Connection {
     /// module docs).
     ///
     /// # Errors
-    /// [`SendError::Closed`], [`SendError::Failed`] ([`ErrorKind::Corrupt`]); each hands
+    /// [`SendError::Closed`] (this handle closed), [`SendError::Disconnected`] (the
+    /// other end is gone), [`SendError::Failed`] ([`ErrorKind::Corrupt`]); each hands
     /// `msg` back.
     ///
     /// # Examples
@@ -706,7 +1149,8 @@ impl Connection {
     ///
     /// # Errors
     /// [`TrySendError::Full`] (also while another process or thread is sending a message
-    /// on this end), [`TrySendError::Closed`], [`TrySendError::Failed`]; each hands `msg`
+    /// on this end), [`TrySendError::Closed`] (this handle closed), [`TrySendError::Disconnected`] (the
+    /// other end is gone), [`TrySendError::Failed`]; each hands `msg`
     /// back.
     ///
     /// # Examples
@@ -727,7 +1171,8 @@ impl Connection {
     /// for its turn); once the first chunk is in, the rest waits for room.
     ///
     /// # Errors
-    /// [`SendTimeoutError::Timeout`], [`SendTimeoutError::Closed`],
+    /// [`SendTimeoutError::Timeout`], [`SendTimeoutError::Closed`] (this handle closed), [`SendTimeoutError::Disconnected`] (the
+    /// other end is gone),
     /// [`SendTimeoutError::Failed`]; each hands `msg` back.
     ///
     /// # Examples
@@ -750,10 +1195,11 @@ impl Connection {
     }
 
     /// Receives a byte message, waiting for one. A message whose sender died part-way is
-    /// dropped and counted in [`lost`](Self::lost) (see the module docs).
+    /// dropped and counted in [`lost`](Self::lost) (see [`Connection`], "Hang-up and hand-over").
     ///
     /// # Errors
-    /// [`RecvError::Closed`] when the other end closed and everything was received;
+    /// [`RecvError::Disconnected`] when the other end is gone and everything it sent was
+    /// received; [`RecvError::Closed`] when this handle was closed;
     /// [`RecvError::Failed`] of [`ErrorKind::WouldDeadlock`] when another thread of this
     /// process is receiving on this end, of [`ErrorKind::Corrupt`] when the pipe's shared
     /// memory was overwritten.
@@ -929,18 +1375,63 @@ impl Connection {
         Ok(out)
     }
 
-    /// Whether a message is waiting (Python's `poll()` without a timeout).
+    /// Whether a receive would return now without waiting: a message is waiting, or the
+    /// other end is gone (the receive then reports [`RecvError::Disconnected`]): Python's
+    /// `poll()` without a timeout.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] when this handle was closed.
     ///
     /// # Examples
     /// ```
     /// let (a, b) = ndshm::pipe()?;
-    /// assert!(!b.poll());
+    /// assert!(!b.poll()?);
     /// a.send(1u8)?;
-    /// assert!(b.poll());
+    /// assert!(b.poll()?);
     /// # Ok::<(), ndshm::Error>(())
     /// ```
-    pub fn poll(&self) -> bool {
-        !self.rx().is_empty_now()
+    pub fn poll(&self) -> Result<bool> {
+        self.ready().map_err(|o| Error::from(o.recv()))?;
+        let rx = self.rx();
+        Ok(!rx.is_empty_now() || rx.is_closed() || self.peer_gone(true))
+    }
+
+    /// Waits at most `timeout` for a message (or the other end's hang-up) and says whether
+    /// a receive would now return without waiting: Python's `poll(timeout)`. Named like
+    /// every other bounded wait in ndshm (`recv_timeout`, `get_timeout`, `lock_timeout`),
+    /// with a plain `Duration`; Python's `poll(None)` (wait for ever) is
+    /// `poll_timeout(Duration::MAX)`. Consumes nothing; sleeps, never spins.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] when this handle was closed.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> ndshm::Result<()> {
+    /// use std::time::Duration;
+    /// // Python: if not conn.poll(0.01): ...
+    /// let (a, b) = ndshm::pipe()?;
+    /// assert!(!b.poll_timeout(Duration::from_millis(10))?);
+    /// a.send_str("ready")?;
+    /// assert!(b.poll_timeout(Duration::from_secs(5))?);
+    /// assert_eq!(b.recv_string()?, "ready");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn poll_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.ready().map_err(|o| Error::from(o.recv()))?;
+        let end = Instant::now().checked_add(timeout);
+        let rx = self.rx();
+        loop {
+            let slice = Instant::now() + HANGUP_PERIOD;
+            let until = end.map_or(slice, |e| e.min(slice));
+            if rx.wait_readable(until) || self.peer_gone(false) {
+                return Ok(true);
+            }
+            if end.is_some_and(|e| Instant::now() >= e) {
+                return Ok(false);
+            }
+        }
     }
 
     /// Messages this end will never receive whole: a message whose sender died after
@@ -951,26 +1442,79 @@ impl Connection {
         self.rx().lost()
     }
 
-    /// Closes the connection in both directions (see the type's docs).
+    /// Closes this handle (Python's `Connection.close()`): using it afterwards is an error
+    /// of [`ErrorKind::Closed`]; other handles of the same end, in this process or in
+    /// others (a forked child's copy), keep working. When it was the last handle of its
+    /// end, the other end sees the hang-up: its receive returns what was already sent,
+    /// then [`RecvError::Disconnected`], and its send fails with
+    /// [`SendError::Disconnected`]. Dropping a handle does the same; closing twice is
+    /// harmless.
     ///
     /// # Examples
     /// ```
     /// let (a, b) = ndshm::pipe()?;
     /// a.send(1u8)?;
     /// a.close();
-    /// assert!(a.send(2u8).unwrap_err().is_closed());
+    /// assert!(a.is_closed());
+    /// assert!(a.send(2u8).unwrap_err().is_closed()); // this handle: Closed
     /// assert_eq!(b.recv::<u8>()?, 1); // sent before the close: still delivered
-    /// assert!(b.recv::<u8>().unwrap_err().is_closed());
+    /// assert!(b.recv::<u8>().unwrap_err().is_disconnected()); // Python: EOFError
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn close(&self) {
-        self.tx().close();
-        self.rx().close();
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.release();
+        }
+    }
+
+    /// Ends the pipe for every handle of both ends, in every process, at once (the
+    /// counterpart of Python 3.13's `Queue.shutdown()`; Python's pipes have none): each
+    /// receive returns what was already sent, then [`RecvError::Disconnected`]; each send
+    /// fails with [`SendError::Disconnected`]. Use it where a drop would be a pending
+    /// hand-over (the process forked children that do not use the end, see the module
+    /// docs) and the other end must learn now that nothing more will come.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = ndshm::pipe()?;
+    /// a.send(1u8)?;
+    /// a.shutdown();
+    /// assert_eq!(b.recv::<u8>()?, 1);
+    /// assert!(b.recv::<u8>().unwrap_err().is_disconnected());
+    /// assert!(a.send(2u8).unwrap_err().is_disconnected());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn shutdown(&self) {
+        self.shared.hang_up();
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle (Python's
+    /// `Connection.closed`). The other end's hang-up does not close this handle: a
+    /// receive reports it as [`RecvError::Disconnected`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, _b) = ndshm::pipe()?;
+    /// assert!(!a.is_closed());
+    /// a.close();
+    /// assert!(a.is_closed());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The segment name, or `None` for an anonymous pipe.
     pub fn name(&self) -> Option<&str> {
         self.shared.region.name()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.release();
+        }
     }
 }
 
@@ -980,6 +1524,170 @@ impl fmt::Debug for Connection {
             .field("name", &self.name())
             .field("end", &self.end)
             .finish()
+    }
+}
+
+/// Both ends of an anonymous one-way pipe with default sizes: Python's
+/// `multiprocessing.Pipe(duplex=False)`, returned in the same order, `(reader, writer)`
+/// (as `std::io::pipe()`). The reader has no send methods and the writer no receive
+/// methods: using an end the wrong way does not compile. Hang-up, hand-over to forked
+/// children and `close` work as for [`Connection`] (see [`Connection`], "Hang-up and hand-over").
+/// [`Connection::pair_one_way`] chooses the sizes.
+///
+/// # Errors
+/// An OS error when the shared mapping fails.
+///
+/// # Examples
+/// ```
+/// // Python: r, w = Pipe(duplex=False); w.send_bytes(b"job"); r.recv_bytes()
+/// let (r, w) = ndshm::pipe_one_way()?;
+/// w.send_bytes(b"job")?;
+/// assert_eq!(r.recv_bytes()?, b"job");
+/// drop(w); // Python: w.close()
+/// assert!(r.recv_bytes().unwrap_err().is_disconnected()); // Python: EOFError
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+///
+/// The reader cannot send:
+/// ```compile_fail
+/// let (r, _w) = ndshm::pipe_one_way()?;
+/// r.send(1u8)?;
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub fn pipe_one_way() -> Result<(PipeReader, PipeWriter)> {
+    Connection::pair_one_way(Connection::DEFAULT_SLOTS, Connection::DEFAULT_CHUNK)
+}
+
+impl Connection {
+    /// Both ends of an anonymous one-way pipe, `(reader, writer)`, with `slots` chunks of
+    /// `chunk` bytes in flight (see [`pipe_one_way`]).
+    ///
+    /// # Errors
+    /// As [`pair`](Connection::pair).
+    ///
+    /// # Examples
+    /// ```
+    /// let (r, w) = ndshm::Connection::pair_one_way(4, 64)?;
+    /// w.send(5u32)?;
+    /// assert_eq!(r.recv::<u32>()?, 5);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn pair_one_way(slots: usize, chunk: usize) -> Result<(PipeReader, PipeWriter)> {
+        let (r, w) = Connection::pair(slots, chunk)?;
+        Ok((PipeReader(r), PipeWriter(w)))
+    }
+}
+
+/// The read end of a one-way pipe ([`pipe_one_way`]): Python's first `Connection` of
+/// `Pipe(duplex=False)`, with only the receiving half of [`Connection`]'s methods (each
+/// documented there).
+///
+/// # Examples
+/// ```
+/// let (r, w) = ndshm::pipe_one_way()?;
+/// w.send_str("hi")?;
+/// assert!(r.poll()?);
+/// assert_eq!(r.recv_string()?, "hi");
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub struct PipeReader(Connection);
+
+/// The write end of a one-way pipe ([`pipe_one_way`]): Python's second `Connection` of
+/// `Pipe(duplex=False)`, with only the sending half of [`Connection`]'s methods (each
+/// documented there).
+///
+/// # Examples
+/// ```
+/// let (r, w) = ndshm::pipe_one_way()?;
+/// w.send_slice(&[1u16, 2])?;
+/// assert_eq!(r.recv_vec::<u16>()?, [1, 2]);
+/// # Ok::<(), ndshm::Error>(())
+/// ```
+pub struct PipeWriter(Connection);
+
+macro_rules! delegate {
+    ($($(#[$m:meta])* fn $name:ident $(<$g:ident: $b:ident>)? (&self $(, $a:ident: $t:ty)*) -> $r:ty;)*) => {
+        $(
+            $(#[$m])*
+            #[doc = concat!("As [`Connection::", stringify!($name), "`].")]
+            pub fn $name $(<$g: $b>)? (&self $(, $a: $t)*) -> $r {
+                self.0.$name($($a),*)
+            }
+        )*
+    };
+}
+
+impl PipeReader {
+    delegate! {
+        fn recv<T: Pod>(&self) -> std::result::Result<T, RecvError>;
+        fn try_recv<T: Pod>(&self) -> std::result::Result<T, TryRecvError>;
+        fn recv_timeout<T: Pod>(&self, timeout: Duration) -> std::result::Result<T, RecvTimeoutError>;
+        fn recv_bytes(&self) -> std::result::Result<Vec<u8>, RecvError>;
+        fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> std::result::Result<usize, RecvError>;
+        fn try_recv_bytes(&self) -> std::result::Result<Vec<u8>, TryRecvError>;
+        fn recv_bytes_timeout(&self, timeout: Duration) -> std::result::Result<Vec<u8>, RecvTimeoutError>;
+        fn recv_string(&self) -> std::result::Result<String, RecvError>;
+        fn recv_vec<T: Pod>(&self) -> std::result::Result<Vec<T>, RecvError>;
+        fn poll(&self) -> Result<bool>;
+        fn poll_timeout(&self, timeout: Duration) -> Result<bool>;
+        fn lost(&self) -> u64;
+        fn close(&self) -> ();
+        fn shutdown(&self) -> ();
+        fn is_closed(&self) -> bool;
+    }
+}
+
+impl PipeWriter {
+    delegate! {
+        fn send<T: Pod>(&self, value: T) -> std::result::Result<(), SendError<T>>;
+        fn try_send<T: Pod>(&self, value: T) -> std::result::Result<(), TrySendError<T>>;
+        fn send_timeout<T: Pod>(&self, value: T, timeout: Duration) -> std::result::Result<(), SendTimeoutError<T>>;
+        fn close(&self) -> ();
+        fn shutdown(&self) -> ();
+        fn is_closed(&self) -> bool;
+    }
+
+    /// As [`Connection::send_bytes`].
+    pub fn send_bytes<'a>(&self, msg: &'a [u8]) -> std::result::Result<(), SendError<&'a [u8]>> {
+        self.0.send_bytes(msg)
+    }
+    /// As [`Connection::try_send_bytes`].
+    pub fn try_send_bytes<'a>(
+        &self,
+        msg: &'a [u8],
+    ) -> std::result::Result<(), TrySendError<&'a [u8]>> {
+        self.0.try_send_bytes(msg)
+    }
+    /// As [`Connection::send_bytes_timeout`].
+    pub fn send_bytes_timeout<'a>(
+        &self,
+        msg: &'a [u8],
+        timeout: Duration,
+    ) -> std::result::Result<(), SendTimeoutError<&'a [u8]>> {
+        self.0.send_bytes_timeout(msg, timeout)
+    }
+    /// As [`Connection::send_str`].
+    pub fn send_str<'a>(&self, s: &'a str) -> std::result::Result<(), SendError<&'a str>> {
+        self.0.send_str(s)
+    }
+    /// As [`Connection::send_slice`].
+    pub fn send_slice<'a, T: Pod>(
+        &self,
+        values: &'a [T],
+    ) -> std::result::Result<(), SendError<&'a [T]>> {
+        self.0.send_slice(values)
+    }
+}
+
+impl fmt::Debug for PipeReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PipeReader").field(&self.0).finish()
+    }
+}
+
+impl fmt::Debug for PipeWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PipeWriter").field(&self.0).finish()
     }
 }
 
@@ -1009,9 +1717,10 @@ mod tests {
             RecvTimeoutError::Timeout
         );
         b.send_str("hi").unwrap();
+        assert_eq!(a.recv_string().unwrap(), "hi");
         a.close();
         assert_eq!(a.send_str("x").unwrap_err().kind(), ErrorKind::Closed);
-        assert_eq!(b.recv_bytes().unwrap_err(), RecvError::Closed);
-        assert_eq!(a.recv_string().unwrap(), "hi");
+        assert_eq!(b.recv_bytes().unwrap_err(), RecvError::Disconnected);
+        assert_eq!(b.send_str("y").unwrap_err().kind(), ErrorKind::Disconnected);
     }
 }

@@ -736,6 +736,30 @@ impl<'m> Ring<'m> {
             }
         }
     }
+
+    /// Pipes: sleeps (registered as a getter, so puts wake it) until the ring holds an
+    /// item or is closed, or until `deadline`; returns whether it holds one or is closed.
+    /// Consumes nothing (for `poll` with a timeout).
+    pub(crate) fn wait_readable(&self, deadline: Instant) -> bool {
+        let waiters = self.word32(H_GET_WAITERS);
+        let event = self.word32(H_PUT_EVENT);
+        loop {
+            waiters.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let ev = event.load(Ordering::SeqCst);
+            if !self.is_empty_now() || self.is_closed() {
+                waiters.fetch_sub(1, Ordering::SeqCst);
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                waiters.fetch_sub(1, Ordering::SeqCst);
+                return false;
+            }
+            futex::wait(event, ev, Some(left.min(LIVENESS_PERIOD)));
+            waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Counts retries of one attempt that see the same position: a sane ring moves on (or

@@ -108,7 +108,48 @@ extern "C" fn before_fork() {
 
 /// The fork parent handler: releases what `before_fork` took.
 extern "C" fn after_fork_in_parent() {
+    FORKS.fetch_add(1, Ordering::Release);
+    let _ = THREAD_FORKS.try_with(|c| c.set(c.get() + 1));
     FORK_SAFE_LOCK.store(false, Ordering::Release);
+}
+
+/// Forks this process made (from any thread, by ndshm or anyone), counted by the fork
+/// parent handler: a pipe end compares it to tell whether a child may hold a copy.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+static NEXT_THREAD_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Forks made by this thread (const-initialised, no destructor: the fork handler may
+    /// touch it).
+    static THREAD_FORKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static THREAD_SERIAL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Where the calling thread stands in forking: `(thread serial, forks made by this
+/// thread, forks made by the process)`. Compared with a later mark, it tells whether a
+/// child may have been forked in between: by this thread when both marks come from the
+/// same thread (so forks of unrelated threads do not count), by any thread otherwise.
+pub(crate) fn fork_mark() -> (u64, u64, u64) {
+    let serial = THREAD_SERIAL
+        .try_with(|c| {
+            if c.get() == 0 {
+                c.set(NEXT_THREAD_SERIAL.fetch_add(1, Ordering::Relaxed));
+            }
+            c.get()
+        })
+        .unwrap_or(0);
+    let mine = THREAD_FORKS.try_with(|c| c.get()).unwrap_or(0);
+    (serial, mine, FORKS.load(Ordering::Acquire))
+}
+
+/// Whether a fork may have happened between mark `then` and now (see [`fork_mark`]).
+pub(crate) fn forked_since(then: (u64, u64, u64)) -> bool {
+    let now = fork_mark();
+    if now.0 == then.0 && now.0 != 0 {
+        now.1 != then.1
+    } else {
+        now.2 != then.2
+    }
 }
 
 /// The one spin lock behind every [`ForkSafeMutex`]; see there.
