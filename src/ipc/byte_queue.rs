@@ -11,7 +11,7 @@ use crate::ipc::error::{
     GetError, GetTimeoutError, Outcome, PutError, PutTimeoutError, TryGetError, TryPutError,
 };
 use crate::ipc::queue::{outcome, RingSegment};
-use crate::ipc::ring::{deadline, Ring, Wait};
+use crate::ipc::ring::{deadline, Fail, Ring, Wait};
 use crate::segment::CreateOptions;
 
 /// Tag of byte queues.
@@ -101,29 +101,35 @@ impl ByteQueue {
         })
     }
 
+    #[inline]
     fn ring(&self) -> Ring<'_> {
         self.shared.ring()
     }
 
     /// Refuses a message of `len` bytes that does not fit a slot.
+    #[inline]
     fn check_len(&self, len: usize) -> std::result::Result<(), Outcome> {
-        if len > self.slot_size() {
-            return Err(Outcome::Failed(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "a message of {} bytes does not fit the queue's slots of {} bytes: create \
-                     the queue with a larger slot size, or split the message",
-                    len,
-                    self.slot_size()
-                ),
-            )));
+        let slot_size = self.shared.slot_size();
+        if len > slot_size {
+            return Err(too_long(len, slot_size));
         }
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn put_wait(&self, msg: &[u8], wait: Wait) -> std::result::Result<(), Outcome> {
-        self.check_len(msg.len())?;
-        self.ring().put(msg, wait).map_err(|e| outcome(e, true))
+        self.put_fast(msg, wait).map_err(PutFail::outcome)
+    }
+
+    /// The put paths' core: a small error (a byte or two), so that the `Ok` path moves
+    /// no `Outcome` around; the `Error` is made only on failure.
+    #[inline]
+    fn put_fast(&self, msg: &[u8], wait: Wait) -> std::result::Result<(), PutFail> {
+        let slot_size = self.shared.slot_size();
+        if msg.len() > slot_size {
+            return Err(PutFail::TooLong(msg.len(), slot_size));
+        }
+        self.ring().put(msg, wait).map_err(PutFail::Ring)
     }
 
     fn put_with_wait<F: FnOnce(&mut [u8])>(
@@ -141,12 +147,13 @@ impl ByteQueue {
         r.map_err(|o| (fill.take().expect("fill is kept when the put failed"), o))
     }
 
+    #[inline]
     pub(crate) fn get_wait<R>(
         &self,
         wait: Wait,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, Outcome> {
-        self.ring().get(wait, f).map_err(|e| outcome(e, false))
+        self.ring().get(wait, f).map_err(get_outcome)
     }
 
     /// Puts a copy of `msg`, waiting while the queue is full.
@@ -183,7 +190,8 @@ impl ByteQueue {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn try_put<'a>(&self, msg: &'a [u8]) -> std::result::Result<(), TryPutError<&'a [u8]>> {
-        self.put_wait(msg, Wait::No).map_err(|o| o.try_put(msg))
+        self.put_fast(msg, Wait::No)
+            .map_err(|e| e.outcome().try_put(msg))
     }
 
     /// Puts `msg`, waiting at most `timeout` for room.
@@ -295,7 +303,9 @@ impl ByteQueue {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> std::result::Result<R, GetError> {
-        self.get_wait(Wait::Until(None), f).map_err(Outcome::get)
+        self.ring()
+            .get(Wait::Until(None), f)
+            .map_err(|e| get_outcome(e).get())
     }
 
     /// [`get_with`](Self::get_with) without waiting.
@@ -314,7 +324,9 @@ impl ByteQueue {
         &self,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, TryGetError> {
-        self.get_wait(Wait::No, f).map_err(Outcome::try_get)
+        self.ring()
+            .get(Wait::No, f)
+            .map_err(|e| get_outcome(e).try_get())
     }
 
     /// [`get_with`](Self::get_with), waiting at most `timeout`.
@@ -440,7 +452,7 @@ impl ByteQueue {
 
     /// The largest message, in bytes.
     pub fn slot_size(&self) -> usize {
-        self.ring().slot_size()
+        self.shared.slot_size()
     }
 
     /// Messages lost because a producer or consumer died in the middle of moving them.
@@ -467,6 +479,43 @@ impl fmt::Debug for ByteQueue {
             .field("slot_size", &self.slot_size())
             .finish()
     }
+}
+
+/// Why a put failed, before it becomes an [`Outcome`] (which carries an `Error`).
+#[derive(Clone, Copy)]
+enum PutFail {
+    Ring(Fail),
+    TooLong(usize, usize),
+}
+
+impl PutFail {
+    #[cold]
+    fn outcome(self) -> Outcome {
+        match self {
+            PutFail::Ring(e) => outcome(e, true),
+            PutFail::TooLong(len, slot_size) => too_long(len, slot_size),
+        }
+    }
+}
+
+/// The outcome of a failed get (out of line).
+#[cold]
+fn get_outcome(e: Fail) -> Outcome {
+    outcome(e, false)
+}
+
+/// The error of a message of `len` bytes for slots of `slot_size` bytes (out of line: the
+/// put paths stay small).
+#[cold]
+#[inline(never)]
+fn too_long(len: usize, slot_size: usize) -> Outcome {
+    Outcome::Failed(Error::new(
+        ErrorKind::InvalidArgument,
+        format!(
+            "a message of {len} bytes does not fit the queue's slots of {slot_size} bytes: \
+             create the queue with a larger slot size, or split the message"
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::ipc::error::{
 };
 use crate::ipc::ring::{self, deadline, ring_layout, Fail, Ring, RingLayout, Wait};
 use crate::segment::region::{type_tag, Region};
+use crate::segment::shared_mem::Anchored;
 use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 
@@ -24,7 +25,8 @@ use crate::segment::CreateOptions;
 /// [`ByteQueue`](crate::ByteQueue).
 pub(crate) struct RingSegment {
     layout: RingLayout,
-    region: Region,
+    /// The region with its payload window taken once (no per-operation look-up).
+    region: Anchored<Region>,
 }
 
 impl RingSegment {
@@ -63,17 +65,26 @@ impl RingSegment {
                 ),
             ));
         }
-        Ok(RingSegment { layout, region })
+        Ok(RingSegment {
+            layout,
+            region: Anchored::new(region),
+        })
     }
 
     /// The ring, seen through the region's payload window.
     #[inline]
     pub(crate) fn ring(&self) -> Ring<'_> {
-        Ring::over(self.region.payload(), self.layout)
+        Ring::over(self.region.mem(), self.layout)
+    }
+
+    /// Bytes per slot (from the layout validated at attach: no window is made).
+    #[inline]
+    pub(crate) fn slot_size(&self) -> usize {
+        self.layout.slot_size()
     }
 
     pub(crate) fn region(&self) -> &Region {
-        &self.region
+        self.region.owner()
     }
 }
 
@@ -196,6 +207,7 @@ impl<T: Pod> Queue<T> {
         })
     }
 
+    #[inline]
     fn ring(&self) -> Ring<'_> {
         self.shared.ring()
     }

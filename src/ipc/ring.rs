@@ -63,8 +63,9 @@ use crate::sync::lock::{LIVENESS_PERIOD, SPIN};
 use crate::sys::futex;
 use crate::sys::lease::{self, Liveness};
 
-/// Ring format 2: 64-bit slot holders (leases; format 1 recorded 32-bit pids).
-const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ02");
+/// Ring format 3: the sleepers' words are flags taken down by one waker (format 2 counted
+/// sleepers; format 1 recorded 32-bit pids as slot holders, not leases).
+const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ03");
 pub(crate) const HEADER: usize = 256;
 const SLOT_HEADER: usize = 32;
 const LOST: u32 = u32::MAX;
@@ -95,29 +96,45 @@ const S_WRITER: usize = 8;
 const S_READER: usize = 16;
 const S_LEN: usize = 24;
 
-/// A slot's header words, read through a 32-byte window (so that the offsets of its
-/// fields are checked against a constant length the compiler folds).
+/// A slot's header words, taken through a 32-byte window in one go (its offsets are
+/// constants checked against a constant length, and its alignment is checked once, so
+/// the per-field checks fold away).
 #[derive(Clone, Copy)]
 struct Slot<'a> {
-    mem: SharedMem<'a>,
+    seq: &'a AtomicU64,
+    writer: &'a AtomicU64,
+    reader: &'a AtomicU64,
+    len: &'a AtomicU32,
 }
 
 impl<'a> Slot<'a> {
     #[inline]
+    fn new(mem: SharedMem<'a>) -> Slot<'a> {
+        if mem.addr() % 64 != 0 {
+            misaligned_ring();
+        }
+        Slot {
+            seq: mem.u64(S_SEQ),
+            writer: mem.u64(S_WRITER),
+            reader: mem.u64(S_READER),
+            len: mem.u32(S_LEN),
+        }
+    }
+    #[inline]
     fn seq(&self) -> &'a AtomicU64 {
-        self.mem.u64(S_SEQ)
+        self.seq
     }
     #[inline]
     fn writer(&self) -> &'a AtomicU64 {
-        self.mem.u64(S_WRITER)
+        self.writer
     }
     #[inline]
     fn reader(&self) -> &'a AtomicU64 {
-        self.mem.u64(S_READER)
+        self.reader
     }
     #[inline]
     fn len(&self) -> &'a AtomicU32 {
-        self.mem.u32(S_LEN)
+        self.len
     }
 }
 
@@ -150,12 +167,33 @@ pub(crate) struct RingLayout {
     stride: usize,
 }
 
+impl RingLayout {
+    /// Bytes per slot.
+    #[inline]
+    pub(crate) fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+}
+
 /// The untyped queue that [`Queue`](crate::Queue), [`ByteQueue`](crate::ByteQueue)
 /// and pipes are built on: a ring inside some shared memory, seen through a bounds-checked
 /// [`SharedMem`] window.
+///
+/// The header words the hot paths use are taken once, as typed atomics, when the ring is
+/// made ([`over`](Ring::over): their offsets are constants checked against the header's
+/// constant length, so the checks fold away); a slot's words are reached through a
+/// 32-byte window whose one bounds check is a compare.
 #[derive(Clone, Copy)]
 pub(crate) struct Ring<'m> {
     mem: SharedMem<'m>,
+    head: &'m AtomicU64,
+    tail: &'m AtomicU64,
+    lost: &'m AtomicU64,
+    closed: &'m AtomicU32,
+    put_event: &'m AtomicU32,
+    get_event: &'m AtomicU32,
+    get_waiters: &'m AtomicU32,
+    put_waiters: &'m AtomicU32,
     cap: u64,
     mask: u64,
     slot_size: usize,
@@ -258,8 +296,23 @@ impl<'m> Ring<'m> {
     /// The ring of `layout` (from [`attach`](Self::attach) on the same memory) over `mem`.
     #[inline]
     pub(crate) fn over(mem: SharedMem<'m>, layout: RingLayout) -> Ring<'m> {
+        // Constant offsets in a window of constant length: the bounds checks fold, and the
+        // alignment checks too once the header is known 64-byte aligned (`attach` refused
+        // a ring that is not; checked again here, a compare, so that the others fold).
+        let h = mem.sub(0, HEADER);
+        if h.addr() % 64 != 0 {
+            misaligned_ring();
+        }
         Ring {
             mem,
+            head: h.u64(H_HEAD),
+            tail: h.u64(H_TAIL),
+            lost: h.u64(H_LOST),
+            closed: h.u32(H_CLOSED),
+            put_event: h.u32(H_PUT_EVENT),
+            get_event: h.u32(H_GET_EVENT),
+            get_waiters: h.u32(H_GET_WAITERS),
+            put_waiters: h.u32(H_PUT_WAITERS),
             cap: layout.cap,
             mask: layout.mask,
             slot_size: layout.slot_size,
@@ -268,17 +321,7 @@ impl<'m> Ring<'m> {
     }
 
     pub(crate) fn tag(&self) -> u64 {
-        self.word(H_TAG).load(Ordering::Relaxed)
-    }
-
-    #[inline]
-    fn word(&self, off: usize) -> &'m AtomicU64 {
-        self.mem.sub(0, HEADER).u64(off)
-    }
-
-    #[inline]
-    fn word32(&self, off: usize) -> &'m AtomicU32 {
-        self.mem.sub(0, HEADER).u32(off)
+        self.mem.sub(0, HEADER).u64(H_TAG).load(Ordering::Relaxed)
     }
 
     /// Byte offset of the slot of position `pos`.
@@ -289,9 +332,7 @@ impl<'m> Ring<'m> {
 
     #[inline]
     fn slot(&self, pos: u64) -> Slot<'m> {
-        Slot {
-            mem: self.mem.sub(self.slot_off(pos), SLOT_HEADER),
-        }
+        Slot::new(self.mem.sub(self.slot_off(pos), SLOT_HEADER))
     }
 
     /// Byte offset of the data of the slot of position `pos`.
@@ -300,18 +341,21 @@ impl<'m> Ring<'m> {
         self.slot_off(pos) + SLOT_HEADER
     }
 
+    #[inline]
     pub(crate) fn capacity(&self) -> usize {
         self.cap as usize
     }
 
+    #[inline]
     pub(crate) fn slot_size(&self) -> usize {
         self.slot_size
     }
 
     /// Items in the queue now (a snapshot).
+    #[inline]
     pub(crate) fn len(&self) -> usize {
-        let tail = self.word(H_TAIL).load(Ordering::Acquire);
-        let head = self.word(H_HEAD).load(Ordering::Acquire);
+        let tail = self.tail.load(Ordering::Acquire);
+        let head = self.head.load(Ordering::Acquire);
         head.saturating_sub(tail).min(self.cap) as usize
     }
 
@@ -320,42 +364,47 @@ impl<'m> Ring<'m> {
     }
 
     pub(crate) fn lost(&self) -> u64 {
-        self.word(H_LOST).load(Ordering::Relaxed)
+        self.lost.load(Ordering::Relaxed)
     }
 
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
-        self.word32(H_CLOSED).load(Ordering::Acquire) != 0
+        self.closed.load(Ordering::Acquire) != 0
     }
 
     pub(crate) fn close(&self) {
-        self.word32(H_CLOSED).store(1, Ordering::SeqCst);
-        for ev in [H_PUT_EVENT, H_GET_EVENT] {
-            self.word32(ev).fetch_add(1, Ordering::SeqCst);
-            futex::wake(self.word32(ev), i32::MAX);
+        self.closed.store(1, Ordering::SeqCst);
+        for ev in [self.put_event, self.get_event] {
+            ev.fetch_add(1, Ordering::SeqCst);
+            futex::wake(ev, i32::MAX);
         }
     }
 
-    /// Wakes a sleeper of the other side, if any. Called right after a sequence number
-    /// was published with a `SeqCst` swap: a sleeper registers (`SeqCst` increment, then a
-    /// `SeqCst` fence) before its last attempt, so either it sees the new sequence number
-    /// or this load sees it registered.
+    /// Wakes the sleepers of the other side, if any. Called right after a sequence number
+    /// was published with a `SeqCst` swap. A sleeper reads the event, then raises the
+    /// `waiters` flag (`SeqCst` store, then a `SeqCst` fence) before its last attempt, so
+    /// either that attempt sees the new sequence number or this load sees the flag raised.
+    /// Whoever takes the flag down (one swap) bumps the event and wakes every sleeper: a
+    /// flag taken down by an earlier waker was raised after the sleeper read the event,
+    /// so that waker's bump (after its swap) makes the sleeper's `futex::wait` return. One
+    /// system call per round of sleeps, not one per item while a woken sleeper is still
+    /// on its way back to the CPU (what made a producer pay a `futex` call per item).
     #[inline]
-    fn notify(&self, waiters: usize, event: usize) {
-        if self.word32(waiters).load(Ordering::SeqCst) != 0 {
-            self.word32(event).fetch_add(1, Ordering::SeqCst);
-            futex::wake(self.word32(event), 1);
+    fn notify(&self, waiters: &AtomicU32, event: &AtomicU32) {
+        if waiters.load(Ordering::SeqCst) != 0 {
+            wake_sleepers(waiters, event);
         }
     }
 
     /// The word a pipe's sender holds while it sends a message (its lease; 0: none).
     pub(crate) fn sender(&self) -> &'m AtomicU64 {
-        self.word(H_SENDER)
+        self.mem.sub(0, HEADER).u64(H_SENDER)
     }
 
     /// Counts an item lost (a message dropped by a pipe's receiver, for instance).
+    #[inline]
     pub(crate) fn count_lost(&self) {
-        self.word(H_LOST).fetch_add(1, Ordering::Relaxed);
+        self.lost.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One attempt to put an item of `len <= slot_size` bytes, written in place by `fill`.
@@ -368,7 +417,7 @@ impl<'m> Ring<'m> {
         fill: &mut Option<F>,
     ) -> std::result::Result<(), Fail> {
         let me = lease::holder();
-        let head = self.word(H_HEAD);
+        let head = self.head;
         let cap = self.cap as i64;
         let mut tries = 0u32;
         let mut stuck = Stuck::new();
@@ -463,7 +512,7 @@ impl<'m> Ring<'m> {
         f: &mut Option<impl FnOnce(&[u8]) -> R>,
     ) -> std::result::Result<R, Fail> {
         let me = lease::holder();
-        let tail = self.word(H_TAIL);
+        let tail = self.tail;
         let cap = self.cap as i64;
         let mut tries = 0u32;
         let mut stuck = Stuck::new();
@@ -543,7 +592,7 @@ impl<'m> Ring<'m> {
                 // it), or the previous lap's item is still being taken by a consumer
                 // (d == -cap): nothing to take now, whoever holds the slot.
                 // `closed` first: reading `head` would pull the producers' cache line.
-                if self.is_closed() && self.word(H_HEAD).load(Ordering::Acquire) == pos {
+                if self.is_closed() && self.head.load(Ordering::Acquire) == pos {
                     // Check again: a put may have landed just before close.
                     if slot.seq().load(Ordering::Acquire) == seq {
                         return Err(Fail::Closed);
@@ -568,10 +617,10 @@ impl<'m> Ring<'m> {
         let me = lease::holder();
         let mut freed = false;
         // A producer that claimed the slot at `tail` and died before publishing it.
-        let pos = self.word(H_TAIL).load(Ordering::Acquire);
+        let pos = self.tail.load(Ordering::Acquire);
         let slot = self.slot(pos);
         if slot.seq().load(Ordering::Acquire) == pos
-            && self.word(H_HEAD).load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
+            && self.head.load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
         {
             let w = slot.writer().load(Ordering::Relaxed);
             if w != 0
@@ -584,16 +633,16 @@ impl<'m> Ring<'m> {
                 slot.len().store(LOST, Ordering::Relaxed);
                 self.count_lost();
                 slot.seq().swap(pos.wrapping_add(1), Ordering::SeqCst);
-                self.notify(H_GET_WAITERS, H_PUT_EVENT);
+                self.notify(self.get_waiters, self.put_event);
                 freed = true;
             }
         }
         // A consumer that claimed the slot before `head`'s and died before freeing it.
-        let head = self.word(H_HEAD).load(Ordering::Acquire);
+        let head = self.head.load(Ordering::Acquire);
         if let Some(old) = head.checked_sub(self.cap) {
             let slot = self.slot(head);
             if slot.seq().load(Ordering::Acquire) == old.wrapping_add(1)
-                && self.word(H_TAIL).load(Ordering::Acquire).wrapping_sub(old) as i64 > 0
+                && self.tail.load(Ordering::Acquire).wrapping_sub(old) as i64 > 0
             {
                 let r = slot.reader().load(Ordering::Relaxed);
                 if r != 0
@@ -617,8 +666,11 @@ impl<'m> Ring<'m> {
     }
 
     /// Puts `bytes`, waiting as `wait` allows.
+    #[inline]
     pub(crate) fn put(&self, bytes: &[u8], wait: Wait) -> std::result::Result<(), Fail> {
-        self.put_parts(&[bytes], wait)
+        // One copy of one slice (the common case: no loop over parts).
+        let mut fill = Some(|buf: &mut [u8]| buf.copy_from_slice(bytes));
+        self.put_with(bytes.len(), wait, &mut fill)
     }
 
     /// Puts the concatenation of `parts` as one item.
@@ -654,7 +706,7 @@ impl<'m> Ring<'m> {
             }
             return Err(Fail::WouldBlock);
         };
-        self.block(deadline, H_PUT_WAITERS, H_GET_EVENT, || {
+        self.block(deadline, self.put_waiters, self.get_event, || {
             self.try_put_once(len, fill)
         })
     }
@@ -677,7 +729,7 @@ impl<'m> Ring<'m> {
             }
             return Err(Fail::WouldBlock);
         };
-        self.block(deadline, H_GET_WAITERS, H_PUT_EVENT, || {
+        self.block(deadline, self.get_waiters, self.put_event, || {
             self.try_get_once(&mut f)
         })
     }
@@ -687,8 +739,8 @@ impl<'m> Ring<'m> {
     fn block<R>(
         &self,
         deadline: Option<Instant>,
-        waiters: usize,
-        event: usize,
+        waiters: &AtomicU32,
+        event: &AtomicU32,
         mut attempt: impl FnMut() -> std::result::Result<R, Fail>,
     ) -> std::result::Result<R, Fail> {
         let start = Instant::now();
@@ -704,16 +756,15 @@ impl<'m> Ring<'m> {
                 break;
             }
         }
-        let waiters = self.word32(waiters);
-        let event = self.word32(event);
         let mut recovered = start;
         loop {
-            waiters.fetch_add(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            // The event first, then the flag (see `notify`): a flag left raised when the
+            // attempt succeeds costs one spurious wake-up later, never a lost one.
             let ev = event.load(Ordering::SeqCst);
+            waiters.store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             let r = attempt();
             if !matches!(r, Err(Fail::WouldBlock)) {
-                waiters.fetch_sub(1, Ordering::SeqCst);
                 return r;
             }
             let slice = match deadline {
@@ -721,14 +772,12 @@ impl<'m> Ring<'m> {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        waiters.fetch_sub(1, Ordering::SeqCst);
                         return Err(Fail::Timeout);
                     }
                     left.min(LIVENESS_PERIOD)
                 }
             };
             futex::wait(event, ev, Some(slice));
-            waiters.fetch_sub(1, Ordering::SeqCst);
             // Wake-ups for other slots must not postpone recovery forever.
             if recovered.elapsed() >= LIVENESS_PERIOD {
                 self.recover();
@@ -749,10 +798,12 @@ struct Stuck {
 const STUCK: u32 = 1 << 14;
 
 impl Stuck {
+    #[inline]
     fn new() -> Stuck {
         Stuck { last: 0, same: 0 }
     }
 
+    #[inline]
     fn at(&mut self, pos: u64) -> std::result::Result<(), Fail> {
         if pos != self.last {
             self.last = pos;
@@ -779,6 +830,7 @@ struct Publish<'a, 'm> {
 }
 
 impl Drop for Publish<'_, '_> {
+    #[inline]
     fn drop(&mut self) {
         let slot = self.ring.slot(self.pos);
         let len = if self.filled {
@@ -789,7 +841,7 @@ impl Drop for Publish<'_, '_> {
         };
         slot.len().store(len, Ordering::Relaxed);
         slot.seq().swap(self.pos.wrapping_add(1), Ordering::SeqCst);
-        self.ring.notify(H_GET_WAITERS, H_PUT_EVENT);
+        self.ring.notify(self.ring.get_waiters, self.ring.put_event);
     }
 }
 
@@ -806,13 +858,32 @@ impl Release<'_, '_> {
 }
 
 impl Drop for Release<'_, '_> {
+    #[inline]
     fn drop(&mut self) {
         let slot = self.ring.slot(self.pos);
         slot.writer().store(0, Ordering::Relaxed);
         slot.reader().store(0, Ordering::Relaxed);
         slot.seq()
             .swap(self.pos.wrapping_add(self.ring.cap), Ordering::SeqCst);
-        self.ring.notify(H_PUT_WAITERS, H_GET_EVENT);
+        self.ring.notify(self.ring.put_waiters, self.ring.get_event);
+    }
+}
+
+/// `Ring::over` on memory that `attach` would have refused (a bug in ndshm).
+#[cold]
+#[inline(never)]
+fn misaligned_ring() -> ! {
+    panic!("ndshm bug: a ring over memory that is not 64-byte aligned")
+}
+
+/// Takes the `waiters` flag down and, if this call did, bumps `event` and wakes every
+/// sleeper on it: out of line, it is the slow path of [`Ring::notify`] (someone sleeps).
+#[cold]
+#[inline(never)]
+fn wake_sleepers(waiters: &AtomicU32, event: &AtomicU32) {
+    if waiters.swap(0, Ordering::SeqCst) != 0 {
+        event.fetch_add(1, Ordering::SeqCst);
+        futex::wake(event, i32::MAX);
     }
 }
 
