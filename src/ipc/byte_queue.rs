@@ -42,7 +42,7 @@ pub struct ByteQueue {
 }
 
 impl ByteQueue {
-    /// An anonymous queue of at least `capacity` messages of up to `slot_size` bytes,
+    /// An anonymous queue of `capacity` messages (exactly) of up to `slot_size` bytes,
     /// shared with children forked after it.
     ///
     /// # Errors
@@ -51,7 +51,7 @@ impl ByteQueue {
     /// # Examples
     /// ```
     /// let q = ndshm::ByteQueue::new(3, 100)?;
-    /// assert_eq!((q.capacity(), q.slot_size()), (4, 100));
+    /// assert_eq!((q.capacity(), q.slot_size()), (3, 100));
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn new(capacity: usize, slot_size: usize) -> Result<Self> {
@@ -129,7 +129,10 @@ impl ByteQueue {
         if msg.len() > slot_size {
             return Err(PutFail::TooLong(msg.len(), slot_size));
         }
-        self.ring().put(msg, wait).map_err(PutFail::Ring)
+        self.shared
+            .live()
+            .and_then(|r| r.put(msg, wait))
+            .map_err(PutFail::Ring)
     }
 
     fn put_with_wait<F: FnOnce(&mut [u8])>(
@@ -140,8 +143,9 @@ impl ByteQueue {
     ) -> std::result::Result<(), (F, Outcome)> {
         let mut fill = Some(fill);
         let r = self.check_len(len).and_then(|()| {
-            self.ring()
-                .put_with(len, wait, &mut fill)
+            self.shared
+                .live()
+                .and_then(|r| r.put_with(len, wait, &mut fill))
                 .map_err(|e| outcome(e, true))
         });
         r.map_err(|o| (fill.take().expect("fill is kept when the put failed"), o))
@@ -153,7 +157,10 @@ impl ByteQueue {
         wait: Wait,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, Outcome> {
-        self.ring().get(wait, f).map_err(get_outcome)
+        self.shared
+            .live()
+            .and_then(|r| r.get(wait, f))
+            .map_err(get_outcome)
     }
 
     /// Puts a copy of `msg`, waiting while the queue is full.
@@ -291,7 +298,8 @@ impl ByteQueue {
     /// is empty. The slot is freed when `f` returns (or panics).
     ///
     /// # Errors
-    /// [`GetError::Closed`] when the queue is closed and empty, [`GetError::Failed`] of
+    /// [`GetError::Closed`] when this handle was closed or the queue shut down (and
+    /// drained, unless immediately), [`GetError::Failed`] of
     /// [`ErrorKind::Corrupt`] when its memory was overwritten.
     ///
     /// # Examples
@@ -303,8 +311,9 @@ impl ByteQueue {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> std::result::Result<R, GetError> {
-        self.ring()
-            .get(Wait::Until(None), f)
+        self.shared
+            .live()
+            .and_then(|r| r.get(Wait::Until(None), f))
             .map_err(|e| get_outcome(e).get())
     }
 
@@ -324,8 +333,9 @@ impl ByteQueue {
         &self,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, TryGetError> {
-        self.ring()
-            .get(Wait::No, f)
+        self.shared
+            .live()
+            .and_then(|r| r.get(Wait::No, f))
             .map_err(|e| get_outcome(e).try_get())
     }
 
@@ -425,13 +435,46 @@ impl ByteQueue {
         self.get_with_timeout(timeout, |m| m.to_vec())
     }
 
-    /// Closes the queue (see [`Queue::close`](crate::Queue::close)).
+    /// Closes this handle: this process puts and gets no more through it (Python's
+    /// `Queue.close()`). Other handles — copies in forked children, handles opened by
+    /// name — go on working; see [`Queue::close`](crate::Queue::close).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 8)?;
+    /// q.close();
+    /// assert!(q.put(b"x").unwrap_err().is_closed());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn close(&self) {
-        self.ring().close()
+        self.shared.close_handle()
     }
 
-    /// Whether the queue was closed.
+    /// Whether this handle was closed with [`close`](Self::close) (a shutdown of the
+    /// queue is [`is_shutdown`](Self::is_shutdown)).
     pub fn is_closed(&self) -> bool {
+        self.shared.is_handle_closed()
+    }
+
+    /// Ends the queue for every process (Python 3.13's `Queue.shutdown`); see
+    /// [`Queue::shutdown`](crate::Queue::shutdown).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 8)?;
+    /// q.put(b"last")?;
+    /// q.shutdown(false);
+    /// assert!(q.put(b"x").unwrap_err().is_closed());
+    /// assert_eq!(q.get()?, b"last"); // drained,
+    /// assert!(q.get().unwrap_err().is_closed()); // then closed
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        self.shared.ring().shutdown(immediate)
+    }
+
+    /// Whether the queue was shut down (by any process).
+    pub fn is_shutdown(&self) -> bool {
         self.ring().is_closed()
     }
 
@@ -445,7 +488,7 @@ impl ByteQueue {
         self.len() == 0
     }
 
-    /// The number of slots.
+    /// The capacity asked for: at most this many messages are in the queue at once.
     pub fn capacity(&self) -> usize {
         self.ring().capacity()
     }
@@ -476,6 +519,7 @@ impl fmt::Debug for ByteQueue {
             .field("name", &self.name())
             .field("len", &self.len())
             .field("capacity", &self.capacity())
+            .field("shutdown", &self.is_shutdown())
             .field("slot_size", &self.slot_size())
             .finish()
     }

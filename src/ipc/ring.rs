@@ -69,6 +69,11 @@ const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ03");
 pub(crate) const HEADER: usize = 256;
 const SLOT_HEADER: usize = 32;
 const LOST: u32 = u32::MAX;
+/// Values of the `closed` word: open, shut down (gets drain what is left), shut down
+/// immediately (gets report closed at once; what was left is discarded).
+const OPEN: u32 = 0;
+const SHUT: u32 = 1;
+const SHUT_NOW: u32 = 2;
 const _: () = assert!(S_LEN + 8 == SLOT_HEADER);
 
 // Header words (byte offsets).
@@ -80,6 +85,9 @@ const H_TAG: usize = 32;
 /// Pipes only: the lease of the process sending a message on this ring, 0 when none. In
 /// the header's first cache line, which holds constants otherwise: only senders write it.
 const H_SENDER: usize = 40;
+/// The capacity asked for (`1..=cap`): at most that many items are in the queue at once,
+/// although the ring has `cap` slots (a power of two).
+const H_BOUND: usize = 48;
 const H_HEAD: usize = 64;
 const H_TAIL: usize = 128;
 const H_CLOSED: usize = 192;
@@ -162,6 +170,7 @@ pub(crate) enum Wait {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RingLayout {
     cap: u64,
+    bound: u64,
     mask: u64,
     slot_size: usize,
     stride: usize,
@@ -195,6 +204,7 @@ pub(crate) struct Ring<'m> {
     get_waiters: &'m AtomicU32,
     put_waiters: &'m AtomicU32,
     cap: u64,
+    bound: u64,
     mask: u64,
     slot_size: usize,
     stride: usize,
@@ -249,6 +259,7 @@ impl<'m> Ring<'m> {
         put(mem, H_SLOT_SIZE, slot_size as u64);
         put(mem, H_STRIDE, stride as u64);
         put(mem, H_TAG, tag);
+        put(mem, H_BOUND, capacity as u64);
         debug_assert!(mem.len() >= len);
         for i in 0..cap as usize {
             let off = HEADER + i * stride;
@@ -285,8 +296,18 @@ impl<'m> Ring<'m> {
                 "capacity {cap}, slot size {slot_size}, stride {stride} do not fit {avail} bytes"
             ));
         }
+        let bound = word(H_BOUND);
+        if bound == 0
+            || bound > cap
+            || !matches!(ring_layout(bound as usize, 0), Ok((c, ..)) if c == cap)
+        {
+            return bad(format!(
+                "capacity {bound} does not match its ring of {cap} slots"
+            ));
+        }
         Ok(RingLayout {
             cap,
+            bound,
             mask: cap - 1,
             slot_size: slot_size as usize,
             stride: stride as usize,
@@ -314,6 +335,7 @@ impl<'m> Ring<'m> {
             get_waiters: h.u32(H_GET_WAITERS),
             put_waiters: h.u32(H_PUT_WAITERS),
             cap: layout.cap,
+            bound: layout.bound,
             mask: layout.mask,
             slot_size: layout.slot_size,
             stride: layout.stride,
@@ -342,8 +364,9 @@ impl<'m> Ring<'m> {
     }
 
     #[inline]
+    /// The capacity asked for: at most this many items are in the queue at once.
     pub(crate) fn capacity(&self) -> usize {
-        self.cap as usize
+        self.bound as usize
     }
 
     #[inline]
@@ -356,7 +379,7 @@ impl<'m> Ring<'m> {
     pub(crate) fn len(&self) -> usize {
         let tail = self.tail.load(Ordering::Acquire);
         let head = self.head.load(Ordering::Acquire);
-        head.saturating_sub(tail).min(self.cap) as usize
+        head.saturating_sub(tail).min(self.bound) as usize
     }
 
     pub(crate) fn is_empty_now(&self) -> bool {
@@ -367,17 +390,57 @@ impl<'m> Ring<'m> {
         self.lost.load(Ordering::Relaxed)
     }
 
+    /// Whether the ring was shut down (closed for everyone).
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) != 0
+        self.closed.load(Ordering::Acquire) != OPEN
     }
 
+    /// Ends the ring for every process: puts fail from now on, gets take what is left and
+    /// then report closed (Python's `Queue.shutdown(immediate=False)`); every sleeper wakes.
     pub(crate) fn close(&self) {
-        self.closed.store(1, Ordering::SeqCst);
+        let _ = self
+            .closed
+            .compare_exchange(OPEN, SHUT, Ordering::SeqCst, Ordering::SeqCst);
+        self.wake_everyone();
+    }
+
+    /// [`close`](Self::close), and with `immediate` what is left is discarded too: gets
+    /// report closed at once (Python 3.13's `Queue.shutdown(immediate=True)`). Discarded
+    /// items are not counted as lost (nobody lost them by dying).
+    pub(crate) fn shutdown(&self, immediate: bool) {
+        if !immediate {
+            return self.close();
+        }
+        self.closed.store(SHUT_NOW, Ordering::SeqCst);
+        self.wake_everyone();
+        // Free the slots of what was left, so that `len()` says 0; bounded (at most
+        // `cap` items, each attempt bounded), and items behind a slot a stalled peer
+        // holds stay unreachable: every get reports closed from now on anyway.
+        for _ in 0..self.cap {
+            if self.try_get_once(&mut Some(|_: &[u8]| ())).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn wake_everyone(&self) {
         for ev in [self.put_event, self.get_event] {
             ev.fetch_add(1, Ordering::SeqCst);
             futex::wake(ev, i32::MAX);
         }
+    }
+
+    /// One attempt of a get: reports closed at once after an immediate shutdown.
+    #[inline]
+    fn try_get_live<R>(
+        &self,
+        f: &mut Option<impl FnOnce(&[u8]) -> R>,
+    ) -> std::result::Result<R, Fail> {
+        if self.closed.load(Ordering::Relaxed) == SHUT_NOW {
+            return Err(Fail::Closed);
+        }
+        self.try_get_once(f)
     }
 
     /// Wakes the sleepers of the other side, if any. Called right after a sequence number
@@ -431,6 +494,24 @@ impl<'m> Ring<'m> {
             let seq = slot.seq().load(Ordering::Acquire);
             let d = seq.wrapping_sub(pos) as i64;
             if d == 0 {
+                if self.bound < self.cap {
+                    // The ring has more slots than the capacity asked for: count the
+                    // items in the queue (claimed by producers, not yet by consumers).
+                    let used = pos.wrapping_sub(self.tail.load(Ordering::Acquire)) as i64;
+                    if used < 0 || used >= self.bound as i64 {
+                        if head.load(Ordering::Relaxed) != pos {
+                            // `head` moved on since we read it: again.
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                        if used < 0 || used > cap {
+                            // No sane ring has `tail` past `head`, or more than a lap
+                            // behind it.
+                            return Err(Fail::Corrupt);
+                        }
+                        return Err(Fail::WouldBlock);
+                    }
+                }
                 match slot
                     .writer()
                     .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -718,19 +799,19 @@ impl<'m> Ring<'m> {
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, Fail> {
         let mut f = Some(f);
-        match self.try_get_once(&mut f) {
+        match self.try_get_live(&mut f) {
             Err(Fail::WouldBlock) => {}
             other => return other,
         }
         let Wait::Until(deadline) = wait else {
             // Empty now; unless a dead peer held the slot: then once more.
             if self.recover() {
-                return self.try_get_once(&mut f);
+                return self.try_get_live(&mut f);
             }
             return Err(Fail::WouldBlock);
         };
         self.block(deadline, self.get_waiters, self.put_event, || {
-            self.try_get_once(&mut f)
+            self.try_get_live(&mut f)
         })
     }
 
