@@ -131,7 +131,7 @@ impl ByteQueue {
         }
         self.shared
             .live()
-            .and_then(|r| r.put(msg, wait))
+            .and_then(|r| r.ring().put(msg, wait))
             .map_err(PutFail::Ring)
     }
 
@@ -145,7 +145,7 @@ impl ByteQueue {
         let r = self.check_len(len).and_then(|()| {
             self.shared
                 .live()
-                .and_then(|r| r.put_with(len, wait, &mut fill))
+                .and_then(|r| r.ring().put_with(len, wait, &mut fill))
                 .map_err(|e| outcome(e, true))
         });
         r.map_err(|o| (fill.take().expect("fill is kept when the put failed"), o))
@@ -159,7 +159,7 @@ impl ByteQueue {
     ) -> std::result::Result<R, Outcome> {
         self.shared
             .live()
-            .and_then(|r| r.get(wait, f))
+            .and_then(|r| r.ring().get(wait, f))
             .map_err(get_outcome)
     }
 
@@ -313,7 +313,7 @@ impl ByteQueue {
     pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> std::result::Result<R, GetError> {
         self.shared
             .live()
-            .and_then(|r| r.get(Wait::Until(None), f))
+            .and_then(|r| r.ring().get(Wait::Until(None), f))
             .map_err(|e| get_outcome(e).get())
     }
 
@@ -335,7 +335,7 @@ impl ByteQueue {
     ) -> std::result::Result<R, TryGetError> {
         self.shared
             .live()
-            .and_then(|r| r.get(Wait::No, f))
+            .and_then(|r| r.ring().get(Wait::No, f))
             .map_err(|e| get_outcome(e).try_get())
     }
 

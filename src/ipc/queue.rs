@@ -82,13 +82,14 @@ impl RingSegment {
         Ring::over(self.region.mem(), self.layout)
     }
 
-    /// The ring, unless this handle was closed (then `Closed`, as after a shutdown).
+    /// This segment, unless this handle was closed (then `Closed`, as after a shutdown).
+    /// A reference, not a [`Ring`]: the `Result` stays a pointer wide.
     #[inline]
-    pub(crate) fn live(&self) -> std::result::Result<Ring<'_>, Fail> {
+    pub(crate) fn live(&self) -> std::result::Result<&RingSegment, Fail> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Fail::Closed);
         }
-        Ok(self.ring())
+        Ok(self)
     }
 
     /// Closes this handle only (see [`Queue::close`]).
@@ -261,7 +262,7 @@ impl<T: Pod> Queue<T> {
     pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
         self.shared
             .live()
-            .and_then(|r| r.put(bytemuck::bytes_of(&item), Wait::Until(None)))
+            .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), Wait::Until(None)))
             .map_err(|e| outcome(e, true).put(item))
     }
 
@@ -284,7 +285,7 @@ impl<T: Pod> Queue<T> {
     pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
         self.shared
             .live()
-            .and_then(|r| r.put(bytemuck::bytes_of(&item), Wait::No))
+            .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), Wait::No))
             .map_err(|e| outcome(e, true).try_put(item))
     }
 
@@ -312,7 +313,7 @@ impl<T: Pod> Queue<T> {
     ) -> std::result::Result<(), PutTimeoutError<T>> {
         self.shared
             .live()
-            .and_then(|r| r.put(bytemuck::bytes_of(&item), deadline(timeout)))
+            .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), deadline(timeout)))
             .map_err(|e| outcome(e, true).put_timeout(item))
     }
 
@@ -335,7 +336,7 @@ impl<T: Pod> Queue<T> {
     pub fn get(&self) -> std::result::Result<T, GetError> {
         self.shared
             .live()
-            .and_then(|r| r.get(Wait::Until(None), Self::read))
+            .and_then(|r| r.ring().get(Wait::Until(None), Self::read))
             .map_err(|e| outcome(e, false).get())
     }
 
@@ -359,7 +360,7 @@ impl<T: Pod> Queue<T> {
     pub fn try_get(&self) -> std::result::Result<T, TryGetError> {
         self.shared
             .live()
-            .and_then(|r| r.get(Wait::No, Self::read))
+            .and_then(|r| r.ring().get(Wait::No, Self::read))
             .map_err(|e| outcome(e, false).try_get())
     }
 
@@ -380,7 +381,7 @@ impl<T: Pod> Queue<T> {
     pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, GetTimeoutError> {
         self.shared
             .live()
-            .and_then(|r| r.get(deadline(timeout), Self::read))
+            .and_then(|r| r.ring().get(deadline(timeout), Self::read))
             .map_err(|e| outcome(e, false).get_timeout())
     }
 

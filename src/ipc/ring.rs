@@ -188,21 +188,13 @@ impl RingLayout {
 /// and pipes are built on: a ring inside some shared memory, seen through a bounds-checked
 /// [`SharedMem`] window.
 ///
-/// The header words the hot paths use are taken once, as typed atomics, when the ring is
-/// made ([`over`](Ring::over): their offsets are constants checked against the header's
-/// constant length, so the checks fold away); a slot's words are reached through a
-/// 32-byte window whose one bounds check is a compare.
+/// Small on purpose (the window and the layout, seven words): the queues make one per
+/// operation. Header words are reached through inlined accessors at constant offsets
+/// (each a compare against the window's length and an alignment test, both predicted);
+/// a slot's words are taken in one go through a 32-byte window.
 #[derive(Clone, Copy)]
 pub(crate) struct Ring<'m> {
     mem: SharedMem<'m>,
-    head: &'m AtomicU64,
-    tail: &'m AtomicU64,
-    lost: &'m AtomicU64,
-    closed: &'m AtomicU32,
-    put_event: &'m AtomicU32,
-    get_event: &'m AtomicU32,
-    get_waiters: &'m AtomicU32,
-    put_waiters: &'m AtomicU32,
     cap: u64,
     bound: u64,
     mask: u64,
@@ -317,29 +309,49 @@ impl<'m> Ring<'m> {
     /// The ring of `layout` (from [`attach`](Self::attach) on the same memory) over `mem`.
     #[inline]
     pub(crate) fn over(mem: SharedMem<'m>, layout: RingLayout) -> Ring<'m> {
-        // Constant offsets in a window of constant length: the bounds checks fold, and the
-        // alignment checks too once the header is known 64-byte aligned (`attach` refused
-        // a ring that is not; checked again here, a compare, so that the others fold).
-        let h = mem.sub(0, HEADER);
-        if h.addr() % 64 != 0 {
-            misaligned_ring();
-        }
         Ring {
             mem,
-            head: h.u64(H_HEAD),
-            tail: h.u64(H_TAIL),
-            lost: h.u64(H_LOST),
-            closed: h.u32(H_CLOSED),
-            put_event: h.u32(H_PUT_EVENT),
-            get_event: h.u32(H_GET_EVENT),
-            get_waiters: h.u32(H_GET_WAITERS),
-            put_waiters: h.u32(H_PUT_WAITERS),
             cap: layout.cap,
             bound: layout.bound,
             mask: layout.mask,
             slot_size: layout.slot_size,
             stride: layout.stride,
         }
+    }
+
+    /// Header words: constant offsets inside the header, which `attach` checked lies in
+    /// the window (each access still checks, a compare against the window's length).
+    #[inline]
+    fn head(&self) -> &'m AtomicU64 {
+        self.mem.u64(H_HEAD)
+    }
+    #[inline]
+    fn tail(&self) -> &'m AtomicU64 {
+        self.mem.u64(H_TAIL)
+    }
+    #[inline]
+    fn lost_word(&self) -> &'m AtomicU64 {
+        self.mem.u64(H_LOST)
+    }
+    #[inline]
+    fn closed(&self) -> &'m AtomicU32 {
+        self.mem.u32(H_CLOSED)
+    }
+    #[inline]
+    fn put_event(&self) -> &'m AtomicU32 {
+        self.mem.u32(H_PUT_EVENT)
+    }
+    #[inline]
+    fn get_event(&self) -> &'m AtomicU32 {
+        self.mem.u32(H_GET_EVENT)
+    }
+    #[inline]
+    fn get_waiters(&self) -> &'m AtomicU32 {
+        self.mem.u32(H_GET_WAITERS)
+    }
+    #[inline]
+    fn put_waiters(&self) -> &'m AtomicU32 {
+        self.mem.u32(H_PUT_WAITERS)
     }
 
     pub(crate) fn tag(&self) -> u64 {
@@ -377,8 +389,8 @@ impl<'m> Ring<'m> {
     /// Items in the queue now (a snapshot).
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        let tail = self.tail.load(Ordering::Acquire);
-        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail().load(Ordering::Acquire);
+        let head = self.head().load(Ordering::Acquire);
         head.saturating_sub(tail).min(self.bound) as usize
     }
 
@@ -387,20 +399,20 @@ impl<'m> Ring<'m> {
     }
 
     pub(crate) fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
+        self.lost_word().load(Ordering::Relaxed)
     }
 
     /// Whether the ring was shut down (closed for everyone).
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) != OPEN
+        self.closed().load(Ordering::Acquire) != OPEN
     }
 
     /// Ends the ring for every process: puts fail from now on, gets take what is left and
     /// then report closed (Python's `Queue.shutdown(immediate=False)`); every sleeper wakes.
     pub(crate) fn close(&self) {
         let _ = self
-            .closed
+            .closed()
             .compare_exchange(OPEN, SHUT, Ordering::SeqCst, Ordering::SeqCst);
         self.wake_everyone();
     }
@@ -412,34 +424,33 @@ impl<'m> Ring<'m> {
         if !immediate {
             return self.close();
         }
-        self.closed.store(SHUT_NOW, Ordering::SeqCst);
+        self.closed().store(SHUT_NOW, Ordering::SeqCst);
         self.wake_everyone();
         // Free the slots of what was left, so that `len()` says 0; bounded (at most
         // `cap` items, each attempt bounded), and items behind a slot a stalled peer
         // holds stay unreachable: every get reports closed from now on anyway.
         for _ in 0..self.cap {
-            if self.try_get_once(&mut Some(|_: &[u8]| ())).is_err() {
+            if self.len() == 0 {
                 break;
             }
+            let _ = self.try_get_once(&mut Some(|_: &[u8]| ()));
         }
     }
 
     fn wake_everyone(&self) {
-        for ev in [self.put_event, self.get_event] {
+        for ev in [self.put_event(), self.get_event()] {
             ev.fetch_add(1, Ordering::SeqCst);
             futex::wake(ev, i32::MAX);
         }
     }
 
-    /// One attempt of a get: reports closed at once after an immediate shutdown.
+    /// One attempt of a get (after an immediate shutdown, it reports closed: see
+    /// `try_get_once`).
     #[inline]
     fn try_get_live<R>(
         &self,
         f: &mut Option<impl FnOnce(&[u8]) -> R>,
     ) -> std::result::Result<R, Fail> {
-        if self.closed.load(Ordering::Relaxed) == SHUT_NOW {
-            return Err(Fail::Closed);
-        }
         self.try_get_once(f)
     }
 
@@ -467,7 +478,7 @@ impl<'m> Ring<'m> {
     /// Counts an item lost (a message dropped by a pipe's receiver, for instance).
     #[inline]
     pub(crate) fn count_lost(&self) {
-        self.lost.fetch_add(1, Ordering::Relaxed);
+        self.lost_word().fetch_add(1, Ordering::Relaxed);
     }
 
     /// One attempt to put an item of `len <= slot_size` bytes, written in place by `fill`.
@@ -480,7 +491,7 @@ impl<'m> Ring<'m> {
         fill: &mut Option<F>,
     ) -> std::result::Result<(), Fail> {
         let me = lease::holder();
-        let head = self.head;
+        let head = self.head();
         let cap = self.cap as i64;
         let mut tries = 0u32;
         let mut stuck = Stuck::new();
@@ -497,7 +508,7 @@ impl<'m> Ring<'m> {
                 if self.bound < self.cap {
                     // The ring has more slots than the capacity asked for: count the
                     // items in the queue (claimed by producers, not yet by consumers).
-                    let used = pos.wrapping_sub(self.tail.load(Ordering::Acquire)) as i64;
+                    let used = pos.wrapping_sub(self.tail().load(Ordering::Acquire)) as i64;
                     if used < 0 || used >= self.bound as i64 {
                         if head.load(Ordering::Relaxed) != pos {
                             // `head` moved on since we read it: again.
@@ -593,7 +604,7 @@ impl<'m> Ring<'m> {
         f: &mut Option<impl FnOnce(&[u8]) -> R>,
     ) -> std::result::Result<R, Fail> {
         let me = lease::holder();
-        let tail = self.tail;
+        let tail = self.tail();
         let cap = self.cap as i64;
         let mut tries = 0u32;
         let mut stuck = Stuck::new();
@@ -637,6 +648,13 @@ impl<'m> Ring<'m> {
                     .is_ok()
                 {
                     let release = Release { ring: self, pos };
+                    if self.closed().load(Ordering::Relaxed) == SHUT_NOW {
+                        // Shut down immediately: what is left is discarded (the slot is
+                        // freed, the item not delivered). Checked here, after the claim,
+                        // where the load costs nothing on the way of an ordinary get.
+                        drop(release);
+                        return Err(Fail::Closed);
+                    }
                     let len = slot.len().load(Ordering::Relaxed);
                     if len == LOST {
                         drop(release);
@@ -673,7 +691,7 @@ impl<'m> Ring<'m> {
                 // it), or the previous lap's item is still being taken by a consumer
                 // (d == -cap): nothing to take now, whoever holds the slot.
                 // `closed` first: reading `head` would pull the producers' cache line.
-                if self.is_closed() && self.head.load(Ordering::Acquire) == pos {
+                if self.is_closed() && self.head().load(Ordering::Acquire) == pos {
                     // Check again: a put may have landed just before close.
                     if slot.seq().load(Ordering::Acquire) == seq {
                         return Err(Fail::Closed);
@@ -698,10 +716,10 @@ impl<'m> Ring<'m> {
         let me = lease::holder();
         let mut freed = false;
         // A producer that claimed the slot at `tail` and died before publishing it.
-        let pos = self.tail.load(Ordering::Acquire);
+        let pos = self.tail().load(Ordering::Acquire);
         let slot = self.slot(pos);
         if slot.seq().load(Ordering::Acquire) == pos
-            && self.head.load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
+            && self.head().load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
         {
             let w = slot.writer().load(Ordering::Relaxed);
             if w != 0
@@ -714,16 +732,16 @@ impl<'m> Ring<'m> {
                 slot.len().store(LOST, Ordering::Relaxed);
                 self.count_lost();
                 slot.seq().swap(pos.wrapping_add(1), Ordering::SeqCst);
-                self.notify(self.get_waiters, self.put_event);
+                self.notify(self.get_waiters(), self.put_event());
                 freed = true;
             }
         }
         // A consumer that claimed the slot before `head`'s and died before freeing it.
-        let head = self.head.load(Ordering::Acquire);
+        let head = self.head().load(Ordering::Acquire);
         if let Some(old) = head.checked_sub(self.cap) {
             let slot = self.slot(head);
             if slot.seq().load(Ordering::Acquire) == old.wrapping_add(1)
-                && self.tail.load(Ordering::Acquire).wrapping_sub(old) as i64 > 0
+                && self.tail().load(Ordering::Acquire).wrapping_sub(old) as i64 > 0
             {
                 let r = slot.reader().load(Ordering::Relaxed);
                 if r != 0
@@ -787,7 +805,7 @@ impl<'m> Ring<'m> {
             }
             return Err(Fail::WouldBlock);
         };
-        self.block(deadline, self.put_waiters, self.get_event, || {
+        self.block(deadline, self.put_waiters(), self.get_event(), || {
             self.try_put_once(len, fill)
         })
     }
@@ -810,7 +828,7 @@ impl<'m> Ring<'m> {
             }
             return Err(Fail::WouldBlock);
         };
-        self.block(deadline, self.get_waiters, self.put_event, || {
+        self.block(deadline, self.get_waiters(), self.put_event(), || {
             self.try_get_live(&mut f)
         })
     }
@@ -922,7 +940,8 @@ impl Drop for Publish<'_, '_> {
         };
         slot.len().store(len, Ordering::Relaxed);
         slot.seq().swap(self.pos.wrapping_add(1), Ordering::SeqCst);
-        self.ring.notify(self.ring.get_waiters, self.ring.put_event);
+        self.ring
+            .notify(self.ring.get_waiters(), self.ring.put_event());
     }
 }
 
@@ -946,15 +965,17 @@ impl Drop for Release<'_, '_> {
         slot.reader().store(0, Ordering::Relaxed);
         slot.seq()
             .swap(self.pos.wrapping_add(self.ring.cap), Ordering::SeqCst);
-        self.ring.notify(self.ring.put_waiters, self.ring.get_event);
+        self.ring
+            .notify(self.ring.put_waiters(), self.ring.get_event());
     }
 }
 
-/// `Ring::over` on memory that `attach` would have refused (a bug in ndshm).
+/// A slot window that is not 64-byte aligned: memory `attach` would have refused (a bug
+/// in ndshm).
 #[cold]
 #[inline(never)]
 fn misaligned_ring() -> ! {
-    panic!("ndshm bug: a ring over memory that is not 64-byte aligned")
+    panic!("ndshm bug: a ring slot that is not 64-byte aligned")
 }
 
 /// Takes the `waiters` flag down and, if this call did, bumps `event` and wakes every
