@@ -71,8 +71,8 @@ fn ping_pong(c: &mut Criterion) {
                 start.elapsed()
             })
         });
-        req.close();
-        resp.close();
+        req.shutdown(false);
+        resp.shutdown(false);
         Ok(())
     })
     .unwrap();

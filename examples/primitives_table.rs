@@ -218,7 +218,7 @@ fn main() -> ndshm::Result<()> {
                 go4.store(1);
                 Ok(())
             })?;
-            q4.close();
+            q4.shutdown(false);
             Ok(())
         })?;
         n as f64 / start.get().elapsed().as_secs_f64()

@@ -1,5 +1,5 @@
 //! Seed: "Basic Queue" — a producer puts 1..=5, a consumer takes them. No sentinel: the
-//! producer closes the queue and the consumer's `get` then ends. Prints five `Produced:`
+//! producer shuts the queue down and the consumer's `get` then ends. Prints five `Produced:`
 //! and five `Consumed:` lines (the two processes' lines interleave in any order; the
 //! consumed items come in order 1..5).
 
@@ -13,7 +13,7 @@ fn main() -> ndshm::Result<()> {
                 q.put(item)?;
                 write_stdout(&format!("Produced: {item}\n"))?;
             }
-            q.close(); // instead of q.put(None)
+            q.shutdown(false); // instead of q.put(None): consumers drain, then stop
             Ok(())
         })?;
         s.spawn(|| -> ndshm::Result<()> {

@@ -43,7 +43,7 @@ fn mpmc(producers: u64, consumers: u64, per: u64, capacity: usize) {
             }
             Ok(())
         })?;
-        q.close();
+        q.shutdown(false);
         Ok(())
     })
     .unwrap();
@@ -105,7 +105,7 @@ fn named_queue_across_processes_and_errors() {
     for i in 0..4u8 {
         assert_eq!(q.get_with(|m| m.to_vec()).unwrap(), vec![i; 32]);
     }
-    q.close();
+    q.shutdown(false);
     assert_eq!(q.get().unwrap_err().kind(), ErrorKind::Closed);
     assert_eq!(q.put(b"late").unwrap_err().kind(), ErrorKind::Closed);
 
@@ -114,7 +114,7 @@ fn named_queue_across_processes_and_errors() {
     typed.put([4, 5, 6]).unwrap();
     assert_eq!(typed.try_put([7, 8, 9]), Err(TryPutError::Full([7, 8, 9])));
     assert_eq!(typed.get(), Ok([1, 2, 3]));
-    typed.close();
+    typed.shutdown(false);
     assert_eq!(typed.try_get(), Ok([4, 5, 6]));
     assert_eq!(typed.try_get(), Err(TryGetError::Closed));
     assert_eq!(
@@ -141,7 +141,7 @@ fn has_exited(pid: i32) -> bool {
 }
 
 #[test]
-fn close_wakes_sleeping_consumers() {
+fn shutdown_wakes_sleeping_consumers() {
     let q = Queue::<u32>::new(4).unwrap();
     let stage = std::cell::Cell::new("were never seen asleep on the empty queue");
     let r = ndshm::scope(|s| -> ndshm::Result<_> {
@@ -150,8 +150,8 @@ fn close_wakes_sleeping_consumers() {
             pids.push(s.spawn(|| assert_eq!(q.get(), Err(GetError::Closed)))?);
         }
         if within_deadline(|| pids.iter().all(|p| asleep_on_futex(p.pid()))) {
-            stage.set("stayed asleep after close");
-            q.close();
+            stage.set("stayed asleep after shutdown");
+            q.shutdown(false);
             if within_deadline(|| pids.iter().all(|p| has_exited(p.pid()))) {
                 stage.set("woke up");
                 return pids.into_iter().try_for_each(|p| p.join());
@@ -320,8 +320,8 @@ fn try_get_on_an_empty_queue_is_empty_not_timeout() {
         q.get_timeout(Duration::from_millis(1)),
         Err(GetTimeoutError::Timeout)
     );
-    q.close();
-    b.close();
+    q.shutdown(false);
+    b.shutdown(false);
     assert_eq!(q.try_get(), Err(TryGetError::Closed));
     assert_eq!(b.try_get(), Err(TryGetError::Closed));
 }
@@ -457,4 +457,175 @@ fn every_channel_error_converts_into_ndshm_error_with_its_kind() {
         boxed.source().is_some(),
         "Failed keeps the ndshm::Error as its source"
     );
+}
+
+#[test]
+fn close_releases_only_this_handle() {
+    let name = Name::new("close-handle");
+    let q = Queue::<u32>::create(name.as_str(), 4).unwrap();
+    let other = Queue::<u32>::open(name.as_str()).unwrap();
+    q.put(1).unwrap();
+    // A child closes its inherited copy: only its own handle stops working.
+    ndshm::scope(|s| -> ndshm::Result<()> {
+        s.spawn(|| {
+            q.close();
+            assert!(q.is_closed());
+            assert_eq!(q.try_put(9), Err(TryPutError::Closed(9)));
+            assert_eq!(q.try_get(), Err(TryGetError::Closed));
+            assert_eq!(q.get(), Err(GetError::Closed));
+            // Observations still answer; the queue itself is not shut down.
+            assert_eq!(q.len(), 1);
+            assert!(!q.is_shutdown());
+        })?
+        .join()
+    })
+    .unwrap();
+    assert!(!q.is_closed());
+    q.put(2).unwrap();
+    assert_eq!(q.get(), Ok(1));
+    // Closing one of two handles in one process leaves the other working.
+    other.close();
+    assert_eq!(other.put(3).unwrap_err().into_inner(), 3);
+    assert_eq!(
+        other.get_timeout(Duration::from_millis(1)),
+        Err(GetTimeoutError::Closed)
+    );
+    assert_eq!(q.get(), Ok(2));
+    q.put(4).unwrap();
+    assert_eq!(q.try_get(), Ok(4));
+    // The same for ByteQueue.
+    let b = ByteQueue::new(2, 8).unwrap();
+    b.put(b"a").unwrap();
+    ndshm::scope(|s| -> ndshm::Result<()> {
+        s.spawn(|| {
+            b.close();
+            assert!(b.try_put(b"x").unwrap_err().is_closed());
+            assert!(b.try_get().unwrap_err().is_closed());
+        })?
+        .join()
+    })
+    .unwrap();
+    assert_eq!(b.get().unwrap(), b"a");
+}
+
+#[test]
+fn shutdown_lets_consumers_drain_then_reports_closed() {
+    let name = Name::new("shutdown-drain");
+    let q = Queue::<u32>::create(name.as_str(), 4).unwrap();
+    for i in 1..=3 {
+        q.put(i).unwrap();
+    }
+    q.shutdown(false);
+    assert!(q.is_shutdown());
+    assert!(!q.is_closed());
+    assert_eq!(q.try_put(4), Err(TryPutError::Closed(4)));
+    assert_eq!(q.put(5).unwrap_err().into_inner(), 5);
+    // Another process (through its own handle) drains what is left, then gets Closed.
+    ndshm::scope(|s| -> ndshm::Result<()> {
+        s.spawn(|| {
+            let q = Queue::<u32>::open(name.as_str()).unwrap();
+            assert!(q.is_shutdown());
+            let mut got = Vec::new();
+            let end = loop {
+                match q.get() {
+                    Ok(v) => got.push(v),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(got, [1, 2, 3]);
+            assert_eq!(end, GetError::Closed);
+            assert_eq!(q.try_get(), Err(TryGetError::Closed));
+            assert_eq!(
+                q.get_timeout(Duration::from_millis(1)),
+                Err(GetTimeoutError::Closed)
+            );
+        })?
+        .join()
+    })
+    .unwrap();
+    assert_eq!(q.len(), 0);
+    assert_eq!(q.lost(), 0);
+}
+
+#[test]
+fn shutdown_immediate_discards_queued_items() {
+    let q = Queue::<u32>::new(4).unwrap();
+    for i in 1..=3 {
+        q.put(i).unwrap();
+    }
+    q.shutdown(true);
+    assert!(q.is_shutdown());
+    assert_eq!(q.len(), 0);
+    assert_eq!(q.try_get(), Err(TryGetError::Closed));
+    assert_eq!(q.get(), Err(GetError::Closed));
+    assert_eq!(
+        q.get_timeout(Duration::from_millis(1)),
+        Err(GetTimeoutError::Closed)
+    );
+    assert_eq!(q.try_put(4), Err(TryPutError::Closed(4)));
+    assert_eq!(q.lost(), 0, "discarded items are not lost ones");
+    // A child's inherited handle sees the same.
+    ndshm::scope(|s| -> ndshm::Result<()> {
+        s.spawn(|| assert_eq!(q.try_get(), Err(TryGetError::Closed)))?
+            .join()
+    })
+    .unwrap();
+    // ByteQueue, with a later shutdown(false) that cannot bring the items back.
+    let b = ByteQueue::new(2, 8).unwrap();
+    b.put(b"a").unwrap();
+    b.put(b"b").unwrap();
+    b.shutdown(true);
+    b.shutdown(false);
+    assert!(b.try_get_with(|m| m.to_vec()).unwrap_err().is_closed());
+    assert!(b.is_empty());
+}
+
+#[test]
+fn capacity_is_exactly_what_was_asked() {
+    // 6 is not a power of two: the ring inside has 8 slots, the queue holds 6 items.
+    let q = Queue::<u64>::new(6).unwrap();
+    assert_eq!(q.capacity(), 6);
+    for lap in 0..50u64 {
+        for i in 0..6 {
+            q.try_put(lap * 10 + i).unwrap();
+        }
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.try_put(6), Err(TryPutError::Full(6)));
+        assert_eq!(q.try_put(7), Err(TryPutError::Full(7)));
+        if lap == 0 {
+            let e = q.put_timeout(8, Duration::from_millis(1)).unwrap_err();
+            assert_eq!(e, ndshm::PutTimeoutError::Timeout(8));
+        }
+        for i in 0..6 {
+            assert_eq!(q.try_get(), Ok(lap * 10 + i));
+        }
+    }
+    // A handle opened by name enforces the same bound.
+    let name = Name::new("exact-capacity");
+    let q = Queue::<u32>::create(name.as_str(), 3).unwrap();
+    let other = Queue::<u32>::open(name.as_str()).unwrap();
+    assert_eq!(other.capacity(), 3);
+    for i in 0..3 {
+        other.put(i).unwrap();
+    }
+    assert_eq!(q.try_put(3), Err(TryPutError::Full(3)));
+    // The smallest queue holds one item; ByteQueue too.
+    let one = Queue::<u8>::new(1).unwrap();
+    one.try_put(1).unwrap();
+    assert_eq!(one.try_put(2), Err(TryPutError::Full(2)));
+    let b = ByteQueue::new(3, 8).unwrap();
+    assert_eq!(b.capacity(), 3);
+    for m in [b"a", b"b", b"c"] {
+        b.try_put(m).unwrap();
+    }
+    assert!(b.try_put(b"d").unwrap_err().is_full());
+    assert!(b.try_put(b"e").unwrap_err().is_full());
+    // A blocked producer is let in as soon as an item leaves.
+    ndshm::scope(|s| -> ndshm::Result<()> {
+        s.spawn(|| b.put(b"f").unwrap())?;
+        assert_eq!(b.get().unwrap(), b"a");
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(b.len(), 3);
 }

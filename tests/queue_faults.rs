@@ -143,7 +143,7 @@ fn consumer_killed_inside_get_with_no_call_spins() {
         })
         .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Timeout);
-        q.close();
+        q.shutdown(false);
         assert_eq!(q.get().unwrap_err().kind(), ErrorKind::Closed);
     });
 }
@@ -164,7 +164,7 @@ fn get_after_close_with_a_consumer_killed_inside_get_with() {
     within_deadline("get after close", || {
         let q = ByteQueue::new(2, 64).unwrap();
         consumer_stuck_inside_get_with(&q, true);
-        q.close();
+        q.shutdown(false);
         let e = timed("get after close", Duration::ZERO, || q.get()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Closed);
         let e = timed("get_timeout after close", Duration::ZERO, || {
@@ -398,7 +398,7 @@ fn random_bytes_over_a_queues_run_time_words_never_hang() {
             timed("get_timeout", ms, || {
                 acceptable(q.get_timeout(ms).map(drop))
             });
-            let _ = (q.len(), q.lost(), q.is_closed());
+            let _ = (q.len(), q.lost(), q.is_closed(), q.is_shutdown());
         }
     });
 }

@@ -496,9 +496,11 @@ impl NdArrayQueue {
             .map_err(Outcome::get_timeout)
     }
 
-    /// Closes the queue (see [`Queue::close`](crate::Queue::close)).
+    /// Closes the queue for every process: puts fail, gets drain what is left (as
+    /// [`Queue::shutdown(false)`](crate::Queue::shutdown); this type keeps its
+    /// close-for-all meaning).
     pub fn close(&self) {
-        self.names.close()
+        self.names.shutdown(false)
     }
 
     /// Arrays in the queue now.

@@ -11,7 +11,7 @@ use crate::ipc::error::{
     GetError, GetTimeoutError, Outcome, PutError, PutTimeoutError, TryGetError, TryPutError,
 };
 use crate::ipc::queue::{outcome, RingSegment};
-use crate::ipc::ring::{deadline, Ring, Wait};
+use crate::ipc::ring::{deadline, Fail, Ring, Wait};
 use crate::segment::CreateOptions;
 
 /// Tag of byte queues.
@@ -54,7 +54,7 @@ fn check_slot_size(slot_size: usize) -> Result<()> {
 }
 
 impl ByteQueue {
-    /// An anonymous queue of at least `capacity` messages of up to `slot_size` bytes,
+    /// An anonymous queue of `capacity` messages (exactly) of up to `slot_size` bytes,
     /// shared with children forked after it.
     ///
     /// # Errors
@@ -64,7 +64,7 @@ impl ByteQueue {
     /// # Examples
     /// ```
     /// let q = ndshm::ByteQueue::new(3, 100)?;
-    /// assert_eq!((q.capacity(), q.slot_size()), (4, 100));
+    /// assert_eq!((q.capacity(), q.slot_size()), (3, 100));
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn new(capacity: usize, slot_size: usize) -> Result<Self> {
@@ -116,29 +116,38 @@ impl ByteQueue {
         })
     }
 
+    #[inline]
     fn ring(&self) -> Ring<'_> {
         self.shared.ring()
     }
 
     /// Refuses a message of `len` bytes that does not fit a slot.
+    #[inline]
     fn check_len(&self, len: usize) -> std::result::Result<(), Outcome> {
-        if len > self.slot_size() {
-            return Err(Outcome::Failed(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "a message of {} bytes does not fit the queue's slots of {} bytes: create \
-                     the queue with a larger slot size, or split the message",
-                    len,
-                    self.slot_size()
-                ),
-            )));
+        let slot_size = self.shared.slot_size();
+        if len > slot_size {
+            return Err(too_long(len, slot_size));
         }
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn put_wait(&self, msg: &[u8], wait: Wait) -> std::result::Result<(), Outcome> {
-        self.check_len(msg.len())?;
-        self.ring().put(msg, wait).map_err(|e| outcome(e, true))
+        self.put_fast(msg, wait).map_err(PutFail::outcome)
+    }
+
+    /// The put paths' core: a small error (a byte or two), so that the `Ok` path moves
+    /// no `Outcome` around; the `Error` is made only on failure.
+    #[inline]
+    fn put_fast(&self, msg: &[u8], wait: Wait) -> std::result::Result<(), PutFail> {
+        let slot_size = self.shared.slot_size();
+        if msg.len() > slot_size {
+            return Err(PutFail::TooLong(msg.len(), slot_size));
+        }
+        self.shared
+            .live()
+            .and_then(|r| r.ring().put(msg, wait))
+            .map_err(PutFail::Ring)
     }
 
     fn put_with_wait<F: FnOnce(&mut [u8])>(
@@ -149,19 +158,24 @@ impl ByteQueue {
     ) -> std::result::Result<(), (F, Outcome)> {
         let mut fill = Some(fill);
         let r = self.check_len(len).and_then(|()| {
-            self.ring()
-                .put_with(len, wait, &mut fill)
+            self.shared
+                .live()
+                .and_then(|r| r.ring().put_with(len, wait, &mut fill))
                 .map_err(|e| outcome(e, true))
         });
         r.map_err(|o| (fill.take().expect("fill is kept when the put failed"), o))
     }
 
+    #[inline]
     pub(crate) fn get_wait<R>(
         &self,
         wait: Wait,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, Outcome> {
-        self.ring().get(wait, f).map_err(|e| outcome(e, false))
+        self.shared
+            .live()
+            .and_then(|r| r.ring().get(wait, f))
+            .map_err(get_outcome)
     }
 
     /// Puts a copy of `msg`, waiting while the queue is full.
@@ -198,7 +212,8 @@ impl ByteQueue {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn try_put<'a>(&self, msg: &'a [u8]) -> std::result::Result<(), TryPutError<&'a [u8]>> {
-        self.put_wait(msg, Wait::No).map_err(|o| o.try_put(msg))
+        self.put_fast(msg, Wait::No)
+            .map_err(|e| e.outcome().try_put(msg))
     }
 
     /// Puts `msg`, waiting at most `timeout` for room.
@@ -298,7 +313,8 @@ impl ByteQueue {
     /// is empty. The slot is freed when `f` returns (or panics).
     ///
     /// # Errors
-    /// [`GetError::Closed`] when the queue is closed and empty, [`GetError::Failed`] of
+    /// [`GetError::Closed`] when this handle was closed or the queue shut down (and
+    /// drained, unless immediately), [`GetError::Failed`] of
     /// [`ErrorKind::Corrupt`] when its memory was overwritten.
     ///
     /// # Examples
@@ -310,7 +326,10 @@ impl ByteQueue {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> std::result::Result<R, GetError> {
-        self.get_wait(Wait::Until(None), f).map_err(Outcome::get)
+        self.shared
+            .live()
+            .and_then(|r| r.ring().get(Wait::Until(None), f))
+            .map_err(|e| get_outcome(e).get())
     }
 
     /// [`get_with`](Self::get_with) without waiting.
@@ -329,7 +348,10 @@ impl ByteQueue {
         &self,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, TryGetError> {
-        self.get_wait(Wait::No, f).map_err(Outcome::try_get)
+        self.shared
+            .live()
+            .and_then(|r| r.ring().get(Wait::No, f))
+            .map_err(|e| get_outcome(e).try_get())
     }
 
     /// [`get_with`](Self::get_with), waiting at most `timeout`.
@@ -428,13 +450,46 @@ impl ByteQueue {
         self.get_with_timeout(timeout, |m| m.to_vec())
     }
 
-    /// Closes the queue (see [`Queue::close`](crate::Queue::close)).
+    /// Closes this handle: this process puts and gets no more through it (Python's
+    /// `Queue.close()`). Other handles — copies in forked children, handles opened by
+    /// name — go on working; see [`Queue::close`](crate::Queue::close).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 8)?;
+    /// q.close();
+    /// assert!(q.put(b"x").unwrap_err().is_closed());
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn close(&self) {
-        self.ring().close()
+        self.shared.close_handle()
     }
 
-    /// Whether the queue was closed.
+    /// Whether this handle was closed with [`close`](Self::close) (a shutdown of the
+    /// queue is [`is_shutdown`](Self::is_shutdown)).
     pub fn is_closed(&self) -> bool {
+        self.shared.is_handle_closed()
+    }
+
+    /// Ends the queue for every process (Python 3.13's `Queue.shutdown`); see
+    /// [`Queue::shutdown`](crate::Queue::shutdown).
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 8)?;
+    /// q.put(b"last")?;
+    /// q.shutdown(false);
+    /// assert!(q.put(b"x").unwrap_err().is_closed());
+    /// assert_eq!(q.get()?, b"last"); // drained,
+    /// assert!(q.get().unwrap_err().is_closed()); // then closed
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        self.shared.ring().shutdown(immediate)
+    }
+
+    /// Whether the queue was shut down (by any process).
+    pub fn is_shutdown(&self) -> bool {
         self.ring().is_closed()
     }
 
@@ -448,14 +503,14 @@ impl ByteQueue {
         self.len() == 0
     }
 
-    /// The number of slots.
+    /// The capacity asked for: at most this many messages are in the queue at once.
     pub fn capacity(&self) -> usize {
         self.ring().capacity()
     }
 
     /// The largest message, in bytes.
     pub fn slot_size(&self) -> usize {
-        self.ring().slot_size()
+        self.shared.slot_size()
     }
 
     /// Messages lost because a producer or consumer died in the middle of moving them.
@@ -479,9 +534,47 @@ impl fmt::Debug for ByteQueue {
             .field("name", &self.name())
             .field("len", &self.len())
             .field("capacity", &self.capacity())
+            .field("shutdown", &self.is_shutdown())
             .field("slot_size", &self.slot_size())
             .finish()
     }
+}
+
+/// Why a put failed, before it becomes an [`Outcome`] (which carries an `Error`).
+#[derive(Clone, Copy)]
+enum PutFail {
+    Ring(Fail),
+    TooLong(usize, usize),
+}
+
+impl PutFail {
+    #[cold]
+    fn outcome(self) -> Outcome {
+        match self {
+            PutFail::Ring(e) => outcome(e, true),
+            PutFail::TooLong(len, slot_size) => too_long(len, slot_size),
+        }
+    }
+}
+
+/// The outcome of a failed get (out of line).
+#[cold]
+fn get_outcome(e: Fail) -> Outcome {
+    outcome(e, false)
+}
+
+/// The error of a message of `len` bytes for slots of `slot_size` bytes (out of line: the
+/// put paths stay small).
+#[cold]
+#[inline(never)]
+fn too_long(len: usize, slot_size: usize) -> Outcome {
+    Outcome::Failed(Error::new(
+        ErrorKind::InvalidArgument,
+        format!(
+            "a message of {len} bytes does not fit the queue's slots of {slot_size} bytes: \
+             create the queue with a larger slot size, or split the message"
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytemuck::Pod;
@@ -17,6 +18,7 @@ use crate::ipc::error::{
 };
 use crate::ipc::ring::{self, deadline, ring_layout, Fail, Ring, RingLayout, Wait};
 use crate::segment::region::{type_tag, Region};
+use crate::segment::shared_mem::Anchored;
 use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 
@@ -24,7 +26,11 @@ use crate::segment::CreateOptions;
 /// [`ByteQueue`](crate::ByteQueue).
 pub(crate) struct RingSegment {
     layout: RingLayout,
-    region: Region,
+    /// This handle was closed ([`Queue::close`]): its puts and gets fail; other handles,
+    /// in this process or others, are not affected.
+    closed: AtomicBool,
+    /// The region with its payload window taken once (no per-operation look-up).
+    region: Anchored<Region>,
 }
 
 impl RingSegment {
@@ -63,17 +69,47 @@ impl RingSegment {
                 ),
             ));
         }
-        Ok(RingSegment { layout, region })
+        Ok(RingSegment {
+            layout,
+            closed: AtomicBool::new(false),
+            region: Anchored::new(region),
+        })
     }
 
     /// The ring, seen through the region's payload window.
     #[inline]
     pub(crate) fn ring(&self) -> Ring<'_> {
-        Ring::over(self.region.payload(), self.layout)
+        Ring::over(self.region.mem(), self.layout)
+    }
+
+    /// This segment, unless this handle was closed (then `Closed`, as after a shutdown).
+    /// A reference, not a [`Ring`]: the `Result` stays a pointer wide.
+    #[inline]
+    pub(crate) fn live(&self) -> std::result::Result<&RingSegment, Fail> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Fail::Closed);
+        }
+        Ok(self)
+    }
+
+    /// Closes this handle only (see [`Queue::close`]).
+    pub(crate) fn close_handle(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this handle was closed.
+    pub(crate) fn is_handle_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Bytes per slot (from the layout validated at attach: no window is made).
+    #[inline]
+    pub(crate) fn slot_size(&self) -> usize {
+        self.layout.slot_size()
     }
 
     pub(crate) fn region(&self) -> &Region {
-        &self.region
+        self.region.owner()
     }
 }
 
@@ -88,7 +124,7 @@ pub(crate) fn outcome(e: Fail, putting: bool) -> Outcome {
 /// Named (any process [`open`](Queue::open)s it by name) or anonymous (shared with children
 /// forked after it was made). Blocking [`put`](Queue::put)/[`get`](Queue::get), non-blocking
 /// `try_` and timed `_timeout` variants (crossbeam-style errors that hand the item back,
-/// see [`TryPutError`]), and [`close`](Queue::close): consumers drain what is left and then
+/// see [`TryPutError`]), and [`shutdown`](Queue::shutdown): consumers drain what is left and then
 /// get an error, so no sentinel is needed. Any number of handles may be opened by name in
 /// one process.
 ///
@@ -130,8 +166,8 @@ pub struct Queue<T: Pod> {
 }
 
 impl<T: Pod> Queue<T> {
-    /// An anonymous queue of at least `capacity` items (rounded up to a power of two, and
-    /// to at least 2), shared with children forked after it.
+    /// An anonymous queue of `capacity` items (exactly: the `capacity + 1`-th put finds
+    /// it full), shared with children forked after it.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for a zero capacity, an OS error when mapping fails.
@@ -139,14 +175,14 @@ impl<T: Pod> Queue<T> {
     /// # Examples
     /// ```
     /// let q = ndshm::Queue::<u64>::new(3)?;
-    /// assert_eq!(q.capacity(), 4);
+    /// assert_eq!(q.capacity(), 3);
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn new(capacity: usize) -> Result<Self> {
         Self::make(None, capacity)
     }
 
-    /// Creates a named queue segment of at least `capacity` items; other processes
+    /// Creates a named queue segment of `capacity` items; other processes
     /// [`open`](Self::open) it by name. The segment is unlinked when this handle drops
     /// (unless made persistent through [`CreateOptions`]).
     ///
@@ -196,6 +232,7 @@ impl<T: Pod> Queue<T> {
         })
     }
 
+    #[inline]
     fn ring(&self) -> Ring<'_> {
         self.shared.ring()
     }
@@ -210,7 +247,8 @@ impl<T: Pod> Queue<T> {
     /// Puts `item`, waiting while the queue is full.
     ///
     /// # Errors
-    /// [`PutError::Closed`] when the queue is closed, [`PutError::Failed`] when its shared
+    /// [`PutError::Closed`] when this handle was closed or the queue shut down,
+    /// [`PutError::Failed`] when its shared
     /// memory was overwritten; both hand the item back.
     ///
     /// # Examples
@@ -222,8 +260,9 @@ impl<T: Pod> Queue<T> {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
-        self.ring()
-            .put(bytemuck::bytes_of(&item), Wait::Until(None))
+        self.shared
+            .live()
+            .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), Wait::Until(None)))
             .map_err(|e| outcome(e, true).put(item))
     }
 
@@ -244,8 +283,9 @@ impl<T: Pod> Queue<T> {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
-        self.ring()
-            .put(bytemuck::bytes_of(&item), Wait::No)
+        self.shared
+            .live()
+            .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), Wait::No))
             .map_err(|e| outcome(e, true).try_put(item))
     }
 
@@ -271,29 +311,32 @@ impl<T: Pod> Queue<T> {
         item: T,
         timeout: Duration,
     ) -> std::result::Result<(), PutTimeoutError<T>> {
-        self.ring()
-            .put(bytemuck::bytes_of(&item), deadline(timeout))
+        self.shared
+            .live()
+            .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), deadline(timeout)))
             .map_err(|e| outcome(e, true).put_timeout(item))
     }
 
     /// Takes an item, waiting while the queue is empty.
     ///
     /// # Errors
-    /// [`GetError::Closed`] when the queue is closed and empty, [`GetError::Failed`] when
+    /// [`GetError::Closed`] when this handle was closed, or the queue shut down (and
+    /// drained, unless immediately), [`GetError::Failed`] when
     /// its shared memory was overwritten.
     ///
     /// # Examples
     /// ```
     /// let q = ndshm::Queue::<u8>::new(2)?;
     /// q.put(7)?;
-    /// q.close();
-    /// assert_eq!(q.get()?, 7); // what was put before the close is still delivered
+    /// q.shutdown(false);
+    /// assert_eq!(q.get()?, 7); // what was put before the shutdown is still delivered
     /// assert!(q.get().unwrap_err().is_closed());
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn get(&self) -> std::result::Result<T, GetError> {
-        self.ring()
-            .get(Wait::Until(None), Self::read)
+        self.shared
+            .live()
+            .and_then(|r| r.ring().get(Wait::Until(None), Self::read))
             .map_err(|e| outcome(e, false).get())
     }
 
@@ -301,7 +344,8 @@ impl<T: Pod> Queue<T> {
     /// peer).
     ///
     /// # Errors
-    /// [`TryGetError::Empty`] (never a timeout), [`TryGetError::Closed`] when closed and
+    /// [`TryGetError::Empty`] (never a timeout), [`TryGetError::Closed`] when closed (see
+    /// [`get`](Self::get)) and
     /// empty, [`TryGetError::Failed`].
     ///
     /// # Examples
@@ -314,15 +358,16 @@ impl<T: Pod> Queue<T> {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn try_get(&self) -> std::result::Result<T, TryGetError> {
-        self.ring()
-            .get(Wait::No, Self::read)
+        self.shared
+            .live()
+            .and_then(|r| r.ring().get(Wait::No, Self::read))
             .map_err(|e| outcome(e, false).try_get())
     }
 
     /// Takes an item, waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`GetTimeoutError::Timeout`], [`GetTimeoutError::Closed`] when closed and empty,
+    /// [`GetTimeoutError::Timeout`], [`GetTimeoutError::Closed`] (as [`get`](Self::get)),
     /// [`GetTimeoutError::Failed`].
     ///
     /// # Examples
@@ -334,18 +379,77 @@ impl<T: Pod> Queue<T> {
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, GetTimeoutError> {
-        self.ring()
-            .get(deadline(timeout), Self::read)
+        self.shared
+            .live()
+            .and_then(|r| r.ring().get(deadline(timeout), Self::read))
             .map_err(|e| outcome(e, false).get_timeout())
     }
 
-    /// Closes the queue: puts fail from now on; gets take what is left, then fail.
+    /// Closes this handle: this process puts and gets no more through it, as Python's
+    /// `Queue.close()` ("no more data will be put on this queue by the current
+    /// process"). Its puts and gets fail with `Closed` from now on (the item handed
+    /// back); other handles — the parent's after a child closes its inherited copy, handles
+    /// opened by name — go on working. To end the queue for everyone, use
+    /// [`shutdown`](Self::shutdown).
+    ///
+    /// The snapshots [`len`](Self::len), [`is_empty`](Self::is_empty),
+    /// [`capacity`](Self::capacity) and [`lost`](Self::lost) still answer on a closed
+    /// handle (they observe the shared queue and change nothing; Python raises there).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{Queue, TryPutError};
+    /// let q = Queue::<u32>::new(4)?;
+    /// q.put(1)?;
+    /// ndshm::scope(|s| -> ndshm::Result<()> {
+    ///     s.spawn(|| q.close())?; // the child closes its copy ...
+    ///     Ok(())
+    /// })?;
+    /// q.put(2)?; // ... the parent's handle still works
+    /// q.close();
+    /// assert_eq!(q.try_put(3), Err(TryPutError::Closed(3)));
+    /// assert_eq!(q.len(), 2); // an observation, still answered
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
     pub fn close(&self) {
-        self.ring().close()
+        self.shared.close_handle()
     }
 
-    /// Whether the queue was closed.
+    /// Whether this handle was closed with [`close`](Self::close) (whether the queue was
+    /// ended for everyone is [`is_shutdown`](Self::is_shutdown)).
     pub fn is_closed(&self) -> bool {
+        self.shared.is_handle_closed()
+    }
+
+    /// Ends the queue for every process, as Python 3.13's `Queue.shutdown(immediate)`:
+    /// puts fail with `Closed` from now on; with `immediate = false`, gets take what is
+    /// left and then report `Closed` (consumers drain, no sentinel needed); with
+    /// `immediate = true`, what is left is discarded and gets report `Closed` at once.
+    /// Sleepers on either side wake. Discarded items are not counted by
+    /// [`lost`](Self::lost). Works on a closed handle too.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{Queue, TryGetError};
+    /// let q = Queue::<u32>::new(4)?;
+    /// q.put(1)?;
+    /// q.shutdown(false);
+    /// assert!(q.put(2).is_err());
+    /// assert_eq!(q.get()?, 1); // drained,
+    /// assert_eq!(q.try_get(), Err(TryGetError::Closed)); // then closed
+    ///
+    /// let q = Queue::<u32>::new(4)?;
+    /// q.put(1)?;
+    /// q.shutdown(true);
+    /// assert_eq!(q.try_get(), Err(TryGetError::Closed)); // discarded
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        self.ring().shutdown(immediate)
+    }
+
+    /// Whether the queue was shut down (by any process).
+    pub fn is_shutdown(&self) -> bool {
         self.ring().is_closed()
     }
 
@@ -359,8 +463,8 @@ impl<T: Pod> Queue<T> {
         self.len() == 0
     }
 
-    /// The number of slots (the capacity asked for, rounded up to a power of two, at
-    /// least 2).
+    /// The capacity asked for: at most this many items are in the queue at once (the
+    /// ring inside may have more slots; they are not used for more items).
     pub fn capacity(&self) -> usize {
         self.ring().capacity()
     }
@@ -383,6 +487,7 @@ impl<T: Pod> fmt::Debug for Queue<T> {
             .field("len", &self.len())
             .field("capacity", &self.capacity())
             .field("closed", &self.is_closed())
+            .field("shutdown", &self.is_shutdown())
             .finish()
     }
 }
@@ -393,8 +498,8 @@ mod tests {
 
     #[test]
     fn fifo_full_empty_close() {
-        assert_eq!(Queue::<u64>::new(1).unwrap().capacity(), 2);
-        let q = Queue::<u64>::new(3).unwrap();
+        assert_eq!(Queue::<u64>::new(1).unwrap().capacity(), 1);
+        let q = Queue::<u64>::new(4).unwrap();
         assert_eq!(q.capacity(), 4);
         for i in 0..4 {
             q.try_put(i).unwrap();
@@ -413,7 +518,7 @@ mod tests {
             Err(GetTimeoutError::Timeout)
         );
         q.put(7).unwrap();
-        q.close();
+        q.shutdown(false);
         assert_eq!(q.try_put(8), Err(TryPutError::Closed(8)));
         assert_eq!(q.get(), Ok(7));
         assert_eq!(q.get(), Err(GetError::Closed));

@@ -63,11 +63,17 @@ use crate::sync::lock::{LIVENESS_PERIOD, SPIN};
 use crate::sys::futex;
 use crate::sys::lease::{self, Liveness};
 
-/// Ring format 2: 64-bit slot holders (leases; format 1 recorded 32-bit pids).
-const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ02");
+/// Ring format 3: the sleepers' words are flags taken down by one waker (format 2 counted
+/// sleepers; format 1 recorded 32-bit pids as slot holders, not leases).
+const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ03");
 pub(crate) const HEADER: usize = 256;
 const SLOT_HEADER: usize = 32;
 const LOST: u32 = u32::MAX;
+/// Values of the `closed` word: open, shut down (gets drain what is left), shut down
+/// immediately (gets report closed at once; what was left is discarded).
+const OPEN: u32 = 0;
+const SHUT: u32 = 1;
+const SHUT_NOW: u32 = 2;
 const _: () = assert!(S_LEN + 8 == SLOT_HEADER);
 
 // Header words (byte offsets).
@@ -79,6 +85,9 @@ const H_TAG: usize = 32;
 /// Pipes only: the lease of the process sending a message on this ring, 0 when none. In
 /// the header's first cache line, which holds constants otherwise: only senders write it.
 const H_SENDER: usize = 40;
+/// The capacity asked for (`1..=cap`): at most that many items are in the queue at once,
+/// although the ring has `cap` slots (a power of two).
+const H_BOUND: usize = 48;
 const H_HEAD: usize = 64;
 const H_TAIL: usize = 128;
 const H_CLOSED: usize = 192;
@@ -95,29 +104,45 @@ const S_WRITER: usize = 8;
 const S_READER: usize = 16;
 const S_LEN: usize = 24;
 
-/// A slot's header words, read through a 32-byte window (so that the offsets of its
-/// fields are checked against a constant length the compiler folds).
+/// A slot's header words, taken through a 32-byte window in one go (its offsets are
+/// constants checked against a constant length, and its alignment is checked once, so
+/// the per-field checks fold away).
 #[derive(Clone, Copy)]
 struct Slot<'a> {
-    mem: SharedMem<'a>,
+    seq: &'a AtomicU64,
+    writer: &'a AtomicU64,
+    reader: &'a AtomicU64,
+    len: &'a AtomicU32,
 }
 
 impl<'a> Slot<'a> {
     #[inline]
+    fn new(mem: SharedMem<'a>) -> Slot<'a> {
+        if mem.addr() % 64 != 0 {
+            misaligned_ring();
+        }
+        Slot {
+            seq: mem.u64(S_SEQ),
+            writer: mem.u64(S_WRITER),
+            reader: mem.u64(S_READER),
+            len: mem.u32(S_LEN),
+        }
+    }
+    #[inline]
     fn seq(&self) -> &'a AtomicU64 {
-        self.mem.u64(S_SEQ)
+        self.seq
     }
     #[inline]
     fn writer(&self) -> &'a AtomicU64 {
-        self.mem.u64(S_WRITER)
+        self.writer
     }
     #[inline]
     fn reader(&self) -> &'a AtomicU64 {
-        self.mem.u64(S_READER)
+        self.reader
     }
     #[inline]
     fn len(&self) -> &'a AtomicU32 {
-        self.mem.u32(S_LEN)
+        self.len
     }
 }
 
@@ -145,18 +170,33 @@ pub(crate) enum Wait {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RingLayout {
     cap: u64,
+    bound: u64,
     mask: u64,
     slot_size: usize,
     stride: usize,
 }
 
+impl RingLayout {
+    /// Bytes per slot.
+    #[inline]
+    pub(crate) fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+}
+
 /// The untyped queue that [`Queue`](crate::Queue), [`ByteQueue`](crate::ByteQueue)
 /// and pipes are built on: a ring inside some shared memory, seen through a bounds-checked
 /// [`SharedMem`] window.
+///
+/// Small on purpose (the window and the layout, seven words): the queues make one per
+/// operation. Header words are reached through inlined accessors at constant offsets
+/// (each a compare against the window's length and an alignment test, both predicted);
+/// a slot's words are taken in one go through a 32-byte window.
 #[derive(Clone, Copy)]
 pub(crate) struct Ring<'m> {
     mem: SharedMem<'m>,
     cap: u64,
+    bound: u64,
     mask: u64,
     slot_size: usize,
     stride: usize,
@@ -211,6 +251,7 @@ impl<'m> Ring<'m> {
         put(mem, H_SLOT_SIZE, slot_size as u64);
         put(mem, H_STRIDE, stride as u64);
         put(mem, H_TAG, tag);
+        put(mem, H_BOUND, capacity as u64);
         debug_assert!(mem.len() >= len);
         for i in 0..cap as usize {
             let off = HEADER + i * stride;
@@ -247,8 +288,18 @@ impl<'m> Ring<'m> {
                 "capacity {cap}, slot size {slot_size}, stride {stride} do not fit {avail} bytes"
             ));
         }
+        let bound = word(H_BOUND);
+        if bound == 0
+            || bound > cap
+            || !matches!(ring_layout(bound as usize, 0), Ok((c, ..)) if c == cap)
+        {
+            return bad(format!(
+                "capacity {bound} does not match its ring of {cap} slots"
+            ));
+        }
         Ok(RingLayout {
             cap,
+            bound,
             mask: cap - 1,
             slot_size: slot_size as usize,
             stride: stride as usize,
@@ -261,24 +312,50 @@ impl<'m> Ring<'m> {
         Ring {
             mem,
             cap: layout.cap,
+            bound: layout.bound,
             mask: layout.mask,
             slot_size: layout.slot_size,
             stride: layout.stride,
         }
     }
 
+    /// Header words: constant offsets inside the header, which `attach` checked lies in
+    /// the window (each access still checks, a compare against the window's length).
+    #[inline]
+    fn head(&self) -> &'m AtomicU64 {
+        self.mem.u64(H_HEAD)
+    }
+    #[inline]
+    fn tail(&self) -> &'m AtomicU64 {
+        self.mem.u64(H_TAIL)
+    }
+    #[inline]
+    fn lost_word(&self) -> &'m AtomicU64 {
+        self.mem.u64(H_LOST)
+    }
+    #[inline]
+    fn closed(&self) -> &'m AtomicU32 {
+        self.mem.u32(H_CLOSED)
+    }
+    #[inline]
+    fn put_event(&self) -> &'m AtomicU32 {
+        self.mem.u32(H_PUT_EVENT)
+    }
+    #[inline]
+    fn get_event(&self) -> &'m AtomicU32 {
+        self.mem.u32(H_GET_EVENT)
+    }
+    #[inline]
+    fn get_waiters(&self) -> &'m AtomicU32 {
+        self.mem.u32(H_GET_WAITERS)
+    }
+    #[inline]
+    fn put_waiters(&self) -> &'m AtomicU32 {
+        self.mem.u32(H_PUT_WAITERS)
+    }
+
     pub(crate) fn tag(&self) -> u64 {
-        self.word(H_TAG).load(Ordering::Relaxed)
-    }
-
-    #[inline]
-    fn word(&self, off: usize) -> &'m AtomicU64 {
-        self.mem.sub(0, HEADER).u64(off)
-    }
-
-    #[inline]
-    fn word32(&self, off: usize) -> &'m AtomicU32 {
-        self.mem.sub(0, HEADER).u32(off)
+        self.mem.sub(0, HEADER).u64(H_TAG).load(Ordering::Relaxed)
     }
 
     /// Byte offset of the slot of position `pos`.
@@ -289,9 +366,7 @@ impl<'m> Ring<'m> {
 
     #[inline]
     fn slot(&self, pos: u64) -> Slot<'m> {
-        Slot {
-            mem: self.mem.sub(self.slot_off(pos), SLOT_HEADER),
-        }
+        Slot::new(self.mem.sub(self.slot_off(pos), SLOT_HEADER))
     }
 
     /// Byte offset of the data of the slot of position `pos`.
@@ -300,19 +375,23 @@ impl<'m> Ring<'m> {
         self.slot_off(pos) + SLOT_HEADER
     }
 
+    #[inline]
+    /// The capacity asked for: at most this many items are in the queue at once.
     pub(crate) fn capacity(&self) -> usize {
-        self.cap as usize
+        self.bound as usize
     }
 
+    #[inline]
     pub(crate) fn slot_size(&self) -> usize {
         self.slot_size
     }
 
     /// Items in the queue now (a snapshot).
+    #[inline]
     pub(crate) fn len(&self) -> usize {
-        let tail = self.word(H_TAIL).load(Ordering::Acquire);
-        let head = self.word(H_HEAD).load(Ordering::Acquire);
-        head.saturating_sub(tail).min(self.cap) as usize
+        let tail = self.tail().load(Ordering::Acquire);
+        let head = self.head().load(Ordering::Acquire);
+        head.saturating_sub(tail).min(self.bound) as usize
     }
 
     pub(crate) fn is_empty_now(&self) -> bool {
@@ -320,42 +399,86 @@ impl<'m> Ring<'m> {
     }
 
     pub(crate) fn lost(&self) -> u64 {
-        self.word(H_LOST).load(Ordering::Relaxed)
+        self.lost_word().load(Ordering::Relaxed)
     }
 
+    /// Whether the ring was shut down (closed for everyone).
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
-        self.word32(H_CLOSED).load(Ordering::Acquire) != 0
+        self.closed().load(Ordering::Acquire) != OPEN
     }
 
+    /// Ends the ring for every process: puts fail from now on, gets take what is left and
+    /// then report closed (Python's `Queue.shutdown(immediate=False)`); every sleeper wakes.
     pub(crate) fn close(&self) {
-        self.word32(H_CLOSED).store(1, Ordering::SeqCst);
-        for ev in [H_PUT_EVENT, H_GET_EVENT] {
-            self.word32(ev).fetch_add(1, Ordering::SeqCst);
-            futex::wake(self.word32(ev), i32::MAX);
+        let _ = self
+            .closed()
+            .compare_exchange(OPEN, SHUT, Ordering::SeqCst, Ordering::SeqCst);
+        self.wake_everyone();
+    }
+
+    /// [`close`](Self::close), and with `immediate` what is left is discarded too: gets
+    /// report closed at once (Python 3.13's `Queue.shutdown(immediate=True)`). Discarded
+    /// items are not counted as lost (nobody lost them by dying).
+    pub(crate) fn shutdown(&self, immediate: bool) {
+        if !immediate {
+            return self.close();
+        }
+        self.closed().store(SHUT_NOW, Ordering::SeqCst);
+        self.wake_everyone();
+        // Free the slots of what was left, so that `len()` says 0; bounded (at most
+        // `cap` items, each attempt bounded), and items behind a slot a stalled peer
+        // holds stay unreachable: every get reports closed from now on anyway.
+        for _ in 0..self.cap {
+            if self.len() == 0 {
+                break;
+            }
+            let _ = self.try_get_once(&mut Some(|_: &[u8]| ()));
         }
     }
 
-    /// Wakes a sleeper of the other side, if any. Called right after a sequence number
-    /// was published with a `SeqCst` swap: a sleeper registers (`SeqCst` increment, then a
-    /// `SeqCst` fence) before its last attempt, so either it sees the new sequence number
-    /// or this load sees it registered.
+    fn wake_everyone(&self) {
+        for ev in [self.put_event(), self.get_event()] {
+            ev.fetch_add(1, Ordering::SeqCst);
+            futex::wake(ev, i32::MAX);
+        }
+    }
+
+    /// One attempt of a get (after an immediate shutdown, it reports closed: see
+    /// `try_get_once`).
     #[inline]
-    fn notify(&self, waiters: usize, event: usize) {
-        if self.word32(waiters).load(Ordering::SeqCst) != 0 {
-            self.word32(event).fetch_add(1, Ordering::SeqCst);
-            futex::wake(self.word32(event), 1);
+    fn try_get_live<R>(
+        &self,
+        f: &mut Option<impl FnOnce(&[u8]) -> R>,
+    ) -> std::result::Result<R, Fail> {
+        self.try_get_once(f)
+    }
+
+    /// Wakes the sleepers of the other side, if any. Called right after a sequence number
+    /// was published with a `SeqCst` swap. A sleeper reads the event, then raises the
+    /// `waiters` flag (`SeqCst` store, then a `SeqCst` fence) before its last attempt, so
+    /// either that attempt sees the new sequence number or this load sees the flag raised.
+    /// Whoever takes the flag down (one swap) bumps the event and wakes every sleeper: a
+    /// flag taken down by an earlier waker was raised after the sleeper read the event,
+    /// so that waker's bump (after its swap) makes the sleeper's `futex::wait` return. One
+    /// system call per round of sleeps, not one per item while a woken sleeper is still
+    /// on its way back to the CPU (what made a producer pay a `futex` call per item).
+    #[inline]
+    fn notify(&self, waiters: &AtomicU32, event: &AtomicU32) {
+        if waiters.load(Ordering::SeqCst) != 0 {
+            wake_sleepers(waiters, event);
         }
     }
 
     /// The word a pipe's sender holds while it sends a message (its lease; 0: none).
     pub(crate) fn sender(&self) -> &'m AtomicU64 {
-        self.word(H_SENDER)
+        self.mem.sub(0, HEADER).u64(H_SENDER)
     }
 
     /// Counts an item lost (a message dropped by a pipe's receiver, for instance).
+    #[inline]
     pub(crate) fn count_lost(&self) {
-        self.word(H_LOST).fetch_add(1, Ordering::Relaxed);
+        self.lost_word().fetch_add(1, Ordering::Relaxed);
     }
 
     /// One attempt to put an item of `len <= slot_size` bytes, written in place by `fill`.
@@ -368,7 +491,7 @@ impl<'m> Ring<'m> {
         fill: &mut Option<F>,
     ) -> std::result::Result<(), Fail> {
         let me = lease::holder();
-        let head = self.word(H_HEAD);
+        let head = self.head();
         let cap = self.cap as i64;
         let mut tries = 0u32;
         let mut stuck = Stuck::new();
@@ -382,6 +505,24 @@ impl<'m> Ring<'m> {
             let seq = slot.seq().load(Ordering::Acquire);
             let d = seq.wrapping_sub(pos) as i64;
             if d == 0 {
+                if self.bound < self.cap {
+                    // The ring has more slots than the capacity asked for: count the
+                    // items in the queue (claimed by producers, not yet by consumers).
+                    let used = pos.wrapping_sub(self.tail().load(Ordering::Acquire)) as i64;
+                    if used < 0 || used >= self.bound as i64 {
+                        if head.load(Ordering::Relaxed) != pos {
+                            // `head` moved on since we read it: again.
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                        if used < 0 || used > cap {
+                            // No sane ring has `tail` past `head`, or more than a lap
+                            // behind it.
+                            return Err(Fail::Corrupt);
+                        }
+                        return Err(Fail::WouldBlock);
+                    }
+                }
                 match slot
                     .writer()
                     .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -463,7 +604,7 @@ impl<'m> Ring<'m> {
         f: &mut Option<impl FnOnce(&[u8]) -> R>,
     ) -> std::result::Result<R, Fail> {
         let me = lease::holder();
-        let tail = self.word(H_TAIL);
+        let tail = self.tail();
         let cap = self.cap as i64;
         let mut tries = 0u32;
         let mut stuck = Stuck::new();
@@ -507,6 +648,13 @@ impl<'m> Ring<'m> {
                     .is_ok()
                 {
                     let release = Release { ring: self, pos };
+                    if self.closed().load(Ordering::Relaxed) == SHUT_NOW {
+                        // Shut down immediately: what is left is discarded (the slot is
+                        // freed, the item not delivered). Checked here, after the claim,
+                        // where the load costs nothing on the way of an ordinary get.
+                        drop(release);
+                        return Err(Fail::Closed);
+                    }
                     let len = slot.len().load(Ordering::Relaxed);
                     if len == LOST {
                         drop(release);
@@ -543,7 +691,7 @@ impl<'m> Ring<'m> {
                 // it), or the previous lap's item is still being taken by a consumer
                 // (d == -cap): nothing to take now, whoever holds the slot.
                 // `closed` first: reading `head` would pull the producers' cache line.
-                if self.is_closed() && self.word(H_HEAD).load(Ordering::Acquire) == pos {
+                if self.is_closed() && self.head().load(Ordering::Acquire) == pos {
                     // Check again: a put may have landed just before close.
                     if slot.seq().load(Ordering::Acquire) == seq {
                         return Err(Fail::Closed);
@@ -568,10 +716,10 @@ impl<'m> Ring<'m> {
         let me = lease::holder();
         let mut freed = false;
         // A producer that claimed the slot at `tail` and died before publishing it.
-        let pos = self.word(H_TAIL).load(Ordering::Acquire);
+        let pos = self.tail().load(Ordering::Acquire);
         let slot = self.slot(pos);
         if slot.seq().load(Ordering::Acquire) == pos
-            && self.word(H_HEAD).load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
+            && self.head().load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
         {
             let w = slot.writer().load(Ordering::Relaxed);
             if w != 0
@@ -584,16 +732,16 @@ impl<'m> Ring<'m> {
                 slot.len().store(LOST, Ordering::Relaxed);
                 self.count_lost();
                 slot.seq().swap(pos.wrapping_add(1), Ordering::SeqCst);
-                self.notify(H_GET_WAITERS, H_PUT_EVENT);
+                self.notify(self.get_waiters(), self.put_event());
                 freed = true;
             }
         }
         // A consumer that claimed the slot before `head`'s and died before freeing it.
-        let head = self.word(H_HEAD).load(Ordering::Acquire);
+        let head = self.head().load(Ordering::Acquire);
         if let Some(old) = head.checked_sub(self.cap) {
             let slot = self.slot(head);
             if slot.seq().load(Ordering::Acquire) == old.wrapping_add(1)
-                && self.word(H_TAIL).load(Ordering::Acquire).wrapping_sub(old) as i64 > 0
+                && self.tail().load(Ordering::Acquire).wrapping_sub(old) as i64 > 0
             {
                 let r = slot.reader().load(Ordering::Relaxed);
                 if r != 0
@@ -617,8 +765,11 @@ impl<'m> Ring<'m> {
     }
 
     /// Puts `bytes`, waiting as `wait` allows.
+    #[inline]
     pub(crate) fn put(&self, bytes: &[u8], wait: Wait) -> std::result::Result<(), Fail> {
-        self.put_parts(&[bytes], wait)
+        // One copy of one slice (the common case: no loop over parts).
+        let mut fill = Some(|buf: &mut [u8]| buf.copy_from_slice(bytes));
+        self.put_with(bytes.len(), wait, &mut fill)
     }
 
     /// Puts the concatenation of `parts` as one item.
@@ -654,7 +805,7 @@ impl<'m> Ring<'m> {
             }
             return Err(Fail::WouldBlock);
         };
-        self.block(deadline, H_PUT_WAITERS, H_GET_EVENT, || {
+        self.block(deadline, self.put_waiters(), self.get_event(), || {
             self.try_put_once(len, fill)
         })
     }
@@ -666,19 +817,19 @@ impl<'m> Ring<'m> {
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, Fail> {
         let mut f = Some(f);
-        match self.try_get_once(&mut f) {
+        match self.try_get_live(&mut f) {
             Err(Fail::WouldBlock) => {}
             other => return other,
         }
         let Wait::Until(deadline) = wait else {
             // Empty now; unless a dead peer held the slot: then once more.
             if self.recover() {
-                return self.try_get_once(&mut f);
+                return self.try_get_live(&mut f);
             }
             return Err(Fail::WouldBlock);
         };
-        self.block(deadline, H_GET_WAITERS, H_PUT_EVENT, || {
-            self.try_get_once(&mut f)
+        self.block(deadline, self.get_waiters(), self.put_event(), || {
+            self.try_get_live(&mut f)
         })
     }
 
@@ -687,8 +838,8 @@ impl<'m> Ring<'m> {
     fn block<R>(
         &self,
         deadline: Option<Instant>,
-        waiters: usize,
-        event: usize,
+        waiters: &AtomicU32,
+        event: &AtomicU32,
         mut attempt: impl FnMut() -> std::result::Result<R, Fail>,
     ) -> std::result::Result<R, Fail> {
         let start = Instant::now();
@@ -704,16 +855,15 @@ impl<'m> Ring<'m> {
                 break;
             }
         }
-        let waiters = self.word32(waiters);
-        let event = self.word32(event);
         let mut recovered = start;
         loop {
-            waiters.fetch_add(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            // The event first, then the flag (see `notify`): a flag left raised when the
+            // attempt succeeds costs one spurious wake-up later, never a lost one.
             let ev = event.load(Ordering::SeqCst);
+            waiters.store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             let r = attempt();
             if !matches!(r, Err(Fail::WouldBlock)) {
-                waiters.fetch_sub(1, Ordering::SeqCst);
                 return r;
             }
             let slice = match deadline {
@@ -721,14 +871,12 @@ impl<'m> Ring<'m> {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        waiters.fetch_sub(1, Ordering::SeqCst);
                         return Err(Fail::Timeout);
                     }
                     left.min(LIVENESS_PERIOD)
                 }
             };
             futex::wait(event, ev, Some(slice));
-            waiters.fetch_sub(1, Ordering::SeqCst);
             // Wake-ups for other slots must not postpone recovery forever.
             if recovered.elapsed() >= LIVENESS_PERIOD {
                 self.recover();
@@ -741,23 +889,21 @@ impl<'m> Ring<'m> {
     /// item or is closed, or until `deadline`; returns whether it holds one or is closed.
     /// Consumes nothing (for `poll` with a timeout).
     pub(crate) fn wait_readable(&self, deadline: Instant) -> bool {
-        let waiters = self.word32(H_GET_WAITERS);
-        let event = self.word32(H_PUT_EVENT);
+        let (waiters, event) = (self.get_waiters(), self.put_event());
         loop {
-            waiters.fetch_add(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            // The event first, then the flag, as in `block`: a put after the check below
+            // either sees the flag and wakes us, or bumped the event we compare against.
             let ev = event.load(Ordering::SeqCst);
+            waiters.store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             if !self.is_empty_now() || self.is_closed() {
-                waiters.fetch_sub(1, Ordering::SeqCst);
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                waiters.fetch_sub(1, Ordering::SeqCst);
                 return false;
             }
             futex::wait(event, ev, Some(left.min(LIVENESS_PERIOD)));
-            waiters.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -773,10 +919,12 @@ struct Stuck {
 const STUCK: u32 = 1 << 14;
 
 impl Stuck {
+    #[inline]
     fn new() -> Stuck {
         Stuck { last: 0, same: 0 }
     }
 
+    #[inline]
     fn at(&mut self, pos: u64) -> std::result::Result<(), Fail> {
         if pos != self.last {
             self.last = pos;
@@ -803,6 +951,7 @@ struct Publish<'a, 'm> {
 }
 
 impl Drop for Publish<'_, '_> {
+    #[inline]
     fn drop(&mut self) {
         let slot = self.ring.slot(self.pos);
         let len = if self.filled {
@@ -813,7 +962,8 @@ impl Drop for Publish<'_, '_> {
         };
         slot.len().store(len, Ordering::Relaxed);
         slot.seq().swap(self.pos.wrapping_add(1), Ordering::SeqCst);
-        self.ring.notify(H_GET_WAITERS, H_PUT_EVENT);
+        self.ring
+            .notify(self.ring.get_waiters(), self.ring.put_event());
     }
 }
 
@@ -830,13 +980,34 @@ impl Release<'_, '_> {
 }
 
 impl Drop for Release<'_, '_> {
+    #[inline]
     fn drop(&mut self) {
         let slot = self.ring.slot(self.pos);
         slot.writer().store(0, Ordering::Relaxed);
         slot.reader().store(0, Ordering::Relaxed);
         slot.seq()
             .swap(self.pos.wrapping_add(self.ring.cap), Ordering::SeqCst);
-        self.ring.notify(H_PUT_WAITERS, H_GET_EVENT);
+        self.ring
+            .notify(self.ring.put_waiters(), self.ring.get_event());
+    }
+}
+
+/// A slot window that is not 64-byte aligned: memory `attach` would have refused (a bug
+/// in ndshm).
+#[cold]
+#[inline(never)]
+fn misaligned_ring() -> ! {
+    panic!("ndshm bug: a ring slot that is not 64-byte aligned")
+}
+
+/// Takes the `waiters` flag down and, if this call did, bumps `event` and wakes every
+/// sleeper on it: out of line, it is the slow path of [`Ring::notify`] (someone sleeps).
+#[cold]
+#[inline(never)]
+fn wake_sleepers(waiters: &AtomicU32, event: &AtomicU32) {
+    if waiters.swap(0, Ordering::SeqCst) != 0 {
+        event.fetch_add(1, Ordering::SeqCst);
+        futex::wake(event, i32::MAX);
     }
 }
 

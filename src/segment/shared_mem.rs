@@ -90,40 +90,45 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Length of the window in bytes.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Start of the window, for diagnostics and address arithmetic (never dereferenced
     /// outside this module and `sys/`).
+    #[inline]
     pub(crate) fn addr(&self) -> usize {
         self.ptr.as_ptr() as usize
     }
 
     /// Whether `[off, off + len)` lies inside the window.
+    #[inline]
     fn fits(&self, off: usize, len: usize) -> bool {
         off.checked_add(len).is_some_and(|end| end <= self.len)
     }
 
+    /// The pointer to `[off, off + len)`, checked to lie inside the window and to be
+    /// `align`-aligned (a panic naming the bug otherwise). Inlined, with the panics out of
+    /// line, so that checks of constant offsets fold and the rest cost a compare each.
+    #[inline]
     #[track_caller]
     fn check(&self, off: usize, len: usize, align: usize, what: &str) -> *mut u8 {
-        assert!(
-            self.fits(off, len),
-            "ndshm bug: {what} at offset {off} (+{len} bytes) outside a {}-byte window",
-            self.len
-        );
+        if !self.fits(off, len) {
+            out_of_bounds(what, off, len, self.len);
+        }
         // SAFETY: off + len <= self.len, so the pointer stays inside the window (or one
         // past its end when len == 0).
         let p = unsafe { self.ptr.as_ptr().add(off) };
-        assert!(
-            (p as usize) % align == 0,
-            "ndshm bug: {what} at offset {off} is not {align}-byte aligned"
-        );
+        if (p as usize) % align != 0 {
+            misaligned(what, off, align);
+        }
         p
     }
 
     /// The sub-window `[off, off + len)`, or `None` when it does not fit (for offsets and
     /// lengths that come from shared memory and may be hostile).
+    #[inline]
     pub(crate) fn get(&self, off: usize, len: usize) -> Option<SharedMem<'a>> {
         self.fits(off, len).then(|| SharedMem {
             // SAFETY: in bounds (checked just above), so non-null and inside the mapping.
@@ -135,17 +140,17 @@ impl<'a> SharedMem<'a> {
 
     /// The sub-window `[off, off + len)`; panics (a bug in ndshm's layout) when it does not
     /// fit.
+    #[inline]
     #[track_caller]
     pub(crate) fn sub(&self, off: usize, len: usize) -> SharedMem<'a> {
-        self.get(off, len).unwrap_or_else(|| {
-            panic!(
-                "ndshm bug: window [{off}, +{len}) outside a {}-byte window",
-                self.len
-            )
-        })
+        match self.get(off, len) {
+            Some(w) => w,
+            None => out_of_bounds("window", off, len, self.len),
+        }
     }
 
     /// The atomic `A` at byte `off` (in bounds and aligned, or a panic naming the bug).
+    #[inline]
     #[track_caller]
     pub(crate) fn atomic<A: AtomicWord>(&self, off: usize) -> &'a A {
         let p = self.check(off, size_of::<A>(), align_of::<A>(), "atomic");
@@ -158,18 +163,21 @@ impl<'a> SharedMem<'a> {
     }
 
     /// The `AtomicU64` at byte `off`.
+    #[inline]
     #[track_caller]
     pub(crate) fn u64(&self, off: usize) -> &'a AtomicU64 {
         self.atomic(off)
     }
 
     /// The `AtomicU32` at byte `off`.
+    #[inline]
     #[track_caller]
     pub(crate) fn u32(&self, off: usize) -> &'a AtomicU32 {
         self.atomic(off)
     }
 
     /// The robust process-shared mutex whose 64-byte area starts at byte `off`.
+    #[inline]
     #[track_caller]
     pub(crate) fn robust_mutex(&self, off: usize) -> &'a RobustMutex {
         let p = self.check(off, AREA_LEN, align_of::<RobustMutex>(), "lock area");
@@ -181,6 +189,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies `dst.len()` bytes at `off` out of shared memory.
+    #[inline]
     #[track_caller]
     pub(crate) fn read(&self, off: usize, dst: &mut [u8]) {
         let p = self.check(off, dst.len(), 1, "read");
@@ -193,6 +202,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies `src` into shared memory at `off`.
+    #[inline]
     #[track_caller]
     pub(crate) fn write(&self, off: usize, src: &[u8]) {
         let p = self.check(off, src.len(), 1, "write");
@@ -203,6 +213,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Sets `len` bytes at `off` to zero.
+    #[inline]
     #[track_caller]
     pub(crate) fn zero(&self, off: usize, len: usize) {
         let p = self.check(off, len, 1, "zero");
@@ -211,6 +222,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies the `T` at `off` out of shared memory (any alignment).
+    #[inline]
     #[track_caller]
     pub(crate) fn read_pod<T: Pod>(&self, off: usize) -> T {
         let mut v = T::zeroed();
@@ -219,6 +231,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies `v` into shared memory at `off` (any alignment).
+    #[inline]
     #[track_caller]
     pub(crate) fn write_pod<T: Pod>(&self, off: usize, v: &T) {
         self.write(off, bytemuck::bytes_of(v));
@@ -229,6 +242,7 @@ impl<'a> SharedMem<'a> {
     /// # Safety
     /// While the slice lives, no process writes those bytes (the caller holds them under
     /// the protocol that owns them, e.g. a claimed ring slot).
+    #[inline]
     #[track_caller]
     pub(crate) unsafe fn slice(&self, off: usize, len: usize) -> &'a [u8] {
         let p = self.check(off, len, 1, "slice");
@@ -242,6 +256,7 @@ impl<'a> SharedMem<'a> {
     /// # Safety
     /// While the slice lives, no other process or thread reads or writes those bytes (the
     /// caller holds them exclusively under the protocol that owns them).
+    #[inline]
     #[track_caller]
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn slice_mut(&self, off: usize, len: usize) -> &'a mut [u8] {
@@ -289,6 +304,7 @@ impl<'a> SharedMem<'a> {
     /// The whole mapping of `seg` (payload, padding, trailer), for the sync, ipc and
     /// manager types; `None` for a read-only handle, a segment without an ndshm trailer, or
     /// an array (whose data the array views reach as slices).
+    #[inline]
     pub(crate) fn segment_whole(seg: &'a Segment) -> Option<SharedMem<'a>> {
         match seg.info() {
             Some(info) if seg.is_writable() && info.kind != SegmentKind::Array => {
@@ -303,12 +319,100 @@ impl<'a> SharedMem<'a> {
     }
 
     /// The whole of an anonymous shared mapping.
+    #[inline]
     pub(crate) fn anon(mem: &'a AnonShared) -> SharedMem<'a> {
         // SAFETY: `mem` is one mapping of `len()` bytes, readable and writable, mapped
         // while it is borrowed for 'a; ndshm uses anonymous shared memory only for the
         // sync, ipc and manager types (`Region`), which reach it only through SharedMem.
         unsafe { SharedMem::new(mem.as_ptr(), mem.len()) }
     }
+}
+
+/// Owners of shared memory that stays mapped at one address for as long as they live,
+/// whether or not the owner value moves (an `mmap`, not a `Vec`), and that never remap it
+/// through `&self`.
+///
+/// # Safety
+/// `payload_window` returns the same window (address and length) on every call for the
+/// owner's whole life, and that memory stays mapped until the owner is dropped.
+pub(crate) unsafe trait FixedMapping {
+    /// The window [`Anchored`] keeps.
+    fn payload_window(&self) -> SharedMem<'_>;
+}
+
+// SAFETY: a Region's payload is the start of one mapping (a named segment's or an
+// anonymous one) made when the Region was made and unmapped only when it is dropped (its
+// backing is taken only in `drop`); no `&self` method remaps it, and moving the Region
+// moves the handle, not the mapping.
+unsafe impl FixedMapping for crate::segment::region::Region {
+    #[inline]
+    fn payload_window(&self) -> SharedMem<'_> {
+        self.payload()
+    }
+}
+
+/// An owner of shared memory together with its payload window, taken once: the hot paths
+/// of the queues reach their memory without asking the owner again for every operation.
+pub(crate) struct Anchored<O> {
+    owner: O,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl<O: FixedMapping> Anchored<O> {
+    /// Takes `owner`'s window once.
+    pub(crate) fn new(owner: O) -> Anchored<O> {
+        let w = owner.payload_window();
+        let (ptr, len) = (w.ptr, w.len);
+        Anchored { owner, ptr, len }
+    }
+
+    /// The owner.
+    #[inline]
+    pub(crate) fn owner(&self) -> &O {
+        &self.owner
+    }
+
+    /// The owner's window, borrowed for as long as `self` is: the same one its
+    /// `payload_window` gives (the trait's contract), without asking it.
+    #[inline]
+    pub(crate) fn mem(&self) -> SharedMem<'_> {
+        SharedMem {
+            ptr: self.ptr,
+            len: self.len,
+            _memory: PhantomData,
+        }
+    }
+}
+
+impl<O: std::fmt::Debug> std::fmt::Debug for Anchored<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.owner.fmt(f)
+    }
+}
+
+// SAFETY: the pointer is only a cache of the owner's window: sending or sharing an
+// Anchored is sending or sharing its owner, and the window it hands out is the owner's
+// own (SharedMem is Send and Sync).
+unsafe impl<O: Send> Send for Anchored<O> {}
+// SAFETY: as for Send.
+unsafe impl<O: Sync> Sync for Anchored<O> {}
+
+/// The panic of an access outside its window (a bug in ndshm's layout arithmetic), out of
+/// line so that the inlined checks stay a compare and a branch.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn out_of_bounds(what: &str, off: usize, len: usize, window: usize) -> ! {
+    panic!("ndshm bug: {what} at offset {off} (+{len} bytes) outside a {window}-byte window")
+}
+
+/// The panic of a misaligned atomic (a bug in ndshm's layout arithmetic), out of line.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn misaligned(what: &str, off: usize, align: usize) -> ! {
+    panic!("ndshm bug: {what} at offset {off} is not {align}-byte aligned")
 }
 
 /// A `T` in shared memory, borrowed exclusively while a robust lock is held (see
