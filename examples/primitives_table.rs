@@ -498,6 +498,61 @@ for _ in range(n):
 dt = time.perf_counter() - t; p.join(); print(dt / n * 1e6)
 "#;
 
+const PY_JOINABLE: &str = r#"
+import multiprocessing as mp, sys, time
+def child(q):
+    while True:
+        v = q.get(); q.task_done()
+        if v is None: return
+n = int(sys.argv[1]); ctx = mp.get_context("fork")
+q = ctx.JoinableQueue()
+p = ctx.Process(target=child, args=(q,)); p.start()
+t = time.perf_counter()
+for i in range(n):
+    q.put(i); q.join()
+dt = time.perf_counter() - t; q.put(None); p.join(); print(dt / n * 1e6)
+"#;
+
+/// The `std::sync` anchor of `JoinableQueue`: a deque and an unfinished count under one
+/// mutex, with one condvar for items and one for `join`.
+#[derive(Default)]
+struct StdJoinable {
+    state: std::sync::Mutex<(std::collections::VecDeque<u64>, u64)>,
+    items: std::sync::Condvar,
+    done: std::sync::Condvar,
+}
+
+impl StdJoinable {
+    fn put(&self, v: u64) {
+        let mut g = self.state.lock().unwrap();
+        g.0.push_back(v);
+        g.1 += 1;
+        self.items.notify_one();
+    }
+    fn get(&self) -> u64 {
+        let mut g = self.state.lock().unwrap();
+        loop {
+            if let Some(v) = g.0.pop_front() {
+                return v;
+            }
+            g = self.items.wait(g).unwrap();
+        }
+    }
+    fn task_done(&self) {
+        let mut g = self.state.lock().unwrap();
+        g.1 -= 1;
+        if g.1 == 0 {
+            self.done.notify_all();
+        }
+    }
+    fn join(&self) {
+        let mut g = self.state.lock().unwrap();
+        while g.1 != 0 {
+            g = self.done.wait(g).unwrap();
+        }
+    }
+}
+
 const PY_BARRIER: &str = r#"
 import multiprocessing as mp, sys, time
 def child(b, n):
@@ -720,6 +775,55 @@ fn sync_primitive_rows(scale: usize) -> ndshm::Result<Vec<Row>> {
         ) + &py.map_or(String::new(), |p| format!(" (÷{:.0})", p / ours)),
         target: std_py_target(ours, std_pair, py).0,
         met: std_py_target(ours, std_pair, py).1,
+    });
+
+    // JoinableQueue: put → get + task_done in another process → join returns.
+    let rounds = 20_000 / scale;
+    let q = ndshm::JoinableQueue::<u64>::new(4)?;
+    let ours = ndshm::scope(|s| -> ndshm::Result<_> {
+        s.spawn(|| -> ndshm::Result<()> {
+            loop {
+                let v = q.get()?;
+                q.task_done()?;
+                if v == u64::MAX {
+                    return Ok(());
+                }
+            }
+        })?;
+        let rtt = time_rounds(rounds, |i| {
+            q.put(i).unwrap();
+            q.join().unwrap();
+        });
+        q.put(u64::MAX).map_err(ndshm::Error::from)?;
+        Ok(rtt)
+    })?;
+    let sq = StdJoinable::default();
+    let std_rtt = std::thread::scope(|s| {
+        s.spawn(|| loop {
+            let v = sq.get();
+            sq.task_done();
+            if v == u64::MAX {
+                break;
+            }
+        });
+        let rtt = time_rounds(rounds, |i| {
+            sq.put(i);
+            sq.join();
+        });
+        sq.put(u64::MAX);
+        rtt
+    });
+    let py = python_number(PY_JOINABLE, 2_000 / scale);
+    rows.push(Row {
+        what: "JoinableQueue put → get + task_done → join round trip, median: 2 processes".into(),
+        ours: format!("{ours:.2} µs"),
+        anchors: format!(
+            "std Mutex+Condvar joinable queue, 2 threads {std_rtt:.2} µs (×{:.2}); {}",
+            ours / std_rtt,
+            fmt_py(py, "µs")
+        ) + &py.map_or(String::new(), |p| format!(" (÷{:.0})", p / ours)),
+        target: std_py_target(ours, std_rtt, py).0,
+        met: std_py_target(ours, std_rtt, py).1,
     });
     Ok(rows)
 }
