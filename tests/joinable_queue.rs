@@ -125,3 +125,50 @@ fn joinable_queue_join_survives_a_consumer_killed_before_task_done() {
     assert_eq!(q.lost(), 1, "the dead consumer's item is reported lost");
     assert_eq!(q.unfinished(), 0);
 }
+
+#[test]
+fn a_named_joinable_queue_is_joined_across_processes_that_open_it_by_name() {
+    let name = common::Name::new("joinable-named");
+    let q = JoinableQueue::<u64>::create(&name, 8).unwrap();
+    let n = name.0.clone();
+    // A process that only knows the name: it takes every item and marks it done.
+    let consumer = Process::spawn(move || -> ndshm::Result<()> {
+        let q = JoinableQueue::<u64>::open(&n)?;
+        loop {
+            let item = q.get_timeout(DEADLINE)?;
+            q.task_done()?;
+            if item == u64::MAX {
+                return Ok(());
+            }
+        }
+    })
+    .unwrap();
+    for i in 0..20 {
+        q.put(i).unwrap();
+    }
+    q.join_timeout(DEADLINE).unwrap();
+    assert_eq!(q.unfinished(), 0);
+    q.put(u64::MAX).unwrap();
+    consumer.join().unwrap();
+    q.join_timeout(DEADLINE).unwrap();
+    // A plain queue of the same name is not a joinable one: a typed error, not a guess.
+    let plain = common::Name::new("joinable-plain");
+    let _p = ndshm::Queue::<u64>::create(&plain, 2).unwrap();
+    let e = JoinableQueue::<u64>::open(&plain).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("plain queue"), "{e}");
+}
+
+#[test]
+fn both_segments_of_a_named_joinable_queue_go_with_its_creator() {
+    let name = common::Name::new("joinable-drop");
+    let counters = std::path::Path::new("/dev/shm").join(format!("{}.joinable", name.0));
+    let _cleanup = common::Name(format!("{}.joinable", name.0));
+    let q = JoinableQueue::<u32>::create(&name, 2).unwrap();
+    assert!(name.path().exists() && counters.exists());
+    let attached = JoinableQueue::<u32>::open(&name).unwrap();
+    drop(attached); // an attached handle unlinks nothing
+    assert!(name.path().exists() && counters.exists());
+    drop(q);
+    assert!(!name.path().exists() && !counters.exists());
+}

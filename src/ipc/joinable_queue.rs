@@ -21,8 +21,10 @@ use crate::ipc::error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetError, TryPutError,
 };
 use crate::ipc::queue::Queue;
+use crate::segment::options::CreateOptions;
 use crate::segment::region::Region;
 use crate::segment::shared_mem::SharedMem;
+use crate::segment::trailer::SegmentKind;
 use crate::sync::lock::LIVENESS_PERIOD;
 use crate::sys::futex;
 use crate::sys::lease::{self, Liveness};
@@ -38,11 +40,14 @@ const RELEASED: usize = 24;
 const TABLE: usize = 64;
 const ENTRIES: usize = 60;
 const BLOCK: usize = TABLE + ENTRIES * 16;
+/// Suffix of the companion segment that holds a named joinable queue's counters.
+const COUNTERS_SUFFIX: &str = ".joinable";
 
 /// A [`Queue<T>`] with Python's `task_done()` and `join()`: every item put counts as an
 /// unfinished task until a consumer calls [`task_done`](Self::task_done) for it, and
-/// [`join`](Self::join) waits until no task is unfinished. Anonymous, shared with children
-/// forked after it (like [`Queue::new`]). A consumer that dies before `task_done` does not
+/// [`join`](Self::join) waits until no task is unfinished. Anonymous ([`new`](Self::new),
+/// shared with children forked after it, like [`Queue::new`]) or named
+/// ([`create`](Self::create) / [`open`](Self::open)). A consumer that dies before `task_done` does not
 /// make `join` hang (its items are released and counted in [`lost`](Self::lost), see
 /// below).
 ///
@@ -113,6 +118,80 @@ impl<T: Pod> JoinableQueue<T> {
         let queue = Queue::new(capacity)?;
         let counters = Region::anonymous(BLOCK, |_| Ok(()))?;
         Ok(JoinableQueue { queue, counters })
+    }
+
+    /// Creates a named joinable queue of `capacity` items: the queue segment under the
+    /// name `segment` gives, and its task counters in a companion segment named
+    /// `<name>.joinable` (created with the same options; both owned by the caller and
+    /// unlinked when its handle drops). Other processes attach with [`open`](Self::open).
+    ///
+    /// # Errors
+    /// As [`Queue::create`], for either segment (a name too long for the `.joinable`
+    /// suffix is [`ErrorKind::InvalidName`]).
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{CreateOptions, JoinableQueue};
+    /// let q = JoinableQueue::<u64>::create(CreateOptions::unique(), 8)?;
+    /// let name = q.name().unwrap().to_owned();
+    /// let child = ndshm::Process::spawn(move || -> ndshm::Result<()> {
+    ///     let q = JoinableQueue::<u64>::open(&name)?; // another process, by name
+    ///     let item = q.get()?;
+    ///     q.task_done()?;
+    ///     assert_eq!(item, 42);
+    ///     Ok(())
+    /// })?;
+    /// q.put(42)?;
+    /// q.join()?; // returns once the other process marked the item done
+    /// child.join()?;
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn create(segment: impl Into<CreateOptions>, capacity: usize) -> Result<Self> {
+        let opts = segment.into();
+        let queue = Queue::create(&opts, capacity)?;
+        let name = queue.name().unwrap_or_default().to_owned();
+        let counters = Region::create(
+            &opts.renamed(format!("{name}{COUNTERS_SUFFIX}")),
+            SegmentKind::JoinableQueue,
+            BLOCK,
+            |_| Ok(()),
+        )?;
+        Ok(JoinableQueue { queue, counters })
+    }
+
+    /// Attaches the named joinable queue `name` (its queue and its `<name>.joinable`
+    /// counters). Safe, as for [`Queue::open`].
+    ///
+    /// # Errors
+    /// As [`Queue::open`]; [`ErrorKind::NotFound`] when the counters segment is missing
+    /// (`name` is a plain queue, not a joinable one).
+    ///
+    /// # Examples
+    /// See [`create`](Self::create).
+    pub fn open(name: &str) -> Result<Self> {
+        let queue = Queue::open(name)?;
+        let counters_name = format!("{name}{COUNTERS_SUFFIX}");
+        let counters =
+            Region::open(&counters_name, SegmentKind::JoinableQueue, BLOCK).map_err(|e| {
+                if e.kind() == ErrorKind::NotFound {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "'{name}' has no task counters ('{counters_name}' is missing): it \
+                             is a plain queue (open it with Queue::open), or its joinable \
+                             queue is gone"
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })?;
+        Ok(JoinableQueue { queue, counters })
+    }
+
+    /// The queue segment's name, or `None` for an anonymous joinable queue.
+    pub fn name(&self) -> Option<&str> {
+        self.queue.name()
     }
 
     fn mem(&self) -> SharedMem<'_> {

@@ -207,6 +207,15 @@ impl CreateOptions {
         self
     }
 
+    /// The same options for a companion segment named `name` (a segment whose state spans
+    /// two segments, such as a named joinable queue's counters).
+    pub(crate) fn renamed(&self, name: String) -> CreateOptions {
+        CreateOptions {
+            name: NameChoice::Given(name),
+            ..self.clone()
+        }
+    }
+
     /// The name to try next: the given one (validated), or a freshly drawn unique one.
     pub(crate) fn next_name(&self) -> Result<String> {
         match &self.name {

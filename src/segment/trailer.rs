@@ -98,10 +98,13 @@ pub enum SegmentKind {
     Condition,
     /// A barrier ([`Barrier`](crate::Barrier)).
     Barrier,
+    /// The task counters of a named [`JoinableQueue`](crate::JoinableQueue) (beside its
+    /// queue segment, under the queue's name + `.joinable`).
+    JoinableQueue,
 }
 
 impl SegmentKind {
-    const ALL: [SegmentKind; 14] = [
+    const ALL: [SegmentKind; 15] = [
         SegmentKind::Array,
         SegmentKind::Value,
         SegmentKind::Lock,
@@ -116,6 +119,7 @@ impl SegmentKind {
         SegmentKind::Event,
         SegmentKind::Condition,
         SegmentKind::Barrier,
+        SegmentKind::JoinableQueue,
     ];
 
     fn code(self) -> u32 {
@@ -134,6 +138,7 @@ impl SegmentKind {
             SegmentKind::Event => 12,
             SegmentKind::Condition => 13,
             SegmentKind::Barrier => 14,
+            SegmentKind::JoinableQueue => 15,
         }
     }
 
@@ -158,6 +163,7 @@ impl SegmentKind {
             SegmentKind::Event => "event",
             SegmentKind::Condition => "condition",
             SegmentKind::Barrier => "barrier",
+            SegmentKind::JoinableQueue => "joinable",
         }
     }
 }
