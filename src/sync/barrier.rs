@@ -71,7 +71,7 @@ fn broken_error() -> Error {
 /// ```
 /// // Python: b = multiprocessing.Barrier(3); ... i = b.wait()
 /// let b = ndshm::Barrier::new(3)?;
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<_> {
 ///     for _ in 0..2 {
 ///         s.spawn(|| b.wait().map(|_| ()))?;
 ///     }
@@ -275,7 +275,7 @@ impl Barrier {
     /// ```
     /// let b = ndshm::Barrier::new(2)?;
     /// let indices = ndshm::SharedValue::<u32>::new(0)?;
-    /// ndshm::scope(|s| {
+    /// ndshm::scope(|s| -> ndshm::Result<_> {
     ///     s.spawn(|| b.wait().map(|i| drop(indices.fetch_add(i))))?;
     ///     indices.fetch_add(b.wait()?);
     ///     Ok(())

@@ -84,7 +84,7 @@ impl From<RLock> for ConditionLock {
 /// use ndshm::{Condition, SharedValue};
 /// let cond = Condition::new()?;
 /// let ready = SharedValue::<u32>::new(0)?;
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<_> {
 ///     s.spawn(|| {
 ///         let _g = cond.lock();
 ///         ready.store(1);
@@ -397,7 +397,7 @@ impl Condition {
     /// ```
     /// use ndshm::{Condition, SharedValue};
     /// let (cond, n) = (Condition::new()?, SharedValue::<u32>::new(0)?);
-    /// ndshm::scope(|s| {
+    /// ndshm::scope(|s| -> ndshm::Result<_> {
     ///     s.spawn(|| {
     ///         let _g = cond.lock();
     ///         n.store(1);

@@ -27,7 +27,7 @@ const PAYLOAD: usize = 8;
 /// ```
 /// // Python: e = multiprocessing.Event(); Process(target=lambda: e.set()).start(); e.wait()
 /// let e = ndshm::Event::new()?;
-/// ndshm::scope(|s| {
+/// ndshm::scope(|s| -> ndshm::Result<_> {
 ///     s.spawn(|| e.set())?;
 ///     e.wait();
 ///     Ok(())
@@ -149,7 +149,7 @@ impl Event {
     /// # Examples
     /// ```
     /// let (ready, go) = (ndshm::Event::new()?, ndshm::Event::new()?);
-    /// ndshm::scope(|s| {
+    /// ndshm::scope(|s| -> ndshm::Result<_> {
     ///     s.spawn(|| {
     ///         ready.set();
     ///         go.wait(); // sleeps until the parent sets `go`

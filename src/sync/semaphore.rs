@@ -320,7 +320,7 @@ macro_rules! semaphore_methods {
 /// ```
 /// // Python: s = multiprocessing.Semaphore(0); Process(target=s.release).start(); s.acquire()
 /// let s = ndshm::Semaphore::new(0)?;
-/// ndshm::scope(|sc| {
+/// ndshm::scope(|sc| -> ndshm::Result<_> {
 ///     sc.spawn(|| s.release())?; // released by another process
 ///     s.acquire();
 ///     Ok(())
