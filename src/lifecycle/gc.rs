@@ -33,7 +33,8 @@ use std::os::unix::fs::MetadataExt;
 
 use crate::error::{Error, Result};
 use crate::lifecycle::info::{describe, in_other_pid_namespace, OwnerStatus, SegmentInfo};
-use crate::segment::trailer::{Trailer, TrailerInfo, TRAILER_LEN};
+use crate::segment::reclaim::{self, read_trailer, RECLAIM_MARK};
+use crate::segment::trailer::TrailerInfo;
 use crate::segment::TEMP_PREFIX;
 use crate::sys::lease::{self, Liveness};
 use crate::sys::{proc, shm};
@@ -42,9 +43,6 @@ use crate::sys::{proc, shm};
 /// unwritten before gc removes it (its creator locks it right after creating it; this
 /// covers that instant, generously).
 pub(crate) const TEMP_GRACE_SECS: i64 = 10;
-
-/// Marks gc's own private names (`.ndshm-tmp-<pid>-L<lease>-gc-…`).
-const GC_MARK: &str = "-gc-";
 
 /// Lists the segments [`gc`] would remove now, without removing anything (a dry run).
 ///
@@ -262,7 +260,7 @@ fn temp_abandoned(name: &str, file: &File, creator: u64, mtime: i64) -> bool {
     if lease::file_is_locked(file).unwrap_or(true) {
         return false; // being built, or being checked by a running gc
     }
-    if name.contains(GC_MARK) {
+    if name.contains(RECLAIM_MARK) {
         // A segment a gc renamed and then died: garbage only if its owner is dead.
         return read_trailer(file).is_some_and(|t| is_stale(&t));
     }
@@ -274,20 +272,6 @@ fn temp_abandoned(name: &str, file: &File, creator: u64, mtime: i64) -> bool {
             mtime + TEMP_GRACE_SECS < now
         }
     }
-}
-
-/// The validated trailer of an open segment file, if it has one.
-fn read_trailer(file: &File) -> Option<TrailerInfo> {
-    let len = file.metadata().ok()?.len();
-    if len < TRAILER_LEN as u64 {
-        return None;
-    }
-    let mut tail = [0u8; TRAILER_LEN];
-    let got = shm::read_at(file, &mut tail, len - TRAILER_LEN as u64).ok()?;
-    if got != TRAILER_LEN {
-        return None;
-    }
-    Trailer::parse(&tail, usize::try_from(len).ok()?).ok()?
 }
 
 /// Not persistent, and its owner provably dead.
@@ -309,37 +293,14 @@ impl Candidate {
             }
             return shm::unlink(name).is_ok();
         }
-        // Lock it, so that other gcs leave it alone under the private name (the lock lives
-        // as long as `self.file`; without it, fall back to the pid-only private name, which
-        // other gcs judge by the trailer).
-        let _ = lease::lock_file(&self.file);
-        // Take the name away first, so that nobody opens the segment while it is checked
-        // again, and so that the unlink below can only hit the inode we checked.
-        let private = format!(
-            "{TEMP_PREFIX}{}-L{:x}{GC_MARK}{:x}",
-            proc::pid(),
-            lease::mine(),
-            proc::random_u64()
-        );
-        if shm::publish(name, &private).is_err() {
-            return false; // gone already, or not ours to remove
-        }
-        let same = shm::file_id_of_name(&private) == Some(self.file_id);
-        if same && read_trailer(&self.file).is_some_and(|t| is_stale(&t)) {
-            return shm::unlink(&private).is_ok();
-        }
-        // Re-created or re-claimed since we looked: put it back. Should a new segment have
-        // taken the name in this instant, the renamed one is left under the private name,
-        // which the next gc judges on its own (by its owner's lease).
-        let _ = shm::publish(&private, name);
-        false
+        reclaim::remove_checked(name, &self.file, self.file_id, is_stale)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::trailer::SegmentKind;
+    use crate::segment::trailer::{SegmentKind, TRAILER_LEN};
     use crate::segment::{CreateOptions, Segment};
     use std::os::unix::fs::FileExt;
 

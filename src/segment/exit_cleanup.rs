@@ -20,8 +20,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::error::{Error, Result};
-use crate::segment::name::TEMP_PREFIX;
-use crate::segment::trailer::{Trailer, TrailerInfo, TRAILER_LEN};
+use crate::segment::reclaim::{self, read_trailer};
+use crate::segment::trailer::TrailerInfo;
 use crate::sys::pipe::{self, PrivateFd};
 use crate::sys::proc::ForkSafeMutex;
 use crate::sys::{fork, lease, proc, shm};
@@ -200,30 +200,14 @@ fn parse_record(line: &[u8]) -> Option<(u64, String)> {
     Some((u64::from_str_radix(id, 16).ok()?, name.to_owned()))
 }
 
-/// The validated trailer of an open segment file, if it has one.
-fn read_trailer(file: &std::fs::File) -> Option<TrailerInfo> {
-    let len = file.metadata().ok()?.len();
-    if len < TRAILER_LEN as u64 {
-        return None;
-    }
-    let mut tail = [0u8; TRAILER_LEN];
-    let got = shm::read_at(file, &mut tail, len - TRAILER_LEN as u64).ok()?;
-    if got != TRAILER_LEN {
-        return None;
-    }
-    Trailer::parse(&tail, usize::try_from(len).ok()?).ok()?
-}
-
 /// Whether the trailer still describes the tracked creation, owned by `owner`, not
 /// persistent.
 fn still_tracked(t: &TrailerInfo, id: u64, owner: u64) -> bool {
     t.segment_id == id && t.owner_lease == owner && !t.persistent
 }
 
-/// Removes segment `name` if it is still creation `id` of `owner` and not persistent. As
-/// `gc` does, the name is first moved to a private temporary name (so nobody opens the
-/// segment meanwhile and the unlink can only hit the inode checked), checked again, then
-/// unlinked; a segment that changed in between is put back.
+/// Removes segment `name` if it is still creation `id` of `owner` and not persistent,
+/// through the same checked removal as `gc` (`segment::reclaim`).
 fn remove_if_still_tracked(name: &str, id: u64, owner: u64) {
     let Ok(file) = shm::open_for_inspection(name) else {
         return; // gone already
@@ -234,24 +218,7 @@ fn remove_if_still_tracked(name: &str, id: u64, owner: u64) {
     let Ok(file_id) = shm::file_id(&file) else {
         return;
     };
-    // Locked, so that a gc running meanwhile leaves the private name alone.
-    let _ = lease::lock_file(&file);
-    let private = format!(
-        "{TEMP_PREFIX}{}-L{:x}-exit{:x}",
-        proc::pid(),
-        lease::mine(),
-        proc::random_u64()
-    );
-    if shm::publish(name, &private).is_err() {
-        return;
-    }
-    if shm::file_id_of_name(&private) == Some(file_id)
-        && read_trailer(&file).is_some_and(|t| still_tracked(&t, id, owner))
-    {
-        let _ = shm::unlink(&private);
-    } else {
-        let _ = shm::publish(&private, name);
-    }
+    reclaim::remove_checked(name, &file, file_id, |t| still_tracked(t, id, owner));
 }
 
 #[cfg(test)]

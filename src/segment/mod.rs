@@ -11,6 +11,8 @@
 //! - `shared_mem`: [`SharedMem`](shared_mem::SharedMem), the bounds-checked window on
 //!   shared memory (atomics, copies, the robust lock);
 //! - `owned`: the segments this process owns (unlinked at exit or on a signal);
+//! - `reclaim`: removing a segment only while a check of its trailer still holds (gc and
+//!   the exit watchdog);
 //! - `options`: [`CreateOptions`], how every create-style constructor is told the name;
 //! - `exit_cleanup`: the watchdog behind [`CreateOptions::cleanup_on_exit`].
 
@@ -18,6 +20,7 @@ pub(crate) mod exit_cleanup;
 pub(crate) mod name;
 pub(crate) mod options;
 pub(crate) mod owned;
+pub(crate) mod reclaim;
 pub(crate) mod region;
 pub(crate) mod registry;
 #[allow(clippy::module_inception)]
