@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{join_within, within_deadline, Name};
+use common::{join_within, within_deadline, Name, Rng};
 
 use ndshm::{
     CreateOptions, ErrorKind, Lock, Process, SharedList, SharedMap, SharedStruct, SharedValue,
@@ -14,25 +14,6 @@ use ndshm::{
 
 /// How long any child of these tests may run before it counts as hung.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// splitmix64: a small deterministic generator, so a child and its parent draw the same
-/// operations.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// One call on a list.
 #[derive(Clone, Copy, Debug)]
@@ -71,7 +52,7 @@ impl ListWork {
         let len = self.model.len();
         // Both halves of an item carry the number: a copy cut in the middle shows.
         let x = (self.rng.next() % 50) as u32 * 0x0001_0001;
-        let r = self.rng.below(100);
+        let r = self.rng.index(100);
         let m = &mut self.model;
         match r {
             0..=19 if len < self.cap => {
@@ -83,17 +64,17 @@ impl ListWork {
                 ListOp::Extend(x, x + 1)
             }
             28..=44 if len < self.cap => {
-                let i = self.rng.below(len + 1);
+                let i = self.rng.index(len + 1);
                 m.insert(i, x);
                 ListOp::Insert(i, x)
             }
             45..=59 if len > 0 => {
-                let i = self.rng.below(len);
+                let i = self.rng.index(len);
                 m[i] = x;
                 ListOp::Set(i, x)
             }
             60..=69 if len > 0 => {
-                let i = self.rng.below(len);
+                let i = self.rng.index(len);
                 m.remove(i);
                 ListOp::PopAt(i)
             }
@@ -102,7 +83,7 @@ impl ListWork {
                 ListOp::Pop
             }
             75..=81 if len > 0 => {
-                let v = m[self.rng.below(len)];
+                let v = m[self.rng.index(len)];
                 let at = m.iter().position(|&y| y == v).unwrap();
                 m.remove(at);
                 ListOp::Remove(v)
@@ -510,7 +491,7 @@ fn list_holder_sigkilled_mid_churn_loses_and_duplicates_nothing() {
             }
         })
         .unwrap();
-        let target = start + 1 + rng.below(64) as u64;
+        let target = start + 1 + rng.index(64) as u64;
         assert!(
             within_deadline(|| done.load() >= target),
             "kill {kill}: the child made no progress"
@@ -579,12 +560,12 @@ fn dict_iterates_in_insertion_order() {
     let mut order: Vec<u64> = Vec::new();
     let mut rng = Rng(3);
     for _ in 0..2000 {
-        if order.len() < 60 && rng.below(2) == 0 {
+        if order.len() < 60 && rng.index(2) == 0 {
             let k = rng.next();
             m.insert(&k, k ^ 1).unwrap();
             order.push(k);
         } else if !order.is_empty() {
-            let k = order.remove(rng.below(order.len()));
+            let k = order.remove(rng.index(order.len()));
             assert_eq!(m.remove(&k).unwrap(), Some(k ^ 1));
         }
     }

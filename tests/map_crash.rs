@@ -10,32 +10,13 @@ use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Name;
+use common::{Name, Rng};
 use ndshm::{ErrorKind, Process, SharedMap, SharedValue};
 
 type Map = SharedMap<u64, u64>;
 
 /// How long any child of these tests may run before it counts as hung.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// splitmix64: a small deterministic generator, so a child and its parent draw the same
-/// operations.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
