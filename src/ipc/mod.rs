@@ -17,6 +17,7 @@
 pub(crate) mod array_queue;
 pub(crate) mod byte_queue;
 pub(crate) mod error;
+pub(crate) mod holders;
 pub(crate) mod joinable_queue;
 pub(crate) mod pipe;
 pub(crate) mod queue;
