@@ -808,3 +808,86 @@ fn a_forked_copy_that_never_puts_is_not_a_producer() {
         assert!(c.get().unwrap_err().is_disconnected());
     });
 }
+
+#[test]
+fn spsc_queue_across_processes_delivers_everything_once_then_disconnected() {
+    with_deadline("spsc across processes", || {
+        let q = ndshm::SpscQueue::<u64>::new(64).unwrap();
+        let n = 200_000u64;
+        let sum = ndshm::scope(|s| -> ndshm::Result<u64> {
+            s.spawn(|| -> ndshm::Result<()> {
+                let tx = q.producer()?;
+                for i in 0..n {
+                    tx.put(i)?;
+                }
+                Ok(())
+            })?;
+            let rx = q.consumer()?;
+            let mut sum = 0u64;
+            let mut count = 0u64;
+            loop {
+                match rx.get() {
+                    Ok(v) => {
+                        assert_eq!(v, count, "in order, once each");
+                        sum += v;
+                        count += 1;
+                    }
+                    Err(e) => {
+                        assert!(e.is_disconnected(), "{e:?}");
+                        break;
+                    }
+                }
+            }
+            assert_eq!(count, n);
+            Ok(sum)
+        })
+        .unwrap();
+        assert_eq!(sum, n * (n - 1) / 2);
+    });
+}
+
+#[test]
+fn spsc_roles_one_live_holder_each_and_a_dead_holders_role_is_taken_over() {
+    with_deadline("spsc roles", || {
+        let name = Name::new("spsc-roles");
+        let q = ndshm::SpscQueue::<u32>::create(name.as_str(), 4).unwrap();
+        let held = SharedValue::<u32>::new(0).unwrap();
+        let r = ndshm::scope(|s| -> ndshm::Result<()> {
+            let child = s.spawn(|| -> ndshm::Result<()> {
+                let tx = q.producer()?;
+                tx.put(1)?;
+                held.store(1);
+                std::thread::sleep(Duration::from_secs(3600));
+                Ok(())
+            })?;
+            assert!(within_deadline(|| held.load() == 1));
+            // A live process holds the producer: refused here.
+            let e = q.producer().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::AlreadyOpen, "{e}");
+            let rx = q.consumer()?;
+            assert_eq!(rx.get(), Ok(1));
+            // SAFETY: kill(2) of our own child.
+            unsafe { libc::kill(child.pid(), libc::SIGKILL) };
+            // The producer died: drained, then Disconnected; its role is free again.
+            assert!(rx.get().unwrap_err().is_disconnected());
+            let tx = q.producer()?;
+            tx.put(2)?;
+            assert_eq!(rx.get(), Ok(2));
+            // A copy inherited through fork is bound to its claiming process.
+            ndshm::scope(|inner| {
+                inner
+                    .spawn(|| {
+                        let e = tx.try_put(3).unwrap_err();
+                        assert_eq!(e.kind(), ErrorKind::WrongProcess);
+                        assert_eq!(rx.try_get().unwrap_err().kind(), ErrorKind::WrongProcess);
+                    })?
+                    .join()
+            })?;
+            // The parent still holds both roles.
+            tx.put(4)?;
+            assert_eq!(rx.get(), Ok(4));
+            child.join()
+        });
+        assert!(r.unwrap_err().to_string().contains("SIGKILL"));
+    });
+}

@@ -22,3 +22,4 @@ pub(crate) mod joinable_queue;
 pub(crate) mod pipe;
 pub(crate) mod queue;
 pub(crate) mod ring;
+pub(crate) mod spsc;
