@@ -583,7 +583,9 @@ impl<T: Pod> SpscProducer<'_, T> {
             .wait(deadline, H_PUT_WAITERS, H_GET_EVENT, || self.attempt(item))
     }
 
-    /// Puts `item`, waiting while the queue is full.
+    /// Puts `item`, waiting while the queue is full (as long as it takes, whether or not a
+    /// consumer holds its role: a new consumer may come; bound the wait with
+    /// [`put_timeout`](Self::put_timeout)).
     ///
     /// # Errors
     /// [`PutError::Failed`] of [`ErrorKind::WrongProcess`] (a copy inherited through fork)
