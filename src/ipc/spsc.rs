@@ -449,18 +449,19 @@ impl<T: Pod> SpscQueue<T> {
     }
 
     /// Spins about 20 µs retrying `attempt`, then sleeps on `event` (flagged at `waiters`)
-    /// between attempts, until it succeeds, fails, or `deadline` passes.
+    /// between attempts, until it succeeds, fails, or `deadline` passes. `attempt` is told
+    /// whether the wait reached its sleeping phase (where costlier checks belong).
     fn wait<R>(
         &self,
         deadline: Option<Instant>,
         waiters: usize,
         event: usize,
-        mut attempt: impl FnMut() -> std::result::Result<R, Stop>,
+        mut attempt: impl FnMut(bool) -> std::result::Result<R, Stop>,
     ) -> std::result::Result<R, Stop> {
         let start = Instant::now();
         let mut spins = 0u32;
         loop {
-            match attempt() {
+            match attempt(false) {
                 Err(Stop::WouldBlock) => {}
                 other => return other,
             }
@@ -477,7 +478,7 @@ impl<T: Pod> SpscQueue<T> {
             let ev = event.load(Ordering::SeqCst);
             waiters.store(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            match attempt() {
+            match attempt(true) {
                 Err(Stop::WouldBlock) => {}
                 other => return other,
             }
@@ -580,7 +581,7 @@ impl<T: Pod> SpscProducer<'_, T> {
             other => return other,
         }
         self.q
-            .wait(deadline, H_PUT_WAITERS, H_GET_EVENT, || self.attempt(item))
+            .wait(deadline, H_PUT_WAITERS, H_GET_EVENT, |_| self.attempt(item))
     }
 
     /// Puts `item`, waiting while the queue is full (as long as it takes, whether or not a
@@ -771,8 +772,11 @@ impl<T: Pod> SpscConsumer<'_, T> {
             Err(Stop::WouldBlock) => {}
             other => return other,
         }
-        self.q
-            .wait(deadline, H_GET_WAITERS, H_PUT_EVENT, || self.attempt(true))
+        self.q.wait(deadline, H_GET_WAITERS, H_PUT_EVENT, |asleep| {
+            // The producer's liveness (a clock read, maybe system calls) only once the
+            // wait sleeps; a released role is seen at once either way.
+            self.attempt(asleep)
+        })
     }
 
     /// Takes an item, waiting while the queue is empty.
