@@ -891,3 +891,37 @@ fn spsc_roles_one_live_holder_each_and_a_dead_holders_role_is_taken_over() {
         assert!(r.unwrap_err().to_string().contains("SIGKILL"));
     });
 }
+
+#[test]
+fn producers_started_one_after_another_under_a_registered_parent_are_all_consumed() {
+    with_deadline("late producers", || {
+        let q = Queue::<u64>::new(4).unwrap();
+        let got = SharedValue::<u64>::new(0).unwrap();
+        q.register_producer().unwrap();
+        ndshm::scope(|s| -> ndshm::Result<()> {
+            let consumer = s.spawn(|| {
+                let mut n = 0;
+                while let Ok(v) = q.get() {
+                    n += v;
+                }
+                got.store(n);
+            })?;
+            // One producer at a time: each has exited before the next one's first put.
+            for p in 0..3u64 {
+                ndshm::scope(|inner| -> ndshm::Result<()> {
+                    let q = &q;
+                    inner.spawn(move || {
+                        for i in 0..10 {
+                            q.put(p * 10 + i + 1).unwrap();
+                        }
+                    })?;
+                    Ok(())
+                })?;
+            }
+            q.close(); // the parent's registration: the last producer is gone now
+            consumer.join()
+        })
+        .unwrap();
+        assert_eq!(got.load(), (1..=30).sum::<u64>());
+    });
+}

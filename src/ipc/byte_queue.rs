@@ -466,6 +466,26 @@ impl ByteQueue {
         self.shared.close_handle()
     }
 
+    /// Makes this handle a producer in this process now, as its first put would; see
+    /// [`Queue::register_producer`](crate::Queue::register_producer).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] when this handle was closed.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 8)?;
+    /// q.register_producer()?;
+    /// q.close();
+    /// assert!(q.get().unwrap_err().is_closed()); // this handle is closed
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn register_producer(&self) -> Result<()> {
+        self.shared
+            .register_producer()
+            .map_err(|e| Error::from(outcome(e, true).put(())))
+    }
+
     /// Whether this handle was closed with [`close`](Self::close) (a shutdown of the
     /// queue is [`is_shutdown`](Self::is_shutdown)).
     pub fn is_closed(&self) -> bool {

@@ -154,6 +154,12 @@ impl RingSegment {
         Ok(live)
     }
 
+    /// Registers this handle as a producer in this process without putting (see
+    /// [`Queue::register_producer`]).
+    pub(crate) fn register_producer(&self) -> std::result::Result<(), Fail> {
+        self.producer().map(drop)
+    }
+
     #[cold]
     #[inline(never)]
     fn become_producer(&self) {
@@ -373,6 +379,13 @@ pub(crate) fn outcome(e: Fail, putting: bool) -> Outcome {
 /// - A process that could not claim a lease, or a queue with more than 60 live producer
 ///   processes at once, is never reported disconnected (the safe side: gets wait as
 ///   before).
+/// - Producers that start at different times: between the last producer's exit and a later
+///   one's first put, the queue *is* disconnected, and a consumer that finds it empty then
+///   stops. Hold a producer registration across that gap: call
+///   [`register_producer`](Queue::register_producer) in the parent before forking the
+///   producers and [`close`](Queue::close) after joining them (each child's first put
+///   settles the parent's copy, so the close releases at once), or end the queue with
+///   [`shutdown`](Queue::shutdown) instead.
 ///
 /// Opening by name is safe: a slot's bytes are only touched by the one process that the
 /// sequence protocol gives it to, and everything else is atomic. A queue whose shared
@@ -654,6 +667,34 @@ impl<T: Pod> Queue<T> {
     /// ```
     pub fn close(&self) {
         self.shared.close_handle()
+    }
+
+    /// Makes this handle a producer in this process now, as its first put would (see
+    /// "Producers" in the type docs): consumers are not told the queue is disconnected
+    /// while it stays registered, e.g. while a parent forks producer processes that have not
+    /// put yet. Released by [`close`](Self::close) or a drop, as after a put.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] when this handle was closed.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::Queue::<u64>::new(8)?;
+    /// q.register_producer()?; // the queue has a producer from here on
+    /// ndshm::scope(|s| -> ndshm::Result<()> {
+    ///     for i in 0..3 {
+    ///         let q = &q;
+    ///         s.spawn(move || q.put(i).unwrap())?;
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// q.close(); // the last producer left: consumers drain, then Disconnected
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn register_producer(&self) -> Result<()> {
+        self.shared
+            .register_producer()
+            .map_err(|e| Error::from(outcome(e, true).put(())))
     }
 
     /// Whether this handle was closed with [`close`](Self::close) (whether the queue was
