@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ndshm::{Lock, Queue, SharedMap, SharedValue};
+use ndshm::{Lock, Queue, SharedMap, SharedValue, SpscQueue};
 
 fn value_and_lock(c: &mut Criterion) {
     let mut g = c.benchmark_group("uncontended");
@@ -45,6 +45,30 @@ fn value_and_lock(c: &mut Criterion) {
         b.iter(|| {
             q.try_put(1).unwrap();
             q.try_get().unwrap()
+        })
+    });
+    // The SPSC queue beside its anchors: rtrb (SPSC) and crossbeam's ArrayQueue (MPMC),
+    // one item in and out per iteration, one thread.
+    let sq = SpscQueue::<u64>::new(1024).unwrap();
+    let (tx, rx) = (sq.producer().unwrap(), sq.consumer().unwrap());
+    g.bench_function("SpscQueue try_put+try_get, one process", |b| {
+        b.iter(|| {
+            tx.try_put(black_box(1)).unwrap();
+            rx.try_get().unwrap()
+        })
+    });
+    let (mut rp, mut rc) = rtrb::RingBuffer::<u64>::new(1024);
+    g.bench_function("rtrb push+pop", |b| {
+        b.iter(|| {
+            rp.push(black_box(1)).unwrap();
+            rc.pop().unwrap()
+        })
+    });
+    let aq = crossbeam_queue::ArrayQueue::<u64>::new(1024);
+    g.bench_function("crossbeam ArrayQueue push+pop", |b| {
+        b.iter(|| {
+            aq.push(black_box(1)).unwrap();
+            aq.pop().unwrap()
         })
     });
     g.finish();

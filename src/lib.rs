@@ -132,6 +132,7 @@ pub use ipc::error::{
 pub use ipc::joinable_queue::JoinableQueue;
 pub use ipc::pipe::{pipe, pipe_one_way, Connection, PipeReader, PipeWriter};
 pub use ipc::queue::Queue;
+pub use ipc::spsc::{SpscConsumer, SpscProducer, SpscQueue};
 pub use lifecycle::gc::{gc, gc_matching, stale};
 pub use lifecycle::info::{info, list, OwnerStatus, SegmentInfo};
 pub use lifecycle::signals::{die_with_parent, SignalCleanup};

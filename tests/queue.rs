@@ -629,3 +629,299 @@ fn capacity_is_exactly_what_was_asked() {
     .unwrap();
     assert_eq!(b.len(), 3);
 }
+
+/// Runs `f` on a thread and fails the test if it has not returned within 60 s (a get that
+/// never learns its producers are gone hangs instead of failing).
+fn with_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let limit = Duration::from_secs(60);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(v)) => v,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what}: still blocked after {limit:?}"),
+    }
+}
+
+#[test]
+fn get_after_every_producer_dropped_drains_then_reports_disconnected() {
+    with_deadline("producers dropped", || {
+        let name = Name::new("producers-dropped");
+        let q = Queue::<u64>::create(name.as_str(), 8).unwrap();
+        // A queue nobody put to yet is not disconnected: it waits for a first producer.
+        assert_eq!(q.try_get(), Err(TryGetError::Empty));
+        let p1 = Queue::<u64>::open(name.as_str()).unwrap();
+        let p2 = Queue::<u64>::open(name.as_str()).unwrap();
+        p1.put(1).unwrap();
+        p2.put(2).unwrap();
+        drop(p1);
+        // One producer left: items come, then empty (not disconnected).
+        assert_eq!(q.get(), Ok(1));
+        assert_eq!(q.get(), Ok(2));
+        assert_eq!(q.try_get(), Err(TryGetError::Empty));
+        assert_eq!(
+            q.get_timeout(Duration::from_millis(1)),
+            Err(GetTimeoutError::Timeout)
+        );
+        p2.put(3).unwrap();
+        p2.put(4).unwrap();
+        drop(p2);
+        // The last producer is gone: what it put is drained first, then Disconnected
+        // from every flavour of get, and it converts into ErrorKind::Disconnected.
+        assert_eq!(q.get(), Ok(3));
+        assert_eq!(q.try_get(), Ok(4));
+        assert_eq!(q.get(), Err(GetError::Disconnected));
+        assert_eq!(q.try_get(), Err(TryGetError::Disconnected));
+        assert_eq!(
+            q.get_timeout(Duration::from_secs(5)),
+            Err(GetTimeoutError::Disconnected)
+        );
+        let e: ndshm::Error = q.get().unwrap_err().into();
+        assert_eq!(e.kind(), ErrorKind::Disconnected);
+        // A new producer revives the queue (a process may open it by name and put).
+        let p3 = Queue::<u64>::open(name.as_str()).unwrap();
+        p3.put(5).unwrap();
+        assert_eq!(q.get(), Ok(5));
+        assert_eq!(q.try_get(), Err(TryGetError::Empty));
+        p3.close(); // close() gives up producing as a drop does (Python's close()).
+        assert_eq!(q.get(), Err(GetError::Disconnected));
+
+        // A consumer asleep in another process is woken by the last producer's close.
+        let b = ByteQueue::new(4, 8).unwrap();
+        let got = SharedValue::<u64>::new(0).unwrap();
+        ndshm::scope(|s| -> ndshm::Result<()> {
+            let child = s.spawn(|| {
+                let mut n = 0u64;
+                loop {
+                    match b.get() {
+                        Ok(m) => n += u64::from(m[0]),
+                        Err(e) => {
+                            assert!(e.is_disconnected(), "{e:?}");
+                            break;
+                        }
+                    }
+                }
+                got.store(n);
+            })?;
+            // Registered after the fork: the child's copy never stood for this producer.
+            for i in 1..=10u8 {
+                b.put(&[i]).unwrap();
+            }
+            b.close();
+            child.join()
+        })
+        .unwrap();
+        assert_eq!(got.load(), 55);
+    });
+}
+
+#[test]
+fn get_after_the_producer_process_died_reports_disconnected() {
+    with_deadline("producer process died", || {
+        let q = Queue::<u64>::new(8).unwrap();
+        let ready = SharedValue::<u32>::new(0).unwrap();
+        let r = ndshm::scope(|s| -> ndshm::Result<()> {
+            let child = s.spawn(|| {
+                for i in 1..=3 {
+                    q.put(i).unwrap();
+                }
+                ready.store(1);
+                // Alive until killed: it holds its producer handle, never drops it.
+                std::thread::sleep(Duration::from_secs(3600));
+            })?;
+            assert!(within_deadline(|| ready.load() == 1));
+            for i in 1..=3 {
+                assert_eq!(q.get(), Ok(i));
+            }
+            // The producer is alive: empty, not disconnected.
+            assert_eq!(
+                q.get_timeout(Duration::from_millis(50)),
+                Err(GetTimeoutError::Timeout)
+            );
+            let pid = child.pid();
+            // The consumer blocks in `get`; the producer is killed while it waits (or
+            // before: either way the get must end with Disconnected, not hang).
+            let killer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                // SAFETY: kill(2) of our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            });
+            assert_eq!(q.get(), Err(GetError::Disconnected));
+            killer.join().unwrap();
+            child.join()
+        });
+        assert!(r.unwrap_err().to_string().contains("SIGKILL"));
+        assert_eq!(q.try_get(), Err(TryGetError::Disconnected));
+        assert_eq!(q.lost(), 0);
+    });
+}
+
+#[test]
+fn a_forked_copy_that_never_puts_is_not_a_producer() {
+    with_deadline("forked copy never puts", || {
+        let name = Name::new("copy-never-puts");
+        let q = Queue::<u64>::create(name.as_str(), 8).unwrap();
+        let consumer = Queue::<u64>::open(name.as_str()).unwrap();
+        let done = SharedValue::<u32>::new(0).unwrap();
+        let started = SharedValue::<u32>::new(0).unwrap();
+        ndshm::scope(|s| -> ndshm::Result<()> {
+            // A child that holds copies of both handles and never uses them.
+            let child = s.spawn(|| {
+                let _copies = (&q, &consumer);
+                started.store(1);
+                while done.load() == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })?;
+            assert!(within_deadline(|| started.load() == 1));
+            q.put(7).unwrap();
+            q.close();
+            // The only process that put closed its handle; the child lives on with its
+            // copy, which does not count as a producer.
+            assert_eq!(consumer.get(), Ok(7));
+            assert_eq!(consumer.get(), Err(GetError::Disconnected));
+            done.store(1);
+            child.join()
+        })
+        .unwrap();
+
+        // A producer that forks: its child's copy is not a producer either. The parent's
+        // close after the fork is a hand-over until a child settles it; a child that
+        // used its copy (here, a get) settled it, so the close ends the producers.
+        let name = Name::new("copy-settles");
+        let b = ByteQueue::create(name.as_str(), 4, 8).unwrap();
+        let c = ByteQueue::open(name.as_str()).unwrap();
+        b.put(b"a").unwrap();
+        b.put(b"b").unwrap();
+        ndshm::scope(|s| -> ndshm::Result<()> {
+            s.spawn(|| {
+                assert_eq!(b.get().unwrap(), b"a");
+            })?
+            .join()
+        })
+        .unwrap();
+        b.close();
+        assert_eq!(c.get().unwrap(), b"b");
+        assert!(c.get().unwrap_err().is_disconnected());
+    });
+}
+
+#[test]
+fn spsc_queue_across_processes_delivers_everything_once_then_disconnected() {
+    with_deadline("spsc across processes", || {
+        let q = ndshm::SpscQueue::<u64>::new(64).unwrap();
+        let n = 200_000u64;
+        let sum = ndshm::scope(|s| -> ndshm::Result<u64> {
+            s.spawn(|| -> ndshm::Result<()> {
+                let tx = q.producer()?;
+                for i in 0..n {
+                    tx.put(i)?;
+                }
+                Ok(())
+            })?;
+            let rx = q.consumer()?;
+            let mut sum = 0u64;
+            let mut count = 0u64;
+            loop {
+                match rx.get() {
+                    Ok(v) => {
+                        assert_eq!(v, count, "in order, once each");
+                        sum += v;
+                        count += 1;
+                    }
+                    Err(e) => {
+                        assert!(e.is_disconnected(), "{e:?}");
+                        break;
+                    }
+                }
+            }
+            assert_eq!(count, n);
+            Ok(sum)
+        })
+        .unwrap();
+        assert_eq!(sum, n * (n - 1) / 2);
+    });
+}
+
+#[test]
+fn spsc_roles_one_live_holder_each_and_a_dead_holders_role_is_taken_over() {
+    with_deadline("spsc roles", || {
+        let name = Name::new("spsc-roles");
+        let q = ndshm::SpscQueue::<u32>::create(name.as_str(), 4).unwrap();
+        let held = SharedValue::<u32>::new(0).unwrap();
+        let r = ndshm::scope(|s| -> ndshm::Result<()> {
+            let child = s.spawn(|| -> ndshm::Result<()> {
+                let tx = q.producer()?;
+                tx.put(1)?;
+                held.store(1);
+                std::thread::sleep(Duration::from_secs(3600));
+                Ok(())
+            })?;
+            assert!(within_deadline(|| held.load() == 1));
+            // A live process holds the producer: refused here.
+            let e = q.producer().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::AlreadyOpen, "{e}");
+            let rx = q.consumer()?;
+            assert_eq!(rx.get(), Ok(1));
+            // SAFETY: kill(2) of our own child.
+            unsafe { libc::kill(child.pid(), libc::SIGKILL) };
+            // The producer died: drained, then Disconnected; its role is free again.
+            assert!(rx.get().unwrap_err().is_disconnected());
+            let tx = q.producer()?;
+            tx.put(2)?;
+            assert_eq!(rx.get(), Ok(2));
+            // A copy inherited through fork is bound to its claiming process.
+            ndshm::scope(|inner| {
+                inner
+                    .spawn(|| {
+                        let e = tx.try_put(3).unwrap_err();
+                        assert_eq!(e.kind(), ErrorKind::WrongProcess);
+                        assert_eq!(rx.try_get().unwrap_err().kind(), ErrorKind::WrongProcess);
+                    })?
+                    .join()
+            })?;
+            // The parent still holds both roles.
+            tx.put(4)?;
+            assert_eq!(rx.get(), Ok(4));
+            child.join()
+        });
+        assert!(r.unwrap_err().to_string().contains("SIGKILL"));
+    });
+}
+
+#[test]
+fn producers_started_one_after_another_under_a_registered_parent_are_all_consumed() {
+    with_deadline("late producers", || {
+        let q = Queue::<u64>::new(4).unwrap();
+        let got = SharedValue::<u64>::new(0).unwrap();
+        q.register_producer().unwrap();
+        ndshm::scope(|s| -> ndshm::Result<()> {
+            let consumer = s.spawn(|| {
+                let mut n = 0;
+                while let Ok(v) = q.get() {
+                    n += v;
+                }
+                got.store(n);
+            })?;
+            // One producer at a time: each has exited before the next one's first put.
+            for p in 0..3u64 {
+                ndshm::scope(|inner| -> ndshm::Result<()> {
+                    let q = &q;
+                    inner.spawn(move || {
+                        for i in 0..10 {
+                            q.put(p * 10 + i + 1).unwrap();
+                        }
+                    })?;
+                    Ok(())
+                })?;
+            }
+            q.close(); // the parent's registration: the last producer is gone now
+            consumer.join()
+        })
+        .unwrap();
+        assert_eq!(got.load(), (1..=30).sum::<u64>());
+    });
+}

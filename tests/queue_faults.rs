@@ -430,3 +430,38 @@ fn random_bytes_over_a_pipes_run_time_words_never_hang() {
         }
     });
 }
+
+#[test]
+fn random_bytes_over_a_queues_producer_table_never_hang() {
+    let name = Name::new("scribbled-prod");
+    let path = name.path();
+    // Slots of 32 bytes: stride 64; the ring is 256 + 4 * 64 = 512 bytes, then the
+    // producer table: its magic word, then `ever`, `overflow` and the entries from 576.
+    let q = ByteQueue::create(&name, 4, 32).unwrap();
+    within_deadline("scribbled producer table", move || {
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        let mut words = vec![576, 584];
+        words.extend((640..640 + 8 * 16).step_by(8));
+        words.push(224); // the ring's hang-up hint
+        let mut rng = Rng(0x0bad_5eed_0bad_5eed);
+        let ms = Duration::from_millis(10);
+        for i in 0..300 {
+            scribble(&file, &words, &mut rng);
+            timed("try_put", Duration::ZERO, || acceptable(q.try_put(b"x")));
+            timed("try_get", Duration::ZERO, || {
+                acceptable(q.try_get().map(drop))
+            });
+            timed("get_timeout", ms, || {
+                acceptable(q.get_timeout(ms).map(drop))
+            });
+            if i % 50 == 0 {
+                // A producer leaving (and a new one coming) over the scribbled table.
+                let other = ByteQueue::open(q.name().unwrap()).unwrap();
+                timed("put_timeout", ms, || {
+                    acceptable(other.put_timeout(b"y", ms))
+                });
+                drop(other);
+            }
+        }
+    });
+}

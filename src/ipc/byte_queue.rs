@@ -25,6 +25,10 @@ const BYTES_TAG: u64 = 0;
 /// the message in place ([`get_with`](ByteQueue::get_with): zero copy; the slot is held
 /// until the callback returns). [`put_with`](ByteQueue::put_with) writes in place.
 ///
+/// Gets report `Disconnected` once every producer is gone and the queue is drained, under
+/// the rules of [`Queue`](crate::Queue)'s "Producers" section (a handle is a producer from
+/// its first put in a process).
+///
 /// # Examples
 /// ```
 /// use ndshm::{ByteQueue, ErrorKind};
@@ -145,7 +149,7 @@ impl ByteQueue {
             return Err(PutFail::TooLong(msg.len(), slot_size));
         }
         self.shared
-            .live()
+            .producer()
             .and_then(|r| r.ring().put(msg, wait))
             .map_err(PutFail::Ring)
     }
@@ -159,7 +163,7 @@ impl ByteQueue {
         let mut fill = Some(fill);
         let r = self.check_len(len).and_then(|()| {
             self.shared
-                .live()
+                .producer()
                 .and_then(|r| r.ring().put_with(len, wait, &mut fill))
                 .map_err(|e| outcome(e, true))
         });
@@ -172,10 +176,7 @@ impl ByteQueue {
         wait: Wait,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, Outcome> {
-        self.shared
-            .live()
-            .and_then(|r| r.ring().get(wait, f))
-            .map_err(get_outcome)
+        self.shared.get(wait, f).map_err(get_outcome)
     }
 
     /// Puts a copy of `msg`, waiting while the queue is full.
@@ -314,7 +315,8 @@ impl ByteQueue {
     ///
     /// # Errors
     /// [`GetError::Closed`] when this handle was closed or the queue shut down (and
-    /// drained, unless immediately), [`GetError::Failed`] of
+    /// drained, unless immediately), [`GetError::Disconnected`] when every producer is gone
+    /// and the queue is drained, [`GetError::Failed`] of
     /// [`ErrorKind::Corrupt`] when its memory was overwritten.
     ///
     /// # Examples
@@ -327,8 +329,7 @@ impl ByteQueue {
     /// ```
     pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> std::result::Result<R, GetError> {
         self.shared
-            .live()
-            .and_then(|r| r.ring().get(Wait::Until(None), f))
+            .get(Wait::Until(None), f)
             .map_err(|e| get_outcome(e).get())
     }
 
@@ -336,7 +337,8 @@ impl ByteQueue {
     ///
     /// # Errors
     /// [`TryGetError::Empty`] when empty now, [`TryGetError::Closed`] when closed and
-    /// empty, [`TryGetError::Failed`].
+    /// empty, [`TryGetError::Disconnected`] when every producer is gone and it is empty,
+    /// [`TryGetError::Failed`].
     ///
     /// # Examples
     /// ```
@@ -349,8 +351,7 @@ impl ByteQueue {
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, TryGetError> {
         self.shared
-            .live()
-            .and_then(|r| r.ring().get(Wait::No, f))
+            .get(Wait::No, f)
             .map_err(|e| get_outcome(e).try_get())
     }
 
@@ -463,6 +464,26 @@ impl ByteQueue {
     /// ```
     pub fn close(&self) {
         self.shared.close_handle()
+    }
+
+    /// Makes this handle a producer in this process now, as its first put would; see
+    /// [`Queue::register_producer`](crate::Queue::register_producer).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] when this handle was closed.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::ByteQueue::new(2, 8)?;
+    /// q.register_producer()?;
+    /// q.close();
+    /// assert!(q.get().unwrap_err().is_closed()); // this handle is closed
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn register_producer(&self) -> Result<()> {
+        self.shared
+            .register_producer()
+            .map_err(|e| Error::from(outcome(e, true).put(())))
     }
 
     /// Whether this handle was closed with [`close`](Self::close) (a shutdown of the

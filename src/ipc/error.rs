@@ -66,7 +66,12 @@ fn describe(kind: ErrorKind, pipe: bool) -> &'static str {
             "this handle of the pipe was closed (close()): it cannot be used any more; keep \
              another handle open, or make a new pipe"
         }
-        (ErrorKind::Disconnected, _) => {
+        (ErrorKind::Disconnected, false) => {
+            "every producer of the queue is gone (each handle that put dropped or closed it, \
+             or its process died) and everything in it was taken: no more items will come \
+             (mpsc's Disconnected)"
+        }
+        (ErrorKind::Disconnected, true) => {
             "the other end of the pipe is gone (every handle of it dropped or closed, or its \
              processes died): no more messages will come, and none sent will be received \
              (Python's EOFError / BrokenPipeError)"
@@ -275,6 +280,9 @@ plain_error!(
     GetError, false, {
         /// The queue was closed and everything in it was taken.
         Closed => Closed, is_closed;
+        /// Every producer is gone (see [`Queue`](crate::Queue), "Producers") and
+        /// everything they put was taken: `mpsc`'s `Disconnected`.
+        Disconnected => Disconnected, is_disconnected;
     }
 );
 plain_error!(
@@ -284,6 +292,9 @@ plain_error!(
         Empty => Empty, is_empty;
         /// The queue was closed and everything in it was taken.
         Closed => Closed, is_closed;
+        /// Every producer is gone (see [`Queue`](crate::Queue), "Producers") and
+        /// everything they put was taken: `mpsc`'s `Disconnected`.
+        Disconnected => Disconnected, is_disconnected;
     }
 );
 plain_error!(
@@ -293,6 +304,9 @@ plain_error!(
         Timeout => Timeout, is_timeout;
         /// The queue was closed and everything in it was taken.
         Closed => Closed, is_closed;
+        /// Every producer is gone (see [`Queue`](crate::Queue), "Producers") and
+        /// everything they put was taken: `mpsc`'s `Disconnected`.
+        Disconnected => Disconnected, is_disconnected;
     }
 );
 item_error!(
@@ -372,7 +386,7 @@ pub(crate) enum Outcome {
     Timeout,
     Closed,
     Failed(Error),
-    /// Pipes only: the other end is gone.
+    /// Pipes: the other end is gone; queues (gets only): every producer is gone.
     Disconnected,
 }
 
@@ -400,20 +414,23 @@ impl Outcome {
     pub(crate) fn get(self) -> GetError {
         match self {
             Outcome::Failed(e) => GetError::Failed(e),
+            Outcome::Disconnected => GetError::Disconnected,
             _ => GetError::Closed,
         }
     }
     pub(crate) fn try_get(self) -> TryGetError {
         match self {
             Outcome::Full | Outcome::Empty | Outcome::Timeout => TryGetError::Empty,
-            Outcome::Closed | Outcome::Disconnected => TryGetError::Closed,
+            Outcome::Closed => TryGetError::Closed,
+            Outcome::Disconnected => TryGetError::Disconnected,
             Outcome::Failed(e) => TryGetError::Failed(e),
         }
     }
     pub(crate) fn get_timeout(self) -> GetTimeoutError {
         match self {
             Outcome::Full | Outcome::Empty | Outcome::Timeout => GetTimeoutError::Timeout,
-            Outcome::Closed | Outcome::Disconnected => GetTimeoutError::Closed,
+            Outcome::Closed => GetTimeoutError::Closed,
+            Outcome::Disconnected => GetTimeoutError::Disconnected,
             Outcome::Failed(e) => GetTimeoutError::Failed(e),
         }
     }

@@ -9,6 +9,10 @@
 //!   shares with [`byte_queue`]: [`ByteQueue`](crate::ByteQueue) for byte messages.
 //! - [`pipe`]: [`pipe()`](crate::pipe) and its two [`Connection`](crate::Connection) ends,
 //!   two rings in one segment, messages of any length in slot-sized chunks.
+//! - [`holders`]: who holds one side of a channel (a pipe end, a queue's producers): the
+//!   holder table in shared memory, registration on first use, hand-over to forked children.
+//! - [`spsc`]: [`SpscQueue<T>`](crate::SpscQueue), one producer and one consumer process at a
+//!   time, the fast path between two processes.
 //! - [`joinable_queue`]: [`JoinableQueue<T>`](crate::JoinableQueue), a [`Queue<T>`](crate::Queue)
 //!   with Python's `task_done()` / `join()`.
 //! - [`array_queue`]: [`NdArrayQueue`](crate::NdArrayQueue), a [`ByteQueue`](crate::ByteQueue)
@@ -17,7 +21,9 @@
 pub(crate) mod array_queue;
 pub(crate) mod byte_queue;
 pub(crate) mod error;
+pub(crate) mod holders;
 pub(crate) mod joinable_queue;
 pub(crate) mod pipe;
 pub(crate) mod queue;
 pub(crate) mod ring;
+pub(crate) mod spsc;

@@ -24,7 +24,7 @@
 //! See [`Connection`]'s docs: the rules are part of its public contract.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ipc::error::{
     Outcome, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
+use crate::ipc::holders::{self, Holders, Ready, Registration};
 use crate::ipc::ring::{deadline, ring_layout, Fail, Ring, RingLayout, Wait};
 use crate::segment::region::Region;
 use crate::segment::shared_mem::SharedMem;
@@ -41,7 +42,6 @@ use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
 use crate::sync::lock::LIVENESS_PERIOD;
 use crate::sys::lease::{self, Liveness};
-use crate::sys::proc::{fork_mark, forked_since, process_token, random_u64};
 
 /// Chunk flags (the first byte of each slot): more chunks of this message follow.
 const MORE: u8 = 1;
@@ -58,19 +58,8 @@ struct Shared {
     region: Region,
 }
 
-/// Holder table: a magic word, then per end a block of [`END_BYTES`]: `ever` (set when a
-/// first handle of the end registered), `overflow` (registrations that found no free
-/// entry: the end is then never reported gone), and [`ENTRIES`] entries of
-/// `[lease u64][state u64]`. A state is `tag << 32 | handed << 2 | flags` ([`HELD`],
-/// [`PENDING`]); 0 with a non-zero lease is an entry being claimed (counts as held).
-const TABLE: usize = 64 + 2 * END_BYTES;
-const END_BYTES: usize = 1024;
-const ENTRIES: usize = (END_BYTES - 64) / 16;
-const TABLE_MAGIC: u64 = u64::from_le_bytes(*b"ndshmHLD");
-const HELD: u64 = 1;
-const PENDING: u64 = 2;
-const HANDED_ONE: u64 = 4;
-const HANDED_MASK: u64 = 0xffff_fffc;
+/// Holder table: a magic word, then one holder block per end (see [`super::holders`]).
+const TABLE: usize = 64 + 2 * holders::BLOCK;
 
 /// How often a waiting call checks whether the other end's holders died (a drop or close
 /// of the last handle wakes it at once).
@@ -81,128 +70,9 @@ impl Shared {
         self.region.payload().sub(2 * self.half, TABLE)
     }
 
-    fn end_block(&self, end: usize) -> SharedMem<'_> {
-        self.table().sub(64 + end * END_BYTES, END_BYTES)
-    }
-
-    fn entry(&self, end: usize, i: usize) -> (&AtomicU64, &AtomicU64) {
-        let e = self.end_block(end).sub(64 + i * 16, 16);
-        (e.u64(0), e.u64(8))
-    }
-
-    /// Registers this process as a holder of `end`: the entry index and its tag, or
-    /// `None` when the table is full (then the end is marked never gone).
-    fn register(&self, end: usize) -> Option<(u32, u32)> {
-        let me = lease::holder();
-        let tag = (random_u64() as u32) | 1;
-        let block = self.end_block(end);
-        block.u64(0).store(1, Ordering::SeqCst);
-        for pass in 0..2 {
-            for i in 0..ENTRIES {
-                let (l, st) = self.entry(end, i);
-                let cur = l.load(Ordering::Acquire);
-                let free = cur == 0
-                    || (pass == 1
-                        && st.load(Ordering::Acquire) != 0
-                        && lease::check(cur) == Liveness::Dead);
-                if free
-                    && l.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    st.store((tag as u64) << 32 | HELD, Ordering::SeqCst);
-                    return Some((i as u32, tag));
-                }
-            }
-        }
-        block.u64(8).fetch_add(1, Ordering::SeqCst);
-        None
-    }
-
-    /// Releases the registration `(idx, tag)` of `lease` on `end`. `handing` (the
-    /// registering process forked since): a registration no child has settled yet becomes
-    /// a pending hand-over instead (see [`Connection`], "Hang-up and hand-over"). Returns whether it was freed.
-    fn release(&self, end: usize, idx: u32, tag: u32, owner: u64, handing: bool) -> bool {
-        let (l, st) = self.entry(end, idx as usize);
-        loop {
-            let cur = st.load(Ordering::Acquire);
-            if l.load(Ordering::Acquire) != owner || (cur >> 32) as u32 != tag {
-                return false; // not ours any more (taken over as dead)
-            }
-            let new = if handing && cur & HANDED_MASK == 0 {
-                (cur & !HELD) | PENDING
-            } else {
-                0
-            };
-            if st
-                .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                if new == 0 {
-                    let _ = l.compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed);
-                    return true;
-                }
-                return false;
-            }
-        }
-    }
-
-    /// A child settles the registration its copy was inherited with: a pending hand-over
-    /// is freed (returns true), a registration still held is marked handed.
-    fn settle(&self, end: usize, idx: u32, tag: u32, owner: u64) -> bool {
-        if idx as usize >= ENTRIES {
-            return false;
-        }
-        let (l, st) = self.entry(end, idx as usize);
-        loop {
-            let cur = st.load(Ordering::Acquire);
-            if l.load(Ordering::Acquire) != owner || (cur >> 32) as u32 != tag {
-                return false;
-            }
-            let (new, freed) = if cur & PENDING != 0 {
-                (0, true)
-            } else if cur & HANDED_MASK == HANDED_MASK {
-                (cur, false)
-            } else {
-                (cur + HANDED_ONE, false)
-            };
-            if st
-                .compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                if freed {
-                    let _ = l.compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed);
-                }
-                return freed;
-            }
-        }
-    }
-
-    /// Whether every holder of `end` is gone: it had one, and each registered entry is
-    /// free or names a process the kernel reports dead (a pending hand-over counts while
-    /// its process lives). Clears the dead entries it finds.
-    fn end_gone(&self, end: usize) -> bool {
-        let block = self.end_block(end);
-        if block.u64(0).load(Ordering::SeqCst) == 0 || block.u64(8).load(Ordering::SeqCst) != 0 {
-            return false;
-        }
-        for i in 0..ENTRIES {
-            let (l, st) = self.entry(end, i);
-            let who = l.load(Ordering::SeqCst);
-            if who == 0 {
-                continue;
-            }
-            let cur = st.load(Ordering::SeqCst);
-            if cur == 0 || lease::check(who) != Liveness::Dead {
-                return false;
-            }
-            if st
-                .compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                let _ = l.compare_exchange(who, 0, Ordering::AcqRel, Ordering::Relaxed);
-            }
-        }
-        true
+    /// The holder block of `end`.
+    fn holders(&self, end: usize) -> Holders<'_> {
+        Holders::new(self.table().sub(64 + end * holders::BLOCK, holders::BLOCK))
     }
 
     /// The other end of `end` is gone: closes both rings, which every waiter on either
@@ -281,7 +151,7 @@ fn layout(slots: usize, chunk: usize) -> Result<(usize, Init)> {
         let (b, table) = rest.split_at_mut(len);
         Ring::init(a, slots, slot, PIPE_TAG)?;
         Ring::init(b, slots, slot, PIPE_TAG)?;
-        table[..8].copy_from_slice(&TABLE_MAGIC.to_le_bytes());
+        table[..8].copy_from_slice(&holders::TABLE_MAGIC.to_le_bytes());
         Ok(())
     });
     Ok((len, init))
@@ -294,7 +164,7 @@ fn attach(region: Region, half: usize) -> Result<Shared> {
     let payload = region.payload();
     let table_ok = payload
         .get(2 * half, TABLE)
-        .is_some_and(|t| t.u64(0).load(Ordering::Acquire) == TABLE_MAGIC);
+        .is_some_and(|t| t.u64(0).load(Ordering::Acquire) == holders::TABLE_MAGIC);
     let (Some(a), Some(b), true) = (payload.get(0, half), payload.get(half, half), table_ok) else {
         return Err(Error::new(
             ErrorKind::InvalidHeader,
@@ -403,26 +273,6 @@ pub struct Connection {
     checked_ms: AtomicU64,
     born: Instant,
 }
-
-/// Which process registered a handle, where, and what to release. Atomics only (no lock:
-/// a forked child uses its copy without taking any).
-struct Registration {
-    /// [`process_token`] of the registering process; 0 none; `token ^` [`CLAIMING`] while a thread
-    /// of this process registers.
-    owner: AtomicU64,
-    idx: AtomicU32,
-    tag: AtomicU32,
-    /// The registering process's lease (the table entry's word).
-    lease: AtomicU64,
-    /// [`fork_mark`] when it registered: thread serial, its forks, the process's forks.
-    forks: [AtomicU64; 3],
-}
-
-/// XORed with a process token: that process is registering the handle. A child forked
-/// while its parent was registering sees the parent's marker, not its own, and goes on.
-const CLAIMING: u64 = 0x5a5a_5a5a_5a5a_5a5a;
-/// `idx` of a handle whose registration found the table full.
-const NO_ENTRY: u32 = u32::MAX;
 
 /// What a failed send or receive on a pipe ring says.
 fn outcome(e: Fail, sending: bool) -> Outcome {
@@ -590,13 +440,7 @@ impl Connection {
             shared,
             end,
             partial: Mutex::new(Partial::default()),
-            reg: Registration {
-                owner: AtomicU64::new(0),
-                idx: AtomicU32::new(NO_ENTRY),
-                tag: AtomicU32::new(0),
-                lease: AtomicU64::new(0),
-                forks: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
-            },
+            reg: Registration::none(),
             closed: AtomicBool::new(false),
             checked_ms: AtomicU64::new(0),
             born: Instant::now(),
@@ -608,15 +452,7 @@ impl Connection {
     /// Registers this process as a holder of this handle's end (a handle is registered
     /// by the process that made it; a forked child's copy on its first use).
     fn register_here(&self) {
-        let (idx, tag) = self.shared.register(self.end).unwrap_or((NO_ENTRY, 0));
-        self.reg.idx.store(idx, Ordering::Relaxed);
-        self.reg.tag.store(tag, Ordering::Relaxed);
-        self.reg.lease.store(lease::holder(), Ordering::Relaxed);
-        let mark = fork_mark();
-        for (w, v) in self.reg.forks.iter().zip([mark.0, mark.1, mark.2]) {
-            w.store(v, Ordering::Relaxed);
-        }
-        self.reg.owner.store(process_token(), Ordering::Release);
+        self.reg.register_here(self.shared.holders(self.end));
     }
 
     /// Before every use: in a process other than the one that registered this handle (a
@@ -627,46 +463,10 @@ impl Connection {
         if self.closed.load(Ordering::Acquire) {
             return Err(Outcome::Closed);
         }
-        let me = process_token();
-        loop {
-            let owner = self.reg.owner.load(Ordering::Acquire);
-            if owner == me {
-                return Ok(());
-            }
-            if owner == me ^ CLAIMING {
-                std::thread::yield_now();
-                continue;
-            }
-            if self
-                .reg
-                .owner
-                .compare_exchange(owner, me ^ CLAIMING, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            let inherited = self.inherited();
-            // Register first, then settle: the end never looks unheld in between.
-            self.register_here();
-            if let Some((idx, tag, lease)) = inherited {
-                if self.shared.settle(self.end, idx, tag, lease) {
-                    self.hang_up_if_gone(self.end);
-                }
-            }
-            return Ok(());
+        if self.reg.ready(self.shared.holders(self.end)) == (Ready::Registered { freed: true }) {
+            self.hang_up_if_gone(self.end);
         }
-    }
-
-    /// The registration of another process this handle carries (a forked child's copy).
-    fn inherited(&self) -> Option<(u32, u32, u64)> {
-        let idx = self.reg.idx.load(Ordering::Relaxed);
-        (idx != NO_ENTRY).then(|| {
-            (
-                idx,
-                self.reg.tag.load(Ordering::Relaxed),
-                self.reg.lease.load(Ordering::Relaxed),
-            )
-        })
+        Ok(())
     }
 
     /// Gives up this handle's hold on its end: by its registering process, releases the
@@ -674,34 +474,14 @@ impl Connection {
     /// docs); by a child that never used its copy, settles the inherited one. Then
     /// reports a hang-up to the other end if this end has no holder left.
     fn release(&self) {
-        let me = process_token();
-        let owner = self.reg.owner.swap(0, Ordering::AcqRel);
-        let Some((idx, tag, lease)) = self.inherited() else {
-            return;
-        };
-        self.reg.idx.store(NO_ENTRY, Ordering::Relaxed);
-        let freed = if owner == me {
-            let [a, b, c] = &self.reg.forks;
-            let then = (
-                a.load(Ordering::Relaxed),
-                b.load(Ordering::Relaxed),
-                c.load(Ordering::Relaxed),
-            );
-            let handing = forked_since(then);
-            self.shared.release(self.end, idx, tag, lease, handing)
-        } else if owner != 0 && owner != me ^ CLAIMING {
-            self.shared.settle(self.end, idx, tag, lease)
-        } else {
-            false
-        };
-        if freed {
+        if self.reg.release(self.shared.holders(self.end)) {
             self.hang_up_if_gone(self.end);
         }
     }
 
     /// If every holder of `end` is gone, closes the pipe for the other end.
     fn hang_up_if_gone(&self, end: usize) -> bool {
-        if self.shared.end_gone(end) {
+        if self.shared.holders(end).gone() {
             self.shared.hang_up();
             return true;
         }

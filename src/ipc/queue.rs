@@ -7,8 +7,8 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
@@ -16,19 +16,35 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ipc::error::{
     GetError, GetTimeoutError, Outcome, PutError, PutTimeoutError, TryGetError, TryPutError,
 };
+use crate::ipc::holders::{self, Holders, Ready, Registration};
 use crate::ipc::ring::{self, deadline, ring_layout, Fail, Ring, RingLayout, Wait};
 use crate::segment::region::{type_tag, Region};
 use crate::segment::shared_mem::Anchored;
 use crate::segment::trailer::SegmentKind;
 use crate::segment::CreateOptions;
+use crate::sync::lock::LIVENESS_PERIOD;
 
-/// A segment (named or anonymous) that holds one ring: the shared part of [`Queue`] and
-/// [`ByteQueue`](crate::ByteQueue).
+/// Bytes after the ring: the magic word of the producer table, then its block (see
+/// [`super::holders`]).
+const TABLE: usize = 64 + holders::BLOCK;
+
+/// How often a waiting get checks whether every producer died (a drop or close of the last
+/// producer wakes it at once).
+const HANGUP_PERIOD: Duration = Duration::from_millis(100);
+
+/// A segment (named or anonymous) that holds one ring and its producer table: the shared
+/// part of [`Queue`] and [`ByteQueue`](crate::ByteQueue).
 pub(crate) struct RingSegment {
     layout: RingLayout,
     /// This handle was closed ([`Queue::close`]): its puts and gets fail; other handles,
     /// in this process or others, are not affected.
     closed: AtomicBool,
+    /// This handle's registration as a producer (see [`Queue`], "Producers").
+    producer: Registration,
+    /// When a `try_` get last checked the producers (ms since `born`, 0: never), to keep
+    /// empty `try_get` loops cheap.
+    checked_ms: AtomicU64,
+    born: Instant,
     /// The region with its payload window taken once (no per-operation look-up).
     region: Anchored<Region>,
 }
@@ -41,10 +57,20 @@ impl RingSegment {
         tag: u64,
     ) -> Result<RingSegment> {
         let (_, _, len) = ring_layout(capacity, slot_size)?;
-        let init = |mem: &mut [u8]| Ring::init(mem, capacity, slot_size, tag);
+        let total = len.checked_add(TABLE).ok_or_else(|| {
+            Error::new(
+                ErrorKind::SizeOverflow,
+                "queue capacity times slot size overflows the address space",
+            )
+        })?;
+        let init = |mem: &mut [u8]| {
+            Ring::init(&mut mem[..len], capacity, slot_size, tag)?;
+            mem[len..len + 8].copy_from_slice(&holders::TABLE_MAGIC.to_le_bytes());
+            Ok(())
+        };
         let region = match named {
-            Some(opts) => Region::create(&opts, SegmentKind::Queue, len, init)?,
-            None => Region::anonymous(len, init)?,
+            Some(opts) => Region::create(&opts, SegmentKind::Queue, total, init)?,
+            None => Region::anonymous(total, init)?,
         };
         Self::attach(region, tag)
     }
@@ -59,6 +85,19 @@ impl RingSegment {
             .map_or("anonymous queue".into(), |n| format!("queue '{n}'"));
         let layout = Ring::attach(region.payload(), &what)?;
         let ring = Ring::over(region.payload(), layout);
+        let table_ok = region
+            .payload()
+            .get(layout.len(), TABLE)
+            .is_some_and(|t| t.u64(0).load(Ordering::Acquire) == holders::TABLE_MAGIC);
+        if !table_ok {
+            return Err(Error::new(
+                ErrorKind::InvalidHeader,
+                format!(
+                    "{what}: no producer table after its ring (made by an older ndshm, or \
+                     corrupted); make the queue again with this version"
+                ),
+            ));
+        }
         if ring.tag() != tag {
             return Err(Error::new(
                 ErrorKind::TypeMismatch,
@@ -72,6 +111,9 @@ impl RingSegment {
         Ok(RingSegment {
             layout,
             closed: AtomicBool::new(false),
+            producer: Registration::none(),
+            checked_ms: AtomicU64::new(0),
+            born: Instant::now(),
             region: Anchored::new(region),
         })
     }
@@ -80,6 +122,15 @@ impl RingSegment {
     #[inline]
     pub(crate) fn ring(&self) -> Ring<'_> {
         Ring::over(self.region.mem(), self.layout)
+    }
+
+    /// The producer table.
+    fn holders(&self) -> Holders<'_> {
+        Holders::new(
+            self.region
+                .mem()
+                .sub(self.layout.len() + 64, holders::BLOCK),
+        )
     }
 
     /// This segment, unless this handle was closed (then `Closed`, as after a shutdown).
@@ -92,9 +143,156 @@ impl RingSegment {
         Ok(self)
     }
 
-    /// Closes this handle only (see [`Queue::close`]).
+    /// As [`live`](Self::live), for a put: registers this handle as a producer in this
+    /// process on its first put here (one load and a compare afterwards).
+    #[inline]
+    pub(crate) fn producer(&self) -> std::result::Result<&RingSegment, Fail> {
+        let live = self.live()?;
+        if !self.producer.is_here() {
+            self.become_producer();
+        }
+        Ok(live)
+    }
+
+    /// Registers this handle as a producer in this process without putting (see
+    /// [`Queue::register_producer`]).
+    pub(crate) fn register_producer(&self) -> std::result::Result<(), Fail> {
+        self.producer().map(drop)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn become_producer(&self) {
+        if let Ready::Registered { .. } = self.producer.ready(self.holders()) {
+            // Registered (before this): a hint that every producer was gone is stale.
+            self.ring().clear_hangup();
+        }
+    }
+
+    /// Gives up this handle's registration as a producer (drop, close); tells waiting
+    /// consumers if it was the last one.
+    fn release_producer(&self) {
+        let h = self.holders();
+        if self.producer.release(h) && h.gone() {
+            self.ring().raise_hangup();
+        }
+    }
+
+    /// A forked child's copy used for a get: settles the producer registration it
+    /// inherited (see [`Queue`], "Producers").
+    #[cold]
+    #[inline(never)]
+    fn settle_producer(&self) {
+        let h = self.holders();
+        if self.producer.settle_inherited(h) && h.gone() {
+            self.ring().raise_hangup();
+        }
+    }
+
+    /// Whether every producer is gone (see [`Queue`], "Producers"). `rate`: at most once
+    /// per [`LIVENESS_PERIOD`] for this handle (for `try_` calls).
+    fn producers_gone(&self, rate: bool) -> bool {
+        let h = self.holders();
+        if !h.ever() {
+            return false;
+        }
+        if rate {
+            let now = self.born.elapsed().as_millis() as u64;
+            let last = self.checked_ms.load(Ordering::Relaxed);
+            if last != 0 && now.saturating_sub(last) < LIVENESS_PERIOD.as_millis() as u64 {
+                return false;
+            }
+            self.checked_ms.store(now.max(1), Ordering::Relaxed);
+        }
+        h.gone()
+    }
+
+    /// Takes an item, waiting as `wait` allows; an empty queue whose producers are all
+    /// gone gives `Fail::Disconnected` (after everything they put was taken).
+    #[inline]
+    pub(crate) fn get<R>(
+        &self,
+        wait: Wait,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> std::result::Result<R, Fail> {
+        let ring = self.live()?.ring();
+        if self.producer.is_inherited() {
+            self.settle_producer();
+        }
+        let mut f = Some(f);
+        // One attempt first: no clock read, no table look-up on the fast path.
+        match ring.try_get_live(&mut f) {
+            Err(Fail::WouldBlock | Fail::Disconnected) => self.get_slow(wait, &mut f),
+            r => r,
+        }
+    }
+
+    fn get_slow<R, F: FnOnce(&[u8]) -> R>(
+        &self,
+        wait: Wait,
+        f: &mut Option<F>,
+    ) -> std::result::Result<R, Fail> {
+        let ring = self.ring();
+        let Wait::Until(deadline) = wait else {
+            return match ring.get_opt(Wait::No, f) {
+                Err(Fail::WouldBlock) if self.producers_gone(true) => self.last_get(f),
+                Err(Fail::Disconnected) => self.hinted(f).unwrap_or(Err(Fail::WouldBlock)),
+                r => r,
+            };
+        };
+        loop {
+            let slice = Instant::now() + HANGUP_PERIOD;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            match ring.get_opt(Wait::Until(Some(until)), f) {
+                Err(Fail::Disconnected) => {
+                    if let Some(r) = self.hinted(f) {
+                        return r;
+                    }
+                }
+                Err(Fail::Timeout | Fail::WouldBlock) => {
+                    if self.producers_gone(false) {
+                        return self.last_get(f);
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Fail::Timeout);
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// The ring said empty with the hang-up hint raised: checks the producers. `None`
+    /// (and the hint taken down) when one is alive.
+    fn hinted<R, F: FnOnce(&[u8]) -> R>(
+        &self,
+        f: &mut Option<F>,
+    ) -> Option<std::result::Result<R, Fail>> {
+        if self.holders().gone() {
+            return Some(self.last_get(f));
+        }
+        self.ring().clear_hangup();
+        None
+    }
+
+    /// Every producer is gone: what they put before leaving is visible now (each
+    /// published its items before it released its entry, or died, and `recover` frees a
+    /// slot a dead one held); one more attempt takes it, else the queue is disconnected.
+    fn last_get<R, F: FnOnce(&[u8]) -> R>(
+        &self,
+        f: &mut Option<F>,
+    ) -> std::result::Result<R, Fail> {
+        match self.ring().get_opt(Wait::No, f) {
+            Err(Fail::WouldBlock) => Err(Fail::Disconnected),
+            r => r,
+        }
+    }
+
+    /// Closes this handle only (see [`Queue::close`]): it is no producer any more.
     pub(crate) fn close_handle(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.release_producer();
+        }
     }
 
     /// Whether this handle was closed.
@@ -110,6 +308,12 @@ impl RingSegment {
 
     pub(crate) fn region(&self) -> &Region {
         self.region.owner()
+    }
+}
+
+impl Drop for RingSegment {
+    fn drop(&mut self) {
+        self.close_handle();
     }
 }
 
@@ -136,6 +340,52 @@ pub(crate) fn outcome(e: Fail, putting: bool) -> Outcome {
 /// or one whose liveness cannot be told, keeps its slot however long it takes. A consumer
 /// that dies in the middle of a `get` loses the item it took, and producers reclaim its
 /// slot the same way. Every other item is delivered exactly once.
+///
+/// # Producers
+/// A consumer learns that no more items will come when every *producer* is gone, as with
+/// `std::sync::mpsc`/crossbeam when every `Sender` is dropped: a get on an empty queue
+/// then returns [`GetError::Disconnected`] (likewise [`TryGetError::Disconnected`],
+/// [`GetTimeoutError::Disconnected`]), after everything the producers put was taken.
+/// [`shutdown`](Queue::shutdown) remains the way to end the queue for everyone at once.
+///
+/// A handle becomes a producer **in a process on its first put there** (any of `put`,
+/// `try_put`, `put_timeout`; for [`ByteQueue`](crate::ByteQueue) also the `put_with`
+/// family), not when it is made: Python's queues have no sender handles, and a queue is
+/// usually made, or opened by name, by a process that only consumes (or forks the
+/// consumers first); counting every handle would make such a consumer its own producer
+/// and it would never see the end. An explicit `sender()` handle (crossbeam) would split
+/// every queue into two types; the first put says the same with no new type. A producer
+/// stops being one when its handle is dropped or [`close`](Queue::close)d (Python's
+/// `close()`: "no more data will be put on this queue by the current process"), or when
+/// its process dies. The queue is disconnected when it had a producer and now every one is
+/// gone; a queue nobody ever put to waits for its first producer, and a new producer (a
+/// process that opens the queue by name and puts) revives it.
+///
+/// Producers are recorded per process in a table in the queue's memory, with their lease
+/// (the kernel-vouched liveness token of the crate docs, "Crashes and signals"): a drop or
+/// close of the last producer wakes waiting consumers at once; a producer's death is
+/// noticed by a waiting get within about 100 ms and by a `try_get` on its next call
+/// (checked at most every [`Lock::LIVENESS_PERIOD`](crate::Lock::LIVENESS_PERIOD) per
+/// handle). The rules for processes that fork are the pipe's (see
+/// [`Connection`](crate::Connection), "Hang-up and hand-over"):
+/// - A copy inherited through `fork` is not a producer until it puts in the child.
+/// - A producer's handle dropped or closed, after its process forked, by the process that
+///   registered it is a *pending hand-over*, still a producer while that process lives,
+///   until a child settles it by using its copy (a put, which registers the child, a get,
+///   or a drop or close). So `Process::spawn(move || q.put(..))` does not disconnect the
+///   consumers between the parent's drop and the child's first put. A hand-over no child
+///   settles (children that exit without touching their copy) ends when the parent exits;
+///   use [`shutdown`](Queue::shutdown) where consumers must not wait for that.
+/// - A process that could not claim a lease, or a queue with more than 60 live producer
+///   processes at once, is never reported disconnected (the safe side: gets wait as
+///   before).
+/// - Producers that start at different times: between the last producer's exit and a later
+///   one's first put, the queue *is* disconnected, and a consumer that finds it empty then
+///   stops. Hold a producer registration across that gap: call
+///   [`register_producer`](Queue::register_producer) in the parent before forking the
+///   producers and [`close`](Queue::close) after joining them (each child's first put
+///   settles the parent's copy, so the close releases at once), or end the queue with
+///   [`shutdown`](Queue::shutdown) instead.
 ///
 /// Opening by name is safe: a slot's bytes are only touched by the one process that the
 /// sequence protocol gives it to, and everything else is atomic. A queue whose shared
@@ -261,7 +511,7 @@ impl<T: Pod> Queue<T> {
     /// ```
     pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
         self.shared
-            .live()
+            .producer()
             .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), Wait::Until(None)))
             .map_err(|e| outcome(e, true).put(item))
     }
@@ -284,7 +534,7 @@ impl<T: Pod> Queue<T> {
     /// ```
     pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
         self.shared
-            .live()
+            .producer()
             .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), Wait::No))
             .map_err(|e| outcome(e, true).try_put(item))
     }
@@ -312,7 +562,7 @@ impl<T: Pod> Queue<T> {
         timeout: Duration,
     ) -> std::result::Result<(), PutTimeoutError<T>> {
         self.shared
-            .live()
+            .producer()
             .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), deadline(timeout)))
             .map_err(|e| outcome(e, true).put_timeout(item))
     }
@@ -321,8 +571,9 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     /// [`GetError::Closed`] when this handle was closed, or the queue shut down (and
-    /// drained, unless immediately), [`GetError::Failed`] when
-    /// its shared memory was overwritten.
+    /// drained, unless immediately), [`GetError::Disconnected`] when every producer is gone
+    /// and the queue is drained (see "Producers" in the type docs), [`GetError::Failed`]
+    /// when its shared memory was overwritten.
     ///
     /// # Examples
     /// ```
@@ -331,12 +582,17 @@ impl<T: Pod> Queue<T> {
     /// q.shutdown(false);
     /// assert_eq!(q.get()?, 7); // what was put before the shutdown is still delivered
     /// assert!(q.get().unwrap_err().is_closed());
+    ///
+    /// // Every producer gone: drained, then Disconnected (mpsc's rule).
+    /// let q = ndshm::Queue::<u8>::new(2)?;
+    /// ndshm::scope(|s| s.spawn(|| q.put(1).unwrap()).map(drop))?; // the producer exits
+    /// assert_eq!(q.get()?, 1);
+    /// assert!(q.get().unwrap_err().is_disconnected());
     /// # Ok::<(), ndshm::Error>(())
     /// ```
     pub fn get(&self) -> std::result::Result<T, GetError> {
         self.shared
-            .live()
-            .and_then(|r| r.ring().get(Wait::Until(None), Self::read))
+            .get(Wait::Until(None), Self::read)
             .map_err(|e| outcome(e, false).get())
     }
 
@@ -345,8 +601,8 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     /// [`TryGetError::Empty`] (never a timeout), [`TryGetError::Closed`] when closed (see
-    /// [`get`](Self::get)) and
-    /// empty, [`TryGetError::Failed`].
+    /// [`get`](Self::get)) and empty, [`TryGetError::Disconnected`] when every producer is
+    /// gone and the queue is empty, [`TryGetError::Failed`].
     ///
     /// # Examples
     /// ```
@@ -359,16 +615,15 @@ impl<T: Pod> Queue<T> {
     /// ```
     pub fn try_get(&self) -> std::result::Result<T, TryGetError> {
         self.shared
-            .live()
-            .and_then(|r| r.ring().get(Wait::No, Self::read))
+            .get(Wait::No, Self::read)
             .map_err(|e| outcome(e, false).try_get())
     }
 
     /// Takes an item, waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`GetTimeoutError::Timeout`], [`GetTimeoutError::Closed`] (as [`get`](Self::get)),
-    /// [`GetTimeoutError::Failed`].
+    /// [`GetTimeoutError::Timeout`], [`GetTimeoutError::Closed`],
+    /// [`GetTimeoutError::Disconnected`] (as [`get`](Self::get)), [`GetTimeoutError::Failed`].
     ///
     /// # Examples
     /// ```
@@ -380,15 +635,14 @@ impl<T: Pod> Queue<T> {
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, GetTimeoutError> {
         self.shared
-            .live()
-            .and_then(|r| r.ring().get(deadline(timeout), Self::read))
+            .get(deadline(timeout), Self::read)
             .map_err(|e| outcome(e, false).get_timeout())
     }
 
     /// Closes this handle: this process puts and gets no more through it, as Python's
     /// `Queue.close()` ("no more data will be put on this queue by the current
     /// process"). Its puts and gets fail with `Closed` from now on (the item handed
-    /// back); other handles — the parent's after a child closes its inherited copy, handles
+    /// back), and it is no producer any more (see "Producers"); other handles — the parent's after a child closes its inherited copy, handles
     /// opened by name — go on working. To end the queue for everyone, use
     /// [`shutdown`](Self::shutdown).
     ///
@@ -413,6 +667,34 @@ impl<T: Pod> Queue<T> {
     /// ```
     pub fn close(&self) {
         self.shared.close_handle()
+    }
+
+    /// Makes this handle a producer in this process now, as its first put would (see
+    /// "Producers" in the type docs): consumers are not told the queue is disconnected
+    /// while it stays registered, e.g. while a parent forks producer processes that have not
+    /// put yet. Released by [`close`](Self::close) or a drop, as after a put.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] when this handle was closed.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = ndshm::Queue::<u64>::new(8)?;
+    /// q.register_producer()?; // the queue has a producer from here on
+    /// ndshm::scope(|s| -> ndshm::Result<()> {
+    ///     for i in 0..3 {
+    ///         let q = &q;
+    ///         s.spawn(move || q.put(i).unwrap())?;
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// q.close(); // the last producer left: consumers drain, then Disconnected
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn register_producer(&self) -> Result<()> {
+        self.shared
+            .register_producer()
+            .map_err(|e| Error::from(outcome(e, true).put(())))
     }
 
     /// Whether this handle was closed with [`close`](Self::close) (whether the queue was

@@ -96,6 +96,12 @@ const H_GET_EVENT: usize = 200;
 const H_GET_WAITERS: usize = 204;
 const H_PUT_WAITERS: usize = 208;
 const H_LOST: usize = 216;
+/// Queues only: a hint that every producer may be gone (see
+/// [`RingSegment`](super::queue::RingSegment)), raised by the producer whose release
+/// found the producer table empty, taken down when a producer registers. In the cache
+/// line of `closed`, so the empty path of a get reads it for free. A hint, not the truth:
+/// a get that sees it checks the table before it reports the queue disconnected.
+const H_HANGUP: usize = 224;
 
 /// A slot's header (byte offsets in the slot): `writer` and `reader` hold the lease of the
 /// process moving an item through the slot (0: none), see the module docs.
@@ -153,6 +159,9 @@ pub(crate) enum Fail {
     WouldBlock,
     Timeout,
     Closed,
+    /// Queues only: the ring is empty and the hang-up hint is raised (see [`H_HANGUP`]);
+    /// the queue checks its producers before it says so.
+    Disconnected,
     /// The shared state holds values no sane ring has (overwritten memory).
     Corrupt,
 }
@@ -181,6 +190,11 @@ impl RingLayout {
     #[inline]
     pub(crate) fn slot_size(&self) -> usize {
         self.slot_size
+    }
+
+    /// Bytes the ring takes (its header and slots).
+    pub(crate) fn len(&self) -> usize {
+        HEADER + self.cap as usize * self.stride
     }
 }
 
@@ -353,6 +367,25 @@ impl<'m> Ring<'m> {
     fn put_waiters(&self) -> &'m AtomicU32 {
         self.mem.u32(H_PUT_WAITERS)
     }
+    #[inline]
+    fn hangup(&self) -> &'m AtomicU32 {
+        self.mem.u32(H_HANGUP)
+    }
+
+    /// Queues: raises the hang-up hint (every producer may be gone) and wakes every
+    /// sleeper, so that waiting gets check the producers at once.
+    pub(crate) fn raise_hangup(&self) {
+        self.hangup().store(1, Ordering::SeqCst);
+        self.wake_everyone();
+    }
+
+    /// Queues: takes the hang-up hint down (a producer registered, or the check found one
+    /// alive).
+    pub(crate) fn clear_hangup(&self) {
+        if self.hangup().load(Ordering::Relaxed) != 0 {
+            self.hangup().store(0, Ordering::SeqCst);
+        }
+    }
 
     pub(crate) fn tag(&self) -> u64 {
         self.mem.sub(0, HEADER).u64(H_TAG).load(Ordering::Relaxed)
@@ -447,7 +480,7 @@ impl<'m> Ring<'m> {
     /// One attempt of a get (after an immediate shutdown, it reports closed: see
     /// `try_get_once`).
     #[inline]
-    fn try_get_live<R>(
+    pub(crate) fn try_get_live<R>(
         &self,
         f: &mut Option<impl FnOnce(&[u8]) -> R>,
     ) -> std::result::Result<R, Fail> {
@@ -698,6 +731,12 @@ impl<'m> Ring<'m> {
                     }
                     continue;
                 }
+                // The hang-up hint shares `closed`'s cache line: free on this path.
+                if self.hangup().load(Ordering::Acquire) != 0
+                    && self.head().load(Ordering::Acquire) == pos
+                {
+                    return Err(Fail::Disconnected);
+                }
                 return Err(Fail::WouldBlock);
             } else if d < 0 {
                 // No sane ring has a slot more than a lap behind `tail`.
@@ -811,25 +850,35 @@ impl<'m> Ring<'m> {
     }
 
     /// Takes an item and hands its bytes to `f`, waiting as `wait` allows.
+    #[inline]
     pub(crate) fn get<R>(
         &self,
         wait: Wait,
         f: impl FnOnce(&[u8]) -> R,
     ) -> std::result::Result<R, Fail> {
-        let mut f = Some(f);
-        match self.try_get_live(&mut f) {
+        self.get_opt(wait, &mut Some(f))
+    }
+
+    /// [`get`](Self::get) with the callback in an `Option`, taken only when an item is
+    /// handed to it: on an error the caller keeps it (to try again).
+    pub(crate) fn get_opt<R, F: FnOnce(&[u8]) -> R>(
+        &self,
+        wait: Wait,
+        f: &mut Option<F>,
+    ) -> std::result::Result<R, Fail> {
+        match self.try_get_live(f) {
             Err(Fail::WouldBlock) => {}
             other => return other,
         }
         let Wait::Until(deadline) = wait else {
             // Empty now; unless a dead peer held the slot: then once more.
             if self.recover() {
-                return self.try_get_live(&mut f);
+                return self.try_get_live(f);
             }
             return Err(Fail::WouldBlock);
         };
         self.block(deadline, self.get_waiters(), self.put_event(), || {
-            self.try_get_live(&mut f)
+            self.try_get_live(f)
         })
     }
 
@@ -1042,6 +1091,7 @@ impl Fail {
             (Fail::WouldBlock, false) => Outcome::Empty,
             (Fail::Timeout, _) => Outcome::Timeout,
             (Fail::Closed, _) => Outcome::Closed,
+            (Fail::Disconnected, _) => Outcome::Disconnected,
             (Fail::Corrupt, _) => Outcome::Failed(corrupt()),
         }
     }
