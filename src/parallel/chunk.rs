@@ -107,6 +107,22 @@ impl Chunk {
     ) -> ArrayViewMut<'a, T, D> {
         view.slice_axis_move(Axis(self.axis), Slice::from(self.range()))
     }
+
+    /// Every axis this chunk splits, with its index range along it: `(axis, start..end)`.
+    /// A plan along one axis splits one; code that handles any plan (halos, tiles) should
+    /// go through this rather than `axis`/`start`/`end`.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::ChunkPlan;
+    /// let plan = ChunkPlan::balanced_along(&[6, 4], 1, 2)?;
+    /// let c = plan.get(1).unwrap();
+    /// assert_eq!(c.ranges().collect::<Vec<_>>(), vec![(1, 2..4)]);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn ranges(&self) -> impl Iterator<Item = (usize, Range<usize>)> {
+        std::iter::once((self.axis, self.range()))
+    }
 }
 
 /// A split of the index range `0..len` along one axis into consecutive, non-overlapping,
