@@ -29,8 +29,8 @@ fn main() {
         if std::env::var_os("NDSHM_REQUIRE_MPI").is_some() {
             panic!("mpiexec not found but NDSHM_REQUIRE_MPI is set");
         }
-        println!("mpiexec not found: 4 MPI scenarios skipped");
-        println!("0 passed, 0 failed, 4 skipped");
+        println!("mpiexec not found: 5 MPI scenarios skipped");
+        println!("0 passed, 0 failed, 5 skipped");
         return;
     }
     let (mut passed, mut failed) = (0, 0);
@@ -71,6 +71,24 @@ fn main() {
             passed += 1;
             println!(
                 "test {name} ... ok ({:.1} s){note}",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        Err(text) => {
+            failed += 1;
+            println!("test {name} ... FAILED\n{text}");
+        }
+    }
+    // The figures program (examples/mpi_figures.rs) in its quick mode: every figure runs
+    // under mpiexec (and on simulated nodes where we are root), and the memory figure shows
+    // one copy per node against one per rank.
+    let name = "figures_quick_run_shows_one_copy_per_node";
+    let start = Instant::now();
+    match figures_quick() {
+        Ok(()) => {
+            passed += 1;
+            println!(
+                "test {name} ... ok ({:.1} s)",
                 start.elapsed().as_secs_f64()
             );
         }
@@ -170,6 +188,51 @@ fn simulated_nodes_run(name: &str) -> Result<&'static str, String> {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     outcome.map_err(|e| format!("{e}\n{text}"))
+}
+
+/// Builds `examples/mpi_figures.rs` (test profile, `mpi` feature) and runs `--quick`:
+/// it must finish, print every row of its table, and show summed PSS for `MPI_Bcast` into
+/// four private buffers at least twice that of one node segment.
+fn figures_quick() -> Result<(), String> {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--offline", "--profile", "test"])
+        .args(["--features", "mpi", "--example", "mpi_figures"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err("building examples/mpi_figures.rs failed".into());
+    }
+    // target/<profile>/deps/<this test> -> target/<profile>/examples
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/mpi_figures");
+    let (status, text) =
+        run_with_deadline(Command::new(&bin).arg("--quick"), Duration::from_secs(240))
+            .ok_or("mpi_figures --quick did not finish in 240 s")?;
+    if !status.success() {
+        return Err(format!("mpi_figures --quick exited with {status}\n{text}"));
+    }
+    let rows = text.lines().filter(|l| l.starts_with("| ")).count();
+    // Header, 2 share rows, 3 scaling rows, and the simulated nodes' row where root.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")));
+    let want = if root { 7 } else { 6 };
+    if rows != want {
+        return Err(format!("{rows} table lines, not {want}\n{text}"));
+    }
+    let mb = |after: &str| -> Option<f64> {
+        let at = text.find(after)? + after.len();
+        text[at..].split_whitespace().next()?.parse().ok()
+    };
+    match (mb("| ndshm "), mb("MPI_Bcast ")) {
+        (Some(one), Some(four)) if four >= 2.0 * one && one > 0.0 => Ok(()),
+        got => Err(format!("summed PSS (ndshm, MPI_Bcast) = {got:?}\n{text}")),
+    }
 }
 
 /// After a rank was SIGKILLed, the job's segments have dead owners: gc removes them all.

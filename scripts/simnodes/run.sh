@@ -3,6 +3,7 @@
 #
 #   scripts/simnodes/run.sh NODES RANKS_PER_NODE COMMAND [ARGS...]
 #
+# SIMNODES_SHM_SIZE sets the size of each node's /dev/shm (tmpfs `size=`, default 512m).
 # Each node is a set of namespaces of its own: a network namespace joined to the others by
 # a veth pair on a bridge, a mount namespace with its own tmpfs on /dev/shm, and a UTS
 # namespace with its own hostname (node0, node1, ...). mpiexec (MPICH Hydra) runs in a hub
@@ -61,7 +62,7 @@ cat > "$work/launch.sh" <<LAUNCH
 [ "\$1" = -x ] && shift
 host=\$1; shift
 exec ip netns exec "$tag-\$host" unshare --mount --uts --propagation private \\
-    sh -c 'mount -t tmpfs -o size=512m,mode=1777 tmpfs /dev/shm && hostname "\$0" && exec sh -c "\$1"' \\
+    sh -c 'mount -t tmpfs -o size=${SIMNODES_SHM_SIZE:-512m},mode=1777 tmpfs /dev/shm && hostname "\$0" && exec sh -c "\$1"' \\
     "\$host" "\$*"
 LAUNCH
 chmod +x "$work/launch.sh"

@@ -1,0 +1,679 @@
+//! The figures of the MPI module (issue 12), each measured by this one program, printed
+//! as one table.
+//!
+//! ```text
+//! cargo build --release --features mpi --example mpi_figures
+//! target/release/examples/mpi_figures            # every figure: 800 MB, ~1e8 f64 per rank
+//! target/release/examples/mpi_figures --quick    # small sizes, a few seconds (tests/mpi.rs)
+//! ```
+//! Without a subcommand it is the conductor: it runs the rank programs below under
+//! `mpiexec` (and the forked pool without MPI), collects what they report and prints the
+//! table. The subcommands are the rank programs, usable by hand:
+//!
+//! - `share` (under `mpiexec -n 4`): rank 0 holds an array of `--size` f64; every rank of
+//!   the node gets it and reads every element once, three ways — an ndshm segment whose
+//!   name rank 0 broadcasts (the others attach), a `NodeArray` that rank 0 fills from its
+//!   private copy (`replicate`), and `MPI_Bcast` into every rank's private buffer. It
+//!   times each (median of `--reps`, from a barrier to a barrier) and, while every rank
+//!   still holds its array, sums every rank's PSS from `/proc/self/smaps_rollup` on rank 0
+//!   (RSS beside it: RSS counts a shared page once per rank that maps it).
+//! - `scale` (under `mpiexec -n K`, or `scripts/simnodes/run.sh NODES PPN`): the squares
+//!   job with `--per-rank` f64 per rank (weak scaling), `NodeArray::for_each_chunk`,
+//!   median of `--reps`.
+//! - `pool --executors K`: the same per-executor work on a forked `WorkerPool` of K
+//!   executors, no MPI: the baseline of the overhead figure.
+//!
+//! Waiting without burning a core: MPICH 4.0 over UCX (Debian 12) busy-polls in every
+//! blocking call, and no MPICH or UCX setting of that build makes a wait yield (the
+//! `MPIR_CVAR_POLLS_BEFORE_YIELD` of older MPICHs belongs to the ch3 device; CH4 has none;
+//! `MPIR_CVAR_ASYNC_PROGRESS=1` adds a polling thread). With 4 ranks on 2 cores a spinning
+//! rank takes a core from one that works, so the barriers that start and end each timed
+//! region here are `MPI_Ibarrier` polled with a 50 µs sleep between tests (`--spin` uses
+//! blocking barriers instead). The library's own collectives inside a timed region still
+//! spin: that cost is part of what the overhead figure measures.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use ndarray::{ArrayViewMut1, Ix1};
+use ndshm::mpi::{rsmpi, NodeArray, NodeComm};
+use ndshm::{Chunk, ChunkPlan, CreateOptions, SharedNdArray, WorkerPool};
+use rsmpi::topology::SimpleCommunicator;
+use rsmpi::traits::*;
+
+#[derive(Parser, Debug)]
+#[command(about = "The MPI figures: memory per node, time to share, weak scaling, overhead")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Small sizes (4 MB shared, 250,000 f64 per rank, 3 repetitions), for tests.
+    #[arg(long)]
+    quick: bool,
+    /// Megabytes (1e6 bytes) of the shared array [default: 800, or 4 with --quick].
+    #[arg(long)]
+    size_mb: Option<usize>,
+    /// f64 per rank in the weak-scaling job [default: 25000000, or 250000 with --quick].
+    #[arg(long)]
+    per_rank: Option<usize>,
+    /// Timed repetitions (the median is shown) [default: 5, or 3 with --quick].
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Skip the two simulated nodes (they need root, `ip` and `unshare`).
+    #[arg(long)]
+    no_simnodes: bool,
+    /// Use blocking MPI barriers around the timed regions (they busy-poll).
+    #[arg(long)]
+    spin: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Figures 1 and 2 on one node (run under `mpiexec -n 4`).
+    Share {
+        /// f64 elements of the shared array.
+        #[arg(long)]
+        size: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        #[arg(long)]
+        spin: bool,
+    },
+    /// One weak-scaling row (run under `mpiexec -n K` or `scripts/simnodes/run.sh`).
+    Scale {
+        #[arg(long)]
+        per_rank: usize,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        #[arg(long, default_value_t = CHUNKS_PER_RANK)]
+        chunks_per_rank: usize,
+        #[arg(long)]
+        spin: bool,
+    },
+    /// The forked-pool counterpart of `scale` (no MPI).
+    Pool {
+        #[arg(long)]
+        executors: usize,
+        #[arg(long)]
+        per_rank: usize,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        #[arg(long, default_value_t = CHUNKS_PER_RANK)]
+        chunks_per_rank: usize,
+    },
+}
+
+/// Chunks per rank (or per executor) in the squares job.
+const CHUNKS_PER_RANK: usize = 8;
+/// Largest piece one `MPI_Bcast` moves, in elements (counts are `int`).
+const PIECE: usize = 1 << 26;
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let result = match args.cmd {
+        Some(Cmd::Share { size, reps, spin }) => share(size, reps, spin),
+        Some(Cmd::Scale {
+            per_rank,
+            reps,
+            chunks_per_rank,
+            spin,
+        }) => scale(per_rank, reps, chunks_per_rank, spin),
+        Some(Cmd::Pool {
+            executors,
+            per_rank,
+            reps,
+            chunks_per_rank,
+        }) => pool(executors, per_rank, reps, chunks_per_rank),
+        None => conduct(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mpi_figures: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+// ---------------------------------------------------------------------------------------
+// Rank programs
+// ---------------------------------------------------------------------------------------
+
+/// A barrier that does not burn a core while it waits (`MPI_Ibarrier`, tested every
+/// 50 µs), or a blocking one with `spin`.
+fn barrier(comm: &SimpleCommunicator, spin: bool) {
+    if spin {
+        comm.barrier();
+        return;
+    }
+    let mut req = comm.immediate_barrier();
+    loop {
+        match req.test() {
+            Ok(_) => return,
+            Err(r) => req = r,
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// Summed (PSS, RSS) of every rank in kB, on every rank (collective).
+fn summed_memory(comm: &SimpleCommunicator) -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mine = [field("Pss:"), field("Rss:")];
+    let mut all = vec![0u64; 2 * comm.size() as usize];
+    comm.all_gather_into(&mine[..], &mut all[..]);
+    let pss = all.iter().step_by(2).sum();
+    let rss = all.iter().skip(1).step_by(2).sum();
+    (pss, rss)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Sum of `0..n` as f64 (exact below 2^53).
+fn expected_sum(n: usize) -> f64 {
+    (n as f64) * (n as f64 - 1.0) / 2.0
+}
+
+fn check_sum(got: f64, n: usize, what: &str) -> Res<()> {
+    if got != expected_sum(n) {
+        return Err(format!(
+            "{what}: a rank read a sum of {got}, not {}",
+            expected_sum(n)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn share(n: usize, reps: usize, spin: bool) -> Res<()> {
+    let universe = rsmpi::initialize().ok_or("MPI was initialised already")?;
+    let world = universe.world();
+    let comm = NodeComm::split(&world)?;
+    if comm.nodes() != 1 {
+        return Err("`share` measures one node: run it without NDSHM_MPI_RANKS_PER_NODE".into());
+    }
+    let rank = comm.world_rank();
+    let root = world.process_at_rank(0);
+    let (base_pss, base_rss) = summed_memory(&world);
+    // Rank 0's data, made before each clock starts (and dropped after), so that the memory
+    // figures count only the copies each way makes.
+    let make = || -> Vec<f64> { (0..n).map(|i| i as f64).collect() };
+    let mut t_name = Vec::new();
+    let mut t_node = Vec::new();
+    let mut t_bcast = Vec::new();
+    let mut mem_name = (0, 0);
+    let mut mem_bcast = (0, 0);
+    for rep in 0..reps {
+        // 1. An ndshm segment rank 0 made and filled, its name broadcast; the others attach.
+        let mine = if rank == 0 {
+            let opts = CreateOptions::unique_with_prefix("ndshm-figures-");
+            let mut a = SharedNdArray::<f64, Ix1>::zeros(opts, n)?;
+            let s = a.as_slice_mut().expect("contiguous");
+            s.iter_mut().enumerate().for_each(|(i, v)| *v = i as f64);
+            Some(a)
+        } else {
+            None
+        };
+        barrier(&world, spin);
+        let t = Instant::now();
+        let mut name = [0u8; 256];
+        if let Some(a) = &mine {
+            name[..a.name().len()].copy_from_slice(a.name().as_bytes());
+        }
+        root.broadcast_into(&mut name[..]);
+        let theirs = if rank == 0 {
+            None
+        } else {
+            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            let name = std::str::from_utf8(&name[..len])?;
+            // SAFETY: nobody writes the segment while the readers hold it: rank 0 filled it
+            // before the barrier above and drops it only after the barrier below.
+            Some(unsafe { SharedNdArray::<f64, Ix1>::open_read_only(name)? })
+        };
+        let sum = match (&mine, &theirs) {
+            (Some(a), _) => a.view().sum(),
+            (_, Some(a)) => a.view().sum(),
+            _ => unreachable!("rank 0 made it, the others attached"),
+        };
+        barrier(&world, spin);
+        t_name.push(t.elapsed().as_secs_f64());
+        check_sum(sum, n, "segment + name broadcast")?;
+        if rep == 0 {
+            mem_name = summed_memory(&world);
+        }
+        drop(theirs);
+        barrier(&world, spin);
+        drop(mine);
+
+        // 2. A NodeArray, filled by rank 0 from its private copy (replicate).
+        let source = if rank == 0 { make() } else { Vec::new() };
+        barrier(&world, spin);
+        let t = Instant::now();
+        let mut a = NodeArray::<f64, Ix1>::zeros(&comm, n)?;
+        let data = (rank == 0).then(|| ndarray::ArrayView1::from(&source[..]));
+        a.replicate(data)?;
+        let sum = a.view().sum();
+        barrier(&world, spin);
+        t_node.push(t.elapsed().as_secs_f64());
+        check_sum(sum, n, "NodeArray + replicate")?;
+        a.free();
+        drop(source);
+
+        // 3. MPI_Bcast from rank 0's private copy into every other rank's private buffer.
+        let mut buf = if rank == 0 { make() } else { Vec::new() };
+        barrier(&world, spin);
+        let t = Instant::now();
+        if rank != 0 {
+            buf = vec![0f64; n];
+        }
+        for piece in buf.chunks_mut(PIECE) {
+            root.broadcast_into(piece);
+        }
+        let sum: f64 = buf.iter().sum();
+        barrier(&world, spin);
+        t_bcast.push(t.elapsed().as_secs_f64());
+        check_sum(sum, n, "MPI_Bcast")?;
+        if rep == 0 {
+            mem_bcast = summed_memory(&world);
+        }
+        drop(buf);
+        barrier(&world, spin);
+    }
+    if rank == 0 {
+        let mb = |kb: u64, base: u64| kb.saturating_sub(base) as f64 / 1e3;
+        let ms = |v: &Vec<f64>| median(v.clone()) * 1e3;
+        println!(
+            "share: {} ranks, {n} f64 ({:.0} MB), median of {reps}",
+            comm.world_size(),
+            n as f64 * 8.0 / 1e6
+        );
+        data("ranks", comm.world_size() as f64);
+        data("size_mb", n as f64 * 8.0 / 1e6);
+        data("pss_ndshm_mb", mb(mem_name.0, base_pss));
+        data("rss_ndshm_mb", mb(mem_name.1, base_rss));
+        data("pss_bcast_mb", mb(mem_bcast.0, base_pss));
+        data("rss_bcast_mb", mb(mem_bcast.1, base_rss));
+        data("t_name_ms", ms(&t_name));
+        data("t_node_ms", ms(&t_node));
+        data("t_bcast_ms", ms(&t_bcast));
+        println!("DONE");
+    }
+    Ok(())
+}
+
+/// Prints one figure for the conductor (and a reader).
+fn data(key: &str, value: f64) {
+    println!("DATA\t{key}\t{value}");
+}
+
+fn scale(per_rank: usize, reps: usize, chunks_per_rank: usize, spin: bool) -> Res<()> {
+    let universe = rsmpi::initialize().ok_or("MPI was initialised already")?;
+    let world = universe.world();
+    let comm = NodeComm::split(&world)?;
+    let ranks = comm.world_size();
+    let n = per_rank * ranks;
+    let plan = ChunkPlan::balanced(n, chunks_per_rank * ranks)?;
+    let mut a = NodeArray::<f64, Ix1>::zeros(&comm, n)?;
+    a.for_each_chunk(&plan, |_, mut x| x.fill(1.0))?;
+    a.for_each_chunk(&plan, |_, mut x| x.mapv_inplace(|v| v * v))?; // warm-up
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        barrier(&world, spin);
+        let t = Instant::now();
+        a.for_each_chunk(&plan, |_, mut x| x.mapv_inplace(|v| v * v))?;
+        barrier(&world, spin);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let sums = a.map_reduce(&plan, |_, x| x.sum())?;
+    let total: f64 = sums.iter().sum();
+    if total != n as f64 {
+        return Err(format!("the squares job summed to {total}, not {n}").into());
+    }
+    if comm.world_rank() == 0 {
+        println!(
+            "scale: {ranks} rank(s) on {} node(s), {per_rank} f64 per rank, median of {reps}",
+            comm.nodes()
+        );
+        data("ranks", ranks as f64);
+        data("nodes", comm.nodes() as f64);
+        data("scale_ms", median(times) * 1e3);
+        println!("DONE");
+    }
+    a.free();
+    Ok(())
+}
+
+fn square(_: Chunk, mut x: ArrayViewMut1<'_, f64>, _: &()) {
+    x.mapv_inplace(|v| v * v);
+}
+
+fn fill_one(_: Chunk, mut x: ArrayViewMut1<'_, f64>, _: &()) {
+    x.fill(1.0);
+}
+
+fn pool(executors: usize, per_rank: usize, reps: usize, chunks_per_rank: usize) -> Res<()> {
+    let mut pool = WorkerPool::new(executors)?;
+    let n = per_rank * executors;
+    let plan = ChunkPlan::balanced(n, chunks_per_rank * executors)?;
+    let opts = CreateOptions::unique_with_prefix("ndshm-figures-");
+    let mut a = SharedNdArray::<f64, Ix1>::zeros(opts, n)?;
+    pool.map(&mut a, &plan, (), fill_one)?;
+    pool.map(&mut a, &plan, (), square)?; // warm-up
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        pool.map(&mut a, &plan, (), square)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    if a.view().sum() != n as f64 {
+        return Err("the pool's squares job gave a wrong sum".into());
+    }
+    println!("pool: {executors} executor(s), {per_rank} f64 per executor, median of {reps}");
+    data("executors", executors as f64);
+    data("pool_ms", median(times) * 1e3);
+    println!("DONE");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The conductor
+// ---------------------------------------------------------------------------------------
+
+/// What one run reported: its `DATA` lines, and its whole output for errors.
+struct Report {
+    data: Vec<(String, f64)>,
+    note: &'static str,
+}
+
+impl Report {
+    fn get(&self, key: &str) -> f64 {
+        self.data
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(f64::NAN, |(_, v)| *v)
+    }
+}
+
+/// Runs `cmd`, reading its output as it comes. Once it printed `DONE` it gets `grace` to
+/// exit and is then stopped (MPICH over UCX TCP can hang in `MPI_Finalize` across
+/// simulated nodes after a correct job); it is stopped as failed after `deadline`.
+fn run(cmd: &mut Command, deadline: Duration, grace: Duration) -> Res<Report> {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+            let _ = tx2.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut lines = Vec::new();
+    let mut done_at: Option<Instant> = None;
+    let mut note = "";
+    let status = loop {
+        while let Ok(line) = rx.try_recv() {
+            if line == "DONE" && done_at.is_none() {
+                done_at = Some(Instant::now());
+            }
+            lines.push(line);
+        }
+        if let Some(s) = child.try_wait()? {
+            break Some(s);
+        }
+        let hung = done_at.is_some_and(|t| t.elapsed() > grace);
+        if hung || start.elapsed() > deadline {
+            // SIGTERM, so that scripts/simnodes/run.sh ends what runs in its namespaces.
+            // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+            if hung {
+                note = " (MPI_Finalize hung after the job reported; the run was stopped)";
+            }
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The readers end with the child's pipes.
+    std::thread::sleep(Duration::from_millis(50));
+    while let Ok(line) = rx.try_recv() {
+        lines.push(line);
+    }
+    let reported = lines.iter().any(|l| l == "DONE");
+    let ok = match status {
+        Some(s) => s.success() && reported,
+        None => reported,
+    };
+    if !ok {
+        return Err(format!(
+            "{shown} failed ({}):\n{}",
+            match status {
+                Some(s) => s.to_string(),
+                None => format!("stopped after {:.0} s", deadline.as_secs_f64()),
+            },
+            lines.join("\n")
+        )
+        .into());
+    }
+    let data = lines
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            (f.next() == Some("DATA")).then_some(())?;
+            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
+        })
+        .collect();
+    Ok(Report { data, note })
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn conduct(args: &Args) -> Res<()> {
+    let q = args.quick;
+    let size = args.size_mb.unwrap_or(if q { 4 } else { 800 }) * 1_000_000 / 8;
+    let per_rank = args
+        .per_rank
+        .unwrap_or(if q { 250_000 } else { 25_000_000 });
+    let reps = args.reps.unwrap_or(if q { 3 } else { 5 });
+    let me = std::env::current_exe()?;
+    let spin: &[&str] = if args.spin { &["--spin"] } else { &[] };
+    let deadline = Duration::from_secs(if q { 120 } else { 600 });
+    let grace = Duration::from_secs(20);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load_before = load();
+    let mpiexec = |n: usize| {
+        let mut c = Command::new("mpiexec");
+        c.args(["-n", &n.to_string()]).arg(&me);
+        c
+    };
+
+    // A failed run is shown in its row and makes the program fail at the end.
+    let mut failures = Vec::new();
+    let mut keep = |what: &str, r: Res<Report>| match r {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            failures.push(what.to_string());
+            Report {
+                data: Vec::new(),
+                note: " (FAILED: see the error above)",
+            }
+        }
+    };
+    eprintln!("share: 4 ranks, {size} f64 ...");
+    let share = keep(
+        "share",
+        run(
+            mpiexec(4)
+                .args(["share", "--size", &size.to_string()])
+                .args(["--reps", &reps.min(3).to_string()])
+                .args(spin),
+            deadline,
+            grace,
+        ),
+    );
+    let mut scale = Vec::new();
+    for k in [1usize, 2, 4] {
+        eprintln!("scale: {k} rank(s) and a pool of {k} ...");
+        let mpi = keep(
+            &format!("scale on {k} rank(s)"),
+            run(
+                mpiexec(k)
+                    .args(["scale", "--per-rank", &per_rank.to_string()])
+                    .args(["--reps", &reps.to_string()])
+                    .args(spin),
+                deadline,
+                grace,
+            ),
+        );
+        let pool = keep(
+            &format!("pool of {k}"),
+            run(
+                Command::new(&me)
+                    .args(["pool", "--executors", &k.to_string()])
+                    .args(["--per-rank", &per_rank.to_string()])
+                    .args(["--reps", &reps.to_string()]),
+                deadline,
+                grace,
+            ),
+        );
+        scale.push((k, mpi, pool));
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/simnodes/run.sh");
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")));
+    let simnodes = if args.no_simnodes {
+        None
+    } else if !is_root {
+        eprintln!("simulated nodes skipped: they need root");
+        None
+    } else {
+        eprintln!("scale: 2 simulated nodes x 2 ranks ...");
+        // Each node holds the whole array (4 ranks' worth): its /dev/shm must fit it.
+        let shm_mb = per_rank * 4 * 8 / 1_000_000 + 64;
+        Some(keep(
+            "scale on 2 simulated nodes",
+            run(
+                Command::new(script)
+                    .env("SIMNODES_SHM_SIZE", format!("{shm_mb}m"))
+                    .args(["2", "2"])
+                    .arg(&me)
+                    .args(["scale", "--per-rank", &per_rank.to_string()])
+                    .args(["--reps", &reps.to_string()])
+                    .args(spin),
+                deadline,
+                grace,
+            ),
+        ))
+    };
+
+    // The table.
+    let size_mb = share.get("size_mb");
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    let (pn, pb) = (share.get("pss_ndshm_mb"), share.get("pss_bcast_mb"));
+    rows.push([
+        format!("memory per node, 4 ranks, {size_mb:.0} MB array: summed PSS"),
+        format!(
+            "ndshm {pn:.0} MB, MPI_Bcast {pb:.0} MB ({:.2}x); RSS {:.0} / {:.0} MB",
+            pb / pn,
+            share.get("rss_ndshm_mb"),
+            share.get("rss_bcast_mb")
+        ) + share.note,
+        "one copy per node".into(),
+        "share".into(),
+    ]);
+    let (tn, tr, tb) = (
+        share.get("t_name_ms"),
+        share.get("t_node_ms"),
+        share.get("t_bcast_ms"),
+    );
+    rows.push([
+        format!("time to share {size_mb:.0} MB with 4 ranks, each reads all"),
+        format!(
+            "segment + name broadcast {tn:.1} ms, MPI_Bcast {tb:.1} ms: {:.1}x faster \
+             (NodeArray + copy-in from rank 0's private copy {tr:.1} ms: {:.1}x)",
+            tb / tn,
+            tb / tr
+        ) + share.note,
+        format!("≥ 10x: {}", if tb / tn >= 10.0 { "met" } else { "missed" }),
+        "share".into(),
+    ]);
+    let t1 = scale[0].1.get("scale_ms");
+    for (k, mpi, pool) in &scale {
+        let (m, p) = (mpi.get("scale_ms"), pool.get("pool_ms"));
+        let over = m / p - 1.0;
+        rows.push([
+            format!("squares, {per_rank} f64 per rank: {k} rank(s), 1 node"),
+            format!(
+                "{m:.1} ms (efficiency {:.0}% of 1 rank); forked pool of {k}: {p:.1} ms, \
+                 MPI overhead {:+.1}%{}",
+                t1 / m * 100.0,
+                over * 100.0,
+                mpi.note.to_string() + pool.note
+            ),
+            format!(
+                "≤ 10% overhead: {}",
+                if over <= 0.10 { "met" } else { "missed" }
+            ),
+            "scale / pool".into(),
+        ]);
+    }
+    if let Some(sim) = &simnodes {
+        let m = sim.get("scale_ms");
+        rows.push([
+            format!("squares, {per_rank} f64 per rank: 2 simulated nodes x 2 ranks"),
+            format!(
+                "{m:.1} ms (efficiency {:.0}% of 1 rank; UCX over TCP between nodes){}",
+                t1 / m * 100.0,
+                sim.note
+            ),
+            "—".into(),
+            "simnodes scale".into(),
+        ]);
+    }
+    println!("| figure | measured | goal | run |");
+    println!("|---|---|---|---|");
+    for r in &rows {
+        println!("| {} | {} | {} | {} |", r[0], r[1], r[2], r[3]);
+    }
+    println!(
+        "\n{cores} cores, load average {load_before} before, {} after (1-minute, \
+         /proc/loadavg); reps: {reps} (share: {}); waits: {}.",
+        load(),
+        reps.min(3),
+        if args.spin {
+            "blocking MPI barriers (busy-poll)"
+        } else {
+            "MPI_Ibarrier polled every 50 µs around each timed region"
+        }
+    );
+    if !failures.is_empty() {
+        return Err(format!("failed: {}", failures.join(", ")).into());
+    }
+    Ok(())
+}
