@@ -218,10 +218,10 @@ fn figures_quick() -> Result<(), String> {
         return Err(format!("mpi_figures --quick exited with {status}\n{text}"));
     }
     let rows = text.lines().filter(|l| l.starts_with("| ")).count();
-    // Header, 2 share rows, 3 scaling rows, and the simulated nodes' row where root.
+    // Header, 2 share rows, the waits row, 3 scaling rows, and the simulated nodes' row where root.
     let root = std::fs::read_to_string("/proc/self/status")
         .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")));
-    let want = if root { 7 } else { 6 };
+    let want = if root { 8 } else { 7 };
     if rows != want {
         return Err(format!("{rows} table lines, not {want}\n{text}"));
     }
