@@ -24,13 +24,18 @@ fn main() {
         ("squares_match_a_serial_run", 4, true),
         ("a_failing_chunk_is_reported_on_every_rank", 4, true),
         ("a_killed_rank_leaves_only_reclaimable_segments", 4, false),
+        (
+            "a_killed_job_is_cleaned_up_by_the_leaders_watchdogs",
+            4,
+            false,
+        ),
     ];
     if Command::new("mpiexec").arg("--version").output().is_err() {
         if std::env::var_os("NDSHM_REQUIRE_MPI").is_some() {
             panic!("mpiexec not found but NDSHM_REQUIRE_MPI is set");
         }
-        println!("mpiexec not found: 5 MPI scenarios skipped");
-        println!("0 passed, 0 failed, 5 skipped");
+        println!("mpiexec not found: 6 MPI scenarios skipped");
+        println!("0 passed, 0 failed, 6 skipped");
         return;
     }
     let (mut passed, mut failed) = (0, 0);
@@ -47,6 +52,9 @@ fn main() {
         );
         let ok = match &out {
             Some((status, _)) if must_succeed => status.success(),
+            Some((status, _)) if name.contains("watchdogs") => {
+                !status.success() && check_watchdogs_cleaned()
+            }
             Some((status, _)) => !status.success() && check_after_kill(),
             None => false,
         };
@@ -256,12 +264,43 @@ fn check_after_kill() -> bool {
     !left.is_empty() && removed.len() == left.len() && after == 0
 }
 
+/// After a rank was SIGKILLed in a job whose ranks started `CrashCleanup` before MPI: the
+/// node leaders' watchdogs remove the job's segments by themselves (no gc), within 10 s.
+fn check_watchdogs_cleaned() -> bool {
+    let Ok(marker) = std::fs::read_to_string(marker_path()) else {
+        return false;
+    };
+    let _ = std::fs::remove_file(marker_path());
+    let prefix = marker.trim().to_string();
+    let left = || {
+        ndshm::list()
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.name.starts_with(&prefix))
+            .count()
+    };
+    let start = Instant::now();
+    while left() > 0 {
+        if start.elapsed() > Duration::from_secs(10) {
+            // Leave nothing behind even when the watchdogs failed.
+            let _ = ndshm::gc_matching(|s| s.name.starts_with(&prefix));
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// Where rank 0 of the kill scenario writes its job's segment-name prefix for the test.
 fn marker_path() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ndshm-mpi-kill-marker-{}", std::process::id()))
 }
 
 fn rank_main(role: &str) {
+    // The watchdog is a forked process: start it before MPI starts its threads.
+    let _watch = role
+        .contains("watchdogs")
+        .then(|| ndshm::CrashCleanup::spawn().unwrap());
     let universe = rsmpi::initialize().unwrap();
     let world = universe.world();
     let comm = NodeComm::split(&world).unwrap();
@@ -330,7 +369,8 @@ fn rank_main(role: &str) {
                 assert!(g.iter().all(|&v| v == 1.0));
             }
         }
-        "a_killed_rank_leaves_only_reclaimable_segments" => {
+        "a_killed_rank_leaves_only_reclaimable_segments"
+        | "a_killed_job_is_cleaned_up_by_the_leaders_watchdogs" => {
             if comm.world_rank() == 0 {
                 let prefix = a.name().rsplit_once("-node").unwrap().0.to_string();
                 let marker = std::env::var_os("NDSHM_MPI_MARKER").expect("set by the test");
