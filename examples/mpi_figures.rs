@@ -22,15 +22,19 @@
 //!   median of `--reps`.
 //! - `pool --executors K`: the same per-executor work on a forked `WorkerPool` of K
 //!   executors, no MPI: the baseline of the overhead figure.
+//! - `waits` (under `mpiexec -n 4`): rank 0 computes while the others wait in a barrier
+//!   (`--spin`: a blocking `MPI_Barrier`); what the waiters cost the rank that works.
 //!
 //! Waiting without burning a core: MPICH 4.0 over UCX (Debian 12) busy-polls in every
-//! blocking call, and no MPICH or UCX setting of that build makes a wait yield (the
-//! `MPIR_CVAR_POLLS_BEFORE_YIELD` of older MPICHs belongs to the ch3 device; CH4 has none;
-//! `MPIR_CVAR_ASYNC_PROGRESS=1` adds a polling thread). With 4 ranks on 2 cores a spinning
-//! rank takes a core from one that works, so the barriers that start and end each timed
-//! region here are `MPI_Ibarrier`, tested between sleeps of 10 µs doubling to 500 µs
-//! (`--spin` uses blocking barriers instead; the `waits` row shows the difference). The library's own collectives inside a timed region still
-//! spin: that cost is part of what the overhead figure measures.
+//! blocking call, and no setting of that build made a wait yield here
+//! (`MPIR_CVAR_POLLS_BEFORE_YIELD` belongs to the old ch3 device, CH4 ignores it;
+//! `MPIR_CVAR_ASYNC_PROGRESS=1` adds a progress thread that spins too). With 4 ranks on 2
+//! cores a spinning rank takes a core from one that works, so the barriers that start and
+//! end each timed region here are `MPI_Ibarrier`, tested between sleeps of 10 µs doubling
+//! to 500 µs (`--spin`: blocking barriers). The library's own collectives inside a timed
+//! region still spin: that cost is part of the scaling and overhead figures.
+//!
+//! Results, the machine they were measured on and the settings tried: `docs/mpi.md`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -536,10 +540,14 @@ fn run(cmd: &mut Command, deadline: Duration, grace: Duration) -> Res<Report> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // The readers end with the child's pipes.
-    std::thread::sleep(Duration::from_millis(50));
-    while let Ok(line) = rx.try_recv() {
-        lines.push(line);
+    // The rest of the output: the readers end when the pipes close (within 5 s, in case a
+    // stray process of the run still holds them).
+    let drained = Instant::now() + Duration::from_secs(5);
+    while let Some(left) = drained.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break, // both readers done, or the 5 s are over
+        }
     }
     let reported = lines.iter().any(|l| l == "DONE");
     let ok = match status {
