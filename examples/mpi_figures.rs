@@ -799,7 +799,8 @@ fn conduct(args: &Args) -> Res<()> {
         if args.spin {
             "blocking MPI barriers (busy-poll)"
         } else {
-            "MPI_Ibarrier tested between sleeps of 10 µs doubling to 500 µs, around each timed region"
+            "MPI_Ibarrier tested between sleeps of 10 µs doubling to 500 µs, around each \
+             timed region"
         }
     );
     if !failures.is_empty() {

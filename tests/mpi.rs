@@ -226,7 +226,8 @@ fn figures_quick() -> Result<(), String> {
         return Err(format!("mpi_figures --quick exited with {status}\n{text}"));
     }
     let rows = text.lines().filter(|l| l.starts_with("| ")).count();
-    // Header, 2 share rows, the waits row, 3 scaling rows, and the simulated nodes' row where root.
+    // The header, 2 share rows, the waits row, 3 scaling rows, and the simulated nodes'
+    // row where we are root.
     let root = std::fs::read_to_string("/proc/self/status")
         .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")));
     let want = if root { 8 } else { 7 };
