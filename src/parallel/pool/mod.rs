@@ -109,11 +109,15 @@ mod job;
 mod progress;
 mod server;
 mod worker;
+mod zip;
 
 use control::{pack, ArrayDesc, Block, EXITED, MAX_ARRAYS, NO_FAILURE, RUNNING};
 use job::{run_chunk, JobFns};
 use progress::Progress;
 use server::ServerState;
+
+pub use job::{Append, JobArray, JobArrays, ReadChunk, ReadHalo, ReadWhole, WriteChunk};
+pub use zip::{Halo, JobBuilder, MAX_JOB_ARRAYS};
 
 /// Most workers one pool may have.
 pub const MAX_WORKERS: usize = 256;
