@@ -421,16 +421,23 @@ impl<'a> Ctl<'a> {
 
     /// Writes the descriptor of a job: only between jobs (no chunk claimable or running).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn write_job(
+    pub(super) fn write_job<'d>(
         &self,
         trampoline: u64,
         user_fn: u64,
         axis: usize,
         bounds: &[usize],
-        arrays: &[ArrayDesc],
+        arrays: impl IntoIterator<Item = &'d ArrayDesc, IntoIter: ExactSizeIterator>,
         params: &[u8],
         result_size: usize,
     ) {
+        let arrays = arrays.into_iter();
+        // The job methods take at most MAX_ARRAYS arrays (the builder refuses more).
+        assert!(
+            arrays.len() <= MAX_ARRAYS,
+            "ndshm bug: a job of {} arrays",
+            arrays.len()
+        );
         let head = JobHead {
             trampoline,
             user_fn,
@@ -450,7 +457,7 @@ impl<'a> Ctl<'a> {
                 self.mem().write(p + 64 * i, piece);
             }
         }
-        for (i, d) in arrays.iter().enumerate() {
+        for (i, d) in arrays.enumerate() {
             self.set_desc(offset_of!(JobDesc, arrays) + i * size_of::<ArrayDesc>(), d);
         }
         for (i, &b) in bounds.iter().enumerate() {

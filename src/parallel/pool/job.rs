@@ -623,6 +623,11 @@ unsafe fn run_zip_reduce<L: JobArrays, P: Pod, R: Pod>(
     Ok(())
 }
 
+thread_local! {
+    /// The descriptors of the chunk being run (see [`run_chunk`]).
+    static DESCS: std::cell::Cell<Vec<ArrayDesc>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Runs chunk `k` of job `seq` with the arrays resolved by `resolve`, records a failure,
 /// and counts the chunk done. `slot` is the worker's slot (`None` for the caller): its
 /// `chunk` word says "inside chunk `k` of job `seq`" from before the user's function runs
@@ -642,12 +647,17 @@ pub(super) fn run_chunk(
     }
     let job = ctl.job();
     let chunk = ctl.chunk(&job, k);
+    // The descriptors are read into a buffer kept per thread: zeroing room for
+    // MAX_ARRAYS descriptors (5 KiB) on every chunk would cost a tiny job ~0.1 µs. (A chunk
+    // that starts a job of another pool in this thread takes an empty buffer meanwhile.)
+    let mut descs = DESCS.take();
     let outcome = (|| {
-        let mut descs = [ArrayDesc::zeroed_desc(); MAX_ARRAYS];
-        for (i, d) in descs.iter_mut().enumerate().take(job.n_arrays) {
+        descs.clear();
+        descs.resize(job.n_arrays, ArrayDesc::zeroed_desc());
+        for (i, d) in descs.iter_mut().enumerate() {
             ctl.array_into(i, d);
         }
-        let all = &descs[..job.n_arrays];
+        let all = &descs[..];
         let mut arrays = [None; MAX_ARRAYS];
         for (i, (r, d)) in arrays.iter_mut().zip(all).enumerate() {
             *r = Some(ArrayRef {
@@ -697,6 +707,7 @@ pub(super) fn run_chunk(
             }
         }
     })();
+    DESCS.set(descs);
     if let Err(msg) = outcome {
         ctl.fail(k, proc::pid(), &msg);
     }

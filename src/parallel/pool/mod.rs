@@ -816,16 +816,12 @@ impl WorkerPool {
         let ctl = block.ctl();
         // No chunk is claimable or running (the previous job was joined), so no executor
         // reads the descriptor while it is written.
-        let mut descs = [ArrayDesc::zeroed(); MAX_ARRAYS];
-        for (d, (a, _)) in descs.iter_mut().zip(arrays) {
-            *d = *a;
-        }
         ctl.write_job(
             fns.trampoline,
             fns.user_fn,
             plan.axis(),
             plan.bounds(),
-            &descs[..arrays.len()],
+            arrays.iter().map(|(d, _)| d),
             params,
             result_size,
         );

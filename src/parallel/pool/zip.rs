@@ -216,8 +216,11 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
             return Err(too_many(index + 1));
         }
         let shape = array.shape();
-        self.plan
-            .check_shape(shape, &format!("array {index} ({what})"), array.name())?;
+        if self.plan.check_shape(shape, "", "").is_err() {
+            // Again, naming the array (the message is built only when it is needed).
+            let role = format!("array {index} ({what})");
+            self.plan.check_shape(shape, &role, array.name())?;
+        }
         let mut d = describe(array, mode == MODE_WRITE)?;
         refuse_aliasing(&self.arrays, &d, mode, array.name())?;
         if mode == MODE_HALO {
