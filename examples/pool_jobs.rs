@@ -175,8 +175,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .max(10);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = args.workers.unwrap_or(cores).max(1);
-    // The arrays of c = a*b + d, then (after they are gone) the two heat grids.
-    let need = (32 * n as u64).max(16 * (g * g) as u64) + 8 * 4096;
+    // The arrays of c = a*b + d, then (after they are gone) the four heat grids.
+    let need = (32 * n as u64).max(32 * (g * g) as u64) + 8 * 4096;
     println!(
         "pool_jobs: {n} f64 x 4 for c = a*b + d, a {g} x {g} heat grid x {steps} steps, \
          {workers} executors on {cores} CPUs; needs {:.0} MB of /dev/shm",
@@ -359,47 +359,58 @@ fn heat_rows(
             ((r * 7 + c * 13) % 10) as f64
         }
     };
-    // Serial: two heap grids.
+    // Serial: two heap grids, filled, so that no run pays the first touch of its pages
+    // inside the timing.
     let mut su: Vec<f64> = (0..g * g).map(init).collect();
-    // Filled, so that no run pays the first touch of its pages inside the timing.
     let mut sv = vec![1.0; g * g];
-    let t = Instant::now();
-    for _ in 0..steps {
-        for (i, out) in sv.chunks_mut(g).enumerate() {
-            heat_global_row(&su, g, i, out, alpha);
-        }
-        std::mem::swap(&mut su, &mut sv);
-    }
-    let serial = t.elapsed();
-    let want = su;
-    drop(sv);
-
     let pid = std::process::id();
-    let mut u = SharedNdArray::<f64, Ix2>::zeros(format!("pool-jobs-u-{pid}").as_str(), (g, g))?;
-    let mut v = SharedNdArray::<f64, Ix2>::zeros(format!("pool-jobs-v-{pid}").as_str(), (g, g))?;
-    let reset = |u: &mut SharedNdArray<f64, Ix2>| {
-        u.as_slice_mut()
+    let grid = |tag: &str| {
+        let mut x =
+            SharedNdArray::<f64, Ix2>::zeros(format!("pool-jobs-{tag}-{pid}").as_str(), (g, g))?;
+        x.as_slice_mut()
             .expect("contiguous")
             .par_iter_mut()
             .enumerate()
             .for_each(|(i, x)| *x = init(i));
+        Ok::<_, ndshm::Error>(x)
     };
-    let result = |u: &SharedNdArray<f64, Ix2>, v: &SharedNdArray<f64, Ix2>| {
-        let last = if steps % 2 == 0 { u } else { v };
-        last.as_slice().expect("contiguous") == &want[..]
-    };
-
-    // Rayon: rows in parallel, the same row kernel.
-    reset(&mut v);
-    reset(&mut u);
-    let t = Instant::now();
+    // Rayon's two grids and the pool's two grids (shared arrays both).
+    let (mut ru, mut rv) = (grid("ru")?, grid("rv")?);
+    let (mut pu, mut pv) = (grid("pu")?, grid("pv")?);
+    let plan = ChunkPlan::balanced_along(pu.shape(), 0, 4 * workers)?;
+    // Warm-up: the workers map the pool's grids (two steps from v back into u), then u is
+    // reset to the start.
+    pool.job(&plan)
+        .read_halo(&pv, 1)
+        .write(&mut pu)
+        .for_each(alpha, heat_chunk)?;
+    pool.job(&plan)
+        .read_halo(&pu, 1)
+        .write(&mut pv)
+        .for_each(alpha, heat_chunk)?;
+    pu.as_slice_mut()
+        .expect("contiguous")
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = init(i));
+    // The three runs step by step, interleaved, so that all three see the same machine
+    // load; each step is timed on its own.
+    let (mut serial, mut rayon_t, mut pool_t) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for step in 0..steps {
+        let t = Instant::now();
+        for (i, out) in sv.chunks_mut(g).enumerate() {
+            heat_global_row(&su, g, i, out, alpha);
+        }
+        serial += t.elapsed();
+        std::mem::swap(&mut su, &mut sv);
+
         let (src, dst) = if step % 2 == 0 {
-            (&u, &mut v)
+            (&ru, &mut rv)
         } else {
-            (&v, &mut u)
+            (&rv, &mut ru)
         };
         let src = src.as_slice().expect("contiguous");
+        let t = Instant::now();
         tp.install(|| {
             dst.as_slice_mut()
                 .expect("contiguous")
@@ -407,42 +418,30 @@ fn heat_rows(
                 .enumerate()
                 .for_each(|(i, out)| heat_global_row(src, g, i, out, alpha))
         });
-    }
-    let rayon_t = t.elapsed();
-    assert!(
-        result(&u, &v),
-        "rayon's heat run differs from the serial one"
-    );
+        rayon_t += t.elapsed();
 
-    // The pool: rows in chunks, the input with a halo of one row.
-    let plan = ChunkPlan::balanced_along(u.shape(), 0, 4 * workers)?;
-    reset(&mut u);
-    // Warm-up: the workers map both grids once (the serial and rayon runs had their
-    // arrays mapped already), then the timed run from the start again.
-    pool.job(&plan)
-        .read_halo(&u, 1)
-        .write(&mut v)
-        .for_each(alpha, heat_chunk)?;
-    pool.job(&plan)
-        .read_halo(&v, 1)
-        .write(&mut u)
-        .for_each(alpha, heat_chunk)?;
-    reset(&mut u);
-    let t = Instant::now();
-    for step in 0..steps {
         let (src, dst) = if step % 2 == 0 {
-            (&u, &mut v)
+            (&pu, &mut pv)
         } else {
-            (&v, &mut u)
+            (&pv, &mut pu)
         };
+        let t = Instant::now();
         pool.job(&plan)
             .read_halo(src, 1)
             .write(dst)
             .for_each(alpha, heat_chunk)?;
+        pool_t += t.elapsed();
     }
-    let pool_t = t.elapsed();
+    let last = |u: &SharedNdArray<f64, Ix2>, v: &SharedNdArray<f64, Ix2>| {
+        let last = if steps % 2 == 0 { u } else { v };
+        last.as_slice().expect("contiguous") == &su[..]
+    };
     assert!(
-        result(&u, &v),
+        last(&ru, &rv),
+        "rayon's heat run differs from the serial one"
+    );
+    assert!(
+        last(&pu, &pv),
         "the pool's heat run differs from the serial one"
     );
 
