@@ -559,3 +559,44 @@ fn no_segment_of_a_job_is_left() {
         assert!(!n.path().exists(), "{} was left in /dev/shm", n.as_str());
     }
 }
+
+#[test]
+fn fortran_order_arrays_split_along_their_last_axis() {
+    let mut pool = WorkerPool::new(3).unwrap();
+    let (nx, ny) = (Name::new("fx"), Name::new("fy"));
+    let init = Array2::from_shape_fn((6, 50), |(i, j)| (i * 1000 + j) as i64);
+    let x = SharedNdArray::<i64, Ix2>::from_array(
+        ndshm::CreateOptions::named(nx.as_str()).fortran_order(true),
+        &init,
+    )
+    .unwrap();
+    let mut y = SharedNdArray::<i64, Ix2>::zeros(
+        ndshm::CreateOptions::named(ny.as_str()).fortran_order(true),
+        (6, 50),
+    )
+    .unwrap();
+    assert!(x.is_fortran_order() && y.is_fortran_order());
+    // Columns (the contiguous axis of a Fortran-order array), with a halo of 2 columns.
+    let plan = ChunkPlan::balanced_along(x.shape(), 1, 7).unwrap();
+    pool.job(&plan)
+        .read(&x)
+        .read_halo(&x, 2)
+        .write(&mut y)
+        .for_each((), |c, (x, h, mut y), _: &()| {
+            assert_eq!(h.interior(), x);
+            let off = h.offset(1);
+            for j in 0..c.len() {
+                let l = off + j;
+                let left = if l >= 2 { h[[0, l - 2]] } else { -1 };
+                y.column_mut(j).fill(x[[5, j]] + left);
+            }
+        })
+        .unwrap();
+    for j in 0..50 {
+        let left = if j >= 2 { init[[0, j - 2]] } else { -1 };
+        assert!(
+            y.view().column(j).iter().all(|&v| v == init[[5, j]] + left),
+            "column {j}"
+        );
+    }
+}

@@ -359,13 +359,11 @@ pub trait JobArrays: sealed::Sealed {
 ///
 /// # Examples
 /// ```
-/// use ndarray::Ix2;
-/// use ndshm::{Append, ReadWhole, WriteChunk};
-/// fn same<A, B: 'static>(_: std::marker::PhantomData<(A, B)>) -> bool {
-///     std::any::TypeId::of::<B>() == std::any::TypeId::of::<(ReadWhole<u8, Ix2>, WriteChunk<u8, Ix2>)>()
-/// }
-/// type L = <(ReadWhole<u8, Ix2>,) as Append<WriteChunk<u8, Ix2>>>::Output;
-/// assert!(same::<(), L>(std::marker::PhantomData));
+/// use ndarray::Ix1;
+/// use ndshm::{Append, ReadChunk, WriteChunk};
+/// // A written array added after one read array: the list of both, in order.
+/// type Two = <(ReadChunk<f64, Ix1>,) as Append<WriteChunk<f64, Ix1>>>::Output;
+/// let _same: Option<Two> = None::<(ReadChunk<f64, Ix1>, WriteChunk<f64, Ix1>)>;
 /// ```
 #[diagnostic::on_unimplemented(
     message = "a pool job takes at most 12 arrays (ndshm::MAX_JOB_ARRAYS)",

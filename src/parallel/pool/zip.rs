@@ -27,7 +27,14 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::parallel::chunk::{Chunk, ChunkPlan};
 use crate::parallel::process::ChildResult;
 
-/// Most arrays one multi-array job may take (reads and writes together).
+/// Most arrays one multi-array job may take (reads and writes together); a job with one
+/// more does not compile.
+///
+/// # Examples
+/// ```
+/// assert_eq!(ndshm::MAX_JOB_ARRAYS, 12);
+/// assert!(ndshm::MAX_JOB_ARRAYS <= ndshm::CACHE_ENTRIES); // a worker maps them all at once
+/// ```
 pub const MAX_JOB_ARRAYS: usize = MAX_ARRAYS;
 
 impl WorkerPool {
