@@ -645,9 +645,10 @@ pub(super) fn run_chunk(
     }
     let job = ctl.job();
     let chunk = ctl.chunk(&job, k);
-    // The descriptors are read into a buffer kept per thread: zeroing room for
-    // MAX_ARRAYS descriptors (5 KiB) on every chunk would cost a tiny job ~0.1 µs. (A chunk
-    // that starts a job of another pool in this thread takes an empty buffer meanwhile.)
+    // The descriptors are read into a buffer kept per thread, sized to the job: a stack
+    // array with room for MAX_ARRAYS descriptors would be 5 KiB to zero on every chunk of
+    // every job, one array or twelve. (A chunk that starts a job of another pool in this
+    // thread takes an empty buffer meanwhile.)
     let mut descs = DESCS.take();
     let outcome = (|| {
         descs.clear();
