@@ -153,3 +153,16 @@ fn attach_example_in_two_processes() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// `pool_jobs --quick`: c = a*b + d and the heat equation through multi-array pool jobs,
+/// each result checked inside the example (the heat runs bit for bit against serial).
+#[test]
+fn pool_jobs_quick_matches_serial_and_rayon() {
+    let out = run("pool_jobs", &["--quick"]);
+    assert!(
+        out.contains("pool and rayon results identical to the serial run"),
+        "{out}"
+    );
+    assert!(out.contains("| c = a*b + d"), "{out}");
+    assert!(out.contains("| tiny job"), "{out}");
+}

@@ -23,10 +23,15 @@ use crate::parallel::chunk::{Chunk, MAX_CHUNKS};
 use crate::segment::region::Region;
 use crate::segment::shared_mem::SharedMem;
 
-use super::{MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS};
+use super::{CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS};
 
 pub(super) const MAX_NAME: usize = 256;
-pub(super) const MAX_ARRAYS: usize = 2;
+/// Most arrays of one job (the multi-array jobs of [`JobBuilder`](super::JobBuilder)).
+/// At most [`CACHE_ENTRIES`]: a worker resolves every array of a chunk before it runs it,
+/// and its cache must hold them all at once (evicting one of them would unmap an array
+/// whose pointer the chunk is about to use).
+pub(super) const MAX_ARRAYS: usize = 12;
+const _: () = assert!(MAX_ARRAYS <= CACHE_ENTRIES);
 pub(super) const MAX_MSG: usize = 2048;
 pub(super) const NO_FAILURE: u32 = u32::MAX;
 
@@ -105,6 +110,12 @@ pub(super) struct ArrayDesc {
     pub(super) fortran: u32,
     pub(super) ndim: u32,
     pub(super) name_len: u32,
+    /// How a multi-array job's function sees the array (`job::MODE_*`; 0 for the
+    /// single-array jobs, whose trampolines know their arrays' roles).
+    pub(super) mode: u32,
+    pub(super) reserved: u32,
+    /// Indices of halo on each side of the chunk, along each split axis (`read_halo`).
+    pub(super) halo: u64,
     pub(super) shape: [u64; MAX_DIMS],
     pub(super) name: [u8; MAX_NAME],
 }
@@ -147,6 +158,9 @@ struct Control {
 }
 
 const CONTROL_LEN: usize = size_of::<Control>();
+// A descriptor is 456 bytes: twelve of them (5.4 KiB) beside the 8 MiB of chunk bounds.
+const _: () = assert!(size_of::<ArrayDesc>() == 456);
+const _: () = assert!(size_of::<JobDesc>() < (MAX_CHUNKS + 1) * 8 + 8192);
 const RESULTS_OFF: usize = CONTROL_LEN.next_multiple_of(4096);
 const MAP_LEN: usize = RESULTS_OFF + MAX_RESULTS;
 const DESC: usize = offset_of!(Control, desc);
@@ -407,16 +421,23 @@ impl<'a> Ctl<'a> {
 
     /// Writes the descriptor of a job: only between jobs (no chunk claimable or running).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn write_job(
+    pub(super) fn write_job<'d>(
         &self,
         trampoline: u64,
         user_fn: u64,
         axis: usize,
         bounds: &[usize],
-        arrays: &[ArrayDesc],
+        arrays: impl IntoIterator<Item = &'d ArrayDesc, IntoIter: ExactSizeIterator>,
         params: &[u8],
         result_size: usize,
     ) {
+        let arrays = arrays.into_iter();
+        // The job methods take at most MAX_ARRAYS arrays (the builder refuses more).
+        assert!(
+            arrays.len() <= MAX_ARRAYS,
+            "ndshm bug: a job of {} arrays",
+            arrays.len()
+        );
         let head = JobHead {
             trampoline,
             user_fn,
@@ -436,7 +457,7 @@ impl<'a> Ctl<'a> {
                 self.mem().write(p + 64 * i, piece);
             }
         }
-        for (i, d) in arrays.iter().enumerate() {
+        for (i, d) in arrays.enumerate() {
             self.set_desc(offset_of!(JobDesc, arrays) + i * size_of::<ArrayDesc>(), d);
         }
         for (i, &b) in bounds.iter().enumerate() {

@@ -109,11 +109,15 @@ mod job;
 mod progress;
 mod server;
 mod worker;
+mod zip;
 
 use control::{pack, ArrayDesc, Block, EXITED, MAX_ARRAYS, NO_FAILURE, RUNNING};
 use job::{run_chunk, JobFns};
 use progress::Progress;
 use server::ServerState;
+
+pub use job::{Append, JobArray, JobArrays, ReadChunk, ReadHalo, ReadWhole, WriteChunk};
+pub use zip::{Halo, JobBuilder, MAX_JOB_ARRAYS};
 
 /// Most workers one pool may have.
 pub const MAX_WORKERS: usize = 256;
@@ -812,16 +816,12 @@ impl WorkerPool {
         let ctl = block.ctl();
         // No chunk is claimable or running (the previous job was joined), so no executor
         // reads the descriptor while it is written.
-        let mut descs = [ArrayDesc::zeroed(); MAX_ARRAYS];
-        for (d, (a, _)) in descs.iter_mut().zip(arrays) {
-            *d = *a;
-        }
         ctl.write_job(
             fns.trampoline,
             fns.user_fn,
             plan.axis(),
             plan.bounds(),
-            &descs[..arrays.len()],
+            arrays.iter().map(|(d, _)| d),
             params,
             result_size,
         );
