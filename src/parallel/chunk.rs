@@ -697,8 +697,10 @@ impl ChunkPlan {
     /// two chunks share a cache line.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`] when `bytes_per_index == 0`, or when no index of the
-    /// array starts a cache line (the data is not aligned to the element stride).
+    /// [`ErrorKind::InvalidArgument`] when `bytes_per_index == 0`, when no index of the
+    /// array starts a cache line (the data is not aligned to the element stride), or for a
+    /// tile plan (align the one-axis plan of the outermost axis, then combine it with
+    /// [`grid`](Self::grid)).
     ///
     /// # Examples
     /// ```
@@ -720,7 +722,8 @@ impl ChunkPlan {
     /// [`ErrorKind::InvalidArgument`] when the plan does not fit the array, or when its axis
     /// is not the outermost in memory (axis 0 of a C-order array, the last axis of a
     /// Fortran-order one): chunks along another axis interleave in memory, so aligning
-    /// their boundaries cannot keep them off each other's cache lines.
+    /// their boundaries cannot keep them off each other's cache lines; also for a tile plan
+    /// (as [`align_to_cache_lines`](Self::align_to_cache_lines)).
     ///
     /// # Examples
     /// ```
@@ -739,7 +742,7 @@ impl ChunkPlan {
         let shape = array.shape();
         self.check_shape(shape, "array", array.name())?;
         if !self.more.is_empty() {
-            return self.align_to(0, 1, CACHE_LINE);
+            return Err(tiles_not_aligned());
         }
         let outer = if array.is_fortran_order() && shape.len() > 1 {
             shape.len() - 1
@@ -766,11 +769,7 @@ impl ChunkPlan {
 
     fn align_to(mut self, base: usize, stride: usize, line: usize) -> Result<ChunkPlan> {
         if !self.more.is_empty() {
-            return Err(invalid(
-                "a tile plan cannot be aligned to cache lines as a whole: align the plan of \
-                 the outermost axis, then combine it with the others by ChunkPlan::grid"
-                    .to_string(),
-            ));
+            return Err(tiles_not_aligned());
         }
         if stride == 0 {
             return Err(invalid(
@@ -919,13 +918,15 @@ impl ChunkPlan {
     /// and has the plan's length there; `role` ("input") and `name` name the array in the
     /// error.
     pub(crate) fn check_shape(&self, shape: &[usize], role: &str, name: &str) -> Result<()> {
-        for (i, (axis, want)) in self.split_lens().enumerate() {
+        for (i, (axis, _)) in self.split_lens().enumerate() {
             if self.split_lens().take(i).any(|(a, _)| a == axis) {
                 return Err(invalid(format!(
                     "the chunk plan splits axis {axis} twice (moved there by `along`?), \
                      which cannot fit {role} '{name}': split each axis once"
                 )));
             }
+        }
+        for (axis, want) in self.split_lens() {
             let Some(&len) = shape.get(axis) else {
                 return Err(invalid(format!(
                     "the chunk plan splits axis {axis}, but {role} '{name}' has {} axes \
@@ -992,6 +993,14 @@ fn axis_len(shape: &[usize], axis: usize) -> Result<usize> {
             shape.len()
         ))
     })
+}
+
+fn tiles_not_aligned() -> Error {
+    invalid(
+        "a tile plan cannot be aligned to cache lines as a whole: align the plan of the \
+         outermost axis, then combine it with the others by ChunkPlan::grid"
+            .to_string(),
+    )
 }
 
 /// Refuses `n` per-axis values (tile lengths, counts) for an array of `shape` with fewer
@@ -1114,6 +1123,205 @@ mod tests {
         );
     }
 
+    /// Counts, per element of an array of `shape` in the given layout, how many chunks of
+    /// `plan` cover it (through `of_mut` on a view of that layout).
+    fn coverage(plan: &ChunkPlan, shape: &[usize], fortran: bool) -> ndarray::ArrayD<u32> {
+        use ndarray::ShapeBuilder;
+        let mut a = ndarray::ArrayD::<u32>::zeros(ndarray::IxDyn(shape).set_f(fortran));
+        for c in plan.iter() {
+            let mut v = c.of_mut(a.view_mut());
+            assert_eq!(v.shape(), &c.shape_in(shape)[..], "{c:?}");
+            assert_eq!(v.len(), c.num_elements_in(shape));
+            assert!(!c.is_empty(), "no empty chunk: {c:?}");
+            v.mapv_inplace(|x| x + 1);
+        }
+        a
+    }
+
+    #[test]
+    fn tiles_cover_every_element_once_in_c_and_fortran_arrays() {
+        for (shape, tile) in [
+            (vec![7, 5], vec![2, 3]),
+            (vec![8, 8], vec![4, 4]),
+            (vec![5, 6, 7], vec![2, 4, 3]),
+            (vec![5, 6, 7], vec![3, 2]), // the last axis whole
+            (vec![1, 9], vec![5, 5]),
+        ] {
+            let plan = ChunkPlan::tiles(&shape, &tile).unwrap();
+            let expect: usize = shape
+                .iter()
+                .zip(tile.iter().chain(std::iter::repeat(&usize::MAX)))
+                .map(|(&n, &t)| n.div_ceil(t.min(n)))
+                .product();
+            assert_eq!(plan.num_chunks(), expect, "{shape:?} {tile:?}");
+            for fortran in [false, true] {
+                let cov = coverage(&plan, &shape, fortran);
+                assert!(cov.iter().all(|&n| n == 1), "{shape:?} {tile:?}: {cov:?}");
+            }
+            let reversed: Vec<(usize, usize)> = tile.iter().copied().enumerate().rev().collect();
+            let plan = ChunkPlan::tiles_along(&shape, &reversed).unwrap();
+            assert!(coverage(&plan, &shape, true).iter().all(|&n| n == 1));
+        }
+    }
+
+    #[test]
+    fn tile_chunks_run_through_the_last_split_axis_fastest() {
+        let plan = ChunkPlan::tiles(&[4, 6, 2], &[2, 3, 1]).unwrap();
+        let pos: Vec<(usize, usize, usize)> = plan
+            .iter()
+            .map(|c| {
+                let r: Vec<_> = c.ranges().map(|(_, r)| r.start).collect();
+                (r[0], r[1], r[2])
+            })
+            .collect();
+        assert_eq!(
+            pos,
+            vec![
+                (0, 0, 0),
+                (0, 0, 1),
+                (0, 3, 0),
+                (0, 3, 1),
+                (2, 0, 0),
+                (2, 0, 1),
+                (2, 3, 0),
+                (2, 3, 1)
+            ]
+        );
+        // In a C-order array, consecutive tiles of a row of tiles are adjacent in memory.
+        let axes: Vec<usize> = plan.get(3).unwrap().ranges().map(|(a, _)| a).collect();
+        assert_eq!(axes, vec![0, 1, 2]);
+        assert_eq!(plan.axis(), 0);
+        assert_eq!(plan.bounds(), &[0, 2, 4]);
+    }
+
+    #[test]
+    fn chunk_len_and_range_stay_the_first_split_axis() {
+        let plan = ChunkPlan::tiles(&[10, 4], &[6, 1]).unwrap();
+        let c = plan.get(5).unwrap();
+        assert_eq!((c.axis, c.start, c.end), (0, 6, 10));
+        assert_eq!((c.len(), c.range()), (4, 6..10));
+        assert_eq!(c.range_along(1), Some(1..2));
+        assert_eq!(c.num_elements_in(&[10, 4]), 4);
+        assert_eq!(c.shape_in(&[10, 4]), vec![4, 1]);
+        assert_eq!(
+            c.to_string(),
+            "chunk 5 (indices 6..10 of axis 0, 1..2 of axis 1)"
+        );
+        let one = ChunkPlan::fixed(10, 4).unwrap().get(1).unwrap();
+        assert_eq!(one.to_string(), "chunk 1 (indices 4..8 of axis 0)");
+        assert_eq!(
+            format!("{one:?}"),
+            "Chunk { index: 1, axis: 0, start: 4, end: 8 }"
+        );
+    }
+
+    #[test]
+    fn a_tile_plan_over_one_axis_is_the_fixed_plan() {
+        assert_eq!(
+            ChunkPlan::tiles(&[10, 3], &[4]).unwrap(),
+            ChunkPlan::fixed_along(&[10, 3], 0, 4).unwrap()
+        );
+        assert_eq!(
+            ChunkPlan::balanced_tiles(&[10, 3], &[3]).unwrap(),
+            ChunkPlan::balanced(10, 3).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_empty_axis_gives_a_tile_plan_without_chunks() {
+        let plan = ChunkPlan::tiles(&[0, 5], &[2, 2]).unwrap();
+        assert!(plan.is_empty());
+        assert_eq!((plan.num_chunks(), plan.iter().count()), (0, 0));
+        assert_eq!(plan.get(0), None);
+        let plan = ChunkPlan::tiles(&[5, 0], &[2, 2]).unwrap();
+        assert_eq!(plan.num_chunks(), 0);
+    }
+
+    fn invalid_with(r: Result<ChunkPlan>, words: &[&str]) {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        for w in words {
+            assert!(e.to_string().contains(w), "{w:?} not in: {e}");
+        }
+    }
+
+    #[test]
+    fn tile_constructors_refuse_bad_input_with_typed_errors() {
+        invalid_with(
+            ChunkPlan::tiles(&[4, 4], &[2, 0]),
+            &["tile length 0", "axis 1"],
+        );
+        invalid_with(
+            ChunkPlan::balanced_tiles(&[4, 4], &[0, 2]),
+            &["0 tiles", "axis 0"],
+        );
+        invalid_with(
+            ChunkPlan::tiles_along(&[4, 4], &[(0, 2), (0, 1)]),
+            &["axis 0 is split twice"],
+        );
+        invalid_with(
+            ChunkPlan::tiles(&[4, 4], &[2, 2, 2]),
+            &["3 tile lengths", "2 axes"],
+        );
+        invalid_with(ChunkPlan::balanced_tiles(&[4], &[1, 1]), &["2 tile counts"]);
+        invalid_with(
+            ChunkPlan::tiles_along(&[4, 4], &[(0, 2), (2, 1)]),
+            &["axis 2"],
+        );
+        invalid_with(ChunkPlan::tiles(&[4, 4], &[]), &["no tile lengths"]);
+        invalid_with(ChunkPlan::grid(Vec::new()), &["at least one axis"]);
+        invalid_with(
+            ChunkPlan::tiles(&[2; 5], &[1; 5]),
+            &[&format!("at most {MAX_SPLIT_AXES} axes")],
+        );
+        // 2048 x 1024 tiles: twice MAX_CHUNKS.
+        invalid_with(
+            ChunkPlan::tiles(&[2048, 1024], &[1, 1]),
+            &["2048 along axis 0 x 1024 along axis 1", "larger tiles"],
+        );
+        // An empty axis does not hide the other axes' count from the limit.
+        invalid_with(
+            ChunkPlan::tiles(&[0, MAX_CHUNKS + 1], &[1, 1]),
+            &["more than"],
+        );
+        assert_eq!(
+            ChunkPlan::tiles(&[1024, 1024], &[1, 1])
+                .unwrap()
+                .num_chunks(),
+            MAX_CHUNKS
+        );
+        // A tile plan is aligned per axis, then combined.
+        invalid_with(
+            ChunkPlan::tiles(&[64, 64], &[8, 8])
+                .unwrap()
+                .align_to_cache_lines(0, 8),
+            &["ChunkPlan::grid"],
+        );
+    }
+
+    #[test]
+    fn check_shape_refuses_a_tile_plan_that_does_not_fit() {
+        let plan = ChunkPlan::tiles(&[6, 8, 3], &[2, 4, 3]).unwrap();
+        assert!(plan.check_shape(&[6, 8, 3], "array", "a").is_ok());
+        assert!(plan.check_shape(&[6, 8, 3, 9], "array", "a").is_ok());
+        let e = plan.check_shape(&[6, 8], "input", "x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(
+            e.to_string()
+                .contains("splits axis 2, but input 'x' has 2 axes"),
+            "{e}"
+        );
+        let e = plan.check_shape(&[6, 9, 3], "output", "y").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("splits 8 indices along axis 1, but output 'y' has 9 there"),
+            "{e}"
+        );
+        let moved = plan.along(1);
+        let e = moved.check_shape(&[8, 8, 3], "array", "a").unwrap_err();
+        assert!(e.to_string().contains("splits axis 1 twice"), "{e}");
+    }
+
     proptest! {
         #[test]
         fn plans_cover_without_overlap(len in 0usize..5000, n in 1usize..70, base in 0usize..64, elem in 0usize..4) {
@@ -1132,6 +1340,21 @@ mod tests {
             check_cover(&aligned);
             for &b in &aligned.bounds()[1..aligned.bounds().len().max(2) - 1] {
                 prop_assert_eq!((base + b * size) % 64, 0);
+            }
+        }
+
+        #[test]
+        fn random_tile_plans_cover_without_overlap(
+            shape in proptest::collection::vec(0usize..9, 2..5),
+            tile in proptest::collection::vec(1usize..5, 1..5),
+            fortran in any::<bool>(),
+        ) {
+            let tile = &tile[..tile.len().min(shape.len())];
+            let plan = ChunkPlan::tiles(&shape, tile).unwrap();
+            let cov = coverage(&plan, &shape, fortran);
+            prop_assert!(cov.iter().all(|&n| n == 1));
+            for (k, c) in plan.iter().enumerate() {
+                prop_assert_eq!(c.index, k);
             }
         }
     }
