@@ -571,8 +571,8 @@ impl ChunkPlan {
     /// # Examples
     /// ```
     /// use ndshm::{ChunkPlan, CreateOptions, SharedNdArray};
-    /// use ndarray::ShapeBuilder;
-    /// let f = SharedNdArray::<f64, ndarray::Ix2>::zeros(CreateOptions::unique(), (6, 4).f())?;
+    /// let fortran = CreateOptions::unique().fortran_order(true);
+    /// let f = SharedNdArray::<f64, ndarray::Ix2>::zeros(fortran, (6, 4))?;
     /// let plan = ChunkPlan::tiles_for(&f, &[3, 2])?;
     /// assert_eq!(plan, ChunkPlan::tiles_along(f.shape(), &[(1, 2), (0, 3)])?);
     /// // Chunks 0 and 1 are the two tiles of columns 0..2: adjacent in Fortran memory.
