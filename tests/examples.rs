@@ -153,3 +153,10 @@ fn attach_example_in_two_processes() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn tiles_example_quick_run_checks_every_result() {
+    let out = run("tiles", &["--quick"]);
+    assert!(out.contains("pool, tile plan"), "{out}");
+    assert!(out.contains("every result checked"), "{out}");
+}
