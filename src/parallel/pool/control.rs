@@ -390,7 +390,7 @@ impl<'a> Ctl<'a> {
     /// Chunk `k` of the current job: its position in the grid (the last split axis
     /// fastest), then each axis' range from that axis' boundaries.
     pub(super) fn chunk(&self, job: &JobHeader, k: usize) -> Chunk {
-        let _ = job;
+        debug_assert!(k < job.n_chunks, "ndshm bug: chunk {k} of {}", job.n_chunks);
         let g: Grid = self.mem().read_pod(DESC + offset_of!(JobDesc, grid));
         let n = (g.n_axes as usize).clamp(1, MAX_SPLIT_AXES);
         let bound = |i: usize| self.desc_u64(offset_of!(JobDesc, bounds) + 8 * i) as usize;
