@@ -391,9 +391,15 @@ impl<'a> Ctl<'a> {
     /// fastest), then each axis' range from that axis' boundaries.
     pub(super) fn chunk(&self, job: &JobHeader, k: usize) -> Chunk {
         debug_assert!(k < job.n_chunks, "ndshm bug: chunk {k} of {}", job.n_chunks);
-        let g: Grid = self.mem().read_pod(DESC + offset_of!(JobDesc, grid));
-        let n = (g.n_axes as usize).clamp(1, MAX_SPLIT_AXES);
         let bound = |i: usize| self.desc_u64(offset_of!(JobDesc, bounds) + 8 * i) as usize;
+        let grid = offset_of!(JobDesc, grid);
+        if self.desc_u64(grid + offset_of!(Grid, n_axes)) <= 1 {
+            // A plan along one axis (the common case): two words and the axis.
+            let axis = self.desc_u64(grid + offset_of!(Grid, axis)) as usize;
+            return Chunk::from_ranges(k, std::iter::once((axis, bound(k), bound(k + 1))));
+        }
+        let g: Grid = self.mem().read_pod(DESC + grid);
+        let n = (g.n_axes as usize).clamp(1, MAX_SPLIT_AXES);
         let mut pos = [0usize; MAX_SPLIT_AXES];
         let mut rest = k;
         for i in (1..n).rev() {
