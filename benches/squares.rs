@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::{ArrayViewMut1, Ix1};
-use ndshm::{fork_chunks, Chunk, ChunkPlan, SharedNdArray, WorkerPool};
+use ndshm::{fork_chunks, ChunkPlan, SharedNdArray, WorkerPool};
 use rayon::prelude::*;
 
 #[path = "../examples/shared/squares_kernels.rs"]
@@ -55,12 +55,8 @@ fn squares(c: &mut Criterion) {
         .unwrap();
         let plan = ChunkPlan::balanced(n, w).unwrap();
         group.bench_function(BenchmarkId::new("serial", n), |b| {
-            let whole = Chunk {
-                index: 0,
-                axis: 0,
-                start: 0,
-                end: n,
-            };
+            // The whole range as one chunk (a chunk is built by its plan).
+            let whole = ChunkPlan::balanced(n, 1).unwrap().get(0).expect("n > 0");
             b.iter(|| square(whole, a.view_mut(), &()))
         });
         group.bench_function(BenchmarkId::new("rayon", n), |b| {

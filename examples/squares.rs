@@ -239,12 +239,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 reset(&mut a);
                 let t = match v {
                     0 => {
-                        let whole = Chunk {
-                            index: 0,
-                            axis: 0,
-                            start: 0,
-                            end: n,
-                        };
+                        // The whole range as one chunk (a chunk is built by its plan).
+                        let whole = ChunkPlan::balanced(n, 1)?.get(0).expect("n > 0");
                         let t = Instant::now();
                         kernel(whole, a.view_mut(), &());
                         t.elapsed()

@@ -140,7 +140,9 @@ pub use lifecycle::watchdog::CrashCleanup;
 pub use manager::list::SharedList;
 pub use manager::map::{KeyBytes, MapIter, MapKey, SharedMap, MAX_KEY_LEN};
 pub use manager::shared_struct::{SharedStruct, StructGuard};
-pub use parallel::chunk::{Chunk, ChunkPlan, IntoChunkPlan, CACHE_LINE, MAX_CHUNKS};
+pub use parallel::chunk::{
+    Chunk, ChunkPlan, IntoChunkPlan, CACHE_LINE, MAX_CHUNKS, MAX_SPLIT_AXES,
+};
 pub use parallel::fork_chunks::{fork_chunks, fork_chunks_into, MAX_FORKED_CHUNKS};
 pub use parallel::pool::{
     Append, Halo, JobArray, JobArrays, JobBuilder, ReadChunk, ReadHalo, ReadWhole, WorkerPool,

@@ -166,3 +166,11 @@ fn pool_jobs_quick_matches_serial_and_rayon() {
     assert!(out.contains("| c = a*b + d"), "{out}");
     assert!(out.contains("| tiny job"), "{out}");
 }
+
+/// `tiles --quick`: the blocked transpose-and-add, every result checked in the example.
+#[test]
+fn tiles_example_quick_run_checks_every_result() {
+    let out = run("tiles", &["--quick"]);
+    assert!(out.contains("pool, tile plan"), "{out}");
+    assert!(out.contains("every result checked"), "{out}");
+}

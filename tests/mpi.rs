@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ndarray::{Array1, Ix1};
+use ndarray::{Array1, Array2, Ix1, Ix2};
 use ndshm::mpi::{rsmpi, NodeArray, NodeComm, RANKS_PER_NODE_ENV};
 use ndshm::{ChunkPlan, ErrorKind};
 use rsmpi::traits::*;
@@ -22,6 +22,7 @@ fn main() {
     }
     let scenarios = [
         ("squares_match_a_serial_run", 4, true),
+        ("a_tile_plan_matches_a_serial_run", 4, true),
         ("a_failing_chunk_is_reported_on_every_rank", 4, true),
         ("a_killed_rank_leaves_only_reclaimable_segments", 4, false),
         (
@@ -34,8 +35,10 @@ fn main() {
         if std::env::var_os("NDSHM_REQUIRE_MPI").is_some() {
             panic!("mpiexec not found but NDSHM_REQUIRE_MPI is set");
         }
-        println!("mpiexec not found: 6 MPI scenarios skipped");
-        println!("0 passed, 0 failed, 6 skipped");
+        // The scenarios, the simulated nodes and the figures run.
+        let skipped = scenarios.len() + 2;
+        println!("mpiexec not found: {skipped} MPI scenarios skipped");
+        println!("0 passed, 0 failed, {skipped} skipped");
         return;
     }
     let (mut passed, mut failed) = (0, 0);
@@ -310,6 +313,9 @@ fn rank_main(role: &str) {
     }
     assert_eq!(comm.node_size(), 2, "logical nodes of two ranks");
     assert_eq!(comm.nodes(), world.size() as usize / 2);
+    if role == "a_tile_plan_matches_a_serial_run" {
+        return tiles(&comm);
+    }
     let n = 10_001;
     let plan = ChunkPlan::balanced(n, 13).unwrap();
     let mut a = NodeArray::<f64, Ix1>::zeros(&comm, n).unwrap();
@@ -387,6 +393,56 @@ fn rank_main(role: &str) {
             unreachable!("the job is aborted when a rank is killed");
         }
         other => panic!("unknown role {other}"),
+    }
+    a.free();
+}
+
+/// A tile plan over a 2-D node array: every rank's tiles, the results in chunk order, and
+/// scatter/gather of node blocks that are runs of tiles (not rectangles) equal a serial run.
+fn tiles(comm: &NodeComm) {
+    let (rows, cols) = (37, 23);
+    let plan = ChunkPlan::tiles(&[rows, cols], &[8, 5]).unwrap();
+    assert_eq!(plan.num_chunks(), 25);
+    let input = Array2::from_shape_fn((rows, cols), |(i, j)| (i * cols + j) as f64);
+    let mark = |c: ndshm::Chunk, mut x: ndarray::ArrayViewMut2<'_, f64>| {
+        x.mapv_inplace(|v| v + 1000.0 * (c.index as f64 + 1.0))
+    };
+    let mut serial = input.clone();
+    for c in plan.iter() {
+        mark(c, c.of_mut(serial.view_mut()));
+    }
+    let mut a = NodeArray::<f64, Ix2>::zeros(comm, (rows, cols)).unwrap();
+    a.replicate((comm.world_rank() == 0).then(|| input.view()))
+        .unwrap();
+    a.for_each_chunk(&plan, mark).unwrap();
+    let sums = a
+        .map_reduce(&plan, |c, x| [c.index as f64, x.sum()])
+        .unwrap();
+    let expect: Vec<[f64; 2]> = plan
+        .iter()
+        .map(|c| [c.index as f64, c.of(&serial.view()).sum()])
+        .collect();
+    assert_eq!(sums, expect);
+    let g = a.gather(&plan).unwrap();
+    assert_eq!(g.is_some(), comm.world_rank() == 0);
+    if let Some(g) = g {
+        assert_eq!(g, serial);
+    }
+    // Scatter each node's run of tiles from rank 0, then gather it back.
+    a.scatter(&plan, (comm.world_rank() == 0).then(|| input.view()))
+        .unwrap();
+    // This node's block: chunks n * k / nodes .. n * (k + 1) / nodes of node k.
+    let (n, nodes, k) = (plan.num_chunks(), comm.nodes(), comm.node_index());
+    let mine: Vec<ndshm::Chunk> = plan
+        .iter()
+        .filter(|c| (n * k / nodes..n * (k + 1) / nodes).contains(&c.index))
+        .collect();
+    assert!(!mine.is_empty());
+    for c in &mine {
+        assert_eq!(c.of(&a.view()), c.of(&input.view()), "{c}");
+    }
+    if let Some(g) = a.gather(&plan).unwrap() {
+        assert_eq!(g, input);
     }
     a.free();
 }

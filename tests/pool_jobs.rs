@@ -379,6 +379,57 @@ fn halo_along_columns_of_a_row_major_array() {
     }
 }
 
+/// A 3 × 3 box sum (clipped at the edges) of a tile with a halo of 1 along both split axes.
+fn box_sum_tile(
+    c: Chunk,
+    (x, mut y): (Halo<'_, i64, Ix2>, ndarray::ArrayViewMut2<'_, i64>),
+    _: &(),
+) {
+    let (o0, o1) = (x.offset(0), x.offset(1));
+    assert_eq!(x.interior().dim(), y.dim(), "{c}");
+    let (rows, cols) = x.dim();
+    for ((i, j), out) in y.indexed_iter_mut() {
+        let (l0, l1) = (o0 + i, o1 + j);
+        let mut sum = 0;
+        for a in l0.saturating_sub(1)..(l0 + 2).min(rows) {
+            for b in l1.saturating_sub(1)..(l1 + 2).min(cols) {
+                sum += x[[a, b]];
+            }
+        }
+        *out = sum;
+    }
+}
+
+#[test]
+fn halo_on_a_tile_plan_widens_every_split_axis() {
+    let mut pool = WorkerPool::new(2).unwrap();
+    let (r, c) = (23, 31);
+    let init = Array2::from_shape_fn((r, c), |(i, j)| ((i * 7 + j * 13) % 19) as i64 - 9);
+    let (nx, ny) = (Name::new("tilehalox"), Name::new("tilehaloy"));
+    let x = SharedNdArray::<i64, Ix2>::from_array(nx.as_str(), &init).unwrap();
+    let mut y = SharedNdArray::<i64, Ix2>::zeros(ny.as_str(), (r, c)).unwrap();
+    let mut want = Array2::<i64>::zeros((r, c));
+    for ((i, j), w) in want.indexed_iter_mut() {
+        for a in i.saturating_sub(1)..(i + 2).min(r) {
+            for b in j.saturating_sub(1)..(j + 2).min(c) {
+                *w += init[[a, b]];
+            }
+        }
+    }
+    for plan in [
+        ChunkPlan::balanced_tiles(&[r, c], &[3, 4]).unwrap(),
+        ChunkPlan::tiles(&[r, c], &[1, 5]).unwrap(),
+    ] {
+        y.view_mut().fill(i64::MIN);
+        pool.job(&plan)
+            .read_halo(&x, 1)
+            .write(&mut y)
+            .for_each((), box_sum_tile)
+            .unwrap();
+        assert_eq!(y.view(), want.view(), "{plan:?}");
+    }
+}
+
 #[test]
 fn a_length_that_does_not_fit_the_plan_names_the_array() {
     let mut pool = WorkerPool::new(2).unwrap();

@@ -74,7 +74,7 @@ use ::mpi::topology::{Color, SimpleCommunicator};
 use ::mpi::traits::*;
 use ::mpi::Count;
 use bytemuck::Pod;
-use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension, IntoDimension, Slice};
+use ndarray::{ArrayView, ArrayViewMut, Dimension, IntoDimension};
 
 use crate::array::SharedNdArray;
 use crate::element::Element;
@@ -484,8 +484,9 @@ impl<'c, T: Element, D: Dimension> NodeArray<'c, T, D> {
         comm.agree(Vec::new())
     }
 
-    /// Copies each node's block of `plan` (its contiguous run of chunks) from world rank 0
-    /// into that node's copy (collective). `data` is read on rank 0 only.
+    /// Copies each node's block of `plan` (its run of consecutive chunks, as for the jobs;
+    /// any plan, tiles included) from world rank 0 into that node's copy (collective).
+    /// `data` is read on rank 0 only.
     ///
     /// # Errors
     /// As [`replicate`](Self::replicate), plus a plan that does not fit the shape.
@@ -503,22 +504,32 @@ impl<'c, T: Element, D: Dimension> NodeArray<'c, T, D> {
         comm.agree(failure)
             .map_err(|e| Error::new(ErrorKind::ShapeMismatch, e.message()))?;
         if let Some(leaders) = &comm.leaders {
+            let shape = self.array.shape().to_vec();
             for node in 0..comm.nodes {
-                let range = block_range(plan, comm.nodes, node);
+                let block = node_chunks(plan, comm.nodes, node);
                 if comm.node_index == 0 && node == 0 {
-                    let src = slice(data.as_ref().expect("checked"), plan, &range);
-                    let dst = self.block_mut(plan, &range);
-                    dst.into_iter().zip(src.iter()).for_each(|(d, s)| *d = *s);
+                    let src = data.as_ref().expect("checked");
+                    for c in block {
+                        c.of_mut(self.array.view_mut())
+                            .zip_mut_with(&c.of(src), |d, s| *d = *s);
+                    }
                 } else if comm.node_index == 0 {
-                    let src = slice(data.as_ref().expect("checked"), plan, &range);
-                    let items: Vec<T> = src.iter().copied().collect();
+                    let src = data.as_ref().expect("checked");
+                    let mut items: Vec<T> = Vec::new();
+                    for c in block {
+                        items.extend(c.of(src).iter().copied());
+                    }
                     send_pieces(leaders, node as i32, bytemuck::cast_slice(&items));
                 } else if comm.node_index == node {
-                    let n = self.block_mut(plan, &range).len();
+                    let n = block.clone().map(|c| c.num_elements_in(&shape)).sum();
                     let mut items = vec![T::zeroed(); n];
                     recv_pieces(leaders, 0, bytemuck::cast_slice_mut(&mut items));
-                    let dst = self.block_mut(plan, &range);
-                    dst.into_iter().zip(items).for_each(|(d, s)| *d = s);
+                    let mut from = items.into_iter();
+                    for c in block {
+                        for (d, s) in c.of_mut(self.array.view_mut()).iter_mut().zip(&mut from) {
+                            *d = s;
+                        }
+                    }
                 }
             }
         }
@@ -535,35 +546,33 @@ impl<'c, T: Element, D: Dimension> NodeArray<'c, T, D> {
         let comm = self.comm;
         let mut out = None;
         if let Some(leaders) = &comm.leaders {
+            let shape = self.array.shape();
             if comm.node_index == 0 {
                 let mut all = self.array.view().to_owned();
                 for node in 1..comm.nodes {
-                    let range = block_range(plan, comm.nodes, node);
-                    let mut dst = all.slice_axis_mut(Axis(plan.axis()), Slice::from(range));
-                    let mut items = vec![T::zeroed(); dst.len()];
+                    let block = node_chunks(plan, comm.nodes, node);
+                    let n = block.clone().map(|c| c.num_elements_in(shape)).sum();
+                    let mut items = vec![T::zeroed(); n];
                     recv_pieces(leaders, node as i32, bytemuck::cast_slice_mut(&mut items));
-                    dst.iter_mut().zip(items).for_each(|(d, s)| *d = s);
+                    let mut from = items.into_iter();
+                    for c in block {
+                        for (d, s) in c.of_mut(all.view_mut()).iter_mut().zip(&mut from) {
+                            *d = s;
+                        }
+                    }
                 }
                 out = Some(all);
             } else {
-                let range = block_range(plan, comm.nodes, comm.node_index);
                 let whole = self.array.view();
-                let items: Vec<T> = slice(&whole, plan, &range).iter().copied().collect();
+                let mut items: Vec<T> = Vec::new();
+                for c in node_chunks(plan, comm.nodes, comm.node_index) {
+                    items.extend(c.of(&whole).iter().copied());
+                }
                 send_pieces(leaders, 0, bytemuck::cast_slice(&items));
             }
         }
         comm.agree(Vec::new())?;
         Ok(out.filter(|_| comm.world_rank() == 0))
-    }
-
-    fn block_mut(
-        &mut self,
-        plan: &ChunkPlan,
-        range: &std::ops::Range<usize>,
-    ) -> ArrayViewMut<'_, T, D> {
-        self.array
-            .view_mut()
-            .slice_axis_move(Axis(plan.axis()), Slice::from(range.clone()))
     }
 
     /// Ends the array collectively (over the world): every rank has stopped using it
@@ -582,23 +591,15 @@ impl<'c, T: Element, D: Dimension> NodeArray<'c, T, D> {
     }
 }
 
-/// Index range along the plan's axis of node `node`'s block of chunks.
-fn block_range(plan: &ChunkPlan, nodes: usize, node: usize) -> std::ops::Range<usize> {
-    let (s, e) = node_block(plan.num_chunks(), nodes, node);
-    let b = plan.bounds();
-    if s == e {
-        return 0..0;
-    }
-    b[s]..b[e]
-}
-
-fn slice<'a, T, D: Dimension>(
-    v: &ArrayView<'a, T, D>,
+/// The chunks of node `node`'s block of `plan` (a run of consecutive chunks; a tile plan's
+/// run need not be a rectangle, so data moves chunk by chunk, in chunk order).
+fn node_chunks(
     plan: &ChunkPlan,
-    range: &std::ops::Range<usize>,
-) -> ArrayView<'a, T, D> {
-    v.clone()
-        .slice_axis_move(Axis(plan.axis()), Slice::from(range.clone()))
+    nodes: usize,
+    node: usize,
+) -> impl Iterator<Item = Chunk> + Clone + '_ {
+    let (s, e) = node_block(plan.num_chunks(), nodes, node);
+    (s..e).filter_map(move |i| plan.get(i))
 }
 
 fn send_pieces(comm: &SimpleCommunicator, to: i32, bytes: &[u8]) {
@@ -630,11 +631,7 @@ fn describe(outcome: std::thread::Result<std::result::Result<(), String>>) -> Op
 
 fn chunk_failure(comm: &NodeComm, chunk: &Chunk, why: &str) -> String {
     format!(
-        "chunk {} (indices {}..{} of axis {}) on rank {} (node {}, host {}) {why}",
-        chunk.index,
-        chunk.start,
-        chunk.end,
-        chunk.axis,
+        "{chunk} on rank {} (node {}, host {}) {why}",
         comm.world_rank(),
         comm.node_index,
         comm.host

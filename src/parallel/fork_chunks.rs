@@ -210,13 +210,8 @@ fn run_forked<R: ChildResult>(plan: &ChunkPlan, mut job: impl FnMut(Chunk) -> R)
 }
 
 /// The error of a failed chunk: "chunk 3 (indices 300..400 of axis 0) in worker process
-/// 1234 panicked: ..."; `who` names the executor.
+/// 1234 panicked: ..." (a tile names its range along each split axis); `who` names the
+/// executor.
 pub(crate) fn worker_failed(chunk: &Chunk, who: &str, why: &str) -> Error {
-    Error::new(
-        ErrorKind::WorkerFailed,
-        format!(
-            "chunk {} (indices {}..{} of axis {}) in {who} {why}",
-            chunk.index, chunk.start, chunk.end, chunk.axis
-        ),
-    )
+    Error::new(ErrorKind::WorkerFailed, format!("{chunk} in {who} {why}"))
 }

@@ -10,7 +10,7 @@
 //! - the first failure of the current job (chunk, pid, message);
 //! - one [`Slot`] per worker (pid, the job and chunk it is in, how it ended);
 //! - the job descriptor ([`JobDesc`]: trampoline and function words, parameters, arrays,
-//!   chunk bounds), written by the caller between jobs only;
+//!   the plan's grid and chunk bounds), written by the caller between jobs only;
 //! - after the block, page-aligned, the results area of map-reduce jobs.
 
 use std::mem::{offset_of, size_of};
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::Result;
-use crate::parallel::chunk::{Chunk, MAX_CHUNKS};
+use crate::parallel::chunk::{Chunk, ChunkPlan, MAX_CHUNKS, MAX_SPLIT_AXES};
 use crate::segment::region::Region;
 use crate::segment::shared_mem::SharedMem;
 
@@ -135,7 +135,23 @@ struct JobDesc {
     head: JobHead,
     arrays: [ArrayDesc; MAX_ARRAYS],
     params: [u64; MAX_PARAMS / 8],
-    bounds: [u64; MAX_CHUNKS + 1],
+    grid: Grid,
+    /// The boundaries of each split axis of the plan, one axis after the other (axis `i`'s
+    /// `count[i] + 1` boundaries follow those of the axes before it). A plan holds at most
+    /// `MAX_CHUNKS` chunks, so the counts' sum is at most `MAX_CHUNKS + MAX_SPLIT_AXES - 1`
+    /// (for counts >= 1, `a + b <= a * b + 1`).
+    bounds: [u64; MAX_CHUNKS + 2 * MAX_SPLIT_AXES],
+}
+
+/// The plan's grid: its split axes in grid order (the last varies fastest between
+/// consecutive chunks) and the number of ranges along each. A plan along one axis has
+/// `n_axes == 1`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+struct Grid {
+    n_axes: u64,
+    axis: [u64; MAX_SPLIT_AXES],
+    count: [u64; MAX_SPLIT_AXES],
 }
 
 /// The shared control block (layout only; followed in the mapping by the results area).
@@ -171,7 +187,6 @@ const DESC: usize = offset_of!(Control, desc);
 struct JobHead {
     trampoline: u64,
     user_fn: u64,
-    axis: u64,
     n_chunks: u64,
     n_arrays: u64,
     params_len: u64,
@@ -183,7 +198,6 @@ struct JobHead {
 pub(super) struct JobHeader {
     pub(super) trampoline: u64,
     pub(super) user_fn: u64,
-    pub(super) axis: usize,
     pub(super) n_chunks: usize,
     pub(super) n_arrays: usize,
     pub(super) params_len: usize,
@@ -380,7 +394,6 @@ impl<'a> Ctl<'a> {
         JobHeader {
             trampoline: h.trampoline,
             user_fn: h.user_fn,
-            axis: h.axis as usize,
             n_chunks: h.n_chunks as usize,
             n_arrays: (h.n_arrays as usize).min(MAX_ARRAYS),
             params_len: (h.params_len as usize).min(MAX_PARAMS),
@@ -388,15 +401,38 @@ impl<'a> Ctl<'a> {
         }
     }
 
-    /// Chunk `k` of the current job.
+    /// Chunk `k` of the current job: its position in the grid (the last split axis
+    /// fastest), then each axis' range from that axis' boundaries.
     pub(super) fn chunk(&self, job: &JobHeader, k: usize) -> Chunk {
+        debug_assert!(k < job.n_chunks, "ndshm bug: chunk {k} of {}", job.n_chunks);
         let bound = |i: usize| self.desc_u64(offset_of!(JobDesc, bounds) + 8 * i) as usize;
-        Chunk {
-            index: k,
-            axis: job.axis,
-            start: bound(k),
-            end: bound(k + 1),
+        let grid = offset_of!(JobDesc, grid);
+        if self.desc_u64(grid + offset_of!(Grid, n_axes)) <= 1 {
+            // A plan along one axis (the common case): two words and the axis.
+            let axis = self.desc_u64(grid + offset_of!(Grid, axis)) as usize;
+            return Chunk::from_ranges(k, std::iter::once((axis, bound(k), bound(k + 1))));
         }
+        let g: Grid = self.mem().read_pod(DESC + grid);
+        let n = (g.n_axes as usize).clamp(1, MAX_SPLIT_AXES);
+        let mut pos = [0usize; MAX_SPLIT_AXES];
+        let mut rest = k;
+        for i in (1..n).rev() {
+            let c = (g.count[i] as usize).max(1);
+            pos[i] = rest % c;
+            rest /= c;
+        }
+        pos[0] = rest;
+        let mut first = [0usize; MAX_SPLIT_AXES];
+        for i in 1..n {
+            first[i] = first[i - 1] + g.count[i - 1] as usize + 1;
+        }
+        Chunk::from_ranges(
+            k,
+            (0..n).map(|i| {
+                let b = first[i] + pos[i];
+                (g.axis[i] as usize, bound(b), bound(b + 1))
+            }),
+        )
     }
 
     /// Copies array `i` of the current job into `out`.
@@ -425,8 +461,7 @@ impl<'a> Ctl<'a> {
         &self,
         trampoline: u64,
         user_fn: u64,
-        axis: usize,
-        bounds: &[usize],
+        plan: &ChunkPlan,
         arrays: impl IntoIterator<Item = &'d ArrayDesc, IntoIter: ExactSizeIterator>,
         params: &[u8],
         result_size: usize,
@@ -441,8 +476,7 @@ impl<'a> Ctl<'a> {
         let head = JobHead {
             trampoline,
             user_fn,
-            axis: axis as u64,
-            n_chunks: bounds.len().saturating_sub(1) as u64,
+            n_chunks: plan.num_chunks() as u64,
             n_arrays: arrays.len() as u64,
             params_len: params.len() as u64,
             result_size: result_size as u64,
@@ -460,9 +494,18 @@ impl<'a> Ctl<'a> {
         for (i, d) in arrays.enumerate() {
             self.set_desc(offset_of!(JobDesc, arrays) + i * size_of::<ArrayDesc>(), d);
         }
-        for (i, &b) in bounds.iter().enumerate() {
-            self.set_desc(offset_of!(JobDesc, bounds) + 8 * i, &(b as u64));
+        let mut grid = Grid::zeroed();
+        let mut at = 0;
+        for (i, (axis, bounds)) in plan.splits().enumerate().take(MAX_SPLIT_AXES) {
+            grid.n_axes = i as u64 + 1;
+            grid.axis[i] = axis as u64;
+            grid.count[i] = bounds.len().saturating_sub(1) as u64;
+            for &b in bounds {
+                self.set_desc(offset_of!(JobDesc, bounds) + 8 * at, &(b as u64));
+                at += 1;
+            }
         }
+        self.set_desc(offset_of!(JobDesc, grid), &grid);
     }
 
     /// The results area of map-reduce jobs ([`MAX_RESULTS`] bytes).
@@ -519,18 +562,56 @@ mod tests {
         d.segment_id = 9;
         d.name[..3].copy_from_slice(b"abc");
         d.name_len = 3;
-        block
-            .ctl()
-            .write_job(1, 2, 1, &[0, 4, 10], &[d], &[7, 8, 9], 8);
+        let plan = ChunkPlan::fixed_along(&[3, 10], 1, 4).unwrap();
+        block.ctl().write_job(1, 2, &plan, &[d], &[7, 8, 9], 8);
         let job = block.ctl().job();
-        assert_eq!((job.trampoline, job.user_fn, job.axis), (1, 2, 1));
-        assert_eq!((job.n_chunks, job.n_arrays, job.params_len), (2, 1, 3));
+        assert_eq!((job.trampoline, job.user_fn), (1, 2));
+        assert_eq!((job.n_chunks, job.n_arrays, job.params_len), (3, 1, 3));
         assert_eq!(job.result_size, 8);
         let c = block.ctl().chunk(&job, 1);
-        assert_eq!((c.index, c.start, c.end, c.axis), (1, 4, 10, 1));
+        assert_eq!((c.index, c.start, c.end, c.axis), (1, 4, 8, 1));
+        assert_eq!(Some(c), plan.get(1));
         assert_eq!(block.ctl().array(0).name(), Ok("abc"));
         let mut p = [0u8; 3];
         block.ctl().params(&mut p);
         assert_eq!(p, [7, 8, 9]);
+    }
+
+    #[test]
+    fn a_tile_plan_decodes_to_the_plans_own_chunks() {
+        let block = Block::new().unwrap();
+        let d = ArrayDesc::zeroed();
+        for plan in [
+            ChunkPlan::tiles(&[7, 5, 3], &[2, 2, 2]).unwrap(),
+            ChunkPlan::tiles_along(&[9, 4], &[(1, 3), (0, 2)]).unwrap(),
+            ChunkPlan::balanced_tiles(&[5, 6, 7, 8], &[2, 3, 1, 4]).unwrap(),
+            // After a tile plan, a plan along one axis decodes as before.
+            ChunkPlan::fixed(9, 2).unwrap(),
+        ] {
+            block.ctl().write_job(1, 2, &plan, &[d], &[], 0);
+            let job = block.ctl().job();
+            assert_eq!(job.n_chunks, plan.num_chunks());
+            for k in 0..plan.num_chunks() {
+                assert_eq!(
+                    Some(block.ctl().chunk(&job, k)),
+                    plan.get(k),
+                    "{plan:?} chunk {k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_bounds_area_holds_the_largest_tile_plans() {
+        // The most boundaries a plan of MAX_CHUNKS chunks can need: all but one axis with
+        // one range.
+        let block = Block::new().unwrap();
+        let d = ArrayDesc::zeroed();
+        let plan = ChunkPlan::tiles(&[MAX_CHUNKS, 1, 1, 1], &[1, 1, 1, 1]).unwrap();
+        assert_eq!(plan.num_chunks(), MAX_CHUNKS);
+        block.ctl().write_job(1, 2, &plan, &[d], &[], 0);
+        let job = block.ctl().job();
+        let last = MAX_CHUNKS - 1;
+        assert_eq!(Some(block.ctl().chunk(&job, last)), plan.get(last));
     }
 }

@@ -819,8 +819,7 @@ impl WorkerPool {
         ctl.write_job(
             fns.trampoline,
             fns.user_fn,
-            plan.axis(),
-            plan.bounds(),
+            plan,
             arrays.iter().map(|(d, _)| d),
             params,
             result_size,
