@@ -143,7 +143,8 @@ pub use manager::shared_struct::{SharedStruct, StructGuard};
 pub use parallel::chunk::{Chunk, ChunkPlan, IntoChunkPlan, CACHE_LINE, MAX_CHUNKS};
 pub use parallel::fork_chunks::{fork_chunks, fork_chunks_into, MAX_FORKED_CHUNKS};
 pub use parallel::pool::{
-    WorkerPool, CACHE_ENTRIES, MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS,
+    CancelToken, JobHandle, JobOptions, PoolScope, SignalCancel, WorkerPool, CACHE_ENTRIES,
+    MAX_DIMS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS,
 };
 pub use parallel::process::{
     allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope,
