@@ -153,3 +153,9 @@ fn attach_example_in_two_processes() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn pool_deadline_quick() {
+    // The example fails itself when the pool is unhealthy after a stop or leaves anything.
+    assert!(run("pool_deadline", &["--quick"]).contains("segments left"));
+}

@@ -8,8 +8,16 @@
 //! reports the workers; each worker runs the [`worker`] loop (wait on the sequence word,
 //! claim chunks by CAS, run them); [`job`] turns a descriptor back into a typed call with
 //! views of the arrays (the pool's only `unsafe` code); [`progress`] draws the optional
-//! bar. All OS calls go through `sys/`, all shared-memory accesses through the control
-//! block's accessor.
+//! bar; [`options`] holds the deadlines and cancel tokens of jobs, [`scope`] the
+//! submit-and-wait scope. All OS calls go through `sys/`, all shared-memory accesses through
+//! the control block's accessor.
+//!
+//! # Stopping a job
+//! A job with a deadline or a cancel token runs no chunk in the caller. When it is stopped,
+//! the caller closes the claim word (next chunk = chunk count, so nobody starts a chunk of
+//! it any more), kills every worker whose slot names a chunk of the job (through its pidfd),
+//! and waits until the fork server reported those dead and every other worker left the job:
+//! the join invariant below holds for stopped jobs too.
 //!
 //! # Design
 //! The pool maps one control block of shared anonymous memory, then forks its *fork
@@ -294,9 +302,13 @@ fn describe_exit(exit: Exit) -> String {
 /// When the creating process dies, its workers are killed within milliseconds.
 ///
 /// Limits: a job's function must be part of the program when the pool forked (not from a
-/// library loaded later with `dlopen`); a worker stuck in an endless loop blocks the job,
-/// as a stuck thread blocks rayon; arrays must keep their name while jobs use them
-/// (workers attach by name).
+/// library loaded later with `dlopen`); a worker stuck in an endless loop blocks a job
+/// without options, as a stuck thread blocks rayon — give jobs a deadline or a cancel token
+/// ([`set_job_options`](Self::set_job_options)) and the stuck worker is killed and
+/// replaced; arrays must keep their name while jobs use them (workers attach by name).
+///
+/// Submit and wait: [`scope`](Self::scope) starts jobs that the workers run while the
+/// caller goes on.
 ///
 /// # Examples
 /// ```

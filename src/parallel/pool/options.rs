@@ -172,8 +172,10 @@ impl TokenState {
 ///     })
 /// };
 /// let err = pool
-///     .map(&mut a, &plan, (), |_, _, _: &()| loop {
-///         std::thread::sleep(Duration::from_secs(1));
+///     .map(&mut a, &plan, (), |_, _, _: &()| -> () {
+///         loop {
+///             std::thread::sleep(Duration::from_secs(1));
+///         }
 ///     })
 ///     .unwrap_err();
 /// canceller.join().unwrap();
