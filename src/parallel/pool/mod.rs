@@ -1138,16 +1138,21 @@ impl WorkerPool {
             progress.set(done);
             let mut nap = PARENT_NAP;
             if limits.any() {
-                if limits.cancelled() {
+                let now = Instant::now();
+                let why = if limits.cancelled() {
+                    Some(Stop::Cancelled)
+                } else {
+                    limits.deadline.filter(|&d| now >= d).map(|_| Stop::Timeout)
+                };
+                if let Some(why) = why {
                     let unfinished = self.stop_job(seq, &mut dead);
-                    return (dead, Some((Stop::Cancelled, unfinished)));
+                    if done_word.load(Ordering::Acquire) == n {
+                        // Every chunk finished as the job was being stopped: it succeeded.
+                        return (dead, None);
+                    }
+                    return (dead, Some((why, unfinished)));
                 }
                 if let Some(d) = limits.deadline {
-                    let now = Instant::now();
-                    if now >= d {
-                        let unfinished = self.stop_job(seq, &mut dead);
-                        return (dead, Some((Stop::Timeout, unfinished)));
-                    }
                     nap = nap.min(d - now);
                 }
             }
@@ -1223,13 +1228,15 @@ impl WorkerPool {
     /// reported dead and every other worker has left the job (the join invariant). Returns
     /// the chunks that did not finish: the unclaimed ones and those a dead worker was
     /// inside.
-    fn stop_job(&mut self, seq: u32, dead: &mut Vec<(usize, String)>) -> Vec<usize> {
+    fn stop_job(&self, seq: u32, dead: &mut Vec<(usize, String)>) -> Vec<usize> {
         let block: &Block = &self.block;
         let ctl = block.ctl();
         let first_unclaimed = self.close_claims(seq);
         let n = ctl.job().n_chunks;
         let mut killed = vec![false; self.workers.len()];
         loop {
+            // Read before looking at the slots: a report after this wakes the wait below.
+            let events = ctl.events().load(Ordering::SeqCst);
             self.collect_dead(seq, dead, false);
             for (slot, killed) in killed.iter_mut().enumerate() {
                 if !*killed && self.in_chunk(slot, seq, dead) {
@@ -1240,11 +1247,9 @@ impl WorkerPool {
             if !(0..self.workers.len()).any(|slot| self.may_be_in_job(slot, seq, dead)) {
                 break;
             }
-            // The fork server wakes the done word when it reports an exit.
-            let events = ctl.events().load(Ordering::SeqCst);
-            ctl.caller_sleeping().store(1, Ordering::SeqCst);
+            // The fork server bumps and wakes the event word when it reports an exit; a
+            // worker leaving the job without a chunk is seen at the next look.
             futex::wait(ctl.events(), events, Some(STOP_NAP));
-            ctl.caller_sleeping().store(0, Ordering::SeqCst);
         }
         // Every executor is out of the job: a dead worker's slot still names the chunk it
         // was inside (cleared only before a chunk is counted done).

@@ -228,7 +228,8 @@ impl CancelToken {
     /// [`is_cancelled`](Self::is_cancelled) between jobs to stop). Dropping the guard
     /// restores the previous disposition — [`SignalCleanup`](crate::SignalCleanup)'s
     /// stop-reap-re-raise, if it was installed before. The last installation for a signal
-    /// wins.
+    /// wins; drop guards in the reverse order of their installation (a `SignalCleanup`
+    /// dropped first would see its handler restored by this guard's drop).
     ///
     /// The handler only loads a pointer and calls [`cancel`](Self::cancel); the token's
     /// state it points to is kept for the rest of the process (a few bytes per call), since
