@@ -87,6 +87,22 @@ impl WorkerPool {
     /// its result. (The other sound shape, taking the arrays by value and giving them back
     /// from `join`, would force the caller to give up its arrays for each job.)
     ///
+    /// The arrays stay borrowed until the scope ends, so the caller cannot touch an array
+    /// while a job on it may run — not even after forgetting the handle:
+    /// ```compile_fail
+    /// use ndshm::{ChunkPlan, CreateOptions, SharedNdArray, WorkerPool};
+    /// let mut pool = WorkerPool::new(2)?;
+    /// let mut a = SharedNdArray::<f64, ndarray::Ix1>::zeros(CreateOptions::unique(), 8)?;
+    /// let plan = ChunkPlan::balanced(8, 2)?;
+    /// pool.scope(|s| {
+    ///     let h = s.map(&mut a, &plan, (), |_, mut x, _: &()| x.fill(1.0))?;
+    ///     std::mem::forget(h);
+    ///     a.view_mut().fill(2.0); // error: `a` is borrowed by the job for the scope
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// `f`'s error; else the first error of a job whose handle was not joined.
     ///
