@@ -201,6 +201,13 @@ fn bad_options_are_refused_with_a_typed_error() {
         let err = solo.map(&mut a, &plan, (), fill_one).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.message().contains("at least 2 executors"), "{err}");
+        // Nor a submitted job.
+        solo.set_job_options(JobOptions::NONE).unwrap();
+        let err = solo
+            .scope(|s| s.map(&mut a, &plan, (), fill_one)?.join())
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(a.view().sum(), 0, "a chunk ran");
     });
 }
 
@@ -535,5 +542,44 @@ fn a_timeout_inside_a_scope_is_the_handles_error() {
         // Healthy after.
         pool.map(&mut a, &plan, (), fill_one).unwrap();
         assert_eq!(a.view().sum(), 2);
+    });
+}
+
+/// Chunk 0 kills its own process; the others take 200 ms, then fill their part.
+fn chunk_0_dies(c: Chunk, mut x: ArrayViewMut1<'_, u32>, _: &()) {
+    if c.index == 0 {
+        // SAFETY: raise has no memory preconditions; it ends this (worker) process.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    x.fill(1);
+}
+
+#[test]
+fn a_worker_dying_in_a_submitted_job_fails_it_without_a_hang() {
+    within(|| {
+        // The caller claims no chunk of a submitted job: when a worker dies, the claims are
+        // closed so that the join does not wait for chunks nobody will run.
+        let mut pool = WorkerPool::new(3).unwrap();
+        let mut a = SharedNdArray::<u32, Ix1>::zeros(&name("dies"), 64).unwrap();
+        let plan = ChunkPlan::balanced(64, 16).unwrap();
+        let t = Instant::now();
+        let err = pool
+            .scope(|s| s.map(&mut a, &plan, (), chunk_0_dies)?.join())
+            .unwrap_err();
+        // The 15 other chunks would take 3 s on the one live worker: the claims were
+        // closed when the death was seen.
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(err.kind(), ErrorKind::WorkerFailed, "{err}");
+        assert!(err.message().contains("chunk 0"), "{err}");
+        // Replaced: the next submitted job runs.
+        pool.scope(|s| s.map(&mut a, &plan, (), fill_one)?.join())
+            .unwrap();
+        assert_eq!(a.view().sum(), 64);
+        assert_eq!(pool.worker_pids().len(), 2);
     });
 }

@@ -1466,3 +1466,29 @@ impl Drop for WorkerPool {
         owned::untrack_child(server.pid);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfinished_chunks_are_named_as_ranges() {
+        assert_eq!(name_chunks(&[2]), "chunk 2");
+        assert_eq!(
+            name_chunks(&[0, 1, 2, 3, 7, 9, 10]),
+            "chunks 0..=3, 7, 9..=10"
+        );
+        let many: Vec<usize> = (0..40).map(|k| 2 * k).collect();
+        assert!(
+            name_chunks(&many).ends_with("30, …"),
+            "{}",
+            name_chunks(&many)
+        );
+        let e = stopped_error(Stop::Cancelled, &[1], 2, "how");
+        assert_eq!(e.kind(), ErrorKind::Cancelled);
+        assert_eq!(
+            e.message(),
+            "the job was cancelled: 1 of 2 chunks did not finish (chunk 1); how"
+        );
+    }
+}
