@@ -918,6 +918,7 @@ impl WorkerPool {
     /// `caller_may_run`: whether the caller will run chunks (false for submitted jobs;
     /// ignored for jobs that may end early, which never run chunks in the caller).
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn dispatch(
         &mut self,
         plan: &ChunkPlan,
@@ -1034,7 +1035,9 @@ impl WorkerPool {
         ctl.claim_word()
             .store(pack(seq, 0, n as u64), Ordering::Release);
         if !inline {
-            job.limits.register(ctl.done());
+            if job.limits.any() {
+                job.limits.register(ctl.done());
+            }
             ctl.seq().store(seq, Ordering::SeqCst);
             if ctl.sleepers().load(Ordering::SeqCst) != 0 {
                 // With the caller not running chunks, every chunk needs a worker.
@@ -1051,6 +1054,7 @@ impl WorkerPool {
 
     /// Runs the caller's share of a dispatched job (if it runs chunks), joins it, and
     /// reports its outcome; replaces the workers that died or were stopped.
+    #[inline]
     fn finish(&mut self, job: Pending) -> Result<()> {
         let n = job.n;
         if n == 0 {
@@ -1071,7 +1075,9 @@ impl WorkerPool {
         } else {
             self.join(seq, n as u32, &progress, &job.limits, job.caller_runs)
         };
-        job.limits.unregister(self.block.ctl().done());
+        if job.limits.any() {
+            job.limits.unregister(self.block.ctl().done());
+        }
         progress.finish();
         let result = match stopped {
             Some((why, unfinished)) => Err(self.stop_outcome(why, &unfinished, n)),
