@@ -61,8 +61,14 @@ pub enum ErrorKind {
     AlreadyOpen,
     /// A worker process failed (panicked, returned an error, or died of a signal).
     WorkerFailed,
-    /// A blocking call ran out of time.
+    /// A blocking call ran out of time, or a pool job passed its deadline (the message
+    /// names the chunks that did not finish).
     Timeout,
+    /// A pool job was cancelled through its [`CancelToken`](crate::CancelToken) (from
+    /// another thread, a signal handler, or Ctrl-C with
+    /// [`CancelToken::cancel_on_signal`](crate::CancelToken::cancel_on_signal)); the
+    /// message names the chunks that did not finish.
+    Cancelled,
     /// The peer or the structure was closed.
     Closed,
     /// A bounded structure is full.
@@ -122,6 +128,7 @@ impl ErrorKind {
             ErrorKind::AlreadyOpen => "segment already open in this process",
             ErrorKind::WorkerFailed => "worker failed",
             ErrorKind::Timeout => "timed out",
+            ErrorKind::Cancelled => "cancelled",
             ErrorKind::Closed => "closed",
             ErrorKind::Full => "full",
             ErrorKind::Empty => "empty",
@@ -263,6 +270,7 @@ impl From<Error> for io::Error {
             ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
             ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::Cancelled => io::ErrorKind::Interrupted,
             ErrorKind::InvalidName | ErrorKind::InvalidArgument => io::ErrorKind::InvalidInput,
             ErrorKind::InvalidHeader | ErrorKind::Corrupt | ErrorKind::Truncated => {
                 io::ErrorKind::InvalidData

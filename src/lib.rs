@@ -145,8 +145,9 @@ pub use parallel::chunk::{
 };
 pub use parallel::fork_chunks::{fork_chunks, fork_chunks_into, MAX_FORKED_CHUNKS};
 pub use parallel::pool::{
-    Append, Halo, JobArray, JobArrays, JobBuilder, ReadChunk, ReadHalo, ReadWhole, WorkerPool,
-    WriteChunk, CACHE_ENTRIES, MAX_DIMS, MAX_JOB_ARRAYS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS,
+    Append, CancelToken, Halo, JobArray, JobArrays, JobBuilder, JobHandle, JobOptions, PoolScope,
+    ReadChunk, ReadHalo, ReadWhole, SignalCancel, WorkerPool, WriteChunk, CACHE_ENTRIES, MAX_DIMS,
+    MAX_JOB_ARRAYS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS,
 };
 pub use parallel::process::{
     allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope,

@@ -174,3 +174,10 @@ fn tiles_example_quick_run_checks_every_result() {
     assert!(out.contains("pool, tile plan"), "{out}");
     assert!(out.contains("every result checked"), "{out}");
 }
+
+/// `pool_deadline --quick`: a never-ending chunk stopped by a deadline and by a cancel.
+#[test]
+fn pool_deadline_quick() {
+    // The example fails itself when the pool is unhealthy after a stop or leaves anything.
+    assert!(run("pool_deadline", &["--quick"]).contains("segments left"));
+}

@@ -50,6 +50,26 @@ pub(crate) fn wake(word: &AtomicU32, n: i32) -> usize {
     r.max(0) as usize
 }
 
+/// Wakes up to `n` sleepers on the word at `word`, which may have been unmapped since the
+/// caller learnt its address (then the kernel answers `EFAULT` and nothing happens; if
+/// something else is mapped there now, its sleepers see a spurious wake-up, which futex
+/// users must tolerate). Async-signal-safe: one system call, no memory access.
+pub(crate) fn wake_addr(word: *const AtomicU32, n: i32) {
+    // SAFETY: FUTEX_WAKE only looks the address up in the kernel (it never reads or writes
+    // the word from user space), so any address is sound: an unmapped one gives EFAULT.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word,
+            libc::FUTEX_WAKE,
+            n,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

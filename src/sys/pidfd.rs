@@ -35,6 +35,26 @@ impl Pidfd {
         self.wait_exited(0)
     }
 
+    /// Sends `sig` to the process the pidfd names (`pidfd_send_signal`): never to another
+    /// process that reused its pid. `ESRCH` once it has ended.
+    pub(crate) fn send_signal(&self, sig: i32) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal takes a descriptor, a signal number, a null siginfo and
+        // zero flags; it touches no memory of ours.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Waits at most `timeout_ms` for the process to end; whether it has.
     pub(crate) fn wait_exited(&self, timeout_ms: i32) -> bool {
         let mut pfd = [libc::pollfd {

@@ -214,15 +214,15 @@ pub(crate) fn die_of(sig: i32) {
 /// # Contract (crate-internal)
 /// `handler` is a handler of this crate written to be async-signal-safe, and reviewed as
 /// such where it is defined: it allocates nothing, takes no lock, and calls only the
-/// async-signal-safe helpers of this module, atomics, and lock-free tables. (Today the
-/// one caller passes `lifecycle::signals::on_fatal_signal`.)
+/// async-signal-safe helpers of this module, atomics, and lock-free tables. (The callers
+/// pass `lifecycle::signals::on_fatal_signal` and `parallel::pool::options::on_cancel_signal`.)
 pub(crate) fn install_handler(
     sig: i32,
     handler: extern "C" fn(libc::c_int),
     block: &[i32],
 ) -> io::Result<SavedAction> {
     // SAFETY: `handler` is async-signal-safe by this function's crate-internal contract,
-    // which its one caller (the cleanup handler of `lifecycle::signals`) meets: see the
-    // list of calls in that handler's doc.
+    // which its callers (the cleanup handler of `lifecycle::signals`, the cancel handler of
+    // `parallel::pool::options`) meet: see the list of calls in each handler's doc.
     unsafe { install(sig, handler, block) }
 }

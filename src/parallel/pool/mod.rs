@@ -8,8 +8,16 @@
 //! reports the workers; each worker runs the [`worker`] loop (wait on the sequence word,
 //! claim chunks by CAS, run them); [`job`] turns a descriptor back into a typed call with
 //! views of the arrays (the pool's only `unsafe` code); [`progress`] draws the optional
-//! bar. All OS calls go through `sys/`, all shared-memory accesses through the control
-//! block's accessor.
+//! bar; [`options`] holds the deadlines and cancel tokens of jobs, [`scope`] the
+//! submit-and-wait scope. All OS calls go through `sys/`, all shared-memory accesses through
+//! the control block's accessor.
+//!
+//! # Stopping a job
+//! A job with a deadline or a cancel token runs no chunk in the caller. When it is stopped,
+//! the caller closes the claim word (next chunk = chunk count, so nobody starts a chunk of
+//! it any more), kills every worker whose slot names a chunk of the job (through its pidfd),
+//! and waits until the fork server reported those dead and every other worker left the job:
+//! the join invariant below holds for stopped jobs too.
 //!
 //! # Design
 //! The pool maps one control block of shared anonymous memory, then forks its *fork
@@ -106,13 +114,19 @@ use crate::sys::{futex, proc, shm};
 
 mod control;
 mod job;
+mod options;
 mod progress;
+mod scope;
 mod server;
 mod worker;
 mod zip;
 
-use control::{pack, ArrayDesc, Block, EXITED, MAX_ARRAYS, NO_FAILURE, RUNNING};
+pub use options::{CancelToken, JobOptions, SignalCancel};
+pub use scope::{JobHandle, PoolScope};
+
+use control::{pack, unpack, ArrayDesc, Block, EXITED, MAX_ARRAYS, NO_FAILURE, RUNNING, SEQ_MASK};
 use job::{run_chunk, JobFns};
+use options::Limits;
 use progress::Progress;
 use server::ServerState;
 
@@ -136,6 +150,74 @@ const SPIN: Duration = Duration::from_micros(20);
 const VERIFIED_FOR: Duration = Duration::from_millis(250);
 /// How often the waiting caller checks that its workers live.
 const PARENT_NAP: Duration = Duration::from_millis(10);
+/// How often a caller stopping a job looks again at workers that are leaving it.
+const STOP_NAP: Duration = Duration::from_millis(1);
+
+/// Why a job was stopped before its chunks were done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Timeout,
+    Cancelled,
+}
+
+/// A dispatched job, until [`WorkerPool::finish`] joins it.
+#[derive(Debug)]
+struct Pending {
+    seq: u32,
+    n: usize,
+    /// Every chunk runs in the caller (no worker was woken).
+    inline: bool,
+    /// The caller claims chunks before it joins.
+    caller_runs: bool,
+    limits: Limits,
+    /// Segment ids of the job's arrays (the names the workers now hold).
+    ids: [u64; MAX_ARRAYS],
+    /// The arrays' data in the caller, for the chunks it runs.
+    local: [*mut u8; MAX_ARRAYS],
+}
+
+/// `Timeout` or `Cancelled`, naming the chunks of `n` that did not finish and `how`.
+fn stopped_error(why: Stop, unfinished: &[usize], n: usize, how: &str) -> Error {
+    let (kind, what) = match why {
+        Stop::Timeout => (ErrorKind::Timeout, "the job's deadline passed"),
+        Stop::Cancelled => (ErrorKind::Cancelled, "the job was cancelled"),
+    };
+    Error::new(
+        kind,
+        format!(
+            "{what}: {} of {n} chunks did not finish ({}); {how}",
+            unfinished.len(),
+            name_chunks(unfinished)
+        ),
+    )
+}
+
+/// "chunk 3", "chunks 0..=7, 9" (sorted indices as ranges; at most 16 ranges, then "…").
+fn name_chunks(chunks: &[usize]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &k in chunks {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == k => *end = k,
+            _ => ranges.push((k, k)),
+        }
+    }
+    let mut parts: Vec<String> = ranges
+        .iter()
+        .take(16)
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}..={b}")
+            }
+        })
+        .collect();
+    if ranges.len() > 16 {
+        parts.push("…".into());
+    }
+    let noun = if chunks.len() == 1 { "chunk" } else { "chunks" };
+    format!("{noun} {}", parts.join(", "))
+}
 
 /// A worker as the caller knows it.
 #[derive(Debug)]
@@ -224,9 +306,13 @@ fn describe_exit(exit: Exit) -> String {
 /// When the creating process dies, its workers are killed within milliseconds.
 ///
 /// Limits: a job's function must be part of the program when the pool forked (not from a
-/// library loaded later with `dlopen`); a worker stuck in an endless loop blocks the job,
-/// as a stuck thread blocks rayon; arrays must keep their name while jobs use them
-/// (workers attach by name).
+/// library loaded later with `dlopen`); a worker stuck in an endless loop blocks a job
+/// without options, as a stuck thread blocks rayon — give jobs a deadline or a cancel token
+/// ([`set_job_options`](Self::set_job_options)) and the stuck worker is killed and
+/// replaced; arrays must keep their name while jobs use them (workers attach by name).
+///
+/// Submit and wait: [`scope`](Self::scope) starts jobs that the workers run while the
+/// caller goes on.
 ///
 /// # Examples
 /// ```
@@ -260,6 +346,8 @@ pub struct WorkerPool {
     /// [`VERIFIED_FOR`] needs no name check.
     verified: [u64; MAX_ARRAYS],
     verified_at: Instant,
+    /// Deadline, timeout and cancel token of every later job.
+    options: JobOptions,
 }
 
 impl fmt::Debug for WorkerPool {
@@ -314,6 +402,7 @@ impl WorkerPool {
             progress: false,
             verified: [0; MAX_ARRAYS],
             verified_at: Instant::now(),
+            options: JobOptions::NONE,
         };
         if executors > 1 {
             // On failure, `Drop` stops whatever was started.
@@ -536,6 +625,45 @@ impl WorkerPool {
         self.progress = on;
     }
 
+    /// Gives every later job of this pool a deadline, a per-job timeout and/or a cancel
+    /// token ([`JobOptions`]), until changed ([`JobOptions::NONE`] removes them). A job
+    /// with options runs no chunk in the caller; when its deadline passes or its token is
+    /// cancelled, the workers inside its chunks are killed, reaped and replaced, and the
+    /// job returns [`ErrorKind::Timeout`] / [`ErrorKind::Cancelled`] naming the chunks that
+    /// did not finish (see [`JobOptions`]). A job without options costs what it did.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for a timeout of zero (the options are then left as
+    /// they were).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use ndshm::{ChunkPlan, CreateOptions, ErrorKind, JobOptions, SharedNdArray, WorkerPool};
+    /// let mut pool = WorkerPool::new(2)?;
+    /// let mut a = SharedNdArray::<u8, ndarray::Ix1>::zeros(CreateOptions::unique(), 8)?;
+    /// let plan = ChunkPlan::balanced(8, 2)?;
+    /// // A deadline already past: the job returns Timeout without running a chunk.
+    /// pool.set_job_options(JobOptions::new().deadline(Instant::now()))?;
+    /// let err = pool.map(&mut a, &plan, (), |_, mut x, _: &()| x.fill(1)).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Timeout);
+    /// assert_eq!(a.view().sum(), 0);
+    /// pool.set_job_options(JobOptions::new().timeout(Duration::from_secs(30)))?;
+    /// pool.map(&mut a, &plan, (), |_, mut x, _: &()| x.fill(1))?;
+    /// assert_eq!(a.view().sum(), 8);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn set_job_options(&mut self, options: JobOptions) -> Result<()> {
+        options.check()?;
+        self.options = options;
+        Ok(())
+    }
+
+    /// The options every later job gets (see [`set_job_options`](Self::set_job_options)).
+    pub fn job_options(&self) -> &JobOptions {
+        &self.options
+    }
+
     /// Reaps workers that died between jobs and forks replacements; returns how many were
     /// replaced. Jobs do this themselves when a worker dies during them.
     ///
@@ -628,6 +756,7 @@ impl WorkerPool {
             &[(out, ptr)],
             0,
             array.len(),
+            &JobOptions::NONE,
         )
     }
 
@@ -696,6 +825,7 @@ impl WorkerPool {
             &[(i, ip), (o, op)],
             0,
             output.len().max(input.len()),
+            &JobOptions::NONE,
         )
     }
 
@@ -760,6 +890,7 @@ impl WorkerPool {
             &[(d, ptr)],
             size_of::<R>(),
             array.len(),
+            &JobOptions::NONE,
         )?;
         // Chunk k's executor wrote one R at this offset before the join (a happens-before
         // edge); the area holds n * size_of::<R>() bytes (checked above).
@@ -769,7 +900,9 @@ impl WorkerPool {
             .collect())
     }
 
-    /// Dispatches a job, runs chunks in the caller, joins, and reports the first failure.
+    /// Dispatches a job, runs chunks in the caller (unless `opts` or the pool's options
+    /// give it a deadline or a cancel token), joins, and reports the first failure, or the
+    /// deadline / cancellation that stopped it.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
@@ -779,7 +912,28 @@ impl WorkerPool {
         arrays: &[(ArrayDesc, *mut u8)],
         result_size: usize,
         elements: usize,
+        opts: &JobOptions,
     ) -> Result<()> {
+        let job = self.dispatch(plan, fns, params, arrays, result_size, elements, opts, true)?;
+        self.finish(job)
+    }
+
+    /// Publishes a job (after the checks) and returns it for [`finish`](Self::finish).
+    /// `caller_may_run`: whether the caller will run chunks (false for submitted jobs;
+    /// ignored for jobs that may end early, which never run chunks in the caller).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn dispatch(
+        &mut self,
+        plan: &ChunkPlan,
+        fns: JobFns,
+        params: &[u8],
+        arrays: &[(ArrayDesc, *mut u8)],
+        result_size: usize,
+        elements: usize,
+        opts: &JobOptions,
+        caller_may_run: bool,
+    ) -> Result<Pending> {
         if params.len() > MAX_PARAMS {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
@@ -791,10 +945,56 @@ impl WorkerPool {
             ));
         }
         let n = plan.num_chunks();
-        if n == 0 {
-            return Ok(());
+        // A job without options reads no clock here.
+        let limits = if self.options.is_empty() && opts.is_empty() {
+            Limits::NONE
+        } else {
+            opts.check()?;
+            Limits::of(&self.options, opts, Instant::now())
+        };
+        let limited = limits.any();
+        if (limited || !caller_may_run) && self.workers.is_empty() && n > 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a job with a deadline, a timeout or a cancel token, and a submitted job, run \
+                 no chunk in the caller, and this pool has no worker process: make the pool \
+                 with at least 2 executors",
+            ));
         }
-        let inline = elements <= self.inline_below || self.workers.is_empty() || n == 1;
+        if limited {
+            let all: Vec<usize> = (0..n).collect();
+            if limits.cancelled() {
+                return Err(stopped_error(
+                    Stop::Cancelled,
+                    &all,
+                    n,
+                    "it was not started",
+                ));
+            }
+            if limits.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(stopped_error(
+                    Stop::Timeout,
+                    &all,
+                    n,
+                    "the deadline had passed before it started",
+                ));
+            }
+        }
+        let mut job = Pending {
+            seq: 0,
+            n,
+            inline: false,
+            caller_runs: caller_may_run && !limited,
+            limits,
+            ids: [0; MAX_ARRAYS],
+            local: [std::ptr::null_mut(); MAX_ARRAYS],
+        };
+        if n == 0 {
+            return Ok(job);
+        }
+        let inline =
+            job.caller_runs && (elements <= self.inline_below || self.workers.is_empty() || n == 1);
+        job.inline = inline;
         if !inline {
             let fresh = arrays
                 .iter()
@@ -830,38 +1030,63 @@ impl WorkerPool {
         }
         self.seq = self.seq.wrapping_add(1).max(1);
         let seq = self.seq;
+        job.seq = seq;
         ctl.claim_word()
             .store(pack(seq, 0, n as u64), Ordering::Release);
-
         if !inline {
+            if job.limits.any() {
+                job.limits.register(ctl.done());
+            }
             ctl.seq().store(seq, Ordering::SeqCst);
             if ctl.sleepers().load(Ordering::SeqCst) != 0 {
-                futex::wake(ctl.seq(), (n - 1).min(self.workers.len()) as i32);
+                // With the caller not running chunks, every chunk needs a worker.
+                let wanted = if job.caller_runs { n - 1 } else { n };
+                futex::wake(ctl.seq(), wanted.min(self.workers.len()) as i32);
             }
         }
-        let mut local = [std::ptr::null_mut::<u8>(); MAX_ARRAYS];
-        for (l, (_, p)) in local.iter_mut().zip(arrays) {
+        for ((l, id), (d, p)) in job.local.iter_mut().zip(&mut job.ids).zip(arrays) {
             *l = *p;
+            *id = d.segment_id;
         }
+        Ok(job)
+    }
+
+    /// Runs the caller's share of a dispatched job (if it runs chunks), joins it, and
+    /// reports its outcome; replaces the workers that died or were stopped.
+    #[inline]
+    fn finish(&mut self, job: Pending) -> Result<()> {
+        let n = job.n;
+        if n == 0 {
+            return Ok(());
+        }
+        let seq = job.seq;
         let progress = Progress::new(self.progress, n);
-        while let Some(k) = ctl.claim(seq) {
-            run_chunk(ctl, seq, k, None, &mut |_, i| Ok(local[i]));
-            progress.set(ctl.done().load(Ordering::Relaxed));
+        if job.caller_runs {
+            let ctl = self.block.ctl();
+            let local = job.local;
+            while let Some(k) = ctl.claim(seq) {
+                run_chunk(ctl, seq, k, None, &mut |_, i| Ok(local[i]));
+                progress.set(ctl.done().load(Ordering::Relaxed));
+            }
         }
-        let dead = if inline {
-            Vec::new()
+        let (dead, stopped) = if job.inline {
+            (Vec::new(), None)
         } else {
-            self.join(seq, n as u32, &progress)
+            self.join(seq, n as u32, &progress, &job.limits, job.caller_runs)
         };
+        if job.limits.any() {
+            job.limits.unregister(self.block.ctl().done());
+        }
         progress.finish();
-        let result = self.outcome(seq, &dead);
-        if !inline {
+        let result = match stopped {
+            Some((why, unfinished)) => Err(self.stop_outcome(why, &unfinished, n)),
+            None => self.outcome(seq, &dead),
+        };
+        if !job.inline {
             // Inline jobs leave the workers' mappings as they were.
             self.verified = [0; MAX_ARRAYS];
             if result.is_ok() {
-                for (v, (d, _)) in self.verified.iter_mut().zip(arrays) {
-                    *v = d.segment_id;
-                }
+                self.verified = job.ids;
                 self.verified_at = Instant::now();
             }
         }
@@ -872,14 +1097,24 @@ impl WorkerPool {
     }
 
     /// Waits until every chunk of job `seq` is done, or, when workers died, until every
-    /// live executor has left the job. Returns the dead workers with how they ended (the
-    /// server reaped them).
+    /// live executor has left the job, or, when its deadline passed or it was cancelled,
+    /// until the workers inside its chunks were killed and reaped. Returns the dead
+    /// workers with how they ended (the server reaped them), and, for a stopped job, why
+    /// and the chunks that did not finish.
     ///
     /// Invariant: it never returns while an executor may be inside a chunk of job `seq`
     /// (see [`may_be_in_job`](Self::may_be_in_job)). A worker counts as gone only when it
     /// provably ended: its fork server (its parent) reported the exit, or its pidfd says
     /// so. Nothing else (an `ECHILD`, a missing `/proc` entry) is taken for death.
-    fn join(&mut self, seq: u32, n: u32, progress: &Progress) -> Vec<(usize, String)> {
+    #[allow(clippy::type_complexity)]
+    fn join(
+        &mut self,
+        seq: u32,
+        n: u32,
+        progress: &Progress,
+        limits: &Limits,
+        caller_ran: bool,
+    ) -> (Vec<(usize, String)>, Option<(Stop, Vec<usize>)>) {
         let block: &Block = &self.block;
         let ctl = block.ctl();
         let done_word = ctl.done();
@@ -903,41 +1138,180 @@ impl WorkerPool {
                     !(0..self.workers.len()).any(|slot| self.in_chunk(slot, seq, &dead)),
                     "pool join: an executor is inside a chunk of a finished job"
                 );
-                return dead;
+                return (dead, None);
             }
             progress.set(done);
+            let mut nap = PARENT_NAP;
+            if limits.any() {
+                let now = Instant::now();
+                let why = if limits.cancelled() {
+                    Some(Stop::Cancelled)
+                } else {
+                    limits.deadline.filter(|&d| now >= d).map(|_| Stop::Timeout)
+                };
+                if let Some(why) = why {
+                    let unfinished = self.stop_job(seq, &mut dead);
+                    if done_word.load(Ordering::Acquire) == n {
+                        // Every chunk finished as the job was being stopped: it succeeded.
+                        return (dead, None);
+                    }
+                    return (dead, Some((why, unfinished)));
+                }
+                if let Some(d) = limits.deadline {
+                    nap = nap.min(d - now);
+                }
+            }
             ctl.caller_sleeping().store(1, Ordering::SeqCst);
             let done = done_word.load(Ordering::SeqCst);
-            if done != n {
-                futex::wait(done_word, done, Some(PARENT_NAP));
+            if done != n && !limits.cancelled() {
+                futex::wait(done_word, done, Some(nap));
             }
             ctl.caller_sleeping().store(0, Ordering::SeqCst);
-            let server_gone = self.server_gone();
-            for slot in 0..self.workers.len() {
-                if dead.iter().any(|(d, _)| *d == slot) {
-                    continue;
+            self.collect_dead(seq, &mut dead, true);
+            if !dead.is_empty() {
+                if !caller_ran {
+                    // The caller did not claim every chunk: close the claims, so that no
+                    // live worker enters the job from now on.
+                    self.close_claims(seq);
                 }
-                if let Some(why) = self.worker_exit(slot, server_gone) {
-                    let pid = self.workers[slot].as_ref().map_or(0, |w| w.pid);
-                    // Its slot keeps what it last wrote: the chunk it was inside, if any.
-                    let held = ctl.slot(slot).chunk().load(Ordering::Acquire);
-                    if held >> 32 == u64::from(seq) && held as u32 != 0 {
-                        ctl.fail(held as u32 as usize - 1, pid, &why);
-                    }
-                    dead.push((slot, format!("{pid} {why}")));
+                // With a dead worker some chunks never finish: stop waiting once no live
+                // executor is in the job any more. (Every chunk is claimed now: a live
+                // worker that is not active in the job holds none and can win none.)
+                // This condition *is* the invariant, checked explicitly.
+                if !(0..self.workers.len()).any(|slot| self.may_be_in_job(slot, seq, &dead)) {
+                    return (dead, None);
                 }
-            }
-            // With a dead worker some chunks never finish: stop waiting once no live
-            // executor is in the job any more. (The caller claimed chunks until none was
-            // left before joining, so every chunk is claimed: a live worker that is not
-            // active in the job holds none and can win none.) This condition *is* the
-            // invariant, checked explicitly.
-            if !dead.is_empty()
-                && !(0..self.workers.len()).any(|slot| self.may_be_in_job(slot, seq, &dead))
-            {
-                return dead;
             }
         }
+    }
+
+    /// Adds the workers that provably ended to `dead`; with `record`, a chunk a dead worker
+    /// was inside is recorded as the job's failure.
+    fn collect_dead(&self, seq: u32, dead: &mut Vec<(usize, String)>, record: bool) {
+        let ctl = self.block.ctl();
+        let server_gone = self.server_gone();
+        for slot in 0..self.workers.len() {
+            if dead.iter().any(|(d, _)| *d == slot) {
+                continue;
+            }
+            if let Some(why) = self.worker_exit(slot, server_gone) {
+                let pid = self.workers[slot].as_ref().map_or(0, |w| w.pid);
+                // Its slot keeps what it last wrote: the chunk it was inside, if any.
+                let held = ctl.slot(slot).chunk().load(Ordering::Acquire);
+                if record && held >> 32 == u64::from(seq) && held as u32 != 0 {
+                    ctl.fail(held as u32 as usize - 1, pid, &why);
+                }
+                dead.push((slot, format!("{pid} {why}")));
+            }
+        }
+    }
+
+    /// Ends the claiming of job `seq`'s chunks; returns the first chunk that nobody
+    /// claimed (the job's chunk count when every chunk was claimed).
+    fn close_claims(&self, seq: u32) -> usize {
+        let claim = self.block.ctl().claim_word();
+        let mut word = claim.load(Ordering::Acquire);
+        loop {
+            let (s, next, n) = unpack(word);
+            if s != u64::from(seq) & SEQ_MASK || next >= n {
+                return next.min(n) as usize;
+            }
+            match claim.compare_exchange_weak(
+                word,
+                pack(seq, n, n),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return next as usize,
+                Err(w) => word = w,
+            }
+        }
+    }
+
+    /// Stops job `seq` whose deadline passed or which was cancelled: closes the claims,
+    /// kills (`SIGKILL`) every worker inside one of its chunks, and waits until those are
+    /// reported dead and every other worker has left the job (the join invariant). Returns
+    /// the chunks that did not finish: the unclaimed ones and those a dead worker was
+    /// inside.
+    fn stop_job(&self, seq: u32, dead: &mut Vec<(usize, String)>) -> Vec<usize> {
+        let block: &Block = &self.block;
+        let ctl = block.ctl();
+        let first_unclaimed = self.close_claims(seq);
+        let n = ctl.job().n_chunks;
+        let mut killed = vec![false; self.workers.len()];
+        loop {
+            // Read before looking at the slots: a report after this wakes the wait below.
+            let events = ctl.events().load(Ordering::SeqCst);
+            self.collect_dead(seq, dead, false);
+            for (slot, killed) in killed.iter_mut().enumerate() {
+                if !*killed && self.in_chunk(slot, seq, dead) {
+                    *killed = true;
+                    self.kill_worker(slot);
+                }
+            }
+            if !(0..self.workers.len()).any(|slot| self.may_be_in_job(slot, seq, dead)) {
+                break;
+            }
+            // The fork server bumps and wakes the event word when it reports an exit; a
+            // worker leaving the job without a chunk is seen at the next look.
+            futex::wait(ctl.events(), events, Some(STOP_NAP));
+        }
+        // Every executor is out of the job: a dead worker's slot still names the chunk it
+        // was inside (cleared only before a chunk is counted done).
+        let mut unfinished: Vec<usize> = dead
+            .iter()
+            .filter_map(|(slot, _)| {
+                let held = ctl.slot(*slot).chunk().load(Ordering::Acquire);
+                (held >> 32 == u64::from(seq) && held as u32 != 0).then(|| held as u32 as usize - 1)
+            })
+            .collect();
+        unfinished.extend(first_unclaimed..n);
+        unfinished.sort_unstable();
+        unfinished.dedup();
+        unfinished
+    }
+
+    /// Sends `SIGKILL` to the worker of `slot`: through its pidfd (never another process
+    /// that reused the pid), or, without one, by pid while the fork server still reports
+    /// it running (the server reports an exit before it reaps, so the pid is still the
+    /// worker's or its zombie's).
+    fn kill_worker(&self, slot: usize) {
+        let Some(w) = &self.workers[slot] else {
+            return;
+        };
+        match &w.pidfd {
+            Some(fd) => {
+                let _ = fd.send_signal(sys_fork::SIGKILL);
+            }
+            None => {
+                let s = self.block.ctl().slot(slot);
+                if s.gen().load(Ordering::Acquire) == w.gen
+                    && s.state().load(Ordering::Acquire) == RUNNING
+                {
+                    let _ = sys_fork::send_signal(w.pid, sys_fork::SIGKILL);
+                }
+            }
+        }
+    }
+
+    /// The error of a job stopped by its deadline or its token. A chunk failure recorded
+    /// before the stop is mentioned.
+    fn stop_outcome(&self, why: Stop, unfinished: &[usize], n: usize) -> Error {
+        let ctl = self.block.ctl();
+        let done = ctl.done().load(Ordering::Acquire) as usize;
+        let mut how = String::from("the workers inside them were killed and replaced");
+        if n.saturating_sub(done) > unfinished.len() {
+            how.push_str(&format!(
+                "; {} chunk(s) ended as their worker was killed, not counted",
+                n - done - unfinished.len()
+            ));
+        }
+        if ctl.failed_chunk().load(Ordering::Acquire) != NO_FAILURE {
+            if let Err(e) = self.outcome(0, &[]) {
+                how.push_str(&format!("; before that, {}", e.message()));
+            }
+        }
+        stopped_error(why, unfinished, n, &how)
     }
 
     /// Whether the worker of `slot` may be inside (or about to enter) a chunk of job
@@ -1095,5 +1469,31 @@ impl Drop for WorkerPool {
         // Our child: reap it (ECHILD if SIGCHLD is ignored: it reaped itself).
         let _ = sys_fork::wait_child(server.pid, false);
         owned::untrack_child(server.pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfinished_chunks_are_named_as_ranges() {
+        assert_eq!(name_chunks(&[2]), "chunk 2");
+        assert_eq!(
+            name_chunks(&[0, 1, 2, 3, 7, 9, 10]),
+            "chunks 0..=3, 7, 9..=10"
+        );
+        let many: Vec<usize> = (0..40).map(|k| 2 * k).collect();
+        assert!(
+            name_chunks(&many).ends_with("30, …"),
+            "{}",
+            name_chunks(&many)
+        );
+        let e = stopped_error(Stop::Cancelled, &[1], 2, "how");
+        assert_eq!(e.kind(), ErrorKind::Cancelled);
+        assert_eq!(
+            e.message(),
+            "the job was cancelled: 1 of 2 chunks did not finish (chunk 1); how"
+        );
     }
 }

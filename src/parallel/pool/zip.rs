@@ -11,6 +11,7 @@
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ops::Deref;
+use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 use ndarray::{ArrayView, Axis, Dimension, Slice};
@@ -20,6 +21,7 @@ use super::job::{
     Append, JobArray, JobArrays, JobFns, ReadChunk, ReadHalo, ReadWhole, WriteChunk, ZipFn,
     MODE_HALO, MODE_READ, MODE_WHOLE, MODE_WRITE,
 };
+use super::options::{CancelToken, JobOptions};
 use super::{describe, WorkerPool, MAX_RESULTS};
 use crate::array::{AccessMode, SharedNdArray};
 use crate::element::Element;
@@ -71,6 +73,7 @@ impl WorkerPool {
             arrays: Vec::new(),
             elements: 0,
             error,
+            options: None,
             _arrays: PhantomData,
         }
     }
@@ -145,6 +148,8 @@ pub struct JobBuilder<'a, L> {
     elements: usize,
     /// The first problem found while adding arrays.
     error: Option<Error>,
+    /// This job's deadline, timeout and token (set by the builder); `None`: the pool's.
+    options: Option<JobOptions>,
     _arrays: PhantomData<fn() -> L>,
 }
 
@@ -202,6 +207,7 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
             arrays: self.arrays,
             elements: self.elements,
             error: self.error,
+            options: self.options,
             _arrays: PhantomData,
         }
     }
@@ -394,6 +400,72 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
         self.add::<WriteChunk<T, D>, T, D, crate::array::ReadWrite>(array, MODE_WRITE, 0)
     }
 
+    /// This job must be finished at `at`, on top of the pool's
+    /// [`set_job_options`](WorkerPool::set_job_options) (the earliest deadline applies). As
+    /// for those options, the job then runs no chunk in the caller, and when the deadline
+    /// passes the workers still inside a chunk are killed and replaced, and the job returns
+    /// [`ErrorKind::Timeout`] naming the chunks that did not finish.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use ndshm::{ChunkPlan, CreateOptions, ErrorKind, SharedNdArray, WorkerPool};
+    /// let mut pool = WorkerPool::new(2)?;
+    /// let mut a = SharedNdArray::<u8, ndarray::Ix1>::zeros(CreateOptions::unique(), 4)?;
+    /// let plan = ChunkPlan::balanced(4, 2)?;
+    /// let err = pool
+    ///     .job(&plan)
+    ///     .write(&mut a)
+    ///     .deadline(Instant::now() + Duration::from_millis(200))
+    ///     .for_each((), |c, _, _: &()| {
+    ///         while c.index == 1 {
+    ///             std::thread::sleep(Duration::from_secs(1)); // never ends
+    ///         }
+    ///     })
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Timeout);
+    /// assert!(err.message().contains("chunk 1"), "{err}");
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn deadline(mut self, at: Instant) -> Self {
+        self.options = Some(self.options.take().unwrap_or_default().deadline(at));
+        self
+    }
+
+    /// This job must be finished `after` it starts (see [`deadline`](Self::deadline)). A
+    /// timeout of zero makes the job fail with [`ErrorKind::InvalidArgument`].
+    pub fn timeout(mut self, after: Duration) -> Self {
+        let options = self.options.take().unwrap_or_default().timeout(after);
+        if let Err(e) = options.check() {
+            self.error.get_or_insert(e);
+        }
+        self.options = Some(options);
+        self
+    }
+
+    /// Cancelling `token` (from another thread or a signal handler) stops this job, which
+    /// then returns [`ErrorKind::Cancelled`]; see [`CancelToken`].
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{CancelToken, ChunkPlan, CreateOptions, ErrorKind, SharedNdArray, WorkerPool};
+    /// let mut pool = WorkerPool::new(2)?;
+    /// let mut a = SharedNdArray::<u8, ndarray::Ix1>::zeros(CreateOptions::unique(), 4)?;
+    /// let plan = ChunkPlan::balanced(4, 2)?;
+    /// let token = CancelToken::new();
+    /// token.cancel(); // cancelled before it starts: nothing runs
+    /// let err = pool.job(&plan).write(&mut a).cancel_token(&token).for_each((), |_, (mut a,), _: &()| {
+    ///     a.fill(1);
+    /// });
+    /// assert_eq!(err.unwrap_err().kind(), ErrorKind::Cancelled);
+    /// assert_eq!(a.view().sum(), 0);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn cancel_token(mut self, token: &CancelToken) -> Self {
+        self.options = Some(self.options.take().unwrap_or_default().cancel_token(token));
+        self
+    }
+
     /// Runs `f(chunk, views, &params)` on every chunk of the plan; `f` returns `()` or
     /// `Result<(), E>` with a displayable `E`.
     ///
@@ -440,6 +512,7 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
             &self.arrays,
             0,
             self.elements,
+            self.options.as_ref().unwrap_or(&JobOptions::NONE),
         )
     }
 
@@ -492,6 +565,7 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
             &self.arrays,
             size_of::<R>(),
             self.elements,
+            self.options.as_ref().unwrap_or(&JobOptions::NONE),
         )?;
         // Chunk k's executor wrote one R at this offset before the join (a happens-before
         // edge); the area holds n * size_of::<R>() bytes (checked above).
