@@ -15,6 +15,14 @@
 //! and `tail` count the positions claimed by producers and consumers. Each item is copied
 //! once into its slot and once out (or read in place: [`ByteQueue::get_with`](crate::ByteQueue::get_with)).
 //!
+//! One contended read-modify-write per side claims a slot: a producer that read `head ==
+//! pos` claims the slot's `writer` word by CAS (recording its lease, see below), checks
+//! that the slot still waits for lap `pos`, and commits with a plain store of `head = pos
+//! + 1` (only the holder of lap `pos` moves `head` from `pos`, so no second CAS is
+//! needed); consumers do the same with `reader` and `tail`. The second RMW of each side is
+//! the `SeqCst` swap that publishes or frees the slot, which the sleepers' protocol needs
+//! (see `notify`).
+//!
 //! Blocking calls spin about 20 µs, then sleep on a futex that the other side bumps only
 //! when someone sleeps: an idle endpoint burns no CPU after its spin window.
 //!
@@ -37,8 +45,8 @@
 //!   hang or a panic.
 //!
 //! # A peer that dies mid-operation
-//! Before it claims a position, a producer writes its *lease* into the slot (`writer`), and
-//! a consumer likewise (`reader`): a word naming the process that the kernel vouches for
+//! A producer claims a slot by writing its *lease* into it (`writer`) before it commits
+//! `head`, and a consumer likewise (`reader`, then `tail`): a word naming the process that the kernel vouches for
 //! (see the crate docs, "Crashes and signals"), not a pid, which another pid namespace
 //! would not see and which can be reused. Any call that finds a slot in its way held (a
 //! `try_` call at once, a waiting call at least every
@@ -46,7 +54,9 @@
 //! Only a holder that is provably dead loses its slot: if a producer died after claiming a
 //! slot but before publishing it, that one slot is marked *lost* and skipped by consumers:
 //! the item that producer was putting is not delivered (it was never completely put), every
-//! other item is, and [`lost`](crate::Queue::lost) counts such slots. A consumer that died while
+//! other item is, and [`lost`](crate::Queue::lost) counts such slots. A holder that died
+//! after its claim but before its commit had not taken the position: the next producer
+//! (consumer) takes the slot over and nothing is lost. A consumer that died while
 //! taking an item likewise loses that item (it had taken it), and producers reclaim the
 //! slot. A holder that is alive (in whatever pid namespace) or whose liveness cannot be told
 //! keeps its slot: the others wait (blocking calls sleep, `try_` calls report empty or
@@ -556,67 +566,84 @@ impl<'m> Ring<'m> {
                         return Err(Fail::WouldBlock);
                     }
                 }
-                match slot
-                    .writer()
-                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                // Claim the slot's writer word (the one contended RMW of a put), or take
+                // it over from a holder the kernel reports dead.
+                let mut took_over = false;
+                if let Err(w) =
+                    slot.writer()
+                        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                 {
-                    Ok(_) => {}
-                    Err(w) => {
-                        tries += 1;
-                        if tries % 4096 == 0 {
-                            if lease::check(w) != Liveness::Dead {
-                                // Alive (maybe descheduled) or unknown: never taken over;
-                                // the caller waits as it may (`try_put`: full now).
-                                return Err(Fail::WouldBlock);
-                            }
-                            // A producer died between announcing and claiming: free it.
-                            let _ = slot.writer().compare_exchange(
-                                w,
-                                0,
-                                Ordering::Relaxed,
-                                Ordering::Relaxed,
-                            );
-                        }
+                    tries += 1;
+                    if tries % 4096 != 0 {
                         std::hint::spin_loop();
                         continue;
                     }
+                    if lease::check(w) != Liveness::Dead {
+                        // Alive (maybe descheduled) or unknown: never taken over; the
+                        // caller waits as it may (`try_put`: full now).
+                        return Err(Fail::WouldBlock);
+                    }
+                    if slot
+                        .writer()
+                        .compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    took_over = true;
                 }
-                if head
-                    .compare_exchange(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-                {
-                    let mut publish = Publish {
-                        ring: self,
-                        pos,
-                        len,
-                        filled: false,
-                    };
-                    // SAFETY: the sequence protocol gives these bytes to this call alone:
-                    // the slot's sequence was `pos` (free for lap `pos / cap`), and this
-                    // process's CAS moved `head` from `pos` to `pos + 1`, which only one
-                    // producer can do; consumers touch the data only after the sequence
-                    // becomes `pos + 1`, which `publish` stores after `fill` returned (or
-                    // unwound, when the slot is published as lost and never read), and the
-                    // slice does not outlive `fill`. The one other path that publishes a
-                    // slot, `recover`, takes it over only from a writer whose lease the
-                    // kernel reports dead, and this process is alive while the slice lives.
-                    // `len <= slot_size` (asserted by `put_with`), so it stays inside the
-                    // slot; `slice_mut` checks the window's bounds too. A process that writes
-                    // the segment's bytes directly, not through ndshm, is outside what any
-                    // API over shared memory can rule out (the crate docs' trust model).
-                    let buf = unsafe { self.mem.slice_mut(self.data_off(pos), len) };
-                    let fill = fill.take().expect("the callback is only taken once");
-                    fill(buf);
-                    publish.filled = true;
-                    drop(publish);
-                    return Ok(());
+                // The writer word is ours, and no one else can claim the slot while we
+                // hold it: lap `pos` is ours if the slot still waits for it (the writer
+                // word is also free while a consumer frees the slot, just before the
+                // sequence moves on, or after we read a stale `head`).
+                if slot.seq().load(Ordering::Acquire) != pos {
+                    slot.writer().store(0, Ordering::Release);
+                    std::hint::spin_loop();
+                    continue;
                 }
-                slot.writer().store(0, Ordering::Relaxed);
+                // Commit: `head` moves from `pos` only by the holder of lap `pos`, so a
+                // load and a store do (no second RMW). `head` past `pos` after a takeover
+                // means the dead producer had committed and died before publishing: its
+                // item is lost (counted), and the slot is published as such. After a
+                // claim from 0 it cannot happen in a sane ring (a holder keeps the word
+                // until its item is taken): let go, and `Stuck` bounds the retries.
+                let h = head.load(Ordering::Relaxed);
+                if h != pos {
+                    let ahead = h.wrapping_sub(pos);
+                    if took_over && ahead as i64 > 0 && ahead <= self.cap {
+                        self.publish_lost(pos);
+                    } else {
+                        slot.writer().store(0, Ordering::Release);
+                    }
+                    continue;
+                }
+                let mut publish = Publish {
+                    ring: self,
+                    pos,
+                    len,
+                    filled: false,
+                };
+                head.store(pos.wrapping_add(1), Ordering::Relaxed);
+                // SAFETY: the sequence protocol gives these bytes to this call alone: this
+                // process holds the slot's writer word (claimed by CAS from 0, or taken
+                // over from a holder the kernel reports dead), which no other producer can
+                // claim until a consumer frees the slot, and the slot's sequence was `pos`
+                // (free for lap `pos / cap`) after the claim; consumers touch the data only
+                // after the sequence becomes `pos + 1`, which `publish` stores after
+                // `fill` returned (or unwound, when the slot is published as lost and
+                // never read), and the slice does not outlive `fill`. The one other path
+                // that publishes a slot, `recover`, takes it over only from a writer whose
+                // lease the kernel reports dead, and this process is alive while the slice
+                // lives. `len <= slot_size` (asserted by `put_with`), so it stays inside
+                // the slot; `slice_mut` checks the window's bounds too. A process that
+                // writes the segment's bytes directly, not through ndshm, is outside what
+                // any API over shared memory can rule out (the crate docs' trust model).
+                let buf = unsafe { self.mem.slice_mut(self.data_off(pos), len) };
+                let fill = fill.take().expect("the callback is only taken once");
+                fill(buf);
+                publish.filled = true;
+                drop(publish);
+                return Ok(());
             } else if d == -cap || d == 1 - cap {
                 // The slot still holds the item of position pos - cap (being written, in
                 // the queue, or being taken): full.
@@ -648,77 +675,94 @@ impl<'m> Ring<'m> {
             let seq = slot.seq().load(Ordering::Acquire);
             let d = seq.wrapping_sub(pos.wrapping_add(1)) as i64;
             if d == 0 {
-                match slot
-                    .reader()
-                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                // Claim the slot's reader word (the one contended RMW of a get), or take
+                // it over from a holder the kernel reports dead.
+                let mut took_over = false;
+                if let Err(r) =
+                    slot.reader()
+                        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                 {
-                    Ok(_) => {}
-                    Err(r) => {
-                        tries += 1;
-                        if tries % 4096 == 0 {
-                            if lease::check(r) != Liveness::Dead {
-                                // As for producers: `try_get` reports empty now.
-                                return Err(Fail::WouldBlock);
-                            }
-                            let _ = slot.reader().compare_exchange(
-                                r,
-                                0,
-                                Ordering::Relaxed,
-                                Ordering::Relaxed,
-                            );
-                        }
+                    tries += 1;
+                    if tries % 4096 != 0 {
                         std::hint::spin_loop();
                         continue;
                     }
-                }
-                if tail
-                    .compare_exchange(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-                {
-                    let release = Release { ring: self, pos };
-                    if self.closed().load(Ordering::Relaxed) == SHUT_NOW {
-                        // Shut down immediately: what is left is discarded (the slot is
-                        // freed, the item not delivered). Checked here, after the claim,
-                        // where the load costs nothing on the way of an ordinary get.
-                        drop(release);
-                        return Err(Fail::Closed);
+                    if lease::check(r) != Liveness::Dead {
+                        // As for producers: `try_get` reports empty now.
+                        return Err(Fail::WouldBlock);
                     }
-                    let len = slot.len().load(Ordering::Relaxed);
-                    if len == LOST {
-                        drop(release);
+                    if slot
+                        .reader()
+                        .compare_exchange(r, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_err()
+                    {
                         continue;
                     }
-                    if len as usize > self.slot_size {
-                        // No producer writes such a length: the slot was overwritten.
-                        // Its item cannot be delivered; the slot goes on to the next lap.
-                        self.count_lost();
-                        drop(release);
-                        return Err(Fail::Corrupt);
-                    }
-                    // SAFETY: no process writes these bytes while the slice lives: the
-                    // sequence is `pos + 1` (the producer published it, Acquire above, after
-                    // its last write), and this process's CAS moved `tail` from `pos` to
-                    // `pos + 1`, so it alone took the item; producers write the slot again
-                    // only after the sequence becomes `pos + cap`, which `release` stores
-                    // when dropped after `f` returned or unwound, and the slice does not
-                    // outlive `f`. The one other path that frees a slot, `recover`, takes
-                    // it over only from a reader whose lease the kernel reports dead, and
-                    // this process is alive while the slice lives. `len <= slot_size`
-                    // (checked above), so it stays inside the slot; `slice` checks the
-                    // window's bounds too. Direct writes to the segment by a process not
-                    // using ndshm are outside any API's reach (the crate docs' trust model).
-                    let bytes = unsafe { self.mem.slice(self.data_off(pos), len as usize) };
-                    let f = f.take().expect("the callback is only taken once");
-                    let out = f(bytes);
-                    drop(release);
-                    return Ok(out);
+                    took_over = true;
                 }
-                slot.reader().store(0, Ordering::Relaxed);
+                // As for puts: the item of lap `pos` is ours to take if the slot still
+                // holds it after the claim.
+                if slot.seq().load(Ordering::Acquire) != pos.wrapping_add(1) {
+                    slot.reader().store(0, Ordering::Release);
+                    std::hint::spin_loop();
+                    continue;
+                }
+                // Commit: `tail` moves from `pos` only by the holder of lap `pos`. `tail`
+                // past `pos` after a takeover means the dead consumer had taken the item
+                // and died inside its get: the item is lost (counted), the slot freed.
+                // After a claim from 0 it means our `tail` was stale: the item's consumer
+                // is freeing the slot (it clears `reader` just before the sequence moves
+                // on); let go.
+                let t = tail.load(Ordering::Relaxed);
+                if t != pos {
+                    let ahead = t.wrapping_sub(pos);
+                    if took_over && ahead as i64 > 0 && ahead <= self.cap {
+                        self.count_lost();
+                        Release { ring: self, pos }.free();
+                    } else {
+                        slot.reader().store(0, Ordering::Release);
+                    }
+                    continue;
+                }
+                tail.store(pos.wrapping_add(1), Ordering::Relaxed);
+                let release = Release { ring: self, pos };
+                if self.closed().load(Ordering::Relaxed) == SHUT_NOW {
+                    // Shut down immediately: what is left is discarded (the slot is
+                    // freed, the item not delivered). Checked here, after the claim,
+                    // where the load costs nothing on the way of an ordinary get.
+                    drop(release);
+                    return Err(Fail::Closed);
+                }
+                let len = slot.len().load(Ordering::Relaxed);
+                if len == LOST {
+                    drop(release);
+                    continue;
+                }
+                if len as usize > self.slot_size {
+                    // No producer writes such a length: the slot was overwritten.
+                    // Its item cannot be delivered; the slot goes on to the next lap.
+                    self.count_lost();
+                    drop(release);
+                    return Err(Fail::Corrupt);
+                }
+                // SAFETY: no process writes these bytes while the slice lives: the
+                // sequence was `pos + 1` after this process claimed the slot's reader word
+                // (the producer published it, Acquire, after its last write), and no other
+                // consumer can claim the slot while this process holds that word, so it
+                // alone took the item; producers write the slot again
+                // only after the sequence becomes `pos + cap`, which `release` stores
+                // when dropped after `f` returned or unwound, and the slice does not
+                // outlive `f`. The one other path that frees a slot, `recover`, takes
+                // it over only from a reader whose lease the kernel reports dead, and
+                // this process is alive while the slice lives. `len <= slot_size`
+                // (checked above), so it stays inside the slot; `slice` checks the
+                // window's bounds too. Direct writes to the segment by a process not
+                // using ndshm are outside any API's reach (the crate docs' trust model).
+                let bytes = unsafe { self.mem.slice(self.data_off(pos), len as usize) };
+                let f = f.take().expect("the callback is only taken once");
+                let out = f(bytes);
+                drop(release);
+                return Ok(out);
             } else if d == -1 || d == -cap {
                 // Empty (d == -1: nothing put at `pos` yet, or a producer is still writing
                 // it), or the previous lap's item is still being taken by a consumer
@@ -747,6 +791,19 @@ impl<'m> Ring<'m> {
         }
     }
 
+    /// Publishes the slot of `pos`, whose writer word this process holds, as lost: its
+    /// producer died after it committed `head` and before it published (counted).
+    #[cold]
+    #[inline(never)]
+    fn publish_lost(&self, pos: u64) {
+        drop(Publish {
+            ring: self,
+            pos,
+            len: 0,
+            filled: false,
+        });
+    }
+
     /// Frees slots whose producer or consumer died mid-operation (see the module docs): only
     /// when the holder's lease says it is dead, never when it is alive or unknown. Returns
     /// whether it freed one. Cheap unless a slot is held: a few loads, and a liveness check
@@ -768,10 +825,7 @@ impl<'m> Ring<'m> {
                     .compare_exchange(w, me, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
             {
-                slot.len().store(LOST, Ordering::Relaxed);
-                self.count_lost();
-                slot.seq().swap(pos.wrapping_add(1), Ordering::SeqCst);
-                self.notify(self.get_waiters(), self.put_event());
+                self.publish_lost(pos);
                 freed = true;
             }
         }
