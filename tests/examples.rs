@@ -153,3 +153,16 @@ fn attach_example_in_two_processes() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn fault_figures_quick_breaks_no_guarantee() {
+    // The example exits non-zero on a duplicate, a loss beyond `lost()`, a lost map entry
+    // or memory held by the pool (latency goals are only reported).
+    let out = run("fault_figures", &["--quick"]);
+    assert!(out.contains("| Figure | Measured | Goal | Met |"), "{out}");
+    assert_eq!(
+        out.matches("\n| ").count(),
+        8,
+        "one header and 7 rows: {out}"
+    );
+}
