@@ -19,12 +19,15 @@
 //! pos` claims the slot's `writer` word by CAS (recording its lease, see below), checks
 //! that the slot still waits for lap `pos`, and commits with a plain store of `head = pos
 //! + 1` (only the holder of lap `pos` moves `head` from `pos`, so no second CAS is
-//! needed); consumers do the same with `reader` and `tail`. The second RMW of each side is
-//! the `SeqCst` swap that publishes or frees the slot, which the sleepers' protocol needs
-//! (see `notify`).
+//! needed); consumers do the same with `reader` and `tail`. The slot is then published or
+//! freed with a `Release` store of its sequence: one RMW per side, as in crossbeam's
+//! `ArrayQueue`. The sleepers' flag is read without a full fence after that store, so a
+//! sleeper's first nap is short (100 µs): an item published at the very moment its
+//! consumer falls asleep is seen within that nap instead of at once (see `notify`).
 //!
 //! Blocking calls spin about 20 µs, then sleep on a futex that the other side bumps only
-//! when someone sleeps: an idle endpoint burns no CPU after its spin window.
+//! when someone sleeps: an idle endpoint burns no CPU after its spin window (it naps
+//! 100 µs, 0.8 ms, 6.4 ms, then every 20 ms while nothing happens).
 //!
 //! # Semantics
 //! - An item whose `put` returned `Ok` is delivered at most once, and is lost only if the
@@ -498,14 +501,18 @@ impl<'m> Ring<'m> {
     }
 
     /// Wakes the sleepers of the other side, if any. Called right after a sequence number
-    /// was published with a `SeqCst` swap. A sleeper reads the event, then raises the
-    /// `waiters` flag (`SeqCst` store, then a `SeqCst` fence) before its last attempt, so
-    /// either that attempt sees the new sequence number or this load sees the flag raised.
-    /// Whoever takes the flag down (one swap) bumps the event and wakes every sleeper: a
-    /// flag taken down by an earlier waker was raised after the sleeper read the event,
-    /// so that waker's bump (after its swap) makes the sleeper's `futex::wait` return. One
-    /// system call per round of sleeps, not one per item while a woken sleeper is still
-    /// on its way back to the CPU (what made a producer pay a `futex` call per item).
+    /// was published with a `Release` store. A sleeper reads the event, then raises the
+    /// `waiters` flag (`SeqCst` store, then a `SeqCst` fence) before its last attempt.
+    /// Without a full fence here (one more RMW per item, which the hot path does not pay:
+    /// the `SpscQueue` design), this load may miss a flag raised at the very moment the
+    /// sequence number was stored while that attempt misses the number: such a sleeper is
+    /// late, not lost, because its first nap after raising the flag is [`FIRST_NAP`] (see
+    /// `block`). A flag raised earlier is seen. Whoever takes the flag down (one swap)
+    /// bumps the event and wakes every sleeper: a flag taken down by an earlier waker was
+    /// raised after the sleeper read the event, so that waker's bump (after its swap)
+    /// makes the sleeper's `futex::wait` return (and its next nap short again). One system
+    /// call per round of sleeps, not one per item while a woken sleeper is still on its
+    /// way back to the CPU (what made a producer pay a `futex` call per item).
     #[inline]
     fn notify(&self, waiters: &AtomicU32, event: &AtomicU32) {
         if waiters.load(Ordering::SeqCst) != 0 {
@@ -959,6 +966,7 @@ impl<'m> Ring<'m> {
             }
         }
         let mut recovered = start;
+        let mut nap = FIRST_NAP;
         loop {
             // The event first, then the flag (see `notify`): a flag left raised when the
             // attempt succeeds costs one spurious wake-up later, never a lost one.
@@ -970,16 +978,17 @@ impl<'m> Ring<'m> {
                 return r;
             }
             let slice = match deadline {
-                None => LIVENESS_PERIOD,
+                None => nap,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(Fail::Timeout);
                     }
-                    left.min(LIVENESS_PERIOD)
+                    left.min(nap)
                 }
             };
             futex::wait(event, ev, Some(slice));
+            nap = next_nap(nap, event, ev);
             // Wake-ups for other slots must not postpone recovery forever.
             if recovered.elapsed() >= LIVENESS_PERIOD {
                 self.recover();
@@ -993,6 +1002,7 @@ impl<'m> Ring<'m> {
     /// Consumes nothing (for `poll` with a timeout).
     pub(crate) fn wait_readable(&self, deadline: Instant) -> bool {
         let (waiters, event) = (self.get_waiters(), self.put_event());
+        let mut nap = FIRST_NAP;
         loop {
             // The event first, then the flag, as in `block`: a put after the check below
             // either sees the flag and wakes us, or bumped the event we compare against.
@@ -1006,8 +1016,24 @@ impl<'m> Ring<'m> {
             if left.is_zero() {
                 return false;
             }
-            futex::wait(event, ev, Some(left.min(LIVENESS_PERIOD)));
+            futex::wait(event, ev, Some(left.min(nap)));
+            nap = next_nap(nap, event, ev);
         }
+    }
+}
+
+/// A sleeper's first nap after it raised its flag: bounds how late it sees an item
+/// published at the very moment it fell asleep (see [`Ring::notify`]).
+const FIRST_NAP: Duration = Duration::from_micros(100);
+
+/// The nap after one on `event` that expected `ev`: short again after a wake-up (the flag
+/// is raised anew), else 8 times longer, up to [`LIVENESS_PERIOD`].
+#[inline]
+fn next_nap(nap: Duration, event: &AtomicU32, ev: u32) -> Duration {
+    if event.load(Ordering::SeqCst) != ev {
+        FIRST_NAP
+    } else {
+        (nap * 8).min(LIVENESS_PERIOD)
     }
 }
 
@@ -1064,7 +1090,8 @@ impl Drop for Publish<'_, '_> {
             LOST
         };
         slot.len().store(len, Ordering::Relaxed);
-        slot.seq().swap(self.pos.wrapping_add(1), Ordering::SeqCst);
+        slot.seq()
+            .store(self.pos.wrapping_add(1), Ordering::Release);
         self.ring
             .notify(self.ring.get_waiters(), self.ring.put_event());
     }
@@ -1089,7 +1116,7 @@ impl Drop for Release<'_, '_> {
         slot.writer().store(0, Ordering::Relaxed);
         slot.reader().store(0, Ordering::Relaxed);
         slot.seq()
-            .swap(self.pos.wrapping_add(self.ring.cap), Ordering::SeqCst);
+            .store(self.pos.wrapping_add(self.ring.cap), Ordering::Release);
         self.ring
             .notify(self.ring.put_waiters(), self.ring.get_event());
     }
