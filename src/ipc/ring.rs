@@ -1177,3 +1177,70 @@ impl Fail {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ByteQueue;
+
+    /// A 4-slot queue and the lease of a process that is certainly dead.
+    fn queue() -> (ByteQueue, u64) {
+        (ByteQueue::new(4, 8).unwrap(), lease::dead_lease_for_tests())
+    }
+
+    #[test]
+    fn producer_dead_between_claim_and_commit_is_taken_over_without_loss() {
+        let (q, dead) = queue();
+        let ring = q.ring_segment().ring();
+        // It claimed the slot of position 0 and died before moving `head`.
+        ring.slot(0).writer().store(dead, Ordering::SeqCst);
+        q.try_put(b"x").unwrap();
+        assert_eq!(ring.head().load(Ordering::SeqCst), 1);
+        assert_eq!(q.try_get().unwrap(), b"x");
+        assert_eq!(q.lost(), 0);
+    }
+
+    #[test]
+    fn producer_dead_after_commit_before_publish_is_counted_lost() {
+        let (q, dead) = queue();
+        let ring = q.ring_segment().ring();
+        // It claimed position 0, moved `head` past it, and died before publishing.
+        ring.slot(0).writer().store(dead, Ordering::SeqCst);
+        ring.head().store(1, Ordering::SeqCst);
+        q.try_put(b"y").unwrap();
+        assert_eq!(q.try_get().unwrap(), b"y");
+        assert_eq!(q.lost(), 1);
+    }
+
+    #[test]
+    fn consumer_dead_between_claim_and_commit_is_taken_over_without_loss() {
+        let (q, dead) = queue();
+        let ring = q.ring_segment().ring();
+        q.try_put(b"a").unwrap();
+        // It claimed the item at position 0 and died before moving `tail`: it took
+        // nothing, so nothing is lost.
+        ring.slot(0).reader().store(dead, Ordering::SeqCst);
+        assert_eq!(q.try_get().unwrap(), b"a");
+        assert_eq!(q.lost(), 0);
+    }
+
+    #[test]
+    fn consumer_dead_after_commit_is_counted_lost_and_its_slot_reclaimed() {
+        let (q, dead) = queue();
+        let ring = q.ring_segment().ring();
+        q.try_put(b"a").unwrap();
+        q.try_put(b"b").unwrap();
+        // It took the item at position 0 (moved `tail`) and died inside its get.
+        ring.slot(0).reader().store(dead, Ordering::SeqCst);
+        ring.tail().store(1, Ordering::SeqCst);
+        assert_eq!(q.try_get().unwrap(), b"b");
+        // Positions 2, 3, then 4: the dead consumer's slot, reclaimed by the put.
+        for m in [b"c", b"d", b"e"] {
+            q.try_put(m).unwrap();
+        }
+        assert_eq!(q.lost(), 1);
+        for m in [b"c", b"d", b"e"] {
+            assert_eq!(q.try_get().unwrap(), m);
+        }
+    }
+}
