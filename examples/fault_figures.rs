@@ -324,7 +324,7 @@ fn pipe_try_latency(dead: bool) -> ndshm::Result<Duration> {
 }
 
 fn try_latency_rows() -> ndshm::Result<Vec<Row>> {
-    let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
+    let us = |d: Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
     let goal = "≤ 1 ms";
     let ms = Duration::from_millis(1);
     let (dput, dget) = queue_try_latency(true)?;
