@@ -31,6 +31,7 @@
 //! The run fails (exit status 1) when a guarantee is broken (a duplicate, a loss beyond
 //! `lost()`, a lost map entry, bytes held); a missed latency goal is only reported.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,7 +122,7 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 
 fn spawn_producer(
     q: &Arc<ByteQueue>,
-    acked: &Arc<SharedWords>,
+    acked: &Rc<SharedWords>,
     slot: usize,
     per: usize,
 ) -> ndshm::Result<Process> {
@@ -136,7 +137,7 @@ fn spawn_producer(
     })
 }
 
-fn spawn_consumer(q: &Arc<ByteQueue>, counts: &Arc<SharedWords>) -> ndshm::Result<Process> {
+fn spawn_consumer(q: &Arc<ByteQueue>, counts: &Rc<SharedWords>) -> ndshm::Result<Process> {
     let (q, counts) = (q.clone(), counts.clone());
     Process::spawn(move || {
         while q
@@ -157,8 +158,8 @@ fn mpmc_under_kills(quick: bool) -> ndshm::Result<Row> {
     // This process stays a producer until every producer has finished: replacements start
     // one after another, and consumers must not see the queue disconnected in between.
     q.register_producer()?;
-    let acked = Arc::new(SharedWords::new(slots));
-    let counts = Arc::new(SharedWords::new(slots * per));
+    let acked = Rc::new(SharedWords::new(slots));
+    let counts = Rc::new(SharedWords::new(slots * per));
     let mut producers: Vec<(usize, Process)> = Vec::new();
     let mut consumers = Vec::new();
     for slot in 0..SIDE {
