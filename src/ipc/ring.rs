@@ -76,9 +76,12 @@ use crate::sync::lock::{LIVENESS_PERIOD, SPIN};
 use crate::sys::futex;
 use crate::sys::lease::{self, Liveness};
 
-/// Ring format 3: the sleepers' words are flags taken down by one waker (format 2 counted
-/// sleepers; format 1 recorded 32-bit pids as slot holders, not leases).
-const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ03");
+/// Ring format 4: publishers no longer fence before they read the sleepers' flag, and
+/// sleepers nap 100 µs first to make up for it (see [`Ring::notify`]); a format-3 sleeper
+/// sharing a ring with a format-4 publisher could wait its whole 20 ms slice. Format 3 made
+/// the sleepers' words flags taken down by one waker (format 2 counted sleepers; format 1
+/// recorded 32-bit pids as slot holders, not leases).
+const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ04");
 pub(crate) const HEADER: usize = 256;
 const SLOT_HEADER: usize = 32;
 const LOST: u32 = u32::MAX;
