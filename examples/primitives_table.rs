@@ -3,6 +3,8 @@
 //! forked children, and single-process costs of the value, the lock and the map.
 //!
 //! `cargo run --release --example primitives_table` (add `-- --quick` for a short run).
+//! The binary runs on its own too (`target/release/examples/primitives_table --quick`):
+//! Python anchors are skipped where `python3` is missing.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -165,26 +167,33 @@ fn main() -> ndshm::Result<()> {
 
     // ---- 8-byte items/s ----
     let n = 4_000_000u64 / scale as u64;
-    let q = Queue::<u64>::new(1024)?;
-    let go = SharedValue::<u32>::new(0)?;
-    let (spsc_rate, sum) = ndshm::scope(|s| -> ndshm::Result<_> {
-        s.spawn(|| {
-            while go.load() == 0 {
-                std::hint::spin_loop();
+    // The four 1 → 1 rates below are each the best of `BATCHES` runs of `n` (or `4 n`)
+    // items, in one sitting: the anchors run in the same process right after ours.
+    const BATCHES: usize = 3;
+    let mut spsc_rate = 0f64;
+    for _ in 0..BATCHES {
+        let q = Queue::<u64>::new(1024)?;
+        let go = SharedValue::<u32>::new(0)?;
+        let (rate, sum) = ndshm::scope(|s| -> ndshm::Result<_> {
+            s.spawn(|| {
+                while go.load() == 0 {
+                    std::hint::spin_loop();
+                }
+                for i in 0..n {
+                    q.put(i).unwrap();
+                }
+            })?;
+            let start = Instant::now();
+            go.store(1);
+            let mut sum = 0u64;
+            for _ in 0..n {
+                sum = sum.wrapping_add(q.get().unwrap());
             }
-            for i in 0..n {
-                q.put(i).unwrap();
-            }
+            Ok((n as f64 / start.elapsed().as_secs_f64(), sum))
         })?;
-        let start = Instant::now();
-        go.store(1);
-        let mut sum = 0u64;
-        for _ in 0..n {
-            sum = sum.wrapping_add(q.get().unwrap());
-        }
-        Ok((n as f64 / start.elapsed().as_secs_f64(), sum))
-    })?;
-    assert_eq!(sum, n * (n - 1) / 2);
+        assert_eq!(sum, n * (n - 1) / 2);
+        spsc_rate = spsc_rate.max(rate);
+    }
     let total = SharedValue::<u64>::new(0)?;
     let q4 = Queue::<u64>::new(1024)?;
     let go4 = SharedValue::<u32>::new(0)?;
@@ -244,87 +253,97 @@ fn main() -> ndshm::Result<()> {
     // Anchors of the same run: crossbeam's MPMC ArrayQueue and the SPSC ring rtrb, 1
     // producer thread → 1 consumer thread of one process.
     let anchor_n = n;
-    let crossbeam_rate = {
-        let aq = crossbeam_queue::ArrayQueue::<u64>::new(1024);
-        let start = Instant::now();
-        let sum = std::thread::scope(|s| {
-            s.spawn(|| {
-                for i in 0..anchor_n {
-                    let mut v = i;
-                    while let Err(back) = aq.push(v) {
-                        v = back;
+    let crossbeam_rate = (0..BATCHES).fold(0f64, |best, _| {
+        best.max({
+            let aq = crossbeam_queue::ArrayQueue::<u64>::new(1024);
+            let start = Instant::now();
+            let sum = std::thread::scope(|s| {
+                s.spawn(|| {
+                    for i in 0..anchor_n {
+                        let mut v = i;
+                        while let Err(back) = aq.push(v) {
+                            v = back;
+                            std::hint::spin_loop();
+                        }
+                    }
+                });
+                let mut sum = 0u64;
+                let mut got = 0;
+                while got < anchor_n {
+                    if let Some(v) = aq.pop() {
+                        sum = sum.wrapping_add(v);
+                        got += 1;
+                    } else {
                         std::hint::spin_loop();
                     }
                 }
+                sum
             });
-            let mut sum = 0u64;
-            let mut got = 0;
-            while got < anchor_n {
-                if let Some(v) = aq.pop() {
-                    sum = sum.wrapping_add(v);
-                    got += 1;
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
-            sum
-        });
-        assert_eq!(sum, anchor_n * (anchor_n - 1) / 2);
-        anchor_n as f64 / start.elapsed().as_secs_f64()
-    };
-    let rtrb_rate = {
-        let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(1024);
-        let start = Instant::now();
-        let sum = std::thread::scope(|s| {
-            s.spawn(move || {
-                for i in 0..anchor_n {
-                    while tx.push(i).is_err() {
+            assert_eq!(sum, anchor_n * (anchor_n - 1) / 2);
+            anchor_n as f64 / start.elapsed().as_secs_f64()
+        })
+    });
+    let rtrb_n = anchor_n * 4;
+    let rtrb_rate = (0..BATCHES).fold(0f64, |best, _| {
+        best.max({
+            let anchor_n = rtrb_n;
+            let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(1024);
+            let start = Instant::now();
+            let sum = std::thread::scope(|s| {
+                s.spawn(move || {
+                    for i in 0..anchor_n {
+                        while tx.push(i).is_err() {
+                            std::hint::spin_loop();
+                        }
+                    }
+                });
+                let mut sum = 0u64;
+                let mut got = 0;
+                while got < anchor_n {
+                    if let Ok(v) = rx.pop() {
+                        sum = sum.wrapping_add(v);
+                        got += 1;
+                    } else {
                         std::hint::spin_loop();
                     }
                 }
+                sum
             });
-            let mut sum = 0u64;
-            let mut got = 0;
-            while got < anchor_n {
-                if let Ok(v) = rx.pop() {
-                    sum = sum.wrapping_add(v);
-                    got += 1;
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
-            sum
-        });
-        assert_eq!(sum, anchor_n * (anchor_n - 1) / 2);
-        anchor_n as f64 / start.elapsed().as_secs_f64()
-    };
+            assert_eq!(sum, anchor_n * (anchor_n - 1) / 2);
+            anchor_n as f64 / start.elapsed().as_secs_f64()
+        })
+    });
     // The SPSC queue across processes: a forked producer, this process consuming.
-    let sq = SpscQueue::<u64>::new(1024)?;
-    let sgo = SharedValue::<u32>::new(0)?;
     let spsc_n = n * 4;
-    let (spsc_queue_rate, ssum) = ndshm::scope(|s| -> ndshm::Result<_> {
-        s.spawn(|| -> ndshm::Result<()> {
-            let tx = sq.producer()?;
-            while sgo.load() == 0 {
-                std::hint::spin_loop();
+    let mut spsc_queue_rate = 0f64;
+    for _ in 0..BATCHES {
+        let sq = SpscQueue::<u64>::new(1024)?;
+        let sgo = SharedValue::<u32>::new(0)?;
+        let (rate, ssum) = ndshm::scope(|s| -> ndshm::Result<_> {
+            s.spawn(|| -> ndshm::Result<()> {
+                let tx = sq.producer()?;
+                while sgo.load() == 0 {
+                    std::hint::spin_loop();
+                }
+                for i in 0..spsc_n {
+                    tx.put(i)?;
+                }
+                Ok(())
+            })?;
+            let rx = sq.consumer()?;
+            let start = Instant::now();
+            sgo.store(1);
+            let mut sum = 0u64;
+            for _ in 0..spsc_n {
+                sum = sum.wrapping_add(rx.get().unwrap());
             }
-            for i in 0..spsc_n {
-                tx.put(i)?;
-            }
-            Ok(())
+            Ok((spsc_n as f64 / start.elapsed().as_secs_f64(), sum))
         })?;
-        let rx = sq.consumer()?;
-        let start = Instant::now();
-        sgo.store(1);
-        let mut sum = 0u64;
-        for _ in 0..spsc_n {
-            sum = sum.wrapping_add(rx.get().unwrap());
-        }
-        Ok((spsc_n as f64 / start.elapsed().as_secs_f64(), sum))
-    })?;
-    assert_eq!(ssum, spsc_n * (spsc_n - 1) / 2);
+        assert_eq!(ssum, spsc_n * (spsc_n - 1) / 2);
+        spsc_queue_rate = spsc_queue_rate.max(rate);
+    }
     rows.push(Row {
-        what: "8 B items/s, 1 producer → 1 consumer (Queue, MPMC)".into(),
+        what: "8 B items/s, 1 producer → 1 consumer (Queue, MPMC, 2 processes, best of 3)".into(),
         ours: format!("{:.1} M/s", spsc_rate / 1e6),
         anchors: format!(
             "crossbeam ArrayQueue (MPMC, 2 threads): {:.1} M/s; OS pipe, one write per item: \
@@ -336,7 +355,7 @@ fn main() -> ndshm::Result<()> {
         met: Some(spsc_rate >= crossbeam_rate),
     });
     rows.push(Row {
-        what: "8 B items/s, 1 producer → 1 consumer (SpscQueue, 2 processes)".into(),
+        what: "8 B items/s, 1 producer → 1 consumer (SpscQueue, producer forked, best of 3)".into(),
         ours: format!("{:.1} M/s", spsc_queue_rate / 1e6),
         anchors: format!("rtrb (SPSC, 2 threads): {:.1} M/s", rtrb_rate / 1e6),
         target: "≥ 100 M/s".into(),

@@ -58,6 +58,12 @@ fn check_slot_size(slot_size: usize) -> Result<()> {
 }
 
 impl ByteQueue {
+    /// The queue's segment, for the ring's unit tests.
+    #[cfg(test)]
+    pub(crate) fn ring_segment(&self) -> &RingSegment {
+        &self.shared
+    }
+
     /// An anonymous queue of `capacity` messages (exactly) of up to `slot_size` bytes,
     /// shared with children forked after it.
     ///

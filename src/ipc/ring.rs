@@ -15,8 +15,19 @@
 //! and `tail` count the positions claimed by producers and consumers. Each item is copied
 //! once into its slot and once out (or read in place: [`ByteQueue::get_with`](crate::ByteQueue::get_with)).
 //!
+//! One contended read-modify-write per side claims a slot: a producer that read `head ==
+//! pos` claims the slot's `writer` word by CAS (recording its lease, see below), checks
+//! that the slot still waits for lap `pos`, and commits with a plain store of `head = pos
+//! + 1` (only the holder of lap `pos` moves `head` from `pos`, so no second CAS is
+//! needed); consumers do the same with `reader` and `tail`. The slot is then published or
+//! freed with a `Release` store of its sequence: one RMW per side, as in crossbeam's
+//! `ArrayQueue`. The sleepers' flag is read without a full fence after that store, so a
+//! sleeper's first nap is short (100 µs): an item published at the very moment its
+//! consumer falls asleep is seen within that nap instead of at once (see `notify`).
+//!
 //! Blocking calls spin about 20 µs, then sleep on a futex that the other side bumps only
-//! when someone sleeps: an idle endpoint burns no CPU after its spin window.
+//! when someone sleeps: an idle endpoint burns no CPU after its spin window (it naps
+//! 100 µs, 0.8 ms, 6.4 ms, then every 20 ms while nothing happens).
 //!
 //! # Semantics
 //! - An item whose `put` returned `Ok` is delivered at most once, and is lost only if the
@@ -37,8 +48,8 @@
 //!   hang or a panic.
 //!
 //! # A peer that dies mid-operation
-//! Before it claims a position, a producer writes its *lease* into the slot (`writer`), and
-//! a consumer likewise (`reader`): a word naming the process that the kernel vouches for
+//! A producer claims a slot by writing its *lease* into it (`writer`) before it commits
+//! `head`, and a consumer likewise (`reader`, then `tail`): a word naming the process that the kernel vouches for
 //! (see the crate docs, "Crashes and signals"), not a pid, which another pid namespace
 //! would not see and which can be reused. Any call that finds a slot in its way held (a
 //! `try_` call at once, a waiting call at least every
@@ -46,7 +57,9 @@
 //! Only a holder that is provably dead loses its slot: if a producer died after claiming a
 //! slot but before publishing it, that one slot is marked *lost* and skipped by consumers:
 //! the item that producer was putting is not delivered (it was never completely put), every
-//! other item is, and [`lost`](crate::Queue::lost) counts such slots. A consumer that died while
+//! other item is, and [`lost`](crate::Queue::lost) counts such slots. A holder that died
+//! after its claim but before its commit had not taken the position: the next producer
+//! (consumer) takes the slot over and nothing is lost. A consumer that died while
 //! taking an item likewise loses that item (it had taken it), and producers reclaim the
 //! slot. A holder that is alive (in whatever pid namespace) or whose liveness cannot be told
 //! keeps its slot: the others wait (blocking calls sleep, `try_` calls report empty or
@@ -63,9 +76,12 @@ use crate::sync::lock::{LIVENESS_PERIOD, SPIN};
 use crate::sys::futex;
 use crate::sys::lease::{self, Liveness};
 
-/// Ring format 3: the sleepers' words are flags taken down by one waker (format 2 counted
-/// sleepers; format 1 recorded 32-bit pids as slot holders, not leases).
-const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ03");
+/// Ring format 4: publishers no longer fence before they read the sleepers' flag, and
+/// sleepers nap 100 µs first to make up for it (see [`Ring::notify`]); a format-3 sleeper
+/// sharing a ring with a format-4 publisher could wait its whole 20 ms slice. Format 3 made
+/// the sleepers' words flags taken down by one waker (format 2 counted sleepers; format 1
+/// recorded 32-bit pids as slot holders, not leases).
+const MAGIC: u64 = u64::from_le_bytes(*b"NDSHMQ04");
 pub(crate) const HEADER: usize = 256;
 const SLOT_HEADER: usize = 32;
 const LOST: u32 = u32::MAX;
@@ -488,14 +504,18 @@ impl<'m> Ring<'m> {
     }
 
     /// Wakes the sleepers of the other side, if any. Called right after a sequence number
-    /// was published with a `SeqCst` swap. A sleeper reads the event, then raises the
-    /// `waiters` flag (`SeqCst` store, then a `SeqCst` fence) before its last attempt, so
-    /// either that attempt sees the new sequence number or this load sees the flag raised.
-    /// Whoever takes the flag down (one swap) bumps the event and wakes every sleeper: a
-    /// flag taken down by an earlier waker was raised after the sleeper read the event,
-    /// so that waker's bump (after its swap) makes the sleeper's `futex::wait` return. One
-    /// system call per round of sleeps, not one per item while a woken sleeper is still
-    /// on its way back to the CPU (what made a producer pay a `futex` call per item).
+    /// was published with a `Release` store. A sleeper reads the event, then raises the
+    /// `waiters` flag (`SeqCst` store, then a `SeqCst` fence) before its last attempt.
+    /// Without a full fence here (one more RMW per item, which the hot path does not pay:
+    /// the `SpscQueue` design), this load may miss a flag raised at the very moment the
+    /// sequence number was stored while that attempt misses the number: such a sleeper is
+    /// late, not lost, because its first nap after raising the flag is [`FIRST_NAP`] (see
+    /// `block`). A flag raised earlier is seen. Whoever takes the flag down (one swap)
+    /// bumps the event and wakes every sleeper: a flag taken down by an earlier waker was
+    /// raised after the sleeper read the event, so that waker's bump (after its swap)
+    /// makes the sleeper's `futex::wait` return (and its next nap short again). One system
+    /// call per round of sleeps, not one per item while a woken sleeper is still on its
+    /// way back to the CPU (what made a producer pay a `futex` call per item).
     #[inline]
     fn notify(&self, waiters: &AtomicU32, event: &AtomicU32) {
         if waiters.load(Ordering::SeqCst) != 0 {
@@ -556,67 +576,84 @@ impl<'m> Ring<'m> {
                         return Err(Fail::WouldBlock);
                     }
                 }
-                match slot
-                    .writer()
-                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                // Claim the slot's writer word (the one contended RMW of a put), or take
+                // it over from a holder the kernel reports dead.
+                let mut took_over = false;
+                if let Err(w) =
+                    slot.writer()
+                        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                 {
-                    Ok(_) => {}
-                    Err(w) => {
-                        tries += 1;
-                        if tries % 4096 == 0 {
-                            if lease::check(w) != Liveness::Dead {
-                                // Alive (maybe descheduled) or unknown: never taken over;
-                                // the caller waits as it may (`try_put`: full now).
-                                return Err(Fail::WouldBlock);
-                            }
-                            // A producer died between announcing and claiming: free it.
-                            let _ = slot.writer().compare_exchange(
-                                w,
-                                0,
-                                Ordering::Relaxed,
-                                Ordering::Relaxed,
-                            );
-                        }
+                    tries += 1;
+                    if tries % 4096 != 0 {
                         std::hint::spin_loop();
                         continue;
                     }
+                    if lease::check(w) != Liveness::Dead {
+                        // Alive (maybe descheduled) or unknown: never taken over; the
+                        // caller waits as it may (`try_put`: full now).
+                        return Err(Fail::WouldBlock);
+                    }
+                    if slot
+                        .writer()
+                        .compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    took_over = true;
                 }
-                if head
-                    .compare_exchange(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-                {
-                    let mut publish = Publish {
-                        ring: self,
-                        pos,
-                        len,
-                        filled: false,
-                    };
-                    // SAFETY: the sequence protocol gives these bytes to this call alone:
-                    // the slot's sequence was `pos` (free for lap `pos / cap`), and this
-                    // process's CAS moved `head` from `pos` to `pos + 1`, which only one
-                    // producer can do; consumers touch the data only after the sequence
-                    // becomes `pos + 1`, which `publish` stores after `fill` returned (or
-                    // unwound, when the slot is published as lost and never read), and the
-                    // slice does not outlive `fill`. The one other path that publishes a
-                    // slot, `recover`, takes it over only from a writer whose lease the
-                    // kernel reports dead, and this process is alive while the slice lives.
-                    // `len <= slot_size` (asserted by `put_with`), so it stays inside the
-                    // slot; `slice_mut` checks the window's bounds too. A process that writes
-                    // the segment's bytes directly, not through ndshm, is outside what any
-                    // API over shared memory can rule out (the crate docs' trust model).
-                    let buf = unsafe { self.mem.slice_mut(self.data_off(pos), len) };
-                    let fill = fill.take().expect("the callback is only taken once");
-                    fill(buf);
-                    publish.filled = true;
-                    drop(publish);
-                    return Ok(());
+                // The writer word is ours, and no one else can claim the slot while we
+                // hold it: lap `pos` is ours if the slot still waits for it (the writer
+                // word is also free while a consumer frees the slot, just before the
+                // sequence moves on, or after we read a stale `head`).
+                if slot.seq().load(Ordering::Acquire) != pos {
+                    slot.writer().store(0, Ordering::Release);
+                    std::hint::spin_loop();
+                    continue;
                 }
-                slot.writer().store(0, Ordering::Relaxed);
+                // Commit: `head` moves from `pos` only by the holder of lap `pos`, so a
+                // load and a store do (no second RMW). `head` past `pos` after a takeover
+                // means the dead producer had committed and died before publishing: its
+                // item is lost (counted), and the slot is published as such. After a
+                // claim from 0 it cannot happen in a sane ring (a holder keeps the word
+                // until its item is taken): let go, and `Stuck` bounds the retries.
+                let h = head.load(Ordering::Relaxed);
+                if h != pos {
+                    let ahead = h.wrapping_sub(pos);
+                    if took_over && ahead as i64 > 0 && ahead <= self.cap {
+                        self.publish_lost(pos);
+                    } else {
+                        slot.writer().store(0, Ordering::Release);
+                    }
+                    continue;
+                }
+                let mut publish = Publish {
+                    ring: self,
+                    pos,
+                    len,
+                    filled: false,
+                };
+                head.store(pos.wrapping_add(1), Ordering::Relaxed);
+                // SAFETY: the sequence protocol gives these bytes to this call alone: this
+                // process holds the slot's writer word (claimed by CAS from 0, or taken
+                // over from a holder the kernel reports dead), which no other producer can
+                // claim until a consumer frees the slot, and the slot's sequence was `pos`
+                // (free for lap `pos / cap`) after the claim; consumers touch the data only
+                // after the sequence becomes `pos + 1`, which `publish` stores after
+                // `fill` returned (or unwound, when the slot is published as lost and
+                // never read), and the slice does not outlive `fill`. The one other path
+                // that publishes a slot, `recover`, takes it over only from a writer whose
+                // lease the kernel reports dead, and this process is alive while the slice
+                // lives. `len <= slot_size` (asserted by `put_with`), so it stays inside
+                // the slot; `slice_mut` checks the window's bounds too. A process that
+                // writes the segment's bytes directly, not through ndshm, is outside what
+                // any API over shared memory can rule out (the crate docs' trust model).
+                let buf = unsafe { self.mem.slice_mut(self.data_off(pos), len) };
+                let fill = fill.take().expect("the callback is only taken once");
+                fill(buf);
+                publish.filled = true;
+                drop(publish);
+                return Ok(());
             } else if d == -cap || d == 1 - cap {
                 // The slot still holds the item of position pos - cap (being written, in
                 // the queue, or being taken): full.
@@ -648,77 +685,94 @@ impl<'m> Ring<'m> {
             let seq = slot.seq().load(Ordering::Acquire);
             let d = seq.wrapping_sub(pos.wrapping_add(1)) as i64;
             if d == 0 {
-                match slot
-                    .reader()
-                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                // Claim the slot's reader word (the one contended RMW of a get), or take
+                // it over from a holder the kernel reports dead.
+                let mut took_over = false;
+                if let Err(r) =
+                    slot.reader()
+                        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                 {
-                    Ok(_) => {}
-                    Err(r) => {
-                        tries += 1;
-                        if tries % 4096 == 0 {
-                            if lease::check(r) != Liveness::Dead {
-                                // As for producers: `try_get` reports empty now.
-                                return Err(Fail::WouldBlock);
-                            }
-                            let _ = slot.reader().compare_exchange(
-                                r,
-                                0,
-                                Ordering::Relaxed,
-                                Ordering::Relaxed,
-                            );
-                        }
+                    tries += 1;
+                    if tries % 4096 != 0 {
                         std::hint::spin_loop();
                         continue;
                     }
-                }
-                if tail
-                    .compare_exchange(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-                {
-                    let release = Release { ring: self, pos };
-                    if self.closed().load(Ordering::Relaxed) == SHUT_NOW {
-                        // Shut down immediately: what is left is discarded (the slot is
-                        // freed, the item not delivered). Checked here, after the claim,
-                        // where the load costs nothing on the way of an ordinary get.
-                        drop(release);
-                        return Err(Fail::Closed);
+                    if lease::check(r) != Liveness::Dead {
+                        // As for producers: `try_get` reports empty now.
+                        return Err(Fail::WouldBlock);
                     }
-                    let len = slot.len().load(Ordering::Relaxed);
-                    if len == LOST {
-                        drop(release);
+                    if slot
+                        .reader()
+                        .compare_exchange(r, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_err()
+                    {
                         continue;
                     }
-                    if len as usize > self.slot_size {
-                        // No producer writes such a length: the slot was overwritten.
-                        // Its item cannot be delivered; the slot goes on to the next lap.
-                        self.count_lost();
-                        drop(release);
-                        return Err(Fail::Corrupt);
-                    }
-                    // SAFETY: no process writes these bytes while the slice lives: the
-                    // sequence is `pos + 1` (the producer published it, Acquire above, after
-                    // its last write), and this process's CAS moved `tail` from `pos` to
-                    // `pos + 1`, so it alone took the item; producers write the slot again
-                    // only after the sequence becomes `pos + cap`, which `release` stores
-                    // when dropped after `f` returned or unwound, and the slice does not
-                    // outlive `f`. The one other path that frees a slot, `recover`, takes
-                    // it over only from a reader whose lease the kernel reports dead, and
-                    // this process is alive while the slice lives. `len <= slot_size`
-                    // (checked above), so it stays inside the slot; `slice` checks the
-                    // window's bounds too. Direct writes to the segment by a process not
-                    // using ndshm are outside any API's reach (the crate docs' trust model).
-                    let bytes = unsafe { self.mem.slice(self.data_off(pos), len as usize) };
-                    let f = f.take().expect("the callback is only taken once");
-                    let out = f(bytes);
-                    drop(release);
-                    return Ok(out);
+                    took_over = true;
                 }
-                slot.reader().store(0, Ordering::Relaxed);
+                // As for puts: the item of lap `pos` is ours to take if the slot still
+                // holds it after the claim.
+                if slot.seq().load(Ordering::Acquire) != pos.wrapping_add(1) {
+                    slot.reader().store(0, Ordering::Release);
+                    std::hint::spin_loop();
+                    continue;
+                }
+                // Commit: `tail` moves from `pos` only by the holder of lap `pos`. `tail`
+                // past `pos` after a takeover means the dead consumer had taken the item
+                // and died inside its get: the item is lost (counted), the slot freed.
+                // After a claim from 0 it means our `tail` was stale: the item's consumer
+                // is freeing the slot (it clears `reader` just before the sequence moves
+                // on); let go.
+                let t = tail.load(Ordering::Relaxed);
+                if t != pos {
+                    let ahead = t.wrapping_sub(pos);
+                    if took_over && ahead as i64 > 0 && ahead <= self.cap {
+                        self.count_lost();
+                        Release { ring: self, pos }.free();
+                    } else {
+                        slot.reader().store(0, Ordering::Release);
+                    }
+                    continue;
+                }
+                tail.store(pos.wrapping_add(1), Ordering::Relaxed);
+                let release = Release { ring: self, pos };
+                if self.closed().load(Ordering::Relaxed) == SHUT_NOW {
+                    // Shut down immediately: what is left is discarded (the slot is
+                    // freed, the item not delivered). Checked here, after the claim,
+                    // where the load costs nothing on the way of an ordinary get.
+                    drop(release);
+                    return Err(Fail::Closed);
+                }
+                let len = slot.len().load(Ordering::Relaxed);
+                if len == LOST {
+                    drop(release);
+                    continue;
+                }
+                if len as usize > self.slot_size {
+                    // No producer writes such a length: the slot was overwritten.
+                    // Its item cannot be delivered; the slot goes on to the next lap.
+                    self.count_lost();
+                    drop(release);
+                    return Err(Fail::Corrupt);
+                }
+                // SAFETY: no process writes these bytes while the slice lives: the
+                // sequence was `pos + 1` after this process claimed the slot's reader word
+                // (the producer published it, Acquire, after its last write), and no other
+                // consumer can claim the slot while this process holds that word, so it
+                // alone took the item; producers write the slot again
+                // only after the sequence becomes `pos + cap`, which `release` stores
+                // when dropped after `f` returned or unwound, and the slice does not
+                // outlive `f`. The one other path that frees a slot, `recover`, takes
+                // it over only from a reader whose lease the kernel reports dead, and
+                // this process is alive while the slice lives. `len <= slot_size`
+                // (checked above), so it stays inside the slot; `slice` checks the
+                // window's bounds too. Direct writes to the segment by a process not
+                // using ndshm are outside any API's reach (the crate docs' trust model).
+                let bytes = unsafe { self.mem.slice(self.data_off(pos), len as usize) };
+                let f = f.take().expect("the callback is only taken once");
+                let out = f(bytes);
+                drop(release);
+                return Ok(out);
             } else if d == -1 || d == -cap {
                 // Empty (d == -1: nothing put at `pos` yet, or a producer is still writing
                 // it), or the previous lap's item is still being taken by a consumer
@@ -747,6 +801,19 @@ impl<'m> Ring<'m> {
         }
     }
 
+    /// Publishes the slot of `pos`, whose writer word this process holds, as lost: its
+    /// producer died after it committed `head` and before it published (counted).
+    #[cold]
+    #[inline(never)]
+    fn publish_lost(&self, pos: u64) {
+        drop(Publish {
+            ring: self,
+            pos,
+            len: 0,
+            filled: false,
+        });
+    }
+
     /// Frees slots whose producer or consumer died mid-operation (see the module docs): only
     /// when the holder's lease says it is dead, never when it is alive or unknown. Returns
     /// whether it freed one. Cheap unless a slot is held: a few loads, and a liveness check
@@ -768,10 +835,7 @@ impl<'m> Ring<'m> {
                     .compare_exchange(w, me, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
             {
-                slot.len().store(LOST, Ordering::Relaxed);
-                self.count_lost();
-                slot.seq().swap(pos.wrapping_add(1), Ordering::SeqCst);
-                self.notify(self.get_waiters(), self.put_event());
+                self.publish_lost(pos);
                 freed = true;
             }
         }
@@ -905,6 +969,7 @@ impl<'m> Ring<'m> {
             }
         }
         let mut recovered = start;
+        let mut nap = FIRST_NAP;
         loop {
             // The event first, then the flag (see `notify`): a flag left raised when the
             // attempt succeeds costs one spurious wake-up later, never a lost one.
@@ -916,16 +981,17 @@ impl<'m> Ring<'m> {
                 return r;
             }
             let slice = match deadline {
-                None => LIVENESS_PERIOD,
+                None => nap,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(Fail::Timeout);
                     }
-                    left.min(LIVENESS_PERIOD)
+                    left.min(nap)
                 }
             };
             futex::wait(event, ev, Some(slice));
+            nap = next_nap(nap, event, ev);
             // Wake-ups for other slots must not postpone recovery forever.
             if recovered.elapsed() >= LIVENESS_PERIOD {
                 self.recover();
@@ -939,6 +1005,7 @@ impl<'m> Ring<'m> {
     /// Consumes nothing (for `poll` with a timeout).
     pub(crate) fn wait_readable(&self, deadline: Instant) -> bool {
         let (waiters, event) = (self.get_waiters(), self.put_event());
+        let mut nap = FIRST_NAP;
         loop {
             // The event first, then the flag, as in `block`: a put after the check below
             // either sees the flag and wakes us, or bumped the event we compare against.
@@ -952,8 +1019,24 @@ impl<'m> Ring<'m> {
             if left.is_zero() {
                 return false;
             }
-            futex::wait(event, ev, Some(left.min(LIVENESS_PERIOD)));
+            futex::wait(event, ev, Some(left.min(nap)));
+            nap = next_nap(nap, event, ev);
         }
+    }
+}
+
+/// A sleeper's first nap after it raised its flag: bounds how late it sees an item
+/// published at the very moment it fell asleep (see [`Ring::notify`]).
+const FIRST_NAP: Duration = Duration::from_micros(100);
+
+/// The nap after one on `event` that expected `ev`: short again after a wake-up (the flag
+/// is raised anew), else 8 times longer, up to [`LIVENESS_PERIOD`].
+#[inline]
+fn next_nap(nap: Duration, event: &AtomicU32, ev: u32) -> Duration {
+    if event.load(Ordering::SeqCst) != ev {
+        FIRST_NAP
+    } else {
+        (nap * 8).min(LIVENESS_PERIOD)
     }
 }
 
@@ -1010,7 +1093,8 @@ impl Drop for Publish<'_, '_> {
             LOST
         };
         slot.len().store(len, Ordering::Relaxed);
-        slot.seq().swap(self.pos.wrapping_add(1), Ordering::SeqCst);
+        slot.seq()
+            .store(self.pos.wrapping_add(1), Ordering::Release);
         self.ring
             .notify(self.ring.get_waiters(), self.ring.put_event());
     }
@@ -1035,7 +1119,7 @@ impl Drop for Release<'_, '_> {
         slot.writer().store(0, Ordering::Relaxed);
         slot.reader().store(0, Ordering::Relaxed);
         slot.seq()
-            .swap(self.pos.wrapping_add(self.ring.cap), Ordering::SeqCst);
+            .store(self.pos.wrapping_add(self.ring.cap), Ordering::Release);
         self.ring
             .notify(self.ring.put_waiters(), self.ring.get_event());
     }
@@ -1093,6 +1177,73 @@ impl Fail {
             (Fail::Closed, _) => Outcome::Closed,
             (Fail::Disconnected, _) => Outcome::Disconnected,
             (Fail::Corrupt, _) => Outcome::Failed(corrupt()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ByteQueue;
+
+    /// A 4-slot queue and the lease of a process that is certainly dead.
+    fn queue() -> (ByteQueue, u64) {
+        (ByteQueue::new(4, 8).unwrap(), lease::dead_lease_for_tests())
+    }
+
+    #[test]
+    fn producer_dead_between_claim_and_commit_is_taken_over_without_loss() {
+        let (q, dead) = queue();
+        let ring = q.ring_segment().ring();
+        // It claimed the slot of position 0 and died before moving `head`.
+        ring.slot(0).writer().store(dead, Ordering::SeqCst);
+        q.try_put(b"x").unwrap();
+        assert_eq!(ring.head().load(Ordering::SeqCst), 1);
+        assert_eq!(q.try_get().unwrap(), b"x");
+        assert_eq!(q.lost(), 0);
+    }
+
+    #[test]
+    fn producer_dead_after_commit_before_publish_is_counted_lost() {
+        let (q, dead) = queue();
+        let ring = q.ring_segment().ring();
+        // It claimed position 0, moved `head` past it, and died before publishing.
+        ring.slot(0).writer().store(dead, Ordering::SeqCst);
+        ring.head().store(1, Ordering::SeqCst);
+        q.try_put(b"y").unwrap();
+        assert_eq!(q.try_get().unwrap(), b"y");
+        assert_eq!(q.lost(), 1);
+    }
+
+    #[test]
+    fn consumer_dead_between_claim_and_commit_is_taken_over_without_loss() {
+        let (q, dead) = queue();
+        let ring = q.ring_segment().ring();
+        q.try_put(b"a").unwrap();
+        // It claimed the item at position 0 and died before moving `tail`: it took
+        // nothing, so nothing is lost.
+        ring.slot(0).reader().store(dead, Ordering::SeqCst);
+        assert_eq!(q.try_get().unwrap(), b"a");
+        assert_eq!(q.lost(), 0);
+    }
+
+    #[test]
+    fn consumer_dead_after_commit_is_counted_lost_and_its_slot_reclaimed() {
+        let (q, dead) = queue();
+        let ring = q.ring_segment().ring();
+        q.try_put(b"a").unwrap();
+        q.try_put(b"b").unwrap();
+        // It took the item at position 0 (moved `tail`) and died inside its get.
+        ring.slot(0).reader().store(dead, Ordering::SeqCst);
+        ring.tail().store(1, Ordering::SeqCst);
+        assert_eq!(q.try_get().unwrap(), b"b");
+        // Positions 2, 3, then 4: the dead consumer's slot, reclaimed by the put.
+        for m in [b"c", b"d", b"e"] {
+            q.try_put(m).unwrap();
+        }
+        assert_eq!(q.lost(), 1);
+        for m in [b"c", b"d", b"e"] {
+            assert_eq!(q.try_get().unwrap(), m);
         }
     }
 }

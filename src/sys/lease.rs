@@ -327,7 +327,19 @@ pub(crate) const NO_LEASE: u64 = NONE_CLAIMED;
 
 /// This process's lease as a holder word: [`mine`], or [`NO_LEASE`] when none could be
 /// claimed. Never 0, so it can mark a slot as taken.
+/// Inlined: the queues call it on every put and get (one load once the lease is claimed).
+#[inline]
 pub(crate) fn holder() -> u64 {
+    match MINE.load(Ordering::Acquire) {
+        0 | CLAIMING => holder_slow(),
+        // NONE_CLAIMED is NO_LEASE: either way the word to record.
+        lease => lease,
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn holder_slow() -> u64 {
     match mine() {
         0 => NO_LEASE,
         lease => lease,
