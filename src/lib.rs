@@ -146,8 +146,8 @@ pub use parallel::chunk::{
 pub use parallel::fork_chunks::{fork_chunks, fork_chunks_into, MAX_FORKED_CHUNKS};
 pub use parallel::pool::{
     Append, CancelToken, Halo, JobArray, JobArrays, JobBuilder, JobHandle, JobOptions, PoolScope,
-    ReadChunk, ReadHalo, ReadWhole, SignalCancel, WorkerPool, WriteChunk, CACHE_ENTRIES, MAX_DIMS,
-    MAX_JOB_ARRAYS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS,
+    ReadChunk, ReadHalo, ReadWhole, ScopedJobBuilder, SignalCancel, WorkerPool, WriteChunk,
+    CACHE_ENTRIES, MAX_DIMS, MAX_JOB_ARRAYS, MAX_PARAMS, MAX_RESULTS, MAX_WORKERS,
 };
 pub use parallel::process::{
     allow_fork_with_threads, scope, write_stdout, ChildResult, Process, ProcessWith, Scope,

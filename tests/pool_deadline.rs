@@ -583,3 +583,99 @@ fn a_worker_dying_in_a_submitted_job_fails_it_without_a_hang() {
         assert_eq!(pool.worker_pids().len(), 2);
     });
 }
+
+#[test]
+fn a_multi_array_job_submitted_in_a_scope_runs_only_on_workers() {
+    within(|| {
+        let mut pool = WorkerPool::new(3).unwrap();
+        pool.set_inline_below(1 << 20);
+        let n = 4000;
+        let a = SharedNdArray::<f64, Ix1>::from_array(
+            &name("zipa"),
+            &ndarray::Array1::from_shape_fn(n, |i| i as f64),
+        )
+        .unwrap();
+        let b = SharedNdArray::<f64, Ix1>::from_elem(&name("zipb"), n, 2.0).unwrap();
+        let mut c = SharedNdArray::<f64, Ix1>::zeros(&name("zipc"), n).unwrap();
+        let mut who = SharedNdArray::<u32, Ix1>::zeros(&name("zipwho"), n).unwrap();
+        let plan = ChunkPlan::balanced(n, 8).unwrap();
+        let sums = pool
+            .scope(|s| {
+                let h = s
+                    .job(&plan)
+                    .read(&a)
+                    .read(&b)
+                    .write(&mut c)
+                    .write(&mut who)
+                    .for_each((), |_, (a, b, mut c, mut who), _: &()| {
+                        c.assign(&(&a * &b));
+                        who.fill(std::process::id());
+                    })?;
+                // The caller is free while the job runs; a second job (submitted after the
+                // first is joined) reads the inputs again: `c` stays borrowed by the first
+                // job until the scope ends.
+                h.join()?;
+                s.job(&plan)
+                    .read(&a)
+                    .read(&b)
+                    .map_reduce((), |_, (a, b), _: &()| a.dot(&b))?
+                    .join()
+            })
+            .unwrap();
+        let me = std::process::id();
+        let workers = pool.worker_pids();
+        assert!(who
+            .view()
+            .iter()
+            .all(|&p| p != me && workers.contains(&(p as i32))));
+        assert_eq!(sums.len(), 8);
+        assert_eq!(sums.iter().sum::<f64>(), (n * (n - 1)) as f64);
+        assert_eq!(c.view().sum(), (n * (n - 1)) as f64);
+    });
+}
+
+#[test]
+fn a_scoped_multi_array_job_is_checked_at_submit_and_honours_its_timeout() {
+    within(|| {
+        let mut pool = WorkerPool::new(2).unwrap();
+        let a = SharedNdArray::<u8, Ix1>::zeros(&name("zipbad"), 10).unwrap();
+        let mut b = SharedNdArray::<u8, Ix1>::zeros(&name("zipout"), 4).unwrap();
+        let plan = ChunkPlan::balanced(4, 2).unwrap();
+        // A length that does not fit the plan: refused when submitted, nothing runs.
+        let err = pool
+            .scope(|s| {
+                s.job(&plan)
+                    .read(&a)
+                    .write(&mut b)
+                    .for_each((), |_, _, _: &()| {})
+                    .map(|_| ())
+            })
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        // A chunk that never ends, stopped by the job's own timeout; the pool goes on.
+        let started = Instant::now();
+        let err = pool
+            .scope(|s| {
+                s.job(&plan)
+                    .write(&mut b)
+                    .timeout(Duration::from_millis(200))
+                    .for_each((), |c, _, _: &()| {
+                        if c.index == 1 {
+                            loop {
+                                std::thread::sleep(Duration::from_secs(1)); // never ends
+                            }
+                        }
+                    })?
+                    .join()
+            })
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert!(err.message().contains("chunk 1"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        pool.job(&plan)
+            .write(&mut b)
+            .for_each((), |_, (mut x,), _: &()| x.fill(3))
+            .unwrap();
+        assert_eq!(b.view().sum(), 12);
+    });
+}

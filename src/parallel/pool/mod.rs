@@ -122,7 +122,7 @@ mod worker;
 mod zip;
 
 pub use options::{CancelToken, JobOptions, SignalCancel};
-pub use scope::{JobHandle, PoolScope};
+pub use scope::{JobHandle, PoolScope, ScopedJobBuilder};
 
 use control::{pack, unpack, ArrayDesc, Block, EXITED, MAX_ARRAYS, NO_FAILURE, RUNNING, SEQ_MASK};
 use job::{run_chunk, JobFns};

@@ -8,6 +8,11 @@ use std::mem::size_of;
 use bytemuck::Pod;
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
+use std::time::{Duration, Instant};
+
+use super::job::{Append, JobArrays, ReadChunk, ReadHalo, ReadWhole, WriteChunk, ZipFn};
+use super::options::CancelToken;
+use super::zip::JobBuilder;
 use super::{describe, JobFns, JobOptions, Pending, WorkerPool, MAX_RESULTS};
 use crate::array::{AccessMode, SharedNdArray};
 use crate::element::Element;
@@ -187,6 +192,7 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
             &[(out, ptr)],
             0,
             array.len(),
+            &JobOptions::NONE,
         )?;
         Ok(self.handle(id, |_| ()))
     }
@@ -239,6 +245,7 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
             &[(i, ip), (o, op)],
             0,
             output.len().max(input.len()),
+            &JobOptions::NONE,
         )?;
         Ok(self.handle(id, |_| ()))
     }
@@ -265,17 +272,7 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
     {
         self.pool.borrow().check_process()?;
         plan.check_shape(array.shape(), "array", array.name())?;
-        let n = plan.num_chunks();
-        if n.saturating_mul(size_of::<R>()) > MAX_RESULTS {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "{n} results of {} bytes exceed the pool's {MAX_RESULTS}-byte results \
-                     area: use fewer chunks, or write results into a shared array with map_into",
-                    size_of::<R>()
-                ),
-            ));
-        }
+        check_results::<R>(plan)?;
         let d = describe(array, false)?;
         let ptr = array.data_ptr().cast::<u8>();
         let id = self.submit(
@@ -285,13 +282,41 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
             &[(d, ptr)],
             size_of::<R>(),
             array.len(),
+            &JobOptions::NONE,
         )?;
-        Ok(self.handle(id, |bytes: Vec<u8>| {
-            bytes
-                .chunks_exact(size_of::<R>().max(1))
-                .map(bytemuck::pod_read_unaligned::<R>)
-                .collect()
-        }))
+        Ok(self.handle(id, decode_results::<R>))
+    }
+
+    /// [`WorkerPool::job`] without waiting: add arrays as on a [`JobBuilder`], then
+    /// [`for_each`](ScopedJobBuilder::for_each) or
+    /// [`map_reduce`](ScopedJobBuilder::map_reduce) submit the job and return its handle.
+    /// The arrays stay borrowed until the scope ends.
+    ///
+    /// # Examples
+    /// ```
+    /// use ndshm::{ChunkPlan, CreateOptions, SharedNdArray, WorkerPool};
+    /// let mut pool = WorkerPool::new(3)?;
+    /// let new = |v: f64| SharedNdArray::<f64, ndarray::Ix1>::from_elem(CreateOptions::unique(), 1000, v);
+    /// let (a, b, mut c, mut next) = (new(2.0)?, new(3.0)?, new(0.0)?, new(0.0)?);
+    /// let plan = ChunkPlan::balanced(1000, 4)?;
+    /// let dot = pool.scope(|s| {
+    ///     let h = s.job(&plan).read(&a).read(&b).write(&mut c).for_each((), |_, (a, b, mut c), _: &()| {
+    ///         c.assign(&(&a * &b));
+    ///     })?;
+    ///     next.view_mut().fill(1.0); // the caller prepares the next input meanwhile
+    ///     h.join()?;
+    ///     s.job(&plan).read(&a).read(&next).map_reduce((), |_, (a, n), _: &()| a.dot(&n))?.join()
+    /// })?;
+    /// assert!(c.view().iter().all(|&v| v == 6.0));
+    /// assert_eq!(dot.iter().sum::<f64>(), 2000.0);
+    /// # Ok::<(), ndshm::Error>(())
+    /// ```
+    pub fn job(&'scope self, plan: &'scope ChunkPlan) -> ScopedJobBuilder<'scope, 'env, ()> {
+        let error = self.pool.borrow().check_process().err();
+        ScopedJobBuilder {
+            scope: self,
+            inner: JobBuilder::start(None, plan, error),
+        }
     }
 
     fn handle<T>(&'scope self, id: u64, decode: Decode<T>) -> JobHandle<'scope, 'env, T> {
@@ -304,6 +329,7 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
 
     /// Waits for the job in flight, if any, then dispatches this one (the caller runs
     /// none of its chunks).
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         plan: &ChunkPlan,
@@ -312,6 +338,7 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
         arrays: &[(super::ArrayDesc, *mut u8)],
         result_size: usize,
         elements: usize,
+        opts: &JobOptions,
     ) -> Result<u64> {
         let mut pool = self.pool.borrow_mut();
         let mut st = self.state.borrow_mut();
@@ -326,7 +353,7 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
             arrays,
             result_size,
             elements,
-            &JobOptions::NONE,
+            opts,
             false,
         )?;
         st.last_id += 1;
@@ -382,4 +409,193 @@ fn complete(pool: &mut WorkerPool, job: Pending, result_size: usize) -> Result<V
         pool.block.ctl().results().read(0, &mut bytes);
     }
     Ok(bytes)
+}
+
+/// A job over several arrays being put together inside a [`PoolScope`]: made by
+/// [`PoolScope::job`], grown like a [`JobBuilder`] (same checks, same views), and
+/// submitted by [`for_each`](Self::for_each) or [`map_reduce`](Self::map_reduce), which
+/// return a [`JobHandle`] instead of waiting.
+#[derive(Debug)]
+#[must_use = "a job is submitted only by for_each or map_reduce"]
+pub struct ScopedJobBuilder<'scope, 'env, L> {
+    scope: &'scope PoolScope<'scope, 'env>,
+    inner: JobBuilder<'scope, L>,
+}
+
+impl<'scope, 'env, L: JobArrays> ScopedJobBuilder<'scope, 'env, L> {
+    /// Adds `array`, read chunk by chunk ([`JobBuilder::read`]).
+    pub fn read<T, D, A>(
+        self,
+        array: &'scope SharedNdArray<T, D, A>,
+    ) -> ScopedJobBuilder<'scope, 'env, <L as Append<ReadChunk<T, D>>>::Output>
+    where
+        L: Append<ReadChunk<T, D>>,
+        T: Element,
+        D: Dimension,
+        A: AccessMode,
+    {
+        let scope = self.scope;
+        ScopedJobBuilder {
+            scope,
+            inner: self.inner.read(array),
+        }
+    }
+
+    /// Adds `array`, read whole ([`JobBuilder::read_whole`]).
+    pub fn read_whole<T, D, A>(
+        self,
+        array: &'scope SharedNdArray<T, D, A>,
+    ) -> ScopedJobBuilder<'scope, 'env, <L as Append<ReadWhole<T, D>>>::Output>
+    where
+        L: Append<ReadWhole<T, D>>,
+        T: Element,
+        D: Dimension,
+        A: AccessMode,
+    {
+        let scope = self.scope;
+        ScopedJobBuilder {
+            scope,
+            inner: self.inner.read_whole(array),
+        }
+    }
+
+    /// Adds `array`, read with a halo of `k` indices ([`JobBuilder::read_halo`]).
+    pub fn read_halo<T, D, A>(
+        self,
+        array: &'scope SharedNdArray<T, D, A>,
+        k: usize,
+    ) -> ScopedJobBuilder<'scope, 'env, <L as Append<ReadHalo<T, D>>>::Output>
+    where
+        L: Append<ReadHalo<T, D>>,
+        T: Element,
+        D: Dimension,
+        A: AccessMode,
+    {
+        let scope = self.scope;
+        ScopedJobBuilder {
+            scope,
+            inner: self.inner.read_halo(array, k),
+        }
+    }
+
+    /// Adds `array`, written chunk by chunk ([`JobBuilder::write`]); it stays borrowed
+    /// until the scope ends.
+    pub fn write<T, D>(
+        self,
+        array: &'scope mut SharedNdArray<T, D>,
+    ) -> ScopedJobBuilder<'scope, 'env, <L as Append<WriteChunk<T, D>>>::Output>
+    where
+        L: Append<WriteChunk<T, D>>,
+        T: Element,
+        D: Dimension,
+    {
+        let scope = self.scope;
+        ScopedJobBuilder {
+            scope,
+            inner: self.inner.write(array),
+        }
+    }
+
+    /// This job's deadline ([`JobBuilder::deadline`]).
+    pub fn deadline(self, at: Instant) -> Self {
+        ScopedJobBuilder {
+            scope: self.scope,
+            inner: self.inner.deadline(at),
+        }
+    }
+
+    /// This job's timeout ([`JobBuilder::timeout`]).
+    pub fn timeout(self, after: Duration) -> Self {
+        ScopedJobBuilder {
+            scope: self.scope,
+            inner: self.inner.timeout(after),
+        }
+    }
+
+    /// This job's cancel token ([`JobBuilder::cancel_token`]).
+    pub fn cancel_token(self, token: &CancelToken) -> Self {
+        ScopedJobBuilder {
+            scope: self.scope,
+            inner: self.inner.cancel_token(token),
+        }
+    }
+
+    /// Submits `f(chunk, views, &params)` on every chunk ([`JobBuilder::for_each`]) and
+    /// returns at once; the handle's `join` gives the outcome.
+    ///
+    /// # Errors
+    /// As [`PoolScope::map`]: what is checked before dispatch (the arrays, the plan, a
+    /// pool without workers); the job's own failures come from [`JobHandle::join`].
+    pub fn for_each<P, R>(self, params: P, f: ZipFn<L, P, R>) -> Result<JobHandle<'scope, 'env, ()>>
+    where
+        P: Pod,
+        R: ChildResult,
+    {
+        let scope = self.scope;
+        let (plan, arrays, elements, options) = self.inner.into_parts()?;
+        let id = scope.submit(
+            plan,
+            JobFns::zip::<L, P, R>(f),
+            bytemuck::bytes_of(&params),
+            &arrays,
+            0,
+            elements,
+            options.as_ref().unwrap_or(&JobOptions::NONE),
+        )?;
+        Ok(scope.handle(id, |_| ()))
+    }
+
+    /// Submits `f(chunk, views, &params)` on every chunk ([`JobBuilder::map_reduce`]); the
+    /// handle's `join` returns the values in chunk order.
+    ///
+    /// # Errors
+    /// As [`for_each`](Self::for_each), plus [`ErrorKind::InvalidArgument`] when the
+    /// results exceed [`MAX_RESULTS`] bytes.
+    pub fn map_reduce<P, R>(
+        self,
+        params: P,
+        f: ZipFn<L, P, R>,
+    ) -> Result<JobHandle<'scope, 'env, Vec<R>>>
+    where
+        P: Pod,
+        R: Pod,
+    {
+        let scope = self.scope;
+        let (plan, arrays, elements, options) = self.inner.into_parts()?;
+        check_results::<R>(plan)?;
+        let id = scope.submit(
+            plan,
+            JobFns::zip_reduce::<L, P, R>(f),
+            bytemuck::bytes_of(&params),
+            &arrays,
+            size_of::<R>(),
+            elements,
+            options.as_ref().unwrap_or(&JobOptions::NONE),
+        )?;
+        Ok(scope.handle(id, decode_results::<R>))
+    }
+}
+
+/// `InvalidArgument` when the plan's results of `R` do not fit the results area.
+fn check_results<R>(plan: &ChunkPlan) -> Result<()> {
+    let n = plan.num_chunks();
+    if n.saturating_mul(size_of::<R>()) > MAX_RESULTS {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{n} results of {} bytes exceed the pool's {MAX_RESULTS}-byte results \
+                 area: use fewer chunks, or write results into a shared array",
+                size_of::<R>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A map-reduce job's results area, as its values in chunk order.
+fn decode_results<R: Pod>(bytes: Vec<u8>) -> Vec<R> {
+    bytes
+        .chunks_exact(size_of::<R>().max(1))
+        .map(bytemuck::pod_read_unaligned::<R>)
+        .collect()
 }

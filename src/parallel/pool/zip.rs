@@ -67,15 +67,7 @@ impl WorkerPool {
     /// ```
     pub fn job<'a>(&'a mut self, plan: &'a ChunkPlan) -> JobBuilder<'a, ()> {
         let error = self.check_process().err();
-        JobBuilder {
-            pool: self,
-            plan,
-            arrays: Vec::new(),
-            elements: 0,
-            error,
-            options: None,
-            _arrays: PhantomData,
-        }
+        JobBuilder::start(Some(self), plan, error)
     }
 }
 
@@ -100,7 +92,7 @@ impl WorkerPool {
 ///   ([`ErrorKind::NotFound`] when the workers could not attach it).
 ///
 /// More than [`MAX_JOB_ARRAYS`] arrays do not compile (the list of 12 has no
-/// [`Append`](crate::Append): "the method `read` exists ... but its trait bounds were not
+/// [`Append`]: "the method `read` exists ... but its trait bounds were not
 /// satisfied ... `(...): Append<_>`"):
 /// ```compile_fail
 /// use ndshm::{ChunkPlan, CreateOptions, SharedNdArray, WorkerPool};
@@ -140,7 +132,9 @@ impl WorkerPool {
 /// ```
 #[must_use = "a job runs only when for_each or map_reduce is called"]
 pub struct JobBuilder<'a, L> {
-    pool: &'a mut WorkerPool,
+    /// The pool that runs the job; `None` inside a [`ScopedJobBuilder`](super::ScopedJobBuilder),
+    /// which submits the job to its scope instead.
+    pool: Option<&'a mut WorkerPool>,
     plan: &'a ChunkPlan,
     /// The arrays so far, described for the workers, with their data in this process.
     arrays: Vec<(ArrayDesc, *mut u8)>,
@@ -171,6 +165,15 @@ impl<L> std::fmt::Debug for JobBuilder<'_, L> {
 }
 
 /// The role of an array in messages.
+/// A builder without a pool: only a [`ScopedJobBuilder`](super::ScopedJobBuilder) holds
+/// one, and it submits instead of running (an ndshm bug if reached).
+fn not_bound() -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        "ndshm bug: a scoped job was run as a blocking one",
+    )
+}
+
 fn role(mode: u32) -> &'static str {
     match mode {
         MODE_READ => "read",
@@ -180,7 +183,43 @@ fn role(mode: u32) -> &'static str {
     }
 }
 
+impl<'a> JobBuilder<'a, ()> {
+    /// A job without arrays yet, run on `pool` (or, with `None`, submitted to a scope by
+    /// its [`ScopedJobBuilder`](super::ScopedJobBuilder)); `error` is returned when it runs.
+    pub(super) fn start(
+        pool: Option<&'a mut WorkerPool>,
+        plan: &'a ChunkPlan,
+        error: Option<Error>,
+    ) -> Self {
+        JobBuilder {
+            pool,
+            plan,
+            arrays: Vec::new(),
+            elements: 0,
+            error,
+            options: None,
+            _arrays: PhantomData,
+        }
+    }
+}
+
+/// What a job needs to be dispatched: its plan, arrays, element count and own options.
+pub(super) type JobParts<'a> = (
+    &'a ChunkPlan,
+    Vec<(ArrayDesc, *mut u8)>,
+    usize,
+    Option<JobOptions>,
+);
+
 impl<'a, L: JobArrays> JobBuilder<'a, L> {
+    /// The job as the pool dispatches it, or the first problem found while adding arrays.
+    pub(super) fn into_parts(self) -> Result<JobParts<'a>> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok((self.plan, self.arrays, self.elements, self.options)),
+        }
+    }
+
     /// Adds `array` with access `mode`, checked; the list grows by `X` either way (a
     /// failed check is returned when the job runs).
     fn add<X, T, D, A>(
@@ -505,7 +544,8 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        self.pool.run(
+        let pool = self.pool.ok_or_else(not_bound)?;
+        pool.run(
             self.plan,
             JobFns::zip::<L, P, R>(f),
             bytemuck::bytes_of(&params),
@@ -521,7 +561,7 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
     ///
     /// # Errors
     /// As [`for_each`](Self::for_each), plus [`ErrorKind::InvalidArgument`] when the
-    /// results (chunks × `size_of::<R>()`) exceed [`MAX_RESULTS`](crate::MAX_RESULTS)
+    /// results (chunks × `size_of::<R>()`) exceed [`MAX_RESULTS`]
     /// bytes.
     ///
     /// # Examples
@@ -558,7 +598,8 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
                 ),
             ));
         }
-        self.pool.run(
+        let pool = self.pool.ok_or_else(not_bound)?;
+        pool.run(
             self.plan,
             JobFns::zip_reduce::<L, P, R>(f),
             bytemuck::bytes_of(&params),
@@ -569,7 +610,7 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
         )?;
         // Chunk k's executor wrote one R at this offset before the join (a happens-before
         // edge); the area holds n * size_of::<R>() bytes (checked above).
-        let results = self.pool.block.ctl().results();
+        let results = pool.block.ctl().results();
         Ok((0..n)
             .map(|k| results.read_pod::<R>(k * size_of::<R>()))
             .collect())
