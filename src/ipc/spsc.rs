@@ -11,6 +11,10 @@
 //! other side's line is read only when the cached copy says full (producer) or empty
 //! (consumer). No compare-and-swap, no per-slot word.
 //!
+//! The batch calls ([`SpscProducer::put_slice`], [`SpscConsumer::get_into`] and their
+//! `try_`/`_timeout` forms) copy a run of items and publish the index once for the run:
+//! the fast way to stream (rtrb's chunk API).
+//!
 //! # Crashes and roles
 //! The producer and consumer *roles* are claimed per process with the process's lease (the
 //! kernel-vouched liveness token of the crate docs, "Crashes and signals"): a second claim
