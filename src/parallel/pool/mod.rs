@@ -746,14 +746,12 @@ impl WorkerPool {
         R: ChildResult,
     {
         self.check_process()?;
-        plan.check_shape(array.shape(), "array", array.name())?;
-        let out = describe(array, true)?;
-        let ptr = array.data_ptr().cast::<u8>();
+        let arg = map_arg(array, plan)?;
         self.run(
             plan,
             JobFns::map(f),
             bytemuck::bytes_of(&params),
-            &[(out, ptr)],
+            &[arg],
             0,
             array.len(),
             &JobOptions::NONE,
@@ -801,28 +799,12 @@ impl WorkerPool {
         R: ChildResult,
     {
         self.check_process()?;
-        plan.check_shape(input.shape(), "input", input.name())?;
-        plan.check_shape(output.shape(), "output", output.name())?;
-        if input.segment_id() == output.segment_id() {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "input and output are the same segment '{}': use map for in-place work",
-                    output.name()
-                ),
-            ));
-        }
-        let i = describe(input, false)?;
-        let o = describe(output, true)?;
-        let (ip, op) = (
-            input.data_ptr().cast::<u8>(),
-            output.data_ptr().cast::<u8>(),
-        );
+        let args = map_into_args(input, output, plan)?;
         self.run(
             plan,
             JobFns::map_into(f),
             bytemuck::bytes_of(&params),
-            &[(i, ip), (o, op)],
+            &args,
             0,
             output.len().max(input.len()),
             &JobOptions::NONE,
@@ -869,35 +851,27 @@ impl WorkerPool {
         R: Pod,
     {
         self.check_process()?;
-        plan.check_shape(array.shape(), "array", array.name())?;
-        let n = plan.num_chunks();
-        if n.saturating_mul(size_of::<R>()) > MAX_RESULTS {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "{n} results of {} bytes exceed the pool's {MAX_RESULTS}-byte results \
-                     area: use fewer chunks, or write results into a shared array with map_into",
-                    size_of::<R>()
-                ),
-            ));
-        }
-        let d = describe(array, false)?;
-        let ptr = array.data_ptr().cast::<u8>();
+        let arg = reduce_arg::<T, D, A, R>(array, plan)?;
         self.run(
             plan,
             JobFns::reduce(f),
             bytemuck::bytes_of(&params),
-            &[(d, ptr)],
+            &[arg],
             size_of::<R>(),
             array.len(),
             &JobOptions::NONE,
         )?;
-        // Chunk k's executor wrote one R at this offset before the join (a happens-before
-        // edge); the area holds n * size_of::<R>() bytes (checked above).
+        Ok(self.results(plan.num_chunks()))
+    }
+
+    /// The values of the map-reduce job just joined, in chunk order: chunk k's executor
+    /// wrote one `R` at `k * size_of::<R>()` before the join (a happens-before edge), and
+    /// the area holds `n` of them ([`check_results`] before dispatch).
+    pub(super) fn results<R: Pod>(&self, n: usize) -> Vec<R> {
         let results = self.block.ctl().results();
-        Ok((0..n)
+        (0..n)
             .map(|k| results.read_pod::<R>(k * size_of::<R>()))
-            .collect())
+            .collect()
     }
 
     /// Dispatches a job, runs chunks in the caller (unless `opts` or the pool's options
@@ -1389,6 +1363,76 @@ fn check_named(d: &ArrayDesc) -> Result<()> {
              mapping"
         ),
     ))
+}
+
+/// An array of a job: its description for the workers, and its data in this process.
+type JobArg = (ArrayDesc, *mut u8);
+
+/// The array of a `map` job (written chunk by chunk), checked against `plan`.
+fn map_arg<T: Element, D: Dimension>(
+    array: &SharedNdArray<T, D>,
+    plan: &ChunkPlan,
+) -> Result<JobArg> {
+    plan.check_shape(array.shape(), "array", array.name())?;
+    Ok((describe(array, true)?, array.data_ptr().cast::<u8>()))
+}
+
+/// The input (read whole) and output (written chunk by chunk) of a `map_into` job, checked
+/// against `plan` and each other.
+fn map_into_args<T, D, A, U, E>(
+    input: &SharedNdArray<T, D, A>,
+    output: &SharedNdArray<U, E>,
+    plan: &ChunkPlan,
+) -> Result<[JobArg; 2]>
+where
+    T: Element,
+    D: Dimension,
+    A: AccessMode,
+    U: Element,
+    E: Dimension,
+{
+    plan.check_shape(input.shape(), "input", input.name())?;
+    plan.check_shape(output.shape(), "output", output.name())?;
+    if input.segment_id() == output.segment_id() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "input and output are the same segment '{}': use map for in-place work",
+                output.name()
+            ),
+        ));
+    }
+    Ok([
+        (describe(input, false)?, input.data_ptr().cast::<u8>()),
+        (describe(output, true)?, output.data_ptr().cast::<u8>()),
+    ])
+}
+
+/// The array of a `map_reduce` job with results of `R` (read chunk by chunk), checked
+/// against `plan`.
+fn reduce_arg<T: Element, D: Dimension, A: AccessMode, R>(
+    array: &SharedNdArray<T, D, A>,
+    plan: &ChunkPlan,
+) -> Result<JobArg> {
+    plan.check_shape(array.shape(), "array", array.name())?;
+    check_results::<R>(plan)?;
+    Ok((describe(array, false)?, array.data_ptr().cast::<u8>()))
+}
+
+/// `InvalidArgument` when one `R` per chunk of `plan` does not fit the results area.
+pub(super) fn check_results<R>(plan: &ChunkPlan) -> Result<()> {
+    let n = plan.num_chunks();
+    if n.saturating_mul(size_of::<R>()) > MAX_RESULTS {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{n} results of {} bytes exceed the pool's {MAX_RESULTS}-byte results \
+                 area: use fewer chunks, or write the results into a shared array",
+                size_of::<R>()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Describes `array` for the workers.

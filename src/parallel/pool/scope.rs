@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use super::job::{Append, JobArrays, ReadChunk, ReadHalo, ReadWhole, WriteChunk, ZipFn};
 use super::options::CancelToken;
 use super::zip::JobBuilder;
-use super::{describe, JobFns, JobOptions, Pending, WorkerPool, MAX_RESULTS};
+use super::{
+    check_results, map_arg, map_into_args, reduce_arg, JobArg, JobFns, JobOptions, Pending,
+    WorkerPool,
+};
 use crate::array::{AccessMode, SharedNdArray};
 use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
@@ -182,14 +185,12 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
         R: ChildResult,
     {
         self.pool.borrow().check_process()?;
-        plan.check_shape(array.shape(), "array", array.name())?;
-        let out = describe(array, true)?;
-        let ptr = array.data_ptr().cast::<u8>();
+        let arg = map_arg(array, plan)?;
         let id = self.submit(
             plan,
             JobFns::map(f),
             bytemuck::bytes_of(&params),
-            &[(out, ptr)],
+            &[arg],
             0,
             array.len(),
             &JobOptions::NONE,
@@ -221,28 +222,12 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
         R: ChildResult,
     {
         self.pool.borrow().check_process()?;
-        plan.check_shape(input.shape(), "input", input.name())?;
-        plan.check_shape(output.shape(), "output", output.name())?;
-        if input.segment_id() == output.segment_id() {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "input and output are the same segment '{}': use map for in-place work",
-                    output.name()
-                ),
-            ));
-        }
-        let i = describe(input, false)?;
-        let o = describe(output, true)?;
-        let (ip, op) = (
-            input.data_ptr().cast::<u8>(),
-            output.data_ptr().cast::<u8>(),
-        );
+        let args = map_into_args(input, output, plan)?;
         let id = self.submit(
             plan,
             JobFns::map_into(f),
             bytemuck::bytes_of(&params),
-            &[(i, ip), (o, op)],
+            &args,
             0,
             output.len().max(input.len()),
             &JobOptions::NONE,
@@ -255,7 +240,7 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
     ///
     /// # Errors
     /// As [`map`](Self::map), plus [`ErrorKind::InvalidArgument`] when the results exceed
-    /// [`MAX_RESULTS`] bytes.
+    /// [`MAX_RESULTS`](crate::MAX_RESULTS) bytes.
     pub fn map_reduce<T, D, A, P, R>(
         &'scope self,
         array: &'scope SharedNdArray<T, D, A>,
@@ -271,15 +256,12 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
         R: Pod,
     {
         self.pool.borrow().check_process()?;
-        plan.check_shape(array.shape(), "array", array.name())?;
-        check_results::<R>(plan)?;
-        let d = describe(array, false)?;
-        let ptr = array.data_ptr().cast::<u8>();
+        let arg = reduce_arg::<T, D, A, R>(array, plan)?;
         let id = self.submit(
             plan,
             JobFns::reduce(f),
             bytemuck::bytes_of(&params),
-            &[(d, ptr)],
+            &[arg],
             size_of::<R>(),
             array.len(),
             &JobOptions::NONE,
@@ -335,7 +317,7 @@ impl<'scope, 'env> PoolScope<'scope, 'env> {
         plan: &ChunkPlan,
         fns: JobFns,
         params: &[u8],
-        arrays: &[(super::ArrayDesc, *mut u8)],
+        arrays: &[JobArg],
         result_size: usize,
         elements: usize,
         opts: &JobOptions,
@@ -550,7 +532,7 @@ impl<'scope, 'env, L: JobArrays> ScopedJobBuilder<'scope, 'env, L> {
     ///
     /// # Errors
     /// As [`for_each`](Self::for_each), plus [`ErrorKind::InvalidArgument`] when the
-    /// results exceed [`MAX_RESULTS`] bytes.
+    /// results exceed [`MAX_RESULTS`](crate::MAX_RESULTS) bytes.
     pub fn map_reduce<P, R>(
         self,
         params: P,
@@ -574,22 +556,6 @@ impl<'scope, 'env, L: JobArrays> ScopedJobBuilder<'scope, 'env, L> {
         )?;
         Ok(scope.handle(id, decode_results::<R>))
     }
-}
-
-/// `InvalidArgument` when the plan's results of `R` do not fit the results area.
-fn check_results<R>(plan: &ChunkPlan) -> Result<()> {
-    let n = plan.num_chunks();
-    if n.saturating_mul(size_of::<R>()) > MAX_RESULTS {
-        return Err(Error::new(
-            ErrorKind::InvalidArgument,
-            format!(
-                "{n} results of {} bytes exceed the pool's {MAX_RESULTS}-byte results \
-                 area: use fewer chunks, or write results into a shared array",
-                size_of::<R>()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// A map-reduce job's results area, as its values in chunk order.

@@ -22,7 +22,7 @@ use super::job::{
     MODE_HALO, MODE_READ, MODE_WHOLE, MODE_WRITE,
 };
 use super::options::{CancelToken, JobOptions};
-use super::{describe, WorkerPool, MAX_RESULTS};
+use super::{check_results, describe, WorkerPool};
 use crate::array::{AccessMode, SharedNdArray};
 use crate::element::Element;
 use crate::error::{Error, ErrorKind, Result};
@@ -561,7 +561,7 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
     ///
     /// # Errors
     /// As [`for_each`](Self::for_each), plus [`ErrorKind::InvalidArgument`] when the
-    /// results (chunks × `size_of::<R>()`) exceed [`MAX_RESULTS`]
+    /// results (chunks × `size_of::<R>()`) exceed [`MAX_RESULTS`](crate::MAX_RESULTS)
     /// bytes.
     ///
     /// # Examples
@@ -587,17 +587,7 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let n = self.plan.num_chunks();
-        if n.saturating_mul(size_of::<R>()) > MAX_RESULTS {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "{n} results of {} bytes exceed the pool's {MAX_RESULTS}-byte results \
-                     area: use fewer chunks, or write results into a shared array",
-                    size_of::<R>()
-                ),
-            ));
-        }
+        check_results::<R>(self.plan)?;
         let pool = self.pool.ok_or_else(not_bound)?;
         pool.run(
             self.plan,
@@ -608,12 +598,7 @@ impl<'a, L: JobArrays> JobBuilder<'a, L> {
             self.elements,
             self.options.as_ref().unwrap_or(&JobOptions::NONE),
         )?;
-        // Chunk k's executor wrote one R at this offset before the join (a happens-before
-        // edge); the area holds n * size_of::<R>() bytes (checked above).
-        let results = pool.block.ctl().results();
-        Ok((0..n)
-            .map(|k| results.read_pod::<R>(k * size_of::<R>()))
-            .collect())
+        Ok(pool.results(self.plan.num_chunks()))
     }
 }
 
