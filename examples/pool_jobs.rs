@@ -22,6 +22,10 @@ const WARM_UP: usize = 3;
 use clap::Parser;
 use ndarray::{par_azip, ArrayView1, ArrayViewMut1, ArrayViewMut2, Axis, Ix1, Ix2, Zip};
 use ndshm::{Chunk, ChunkPlan, Halo, SharedNdArray, WorkerPool};
+
+#[path = "shared/bench.rs"]
+mod bench;
+use bench::{check_shm_space, median, percentile};
 use rayon::prelude::*;
 
 #[derive(Parser, Debug)]
@@ -57,32 +61,6 @@ struct Row {
     time: Duration,
     /// `(what the ratio is, its value, the goal it is held to, if any)`.
     ratio: Option<(String, f64, Option<f64>)>,
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Checks that /dev/shm has room for `need` bytes (as examples/squares.rs does).
-fn check_shm_space(need: u64) -> Result<(), Box<dyn std::error::Error>> {
-    let st = nix::sys::statvfs::statvfs("/dev/shm")?;
-    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
-    if free < need {
-        return Err(format!(
-            "this run needs {:.0} MB of /dev/shm and only {:.0} MB are free: run with --quick, \
-             a smaller --size/--grid, free some space (`ndshm gc` removes segments of dead \
-             processes), or enlarge /dev/shm (Docker: --shm-size=4g)",
-            need as f64 / 1e6,
-            free as f64 / 1e6
-        )
-        .into());
-    }
-    Ok(())
 }
 
 type In<'a> = ArrayView1<'a, f64>;
@@ -176,7 +154,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .tiny_iters
         .unwrap_or(if q { 2_000 } else { 20_000 })
         .max(10);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = bench::cores();
     let workers = args.workers.unwrap_or(cores).max(1);
     // The arrays of c = a*b + d, then (after they are gone) the four heat grids.
     let need = (32 * n as u64).max(32 * (g * g) as u64) + 8 * 4096;
@@ -185,7 +163,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
          {workers} executors on {cores} CPUs; needs {:.0} MB of /dev/shm",
         need as f64 / 1e6
     );
-    check_shm_space(need)?;
+    check_shm_space(need, "--quick or a smaller --size/--grid")?;
     let tp = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
         .build()?;

@@ -23,6 +23,9 @@ use ndarray::{ArrayViewMut1, Ix1};
 use ndshm::{fork_chunks, Chunk, ChunkPlan, SharedNdArray, WorkerPool};
 use rayon::prelude::*;
 
+#[path = "shared/bench.rs"]
+mod bench;
+use bench::{check_shm_space, cores, median, percentile};
 #[path = "shared/squares_kernels.rs"]
 mod squares_kernels;
 use squares_kernels::{split, square, uneven, uneven_value};
@@ -50,16 +53,6 @@ struct Args {
     /// Elements of the uneven workload (default: min(size, 1_000_000)).
     #[arg(long)]
     uneven_size: Option<usize>,
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 /// The compute-bound kernel (the others are in `shared/squares_kernels.rs`).
@@ -146,11 +139,6 @@ impl Settings {
     }
 }
 
-/// The CPUs this process may use.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// The 1-minute load average, from /proc/loadavg (None where it cannot be read).
 fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
@@ -159,23 +147,6 @@ fn load_average() -> Option<f64> {
         .next()?
         .parse()
         .ok()
-}
-
-/// Checks that /dev/shm has room for the run, with a message that says what to do if not.
-fn check_shm_space(need: u64) -> Result<(), Box<dyn std::error::Error>> {
-    let st = nix::sys::statvfs::statvfs("/dev/shm")?;
-    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
-    if free < need {
-        return Err(format!(
-            "this run needs {:.0} MB of /dev/shm and only {:.0} MB are free: run with --quick \
-             (8 MB) or a smaller --size, free some space (`ndshm gc` removes segments of dead \
-             processes), or enlarge /dev/shm (Docker: --shm-size=2g)",
-            need as f64 / 1e6,
-            free as f64 / 1e6
-        )
-        .into());
-    }
-    Ok(())
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -192,7 +163,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
          --quick 8 MB)",
         need as f64 / 1e6
     );
-    check_shm_space(need)?;
+    check_shm_space(need, "--quick (8 MB) or a smaller --size")?;
     let load_before = load_average();
     let name = format!("squares-{}", std::process::id());
     println!(

@@ -22,6 +22,10 @@ use clap::Parser;
 use ndarray::{ArrayView2, ArrayViewMut2, Ix2};
 use ndshm::{Chunk, ChunkPlan, CreateOptions, SharedNdArray, WorkerPool};
 
+#[path = "shared/bench.rs"]
+mod bench;
+use bench::{check_shm_space, cores, median};
+
 #[derive(Parser, Debug)]
 #[command(about = "b = a + transpose(a), tile by tile vs row by row, on the warm pool")]
 struct Args {
@@ -101,33 +105,6 @@ fn check(
     Ok(())
 }
 
-/// The CPUs this process may use.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Checks that /dev/shm has room for the run, with a message that says what to do if not.
-fn check_shm_space(need: u64) -> Result<(), Box<dyn std::error::Error>> {
-    let st = nix::sys::statvfs::statvfs("/dev/shm")?;
-    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
-    if free < need {
-        return Err(format!(
-            "this run needs {:.0} MB of /dev/shm and only {:.0} MB are free: run with --quick \
-             (17 MB) or a smaller --size, free some space (`ndshm gc` removes segments of dead \
-             processes), or enlarge /dev/shm (Docker: --shm-size=2g)",
-            need as f64 / 1e6,
-            free as f64 / 1e6
-        )
-        .into());
-    }
-    Ok(())
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 struct Row {
     variant: &'static str,
     plan: String,
@@ -161,7 +138,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (8 * n * n) as f64 / 1e6,
         need as f64 / 1e6
     );
-    check_shm_space(need)?;
+    check_shm_space(need, "--quick (17 MB) or a smaller --size")?;
 
     // The pool first: its workers are forked before anything else runs.
     let mut pool = WorkerPool::new(workers)?;
