@@ -16,6 +16,47 @@ use ndshm::{ByteQueue, Connection, Lock, Process, Queue, SharedMap, SharedValue,
 
 const STOP: u64 = u64::MAX;
 
+/// Items/s of `0..n` moved from a producer thread (`push` until it takes each item) to
+/// this thread (`pop` until it gives one), both spinning; the sum received is checked.
+fn threads_rate(
+    n: u64,
+    mut push: impl FnMut(u64) -> bool + Send,
+    mut pop: impl FnMut() -> Option<u64>,
+) -> f64 {
+    let start = Instant::now();
+    let sum = std::thread::scope(|s| {
+        s.spawn(move || {
+            for i in 0..n {
+                while !push(i) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let (mut sum, mut got) = (0u64, 0u64);
+        while got < n {
+            match pop() {
+                Some(v) => {
+                    sum = sum.wrapping_add(v);
+                    got += 1;
+                }
+                None => std::hint::spin_loop(),
+            }
+        }
+        sum
+    });
+    assert_eq!(sum, n * (n - 1) / 2);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Fills `buf` with the next items `i, i + 1, ...` below `n`; returns how many.
+fn fill_batch(buf: &mut [u64], i: u64, n: u64) -> usize {
+    let k = buf.len().min((n - i) as usize);
+    for (j, v) in buf[..k].iter_mut().enumerate() {
+        *v = i + j as u64;
+    }
+    k
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -254,64 +295,17 @@ fn main() -> ndshm::Result<()> {
     // producer thread → 1 consumer thread of one process.
     let anchor_n = n;
     let crossbeam_rate = (0..BATCHES).fold(0f64, |best, _| {
-        best.max({
-            let aq = crossbeam_queue::ArrayQueue::<u64>::new(1024);
-            let start = Instant::now();
-            let sum = std::thread::scope(|s| {
-                s.spawn(|| {
-                    for i in 0..anchor_n {
-                        let mut v = i;
-                        while let Err(back) = aq.push(v) {
-                            v = back;
-                            std::hint::spin_loop();
-                        }
-                    }
-                });
-                let mut sum = 0u64;
-                let mut got = 0;
-                while got < anchor_n {
-                    if let Some(v) = aq.pop() {
-                        sum = sum.wrapping_add(v);
-                        got += 1;
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-                sum
-            });
-            assert_eq!(sum, anchor_n * (anchor_n - 1) / 2);
-            anchor_n as f64 / start.elapsed().as_secs_f64()
-        })
+        let aq = crossbeam_queue::ArrayQueue::<u64>::new(1024);
+        best.max(threads_rate(anchor_n, |v| aq.push(v).is_ok(), || aq.pop()))
     });
     let rtrb_n = anchor_n * 4;
     let rtrb_rate = (0..BATCHES).fold(0f64, |best, _| {
-        best.max({
-            let anchor_n = rtrb_n;
-            let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(1024);
-            let start = Instant::now();
-            let sum = std::thread::scope(|s| {
-                s.spawn(move || {
-                    for i in 0..anchor_n {
-                        while tx.push(i).is_err() {
-                            std::hint::spin_loop();
-                        }
-                    }
-                });
-                let mut sum = 0u64;
-                let mut got = 0;
-                while got < anchor_n {
-                    if let Ok(v) = rx.pop() {
-                        sum = sum.wrapping_add(v);
-                        got += 1;
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-                sum
-            });
-            assert_eq!(sum, anchor_n * (anchor_n - 1) / 2);
-            anchor_n as f64 / start.elapsed().as_secs_f64()
-        })
+        let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(1024);
+        best.max(threads_rate(
+            rtrb_n,
+            move |v| tx.push(v).is_ok(),
+            || rx.pop().ok(),
+        ))
     });
     // The SPSC queue across processes: a forked producer, this process consuming.
     let spsc_n = n * 4;
@@ -356,10 +350,7 @@ fn main() -> ndshm::Result<()> {
                     let mut buf = [0u64; BATCH];
                     let mut i = 0u64;
                     while i < batch_n {
-                        let k = BATCH.min((batch_n - i) as usize);
-                        for (j, v) in buf[..k].iter_mut().enumerate() {
-                            *v = i + j as u64;
-                        }
+                        let k = fill_batch(&mut buf, i, batch_n);
                         let mut rest = &buf[..k];
                         while !rest.is_empty() {
                             let (_, left) = tx.push_partial_slice(rest);
@@ -402,10 +393,7 @@ fn main() -> ndshm::Result<()> {
                 let mut buf = [0u64; BATCH];
                 let mut i = 0u64;
                 while i < batch_n {
-                    let k = BATCH.min((batch_n - i) as usize);
-                    for (j, v) in buf[..k].iter_mut().enumerate() {
-                        *v = i + j as u64;
-                    }
+                    let k = fill_batch(&mut buf, i, batch_n);
                     tx.put_slice(&buf[..k])?;
                     i += k as u64;
                 }
