@@ -167,6 +167,37 @@ fn shutdown_wakes_sleeping_consumers() {
     r.unwrap();
 }
 
+/// A blocking put that finds the queue full waits for several free slots before it
+/// refills (producer and consumer then work on different cache lines), but never for more
+/// than the consumers free: one item taken lets a sleeping producer through.
+#[test]
+fn a_put_on_a_full_queue_returns_after_one_item_is_taken() {
+    let q = Queue::<u64>::new(1024).unwrap();
+    for i in 0..1024 {
+        q.try_put(i).unwrap();
+    }
+    let stage = std::cell::Cell::new("was never seen asleep on the full queue");
+    let r = ndshm::scope(|s| -> ndshm::Result<_> {
+        let p = s.spawn(|| q.put(1024).unwrap())?;
+        if within_deadline(|| asleep_on_futex(p.pid())) {
+            stage.set("stayed blocked after one item was taken");
+            assert_eq!(q.get(), Ok(0));
+            if within_deadline(|| has_exited(p.pid())) {
+                stage.set("returned");
+                return p.join();
+            }
+        }
+        // SAFETY: kill(2) of our own child, so that the scope can end.
+        unsafe { libc::kill(p.pid(), libc::SIGKILL) };
+        p.join()
+    });
+    assert_eq!(stage.get(), "returned", "the producer {}", stage.get());
+    r.unwrap();
+    assert_eq!(q.len(), 1024);
+    let items: Vec<u64> = (0..1024).map(|_| q.try_get().unwrap()).collect();
+    assert_eq!(items, (1..=1024).collect::<Vec<_>>());
+}
+
 #[test]
 fn producer_killed_mid_put_loses_only_its_item() {
     let q = ByteQueue::new(4, 16).unwrap();

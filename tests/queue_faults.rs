@@ -340,13 +340,27 @@ impl Rng {
     }
 }
 
-/// Byte ranges of one ring's run-time state (header words and slot headers) for a ring of
-/// `slots` slots of stride 64 at `base`.
-fn run_time_words(base: u64, slots: u64) -> Vec<u64> {
+/// Bytes of a ring of `slots` slots (a power of two) of stride `stride` (format 5): the
+/// 256-byte header, the producers' and the consumers' claim arrays (a word per slot, whole
+/// cache lines each), then the slots.
+fn ring_len(slots: u64, stride: u64) -> u64 {
+    256 + 2 * claims_len(slots) + slots * stride
+}
+
+fn claims_len(slots: u64) -> u64 {
+    (slots * 8).next_multiple_of(64)
+}
+
+/// Byte offsets of one ring's run-time words (header words, claim words and slot headers)
+/// for a ring of `slots` slots of stride `stride` at `base`.
+fn run_time_words(base: u64, slots: u64, stride: u64) -> Vec<u64> {
     let mut at = vec![base + 40, base + 64, base + 128];
     at.extend((192..232).step_by(8).map(|o| base + o));
+    let claims = claims_len(slots);
     for i in 0..slots {
-        at.extend((0..32).step_by(8).map(|o| base + 256 + i * 64 + o));
+        at.push(base + 256 + i * 8);
+        at.push(base + 256 + claims + i * 8);
+        at.push(base + 256 + 2 * claims + i * stride);
     }
     at
 }
@@ -385,7 +399,8 @@ fn random_bytes_over_a_queues_run_time_words_never_hang() {
     let q = ByteQueue::create(&name, 4, 32).unwrap();
     within_deadline("scribbled queue", move || {
         let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-        let words = run_time_words(0, 4);
+        // Slots of 8 + 32 bytes: stride 64.
+        let words = run_time_words(0, 4, 64);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let ms = Duration::from_millis(10);
         for _ in 0..300 {
@@ -407,12 +422,13 @@ fn random_bytes_over_a_queues_run_time_words_never_hang() {
 fn random_bytes_over_a_pipes_run_time_words_never_hang() {
     let name = Name::new("scribbled-p");
     let path = name.path();
-    // Slots of 31 + 1 bytes: stride 64; each ring is 256 + 4 * 64 bytes.
+    // Slots of 31 + 1 bytes (and an 8-byte header): stride 64; the second ring follows
+    // the first.
     let a = Connection::create(&name, 4, 31).unwrap();
     within_deadline("scribbled pipe", move || {
         let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-        let mut words = run_time_words(0, 4);
-        words.extend(run_time_words(512, 4));
+        let mut words = run_time_words(0, 4, 64);
+        words.extend(run_time_words(ring_len(4, 64), 4, 64));
         let mut rng = Rng(0x1234_5678_9abc_def1);
         let ms = Duration::from_millis(10);
         for _ in 0..300 {
@@ -435,13 +451,14 @@ fn random_bytes_over_a_pipes_run_time_words_never_hang() {
 fn random_bytes_over_a_queues_producer_table_never_hang() {
     let name = Name::new("scribbled-prod");
     let path = name.path();
-    // Slots of 32 bytes: stride 64; the ring is 256 + 4 * 64 = 512 bytes, then the
-    // producer table: its magic word, then `ever`, `overflow` and the entries from 576.
+    // Slots of 32 bytes: stride 64; after the ring, the producer table: its magic word,
+    // then (a line further) `ever`, `overflow` and (a line further) the entries.
     let q = ByteQueue::create(&name, 4, 32).unwrap();
     within_deadline("scribbled producer table", move || {
         let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-        let mut words = vec![576, 584];
-        words.extend((640..640 + 8 * 16).step_by(8));
+        let table = ring_len(4, 64);
+        let mut words = vec![table + 64, table + 72];
+        words.extend((table + 128..table + 128 + 8 * 16).step_by(8));
         words.push(224); // the ring's hang-up hint
         let mut rng = Rng(0x0bad_5eed_0bad_5eed);
         let ms = Duration::from_millis(10);

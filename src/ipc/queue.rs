@@ -488,6 +488,11 @@ impl<T: Pod> Queue<T> {
     }
 
     fn read(bytes: &[u8]) -> T {
+        // Every item of a sane queue has the size of `T`: a copy of a size known when
+        // compiled. A shorter one (memory overwritten) is padded with zeros.
+        if let Ok(v) = bytemuck::try_pod_read_unaligned(bytes) {
+            return v;
+        }
         let mut v = T::zeroed();
         let n = bytes.len().min(std::mem::size_of::<T>());
         bytemuck::bytes_of_mut(&mut v)[..n].copy_from_slice(&bytes[..n]);
@@ -512,7 +517,7 @@ impl<T: Pod> Queue<T> {
     pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
         self.shared
             .producer()
-            .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), Wait::Until(None)))
+            .and_then(|r| r.ring().put_pod(&item, Wait::Until(None)))
             .map_err(|e| outcome(e, true).put(item))
     }
 
@@ -535,7 +540,7 @@ impl<T: Pod> Queue<T> {
     pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
         self.shared
             .producer()
-            .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), Wait::No))
+            .and_then(|r| r.ring().put_pod(&item, Wait::No))
             .map_err(|e| outcome(e, true).try_put(item))
     }
 
@@ -563,7 +568,7 @@ impl<T: Pod> Queue<T> {
     ) -> std::result::Result<(), PutTimeoutError<T>> {
         self.shared
             .producer()
-            .and_then(|r| r.ring().put(bytemuck::bytes_of(&item), deadline(timeout)))
+            .and_then(|r| r.ring().put_pod(&item, deadline(timeout)))
             .map_err(|e| outcome(e, true).put_timeout(item))
     }
 

@@ -169,6 +169,28 @@ impl<'a> SharedMem<'a> {
         self.atomic(off)
     }
 
+    /// The atomic `A` at byte `off`, without the check: for a structure that validated its
+    /// layout against the window once and derives every offset from it (the queue ring,
+    /// whose accessors run several times per item).
+    ///
+    /// # Safety
+    /// `off + size_of::<A>() <= self.len()`, and `self.addr() + off` is aligned for `A`.
+    #[inline]
+    pub(crate) unsafe fn atomic_unchecked<A: AtomicWord>(&self, off: usize) -> &'a A {
+        debug_assert!(
+            self.fits(off, size_of::<A>()),
+            "atomic at {off} past {}",
+            self.len
+        );
+        debug_assert!(
+            (self.addr() + off) % align_of::<A>() == 0,
+            "misaligned atomic"
+        );
+        // SAFETY: in bounds and aligned for A (the caller's contract); the rest as in
+        // `atomic`.
+        unsafe { &*self.ptr.as_ptr().add(off).cast::<A>() }
+    }
+
     /// The `AtomicU32` at byte `off`.
     #[inline]
     #[track_caller]
