@@ -925,52 +925,66 @@ impl<'m> Ring<'m> {
     /// whether it freed one. Cheap unless a slot is held: a few loads, and a liveness check
     /// (a few system calls) only of a holder that blocks the queue.
     fn recover(&self) -> bool {
-        let me = lease::holder();
-        let mut freed = false;
-        // A producer that claimed the slot at `tail` and died before publishing it.
+        let a = self.recover_for_gets();
+        let b = self.recover_for_puts();
+        a || b
+    }
+
+    /// What blocks consumers: a producer that committed the slot at `tail` and died before
+    /// publishing it (the slot is published as lost). The slot's own words first: a
+    /// `try_get` on an empty queue reads no word of the producers' unless a slot waits.
+    fn recover_for_gets(&self) -> bool {
         let pos = self.tail().load(Ordering::Acquire);
-        let slot = self.slot(pos);
-        if slot.seq() == pos as u32
-            && self.head().load(Ordering::Acquire).wrapping_sub(pos) as i64 > 0
+        if self.slot(pos).seq() != pos as u32 {
+            return false;
+        }
+        let w = self.writer(pos).load(Ordering::Relaxed);
+        if w == 0 || self.head().load(Ordering::Acquire).wrapping_sub(pos) as i64 <= 0 {
+            return false;
+        }
+        // Only the committer of lap `pos` moves `head` past it, holding the word until it
+        // published: a dead holder here died between its commit and its publish.
+        if lease::check(w) == Liveness::Dead
+            && self
+                .writer(pos)
+                .compare_exchange(w, lease::holder(), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
-            let w = self.writer(pos).load(Ordering::Relaxed);
-            if w != 0
-                && lease::check(w) == Liveness::Dead
-                && self
-                    .writer(pos)
-                    .compare_exchange(w, me, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                self.publish_lost(pos);
-                freed = true;
-            }
+            self.publish_lost(pos);
+            return true;
         }
-        // A consumer that claimed the slot before `head`'s and died before freeing it.
+        false
+    }
+
+    /// What blocks producers: a consumer that committed the slot before `head`'s (a lap
+    /// back) and died before freeing it (its item is counted lost, the slot freed).
+    fn recover_for_puts(&self) -> bool {
         let head = self.head().load(Ordering::Acquire);
-        if let Some(old) = head.checked_sub(self.cap) {
-            let slot = self.slot(head);
-            if slot.seq() == old.wrapping_add(1) as u32
-                && self.tail().load(Ordering::Acquire).wrapping_sub(old) as i64 > 0
-            {
-                let r = self.reader(old).load(Ordering::Relaxed);
-                if r != 0
-                    && lease::check(r) == Liveness::Dead
-                    && self
-                        .reader(old)
-                        .compare_exchange(r, me, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    self.count_lost();
-                    Release {
-                        ring: self,
-                        pos: old,
-                    }
-                    .free();
-                    freed = true;
-                }
-            }
+        let Some(old) = head.checked_sub(self.cap) else {
+            return false;
+        };
+        if self.slot(head).seq() != old.wrapping_add(1) as u32 {
+            return false;
         }
-        freed
+        let r = self.reader(old).load(Ordering::Relaxed);
+        if r == 0 || self.tail().load(Ordering::Acquire).wrapping_sub(old) as i64 <= 0 {
+            return false;
+        }
+        if lease::check(r) == Liveness::Dead
+            && self
+                .reader(old)
+                .compare_exchange(r, lease::holder(), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.count_lost();
+            Release {
+                ring: self,
+                pos: old,
+            }
+            .free();
+            return true;
+        }
+        false
     }
 
     /// Puts `bytes`, waiting as `wait` allows.
@@ -1021,7 +1035,7 @@ impl<'m> Ring<'m> {
         }
         let Wait::Until(deadline) = wait else {
             // Full now; unless a dead consumer held the slot: then once more.
-            if self.recover() {
+            if self.recover_for_puts() {
                 return self.try_put_once(len, fill);
             }
             return Err(Fail::WouldBlock);
@@ -1102,8 +1116,8 @@ impl<'m> Ring<'m> {
             other => return other,
         }
         let Wait::Until(deadline) = wait else {
-            // Empty now; unless a dead peer held the slot: then once more.
-            if self.recover() {
+            // Empty now; unless a dead producer held the slot: then once more.
+            if self.recover_for_gets() {
                 return self.try_get_live(f);
             }
             return Err(Fail::WouldBlock);
