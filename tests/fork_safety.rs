@@ -139,6 +139,56 @@ fn single_threaded_process_needs_no_opt_in() {
     );
 }
 
+/// `std::thread::scope` returns once its threads ran their closures, before they exited:
+/// a fork right after it saw two threads about half of the time and was refused. The
+/// check waits (briefly) for such threads to be gone; a thread that keeps running is
+/// still refused (`logger_thread_plus_println_in_a_child_is_a_clear_error_not_a_hang`).
+#[test]
+fn a_fork_right_after_a_thread_scope_is_not_refused() {
+    if !common::in_fresh_process() {
+        let out = common::rerun_in_fresh_process(
+            "a_fork_right_after_a_thread_scope_is_not_refused",
+            Duration::from_secs(60),
+        );
+        assert_fresh_run_passed(out);
+        return;
+    }
+    // The harness runs this test on a thread of its own: fork a single-threaded child
+    // first, and repeat the scope-then-fork sequence there.
+    // SAFETY: the child runs only the code below and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let r = (|| -> Result<(), String> {
+            for round in 0..200 {
+                std::thread::scope(|s| {
+                    s.spawn(|| std::hint::black_box(round));
+                });
+                Process::spawn(|| ())
+                    .and_then(|c| c.join())
+                    .map_err(|e| format!("round {round}: {e}"))?;
+            }
+            Ok(())
+        })();
+        let code = match r {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = ndshm::write_stdout(&format!("scope-then-fork child: {e}\n"));
+                1
+            }
+        };
+        // SAFETY: leaves the forked child at once, running no destructor of the parent's.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked; `status` is a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "a fork right after a thread scope was refused (status {status})"
+    );
+}
+
 #[test]
 fn unreadable_proc_requires_the_opt_in() {
     if !common::in_fresh_process() {

@@ -281,6 +281,9 @@ pub unsafe fn allow_fork_with_threads() {
     FORK_WITH_THREADS.store(true, Ordering::Relaxed);
 }
 
+/// How long [`check_fork_allowed`] waits for exiting threads to be gone before it refuses.
+const SETTLE_THREADS: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Refuses to fork a user closure from a process with other threads unless the process
 /// opted in (see [`allow_fork_with_threads`]); `api` names the caller in the message.
 ///
@@ -294,7 +297,9 @@ pub(crate) fn check_fork_allowed(api: &str) -> Result<()> {
                  loggers, rayon or other threads), or, if the forked closures take no lock \
                  another thread may hold, opt in once with `unsafe { \
                  ndshm::allow_fork_with_threads() }` (see its Safety section)";
-    match fork::thread_count() {
+    // Threads that finished but have not exited yet (right after a `std::thread::scope`)
+    // are waited for, briefly: they take no lock any more.
+    match fork::thread_count_settled(SETTLE_THREADS) {
         Ok(n) if n <= 1 => Ok(()),
         Ok(n) => Err(Error::new(
             ErrorKind::ForkWithThreads,

@@ -303,6 +303,22 @@ pub(crate) fn thread_count() -> io::Result<usize> {
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
 }
 
+/// [`thread_count`], waiting up to `within` for threads that are on their way out: a
+/// `std::thread::scope` returns once its threads ran their closures, before they exited
+/// (measured: half the time the count right after a scope still holds its thread), and a
+/// joined thread is counted until the kernel released it. A thread that keeps running
+/// keeps the count up; the wait ends at the first count of 1.
+pub(crate) fn thread_count_settled(within: std::time::Duration) -> io::Result<usize> {
+    let start = std::time::Instant::now();
+    loop {
+        let n = thread_count()?;
+        if n <= 1 || start.elapsed() >= within {
+            return Ok(n);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
 /// Sends `sig` to process `pid`; a process that is already gone is not an error.
 pub(crate) fn send_signal(pid: i32, sig: i32) -> io::Result<()> {
     let sig = Signal::try_from(sig).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
