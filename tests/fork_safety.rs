@@ -35,6 +35,35 @@ fn assert_clear_refusal(err: &ndshm::Error, api: &str) {
     }
 }
 
+/// Forks a child that has one thread (the harness runs each test on a thread of its own,
+/// so the test's process has several), runs `body` there and leaves with `_exit`; fails
+/// the calling test with `failure` when `body` returned an error, which the child prints
+/// as `"{label}: {error}"`.
+fn in_single_threaded_child(label: &str, failure: &str, body: impl FnOnce() -> Result<(), String>) {
+    // SAFETY: the child runs only `body`, whose ndshm calls take no lock another thread
+    // of this process may hold, and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = match body() {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = ndshm::write_stdout(&format!("{label}: {e}\n"));
+                1
+            }
+        };
+        // SAFETY: leaves the forked child at once, running no destructor of the parent's.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked; `status` is a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{failure} (status {status})"
+    );
+}
+
 #[test]
 fn logger_thread_plus_println_in_a_child_is_a_clear_error_not_a_hang() {
     if !common::in_fresh_process() {
@@ -102,11 +131,10 @@ fn single_threaded_process_needs_no_opt_in() {
     let err = fork_chunks(&mut a, 2, |_, _| {}).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ForkWithThreads, "{err}");
     // A child forked here has one thread, and the same (absent) opt-in: it may fork.
-    // SAFETY: the child runs only the lock-free code below and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let r = (|| -> Result<(), String> {
+    in_single_threaded_child(
+        "single-threaded child",
+        "the single-threaded child could not fork",
+        || {
             let e = |e: ndshm::Error| e.to_string();
             fork_chunks(&mut a, 4, |c, mut v| v.fill(c.index as u64 + 1)).map_err(e)?;
             let child =
@@ -119,23 +147,7 @@ fn single_threaded_process_needs_no_opt_in() {
                 return Err(format!("wrong values {v:?}"));
             }
             Ok(())
-        })();
-        let code = match r {
-            Ok(()) => 0,
-            Err(e) => {
-                let _ = ndshm::write_stdout(&format!("single-threaded child: {e}\n"));
-                1
-            }
-        };
-        // SAFETY: leaves the forked child at once, running no destructor of the parent's.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child just forked; `status` is a valid out-pointer.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the single-threaded child could not fork (status {status})"
+        },
     );
 }
 
@@ -153,14 +165,13 @@ fn a_fork_right_after_a_thread_scope_is_not_refused() {
         assert_fresh_run_passed(out);
         return;
     }
-    // The harness runs this test on a thread of its own: fork a single-threaded child
-    // first, and repeat the scope-then-fork sequence there.
-    // SAFETY: the child runs only the code below and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let r = (|| -> Result<(), String> {
-            for round in 0..200 {
+    // The harness runs this test on a thread of its own: repeat the scope-then-fork
+    // sequence in a single-threaded child.
+    in_single_threaded_child(
+        "scope-then-fork child",
+        "a fork right after a thread scope was refused",
+        || {
+            for round in 0..1000 {
                 std::thread::scope(|s| {
                     s.spawn(|| std::hint::black_box(round));
                 });
@@ -169,23 +180,7 @@ fn a_fork_right_after_a_thread_scope_is_not_refused() {
                     .map_err(|e| format!("round {round}: {e}"))?;
             }
             Ok(())
-        })();
-        let code = match r {
-            Ok(()) => 0,
-            Err(e) => {
-                let _ = ndshm::write_stdout(&format!("scope-then-fork child: {e}\n"));
-                1
-            }
-        };
-        // SAFETY: leaves the forked child at once, running no destructor of the parent's.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child just forked; `status` is a valid out-pointer.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "a fork right after a thread scope was refused (status {status})"
+        },
     );
 }
 
