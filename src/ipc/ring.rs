@@ -672,27 +672,14 @@ impl<'m> Ring<'m> {
                 // Claim the slot's writer word (the one contended RMW of a put), or take
                 // it over from a holder the kernel reports dead.
                 let writer = self.writer(pos);
-                let mut took_over = false;
-                if let Err(w) = writer.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                {
-                    tries += 1;
-                    if tries % 4096 != 0 {
-                        std::hint::spin_loop();
-                        continue;
-                    }
-                    if lease::check(w) != Liveness::Dead {
-                        // Alive (maybe descheduled) or unknown: never taken over; the
-                        // caller waits as it may (`try_put`: full now).
-                        return Err(Fail::WouldBlock);
-                    }
-                    if writer
-                        .compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed)
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    took_over = true;
-                }
+                let took_over = match claim(writer, me, &mut tries) {
+                    Claim::Free => false,
+                    Claim::TakenOver => true,
+                    Claim::Retry => continue,
+                    // Alive (maybe descheduled) or unknown: never taken over; the caller
+                    // waits as it may (`try_put`: full now).
+                    Claim::Held => return Err(Fail::WouldBlock),
+                };
                 // The writer word is ours, and no one else can claim the slot while we
                 // hold it. Lap `pos` is ours if `head` is still `pos`: only the holder of
                 // the word commits lap `pos` (moves `head` from `pos`), so nobody did
@@ -789,26 +776,13 @@ impl<'m> Ring<'m> {
                 // Claim the slot's reader word (the one contended RMW of a get), or take
                 // it over from a holder the kernel reports dead.
                 let reader = self.reader(pos);
-                let mut took_over = false;
-                if let Err(r) = reader.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                {
-                    tries += 1;
-                    if tries % 4096 != 0 {
-                        std::hint::spin_loop();
-                        continue;
-                    }
-                    if lease::check(r) != Liveness::Dead {
-                        // As for producers: `try_get` reports empty now.
-                        return Err(Fail::WouldBlock);
-                    }
-                    if reader
-                        .compare_exchange(r, me, Ordering::Acquire, Ordering::Relaxed)
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    took_over = true;
-                }
+                let took_over = match claim(reader, me, &mut tries) {
+                    Claim::Free => false,
+                    Claim::TakenOver => true,
+                    Claim::Retry => continue,
+                    // As for producers: `try_get` reports empty now.
+                    Claim::Held => return Err(Fail::WouldBlock),
+                };
                 // As for puts: the item of lap `pos` is ours if `tail` is still `pos`
                 // (only the holder of the word moves `tail` from `pos`), and then the
                 // slot still holds what we read before the claim: its sequence number
@@ -945,12 +919,7 @@ impl<'m> Ring<'m> {
         }
         // Only the committer of lap `pos` moves `head` past it, holding the word until it
         // published: a dead holder here died between its commit and its publish.
-        if lease::check(w) == Liveness::Dead
-            && self
-                .writer(pos)
-                .compare_exchange(w, lease::holder(), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if take_over(self.writer(pos), w, lease::holder()) == Claim::TakenOver {
             self.publish_lost(pos);
             return true;
         }
@@ -971,12 +940,7 @@ impl<'m> Ring<'m> {
         if r == 0 || self.tail().load(Ordering::Acquire).wrapping_sub(old) as i64 <= 0 {
             return false;
         }
-        if lease::check(r) == Liveness::Dead
-            && self
-                .reader(old)
-                .compare_exchange(r, lease::holder(), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if take_over(self.reader(old), r, lease::holder()) == Claim::TakenOver {
             self.count_lost();
             Release {
                 ring: self,
@@ -1227,6 +1191,49 @@ fn next_nap(nap: Duration, event: &AtomicU32, ev: u32) -> Duration {
         FIRST_NAP
     } else {
         (nap * 8).min(LIVENESS_PERIOD)
+    }
+}
+
+/// How a claim of a slot's claim word went (see [`claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// Claimed from 0: the word was free.
+    Free,
+    /// Taken over from a holder the kernel reports dead.
+    TakenOver,
+    /// Another process holds it, or won the race to it: look again.
+    Retry,
+    /// A holder that is alive, or whose liveness cannot be told, holds it.
+    Held,
+}
+
+/// Claims `word` for `me` (a CAS from 0, the one contended RMW of a put or a get), or,
+/// every 4096th try that found it held (`tries` counts them), takes it over from a
+/// holder the kernel reports dead; a live holder is never taken over.
+#[inline]
+fn claim(word: &AtomicU64, me: u64, tries: &mut u32) -> Claim {
+    let Err(holder) = word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) else {
+        return Claim::Free;
+    };
+    *tries += 1;
+    if *tries % 4096 != 0 {
+        std::hint::spin_loop();
+        return Claim::Retry;
+    }
+    take_over(word, holder, me)
+}
+
+/// Takes `word` over from `holder` for `me` if the kernel reports `holder` dead:
+/// [`Claim::TakenOver`], [`Claim::Held`] (alive or unknown), or [`Claim::Retry`] when
+/// another process took it first.
+#[cold]
+fn take_over(word: &AtomicU64, holder: u64, me: u64) -> Claim {
+    if lease::check(holder) != Liveness::Dead {
+        return Claim::Held;
+    }
+    match word.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed) {
+        Ok(_) => Claim::TakenOver,
+        Err(_) => Claim::Retry,
     }
 }
 
